@@ -1,0 +1,802 @@
+/* pkg-config: libnbd */
+/* nbd.c: the NBD backend (libnbd).
+ *
+ * One libnbd handle per connection, driven through libnbd's asynchronous
+ * API so that one connection carries many requests at once: the calling
+ * threads (FUSE workers, readahead workers) submit a command and sleep on
+ * their own condition variable; one dispatcher thread per connection polls
+ * the socket, runs nbd_aio_notify_read/write and wakes each caller from
+ * the command's completion callback. The synchronous nbd_pread() would
+ * hold the handle lock until its reply arrived and serialize everyone.
+ *
+ * The dispatcher also enforces the per-request deadline (`timeout`): when
+ * the oldest request has waited too long it shuts the socket down, libnbd
+ * moves the handle to its dead state and fails every command in flight, and
+ * the callers return -ENOTCONN so the core reconnects. The socket is
+ * shut down through a dup() of libnbd's descriptor, which libnbd may close
+ * at any time from another thread: the dup keeps the number ours. */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libnbd.h>
+
+#include "backend.h"
+
+#define NBD_DEFAULT_PORT "10809"
+#define NBD_DEFAULT_TIMEOUT 30.0
+/* Largest read/write when the server gives no limit: the NBD protocol
+ * document says every server must take 32 MiB (libnbd's own cap is 64). */
+#define NBD_DEFAULT_MAX_REQUEST (32u << 20)
+/* Largest trim/zero: the wire field is 32 bits; stay a power of two so it
+ * stays aligned to any minimum block size. */
+#define NBD_MAX_TRIM (1u << 30)
+/* The dispatcher looks at the deadlines at least this often (ms). */
+#define NBD_TICK_MS 1000
+
+enum nbd_op { NBD_OP_READ, NBD_OP_WRITE, NBD_OP_FLUSH, NBD_OP_TRIM, NBD_OP_ZERO };
+
+/* One submitted command; lives on the caller's stack until done. */
+struct nbd_req {
+	struct nbd_req *prev, *next; /* conn->pending, oldest first */
+	double deadline;	     /* CLOCK_MONOTONIC seconds */
+	pthread_cond_t cond;
+	bool done;
+	int err; /* errno from the completion callback */
+	struct nbd_conn *c;
+};
+
+struct nbd_conn {
+	struct nbd_handle *h;
+	char *name; /* entry name, for messages */
+	double timeout;
+	bool read_only; /* export or entry is read-only */
+	bool can_fua;
+	bool can_flush;
+	int sock;	/* dup of libnbd's socket, ours until close */
+	int wake;	/* eventfd: submissions and close poke the dispatcher */
+	pthread_t thread;
+	bool thread_started;
+
+	pthread_mutex_t mu; /* protects everything below */
+	struct nbd_req *head, *tail;
+	bool stop;	/* close() asked the dispatcher to end */
+	bool dead;	/* the handle is dead or we killed it */
+	bool timed_out; /* ... because a request ran out of time */
+};
+
+static double nbd_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The one wrapper for libnbd's error text: record it with nd_error and
+ * return -errno (EIO when libnbd names none). */
+static int nbd_fail(const char *name, const char *what)
+{
+	const char *msg = nbd_get_error();
+	int err = nbd_get_errno();
+
+	if (err <= 0)
+		err = EIO;
+	nd_error("%s: nbd: %s: %s", name, what, msg ? msg : strerror(err));
+	errno = err;
+	return -err;
+}
+
+static int nbd_debug_cb(void *user_data, const char *context, const char *msg)
+{
+	nd_debug("%s: libnbd: %s: %s", (const char *)user_data, context, msg);
+	return 0;
+}
+
+/* ---- dispatcher ------------------------------------------------------ */
+
+static void nbd_poke(struct nbd_conn *c)
+{
+	uint64_t one = 1;
+
+	if (write(c->wake, &one, sizeof one) < 0 && errno != EAGAIN)
+		nd_debug("%s: nbd: eventfd write: %m", c->name);
+}
+
+static void nbd_unlink(struct nbd_conn *c, struct nbd_req *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else if (c->head == r)
+		c->head = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	else if (c->tail == r)
+		c->tail = r->prev;
+	r->prev = r->next = NULL;
+}
+
+/* Completion callback: runs in whichever thread drove libnbd's state
+ * machine (the dispatcher, a submitter, or close), never with c->mu held
+ * by that thread. */
+static int nbd_complete_cb(void *user_data, int *error)
+{
+	struct nbd_req *r = user_data;
+	struct nbd_conn *c = r->c;
+
+	pthread_mutex_lock(&c->mu);
+	r->err = *error;
+	r->done = true;
+	nbd_unlink(c, r);
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&c->mu);
+	return 1; /* retire the command: nobody calls command_completed */
+}
+
+/* Drive libnbd until the handle is dead after the socket was shut down
+ * under it (bounded: each round either reads EOF or fails a send). */
+static void nbd_kill_handle(struct nbd_conn *c)
+{
+	shutdown(c->sock, SHUT_RDWR);
+	for (int i = 0; i < 100; i++) {
+		if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h))
+			return;
+		unsigned dir = nbd_aio_get_direction(c->h);
+		if (dir & LIBNBD_AIO_DIRECTION_READ)
+			nbd_aio_notify_read(c->h);
+		else if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+			nbd_aio_notify_write(c->h);
+		else
+			return;
+	}
+}
+
+static void *nbd_dispatch(void *arg)
+{
+	struct nbd_conn *c = arg;
+
+	for (;;) {
+		int ms = NBD_TICK_MS;
+		bool expired = false;
+
+		pthread_mutex_lock(&c->mu);
+		if (c->stop) {
+			pthread_mutex_unlock(&c->mu);
+			break;
+		}
+		if (c->head && !c->dead) {
+			double left = c->head->deadline - nbd_now();
+			if (left <= 0)
+				expired = true;
+			else if (left * 1000 < ms)
+				ms = (int)ceil(left * 1000);
+		}
+		if (expired) {
+			c->dead = c->timed_out = true;
+			pthread_mutex_unlock(&c->mu);
+			nd_warn("%s: nbd: no reply from the server in %g s, dropping the connection",
+				c->name, c->timeout);
+			nbd_kill_handle(c);
+			continue;
+		}
+		pthread_mutex_unlock(&c->mu);
+
+		unsigned dir = nbd_aio_get_direction(c->h);
+		bool alive = !nbd_aio_is_dead(c->h) && !nbd_aio_is_closed(c->h);
+		struct pollfd pfd[2] = {
+			{ .fd = c->wake, .events = POLLIN },
+			{ .fd = -1 },
+		};
+		if (alive && dir) {
+			pfd[1].fd = c->sock;
+			if (dir & LIBNBD_AIO_DIRECTION_READ)
+				pfd[1].events |= POLLIN;
+			if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+				pfd[1].events |= POLLOUT;
+		}
+		if (!alive) {
+			pthread_mutex_lock(&c->mu);
+			c->dead = true;
+			pthread_mutex_unlock(&c->mu);
+			ms = -1; /* nothing left but waiting for close */
+		}
+		int n = poll(pfd, 2, ms);
+		if (n < 0 && errno != EINTR) {
+			nd_warn("%s: nbd: poll: %m", c->name);
+			ms = 10;
+			continue;
+		}
+		if (pfd[0].revents & POLLIN) {
+			uint64_t v;
+			if (read(c->wake, &v, sizeof v) < 0 && errno != EAGAIN)
+				nd_debug("%s: nbd: eventfd read: %m", c->name);
+		}
+		short re = pfd[1].revents;
+		if (re & (POLLIN | POLLHUP | POLLERR))
+			nbd_aio_notify_read(c->h);
+		else if (re & POLLOUT)
+			nbd_aio_notify_write(c->h);
+		if ((re & POLLOUT) && (re & (POLLIN | POLLHUP | POLLERR)) &&
+		    (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE))
+			nbd_aio_notify_write(c->h);
+	}
+	return NULL;
+}
+
+/* ---- requests -------------------------------------------------------- */
+
+static int nbd_lost(struct nbd_conn *c, const char *what)
+{
+	bool timed_out;
+
+	pthread_mutex_lock(&c->mu);
+	c->dead = true;
+	timed_out = c->timed_out;
+	pthread_mutex_unlock(&c->mu);
+	if (timed_out)
+		nd_error("%s: nbd: %s: no reply from the server in %g s", c->name,
+			 what, c->timeout);
+	else
+		nd_error("%s: nbd: %s: connection to the server lost", c->name,
+			 what);
+	errno = ENOTCONN;
+	return -ENOTCONN;
+}
+
+static bool nbd_handle_gone(struct nbd_conn *c)
+{
+	return nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h);
+}
+
+static const char *nbd_op_name(enum nbd_op op)
+{
+	switch (op) {
+	case NBD_OP_READ: return "read";
+	case NBD_OP_WRITE: return "write";
+	case NBD_OP_FLUSH: return "flush";
+	case NBD_OP_TRIM: return "trim";
+	case NBD_OP_ZERO: return "write zeroes";
+	}
+	return "?";
+}
+
+/* Submit one command and wait for its completion (or the deadline). */
+static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
+		   uint64_t off, uint32_t flags)
+{
+	struct nbd_req r = { .c = c };
+	nbd_completion_callback cb = { .callback = nbd_complete_cb,
+				       .user_data = &r };
+	int64_t cookie = -1;
+	char what[96];
+
+	snprintf(what, sizeof what, "%s of %" PRIu64 " bytes at %" PRIu64,
+		 nbd_op_name(op), len, off);
+	pthread_cond_init(&r.cond, NULL);
+	pthread_mutex_lock(&c->mu);
+	if (c->dead) {
+		pthread_mutex_unlock(&c->mu);
+		pthread_cond_destroy(&r.cond);
+		return nbd_lost(c, what);
+	}
+	r.deadline = nbd_now() + c->timeout;
+	r.prev = c->tail;
+	if (c->tail)
+		c->tail->next = &r;
+	else
+		c->head = &r;
+	c->tail = &r;
+	pthread_mutex_unlock(&c->mu);
+
+	switch (op) {
+	case NBD_OP_READ:
+		cookie = nbd_aio_pread(c->h, buf, len, off, cb, 0);
+		break;
+	case NBD_OP_WRITE:
+		cookie = nbd_aio_pwrite(c->h, buf, len, off, cb, flags);
+		break;
+	case NBD_OP_FLUSH:
+		cookie = nbd_aio_flush(c->h, cb, 0);
+		break;
+	case NBD_OP_TRIM:
+		cookie = nbd_aio_trim(c->h, len, off, cb, flags);
+		break;
+	case NBD_OP_ZERO:
+		cookie = nbd_aio_zero(c->h, len, off, cb, flags);
+		break;
+	}
+	if (cookie == -1) {
+		int rc;
+		/* Not queued: the callback will never run. */
+		pthread_mutex_lock(&c->mu);
+		nbd_unlink(c, &r);
+		pthread_mutex_unlock(&c->mu);
+		pthread_cond_destroy(&r.cond);
+		if (nbd_handle_gone(c))
+			return nbd_lost(c, what);
+		rc = nbd_fail(c->name, what);
+		return rc;
+	}
+	/* A send that could not finish at once needs the dispatcher to wait
+	 * for POLLOUT; it may be sleeping on POLLIN only. */
+	if (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE)
+		nbd_poke(c);
+
+	pthread_mutex_lock(&c->mu);
+	while (!r.done)
+		pthread_cond_wait(&r.cond, &c->mu);
+	pthread_mutex_unlock(&c->mu);
+	pthread_cond_destroy(&r.cond);
+
+	if (r.err == 0)
+		return 0;
+	pthread_mutex_lock(&c->mu);
+	bool killed = c->timed_out;
+	pthread_mutex_unlock(&c->mu);
+	if (killed || nbd_handle_gone(c))
+		return nbd_lost(c, what);
+	if (r.err == ESHUTDOWN) {
+		/* The server is going away (nbdkit answers this way while it
+		 * drains on SIGTERM): drop the connection so the core opens a
+		 * new one, as the NBD protocol asks of clients. */
+		shutdown(c->sock, SHUT_RDWR);
+		nbd_poke(c);
+		nbd_lost(c, what);
+		nd_error("%s: nbd: %s: the server is shutting down", c->name,
+			 what);
+		errno = ENOTCONN;
+		return -ENOTCONN;
+	}
+	errno = r.err;
+	nd_error("%s: nbd: %s: server replied: %m", c->name, what);
+	return -r.err;
+}
+
+static int nbd_pread_cb(void *conn, void *buf, size_t len, uint64_t off)
+{
+	return nbd_run(conn, NBD_OP_READ, buf, len, off, 0);
+}
+
+static int nbd_pwrite_cb(void *conn, const void *buf, size_t len, uint64_t off,
+			 unsigned flags)
+{
+	struct nbd_conn *c = conn;
+	uint32_t f = 0;
+	int rc;
+
+	if (c->read_only) {
+		nd_error("%s: nbd: write: the export is read-only", c->name);
+		errno = EROFS;
+		return -EROFS;
+	}
+	if ((flags & ND_FUA) && c->can_fua)
+		f |= LIBNBD_CMD_FLAG_FUA;
+	rc = nbd_run(c, NBD_OP_WRITE, (void *)buf, len, off, f);
+	if (rc == 0 && (flags & ND_FUA) && !c->can_fua && c->can_flush)
+		rc = nbd_run(c, NBD_OP_FLUSH, NULL, 0, 0, 0);
+	return rc;
+}
+
+static int nbd_flush_cb(void *conn)
+{
+	return nbd_run(conn, NBD_OP_FLUSH, NULL, 0, 0, 0);
+}
+
+static int nbd_trim_cb(void *conn, uint64_t len, uint64_t off)
+{
+	struct nbd_conn *c = conn;
+
+	if (c->read_only) {
+		nd_error("%s: nbd: trim: the export is read-only", c->name);
+		errno = EROFS;
+		return -EROFS;
+	}
+	return nbd_run(c, NBD_OP_TRIM, NULL, len, off, 0);
+}
+
+static int nbd_zero_cb(void *conn, uint64_t len, uint64_t off, unsigned flags)
+{
+	struct nbd_conn *c = conn;
+	uint32_t f = 0;
+	int rc;
+
+	if (c->read_only) {
+		nd_error("%s: nbd: write zeroes: the export is read-only",
+			 c->name);
+		errno = EROFS;
+		return -EROFS;
+	}
+	if (!(flags & ND_MAY_TRIM))
+		f |= LIBNBD_CMD_FLAG_NO_HOLE;
+	if ((flags & ND_FUA) && c->can_fua)
+		f |= LIBNBD_CMD_FLAG_FUA;
+	rc = nbd_run(c, NBD_OP_ZERO, NULL, len, off, f);
+	if (rc == 0 && (flags & ND_FUA) && !c->can_fua && c->can_flush)
+		rc = nbd_run(c, NBD_OP_FLUSH, NULL, 0, 0, 0);
+	return rc;
+}
+
+/* ---- open / close ---------------------------------------------------- */
+
+static void nbd_conn_free(struct nbd_conn *c)
+{
+	if (!c)
+		return;
+	if (c->thread_started) {
+		pthread_mutex_lock(&c->mu);
+		c->stop = true;
+		pthread_mutex_unlock(&c->mu);
+		nbd_poke(c);
+		pthread_join(c->thread, NULL);
+	}
+	if (c->h) {
+		/* Say goodbye when nothing is outstanding; never wait for it. */
+		if (nbd_aio_is_ready(c->h) && nbd_aio_in_flight(c->h) == 0)
+			nbd_aio_disconnect(c->h, 0);
+		nbd_close(c->h);
+	}
+	if (c->sock >= 0)
+		close(c->sock);
+	if (c->wake >= 0)
+		close(c->wake);
+	pthread_mutex_destroy(&c->mu);
+	free(c->name);
+	free(c);
+}
+
+static void nbd_close_cb(void *conn)
+{
+	nbd_conn_free(conn);
+}
+
+/* Explain the failures people hit most, after libnbd's own words. */
+static int nbd_connect_fail(struct nbd_conn *c, const char *where, int tls)
+{
+	const char *msg = nbd_get_error();
+	int err = nbd_get_errno();
+	const char *hint = "";
+
+	if (err <= 0)
+		err = ECONNREFUSED;
+	if (msg && tls == LIBNBD_TLS_DISABLE &&
+	    (strstr(msg, "TLS") || strstr(msg, "tls")))
+		hint = " (the server requires TLS: use nbds:// or tls=require with tls-psk-file= or tls-certificates=)";
+	else if (msg && tls != LIBNBD_TLS_DISABLE &&
+		 (strstr(msg, "gnutls") || strstr(msg, "handshake")))
+		hint = " (TLS failed: check tls-psk-file=, tls-username= and tls-certificates=)";
+	nd_error("%s: nbd: cannot connect to %s: %s%s", c->name, where,
+		 msg ? msg : strerror(err), hint);
+	errno = err;
+	return -err;
+}
+
+/* Run libnbd's connect and handshake until ready, dead or the deadline. */
+static int nbd_wait_ready(struct nbd_conn *c, const char *where, int tls)
+{
+	double deadline = nbd_now() + c->timeout;
+
+	for (;;) {
+		if (nbd_aio_is_ready(c->h))
+			return 0;
+		if (nbd_handle_gone(c))
+			return nbd_connect_fail(c, where, tls);
+		double left = deadline - nbd_now();
+		if (left <= 0) {
+			nd_error("%s: nbd: cannot connect to %s: no answer in %g s",
+				 c->name, where, c->timeout);
+			errno = ETIMEDOUT;
+			return -ETIMEDOUT;
+		}
+		int fd = nbd_aio_get_fd(c->h);
+		unsigned dir = nbd_aio_get_direction(c->h);
+		if (fd < 0)
+			return nbd_connect_fail(c, where, tls);
+		struct pollfd pfd = { .fd = fd };
+		if (dir & LIBNBD_AIO_DIRECTION_READ)
+			pfd.events |= POLLIN;
+		if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+			pfd.events |= POLLOUT;
+		int ms = (int)ceil(left * 1000);
+		int n = poll(&pfd, 1, ms > NBD_TICK_MS ? NBD_TICK_MS : ms);
+		if (n < 0 && errno != EINTR) {
+			nd_error("%s: nbd: poll: %m", c->name);
+			return -errno;
+		}
+		if (n <= 0)
+			continue;
+		int rc = 0;
+		if ((pfd.revents & (POLLIN | POLLHUP | POLLERR)) &&
+		    (dir & LIBNBD_AIO_DIRECTION_READ))
+			rc = nbd_aio_notify_read(c->h);
+		else if (pfd.revents & (POLLOUT | POLLHUP | POLLERR))
+			rc = nbd_aio_notify_write(c->h);
+		if (rc == -1 && !nbd_handle_gone(c))
+			return nbd_connect_fail(c, where, tls);
+	}
+}
+
+static int nbd_tls_mode(const struct nd_opts *o, int *tls)
+{
+	const char *v = nd_opt_get(o, "tls");
+
+	if (!v) {
+		/* Credentials without tls= mean the user wants TLS. */
+		*tls = nd_opt_get(o, "tls-psk-file") ||
+				       nd_opt_get(o, "tls-certificates")
+			       ? LIBNBD_TLS_REQUIRE
+			       : LIBNBD_TLS_DISABLE;
+		return 0;
+	}
+	if (!strcmp(v, "require")) {
+		*tls = LIBNBD_TLS_REQUIRE;
+		return 0;
+	}
+	if (!strcmp(v, "allow")) {
+		*tls = LIBNBD_TLS_ALLOW;
+		return 0;
+	}
+	bool b;
+	if (nd_parse_bool(v, &b) < 0) {
+		nd_error("%s: tls=%s: expected off, on or require", o->name, v);
+		errno = EINVAL;
+		return -1;
+	}
+	*tls = b ? LIBNBD_TLS_ALLOW : LIBNBD_TLS_DISABLE;
+	return 0;
+}
+
+static int nbd_setup_tls(struct nbd_conn *c, const struct nd_opts *o, int tls)
+{
+	const char *v;
+	bool verify;
+
+	if (tls == LIBNBD_TLS_DISABLE)
+		return 0;
+	if (!nbd_supports_tls(c->h)) {
+		nd_error("%s: nbd: this libnbd was built without TLS support",
+			 c->name);
+		errno = ENOTSUP;
+		return -ENOTSUP;
+	}
+	if (nbd_set_tls(c->h, tls) == -1)
+		return nbd_fail(c->name, "tls");
+	if ((v = nd_opt_get(o, "tls-certificates")) &&
+	    nbd_set_tls_certificates(c->h, v) == -1)
+		return nbd_fail(c->name, "tls-certificates");
+	if ((v = nd_opt_get(o, "tls-psk-file"))) {
+		if (access(v, R_OK) < 0) {
+			nd_error("%s: nbd: tls-psk-file=%s: %m", c->name, v);
+			return -errno;
+		}
+		if (nbd_set_tls_psk_file(c->h, v) == -1)
+			return nbd_fail(c->name, "tls-psk-file");
+	}
+	if ((v = nd_opt_get(o, "tls-username")) &&
+	    nbd_set_tls_username(c->h, v) == -1)
+		return nbd_fail(c->name, "tls-username");
+	if (nd_opt_bool(o, "tls-verify-peer", true, &verify) < 0) {
+		errno = EINVAL;
+		return -EINVAL;
+	}
+	if (nbd_set_tls_verify_peer(c->h, verify) == -1)
+		return nbd_fail(c->name, "tls-verify-peer");
+	return 0;
+}
+
+/* Start the connect; *where describes the server for messages. */
+static int nbd_start_connect(struct nbd_conn *c, const struct nd_opts *o,
+			     char *where, size_t wlen)
+{
+	const char *type = nd_opt_get(o, "server.type");
+	const char *path = nd_opt_get(o, "server.path");
+	const char *host = nd_opt_get(o, "server.host");
+
+	if (!type)
+		type = path ? "unix" : "inet";
+	if (!strcmp(type, "unix")) {
+		if (!path) {
+			nd_error("%s: nbd: server.type=unix needs server.path (the socket)",
+				 c->name);
+			errno = EINVAL;
+			return -EINVAL;
+		}
+		snprintf(where, wlen, "unix:%s", path);
+		if (nbd_aio_connect_unix(c->h, path) == -1)
+			return nbd_connect_fail(c, where, LIBNBD_TLS_ALLOW);
+		return 0;
+	}
+	if (strcmp(type, "inet") && strcmp(type, "tcp")) {
+		nd_error("%s: nbd: server.type=%s is not supported (inet or unix)",
+			 c->name, type);
+		errno = EINVAL;
+		return -EINVAL;
+	}
+	if (!host || !*host) {
+		nd_error("%s: nbd: no server.host", c->name);
+		errno = EINVAL;
+		return -EINVAL;
+	}
+	uint64_t port;
+	char portstr[16];
+	if (nd_opt_uint(o, "server.port", 10809, 1, 65535, &port) < 0) {
+		errno = EINVAL;
+		return -EINVAL;
+	}
+	snprintf(portstr, sizeof portstr, "%" PRIu64, port);
+	snprintf(where, wlen, strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
+		 portstr);
+	if (nbd_aio_connect_tcp(c->h, host, portstr) == -1)
+		return nbd_connect_fail(c, where, LIBNBD_TLS_ALLOW);
+	return 0;
+}
+
+static void nbd_fill_info(struct nbd_conn *c, int64_t size, bool ro_entry,
+			  struct nd_info *info)
+{
+	int64_t min = nbd_get_block_size(c->h, LIBNBD_SIZE_MINIMUM);
+	int64_t max = nbd_get_block_size(c->h, LIBNBD_SIZE_MAXIMUM);
+
+	memset(info, 0, sizeof *info);
+	info->size = (uint64_t)size;
+	info->block_size = min > 1 ? (uint32_t)min : 0;
+	info->max_request = max > 0 && max < NBD_DEFAULT_MAX_REQUEST
+				    ? (uint32_t)max
+				    : NBD_DEFAULT_MAX_REQUEST;
+	info->max_trim = NBD_MAX_TRIM;
+	info->read_only = ro_entry || nbd_is_read_only(c->h) == 1;
+	info->can_flush = nbd_can_flush(c->h) == 1;
+	info->can_fua = !info->read_only && nbd_can_fua(c->h) == 1;
+	info->can_trim = !info->read_only && nbd_can_trim(c->h) == 1;
+	info->can_zero = !info->read_only && nbd_can_zero(c->h) == 1;
+	info->can_multi_conn = nbd_can_multi_conn(c->h) == 1;
+	info->thread_safe = true;
+	/* Without multi-conn, writes on one connection need not be visible
+	 * to reads on another: stay on one, pipelined. */
+	info->max_connections = info->can_multi_conn ? 0 : 1;
+}
+
+static int nbd_open_cb(const struct nd_opts *o, void **conn,
+		       struct nd_info *info)
+{
+	struct nbd_conn *c;
+	char where[PATH_MAX + 32] = "the server";
+	const char *exp = nd_opt_get(o, "export");
+	bool ro_entry = false;
+	int tls, rc;
+
+	c = calloc(1, sizeof *c);
+	if (!c) {
+		nd_error("%s: nbd: out of memory", o->name);
+		return -ENOMEM;
+	}
+	c->sock = c->wake = -1;
+	pthread_mutex_init(&c->mu, NULL);
+	c->name = strdup(o->name ? o->name : "nbd");
+	if (!c->name) {
+		rc = -ENOMEM;
+		nd_error("nbd: out of memory");
+		goto fail;
+	}
+	if (nd_opt_seconds(o, "timeout", NBD_DEFAULT_TIMEOUT, &c->timeout) < 0 ||
+	    nd_opt_bool(o, "ro", false, &ro_entry) < 0 ||
+	    nbd_tls_mode(o, &tls) < 0) {
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (!(c->timeout > 0))
+		c->timeout = NBD_DEFAULT_TIMEOUT;
+
+	c->h = nbd_create();
+	if (!c->h) {
+		rc = nbd_fail(c->name, "create handle");
+		goto fail;
+	}
+	nbd_set_handle_name(c->h, c->name);
+	if (nd_debug_enabled) {
+		nbd_set_debug_callback(c->h, (nbd_debug_callback){
+						     .callback = nbd_debug_cb,
+						     .user_data = c->name });
+		nbd_set_debug(c->h, true);
+	}
+	/* Reads land straight in the core's cache block; libnbd need not
+	 * clear it first. */
+	nbd_set_pread_initialize(c->h, false);
+	if (nbd_set_export_name(c->h, exp ? exp : "") == -1) {
+		rc = nbd_fail(c->name, "export");
+		goto fail;
+	}
+	if ((rc = nbd_setup_tls(c, o, tls)) < 0)
+		goto fail;
+	if ((rc = nbd_start_connect(c, o, where, sizeof where)) < 0)
+		goto fail;
+	if ((rc = nbd_wait_ready(c, where, tls)) < 0)
+		goto fail;
+
+	int64_t size = nbd_get_size(c->h);
+	if (size < 0) {
+		rc = nbd_fail(c->name, "size");
+		goto fail;
+	}
+	nbd_fill_info(c, size, ro_entry, info);
+	c->read_only = info->read_only;
+	c->can_fua = info->can_fua;
+	c->can_flush = info->can_flush;
+
+	c->sock = dup(nbd_aio_get_fd(c->h));
+	c->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (c->sock < 0 || c->wake < 0) {
+		nd_error("%s: nbd: %m", c->name);
+		rc = -errno;
+		goto fail;
+	}
+	rc = pthread_create(&c->thread, NULL, nbd_dispatch, c);
+	if (rc != 0) {
+		errno = rc;
+		nd_error("%s: nbd: cannot start the dispatcher thread: %m",
+			 c->name);
+		rc = -rc;
+		goto fail;
+	}
+	c->thread_started = true;
+	nd_debug("%s: nbd: connected to %s export \"%s\" (%s%s, %" PRIi64
+		 " bytes, min block %" PRIu32 ", max request %" PRIu32
+		 "%s%s%s%s%s%s)",
+		 c->name, where, exp ? exp : "", nbd_get_protocol(c->h),
+		 nbd_get_tls_negotiated(c->h) == 1 ? ", TLS" : "", size,
+		 info->block_size, info->max_request,
+		 info->read_only ? ", read-only" : "",
+		 info->can_flush ? ", flush" : "", info->can_fua ? ", fua" : "",
+		 info->can_trim ? ", trim" : "", info->can_zero ? ", zero" : "",
+		 info->can_multi_conn ? ", multi-conn" : "");
+	*conn = c;
+	return 0;
+
+fail:
+	nbd_conn_free(c);
+	return rc < 0 ? rc : -EIO;
+}
+
+static const char *const nbd_drivers[] = { "nbd", NULL };
+static const char *const nbd_schemes[] = { "nbd", "nbd+tcp", "nbd+unix",
+					   "nbds", "nbds+tcp", "nbds+unix",
+					   NULL };
+static const struct nd_optdesc nbd_options[] = {
+	{ "server.type", "inet (TCP) or unix" },
+	{ "server.host", "server host name or address (inet)" },
+	{ "server.port", "server TCP port (default 10809)" },
+	{ "server.path", "server Unix socket path (unix)" },
+	{ "export", "export name (default \"\")" },
+	{ "tls", "off, on (use TLS when offered) or require" },
+	{ "tls-psk-file", "PSK key file (psktool format); implies tls=require" },
+	{ "tls-certificates", "directory of X.509 certificates; implies tls=require" },
+	{ "tls-username", "TLS PSK user name (default: the login name)" },
+	{ "tls-verify-peer", "verify the server certificate (default on)" },
+	{ NULL, NULL },
+};
+
+static const struct nd_backend nbd_backend = {
+	.name = "nbd",
+	.drivers = nbd_drivers,
+	.schemes = nbd_schemes,
+	.description = "Network Block Device (libnbd): TCP, Unix sockets, TLS",
+	.options = nbd_options,
+	.open = nbd_open_cb,
+	.close = nbd_close_cb,
+	.pread = nbd_pread_cb,
+	.pwrite = nbd_pwrite_cb,
+	.flush = nbd_flush_cb,
+	.trim = nbd_trim_cb,
+	.zero = nbd_zero_cb,
+};
+
+ND_BACKEND_REGISTER(nbd_backend);
