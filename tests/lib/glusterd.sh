@@ -1,0 +1,132 @@
+# glusterd.sh: run glusterd by hand on loopback for the gluster tests and
+# the demo. Source it after functions.sh (tests: failures call fail) or on
+# its own (demo: functions print the problem and return non-zero).
+#
+#   glusterd_start DIR     start glusterd on 127.0.0.1:24007 with its state in
+#                          DIR; sets GD_DIR GD_SOCK GD_PID GD_HOST GD_LOG
+#   glusterd_volume NAME   create and start a one-brick volume NAME (brick in
+#                          DIR/bricks/NAME); sets GD_BRICK
+#   glusterd_stop          kill the bricks and glusterd by their pidfiles,
+#                          remove the /etc/hosts alias (idempotent)
+#
+# Pitfalls handled here: the gluster CLI refuses 127.0.0.1/localhost as a
+# brick host, so a name for 127.0.0.1 goes into /etc/hosts for the run
+# (removed by glusterd_stop); bricks fetch their volfile from port 24007
+# whatever glusterd listens on, so glusterd must have that port: one
+# glusterd per machine at a time (we wait, bounded, for it to be free);
+# brick processes outlive glusterd: they are killed by their pidfiles.
+GD_PORT=24007
+GD_DIR= GD_SOCK= GD_PID= GD_HOST= GD_LOG= GD_BRICK=
+_gd_vols=()
+
+_gd_fail() {
+    if declare -F fail >/dev/null; then
+        [ -n "$GD_LOG" ] && show_log "$GD_LOG"
+        fail "$@"
+    fi
+    echo "glusterd: $*" >&2
+    return 1
+}
+
+_gd_cli() {
+    timeout 60 gluster --mode=script --glusterd-sock="$GD_SOCK" "$@"
+}
+
+_gd_port_busy() { ss -Hltn "sport = :$GD_PORT" 2>/dev/null | grep -q .; }
+
+# Is PID alive and running COMM? (guards against a reused PID)
+_gd_is() { [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]; }
+
+glusterd_start() {
+    local dir=$1 n
+    for t in glusterd gluster glusterfsd; do
+        command -v $t >/dev/null 2>&1 || { echo "SKIP: $t not installed" >&2; exit 77; }
+    done
+    # Another glusterd (a test or the demo finishing) holds the port: wait.
+    n=300
+    while _gd_port_busy && ((n-- > 0)); do sleep 0.1; done
+    _gd_port_busy && { _gd_fail "port $GD_PORT is in use by another glusterd"; return 1; }
+
+    GD_DIR=$dir
+    GD_SOCK=$dir/glusterd.socket
+    GD_LOG=$dir/glusterd.log
+    GD_HOST=nd-gluster-$$
+    mkdir -p "$dir/state" "$dir/bricks"
+    cat > "$dir/glusterd.vol" <<EOF
+volume management
+    type mgmt/glusterd
+    option working-directory $dir/state
+    option transport-type socket
+    option transport.socket.bind-address 127.0.0.1
+    option transport.socket.listen-port $GD_PORT
+    option base-port 49152
+    option max-port 49200
+    option glusterd-sockfile $GD_SOCK
+    option ping-timeout 0
+    option event-threads 1
+end-volume
+EOF
+    grep -qx "127.0.0.1 $GD_HOST" /etc/hosts || echo "127.0.0.1 $GD_HOST" >> /etc/hosts
+    glusterd -N -f "$dir/glusterd.vol" -l "$GD_LOG" </dev/null >>"$GD_LOG" 2>&1 &
+    GD_PID=$!
+    echo $GD_PID > "$dir/glusterd.pid"
+    declare -F cleanup_fn >/dev/null && cleanup_fn glusterd_stop
+    n=300
+    while ((n-- > 0)); do
+        _gd_cli volume list >/dev/null 2>&1 && return 0
+        kill -0 $GD_PID 2>/dev/null || break
+        sleep 0.1
+    done
+    _gd_fail "glusterd did not answer on $GD_SOCK within 30 s"
+}
+
+glusterd_volume() {
+    local name=$1 pidfile
+    GD_BRICK=$GD_DIR/bricks/$name
+    mkdir -p "$GD_BRICK"
+    _gd_cli volume create "$name" "$GD_HOST:$GD_BRICK" force >>"$GD_DIR/cli.log" 2>&1 ||
+        { show_log "$GD_DIR/cli.log" 2>/dev/null; _gd_fail "volume create $name failed"; return 1; }
+    _gd_vols+=("$name")
+    _gd_cli volume start "$name" >>"$GD_DIR/cli.log" 2>&1 ||
+        { show_log "$GD_DIR/cli.log" 2>/dev/null; _gd_fail "volume start $name failed"; return 1; }
+    # Keep the brick's pidfile: glusterd's copy goes with the volume.
+    for pidfile in /var/run/gluster/vols/"$name"/*.pid; do
+        [ -s "$pidfile" ] && cat "$pidfile" >> "$GD_DIR/bricks.pids"
+    done
+    [ -s "$GD_DIR/bricks.pids" ] || { _gd_fail "no brick pidfile for $name"; return 1; }
+}
+
+# Wait (bounded, 10 s) for PID to exit, then SIGKILL it if it did not.
+_gd_reap() {
+    local pid=$1 comm=$2 n=100
+    while _gd_is "$pid" "$comm" && ((n-- > 0)); do sleep 0.1; done
+    _gd_is "$pid" "$comm" && kill -KILL "$pid" 2>/dev/null
+    return 0
+}
+
+glusterd_stop() {
+    local pid v
+    [ -n "$GD_DIR" ] || return 0
+    if [ -s "$GD_DIR/bricks.pids" ]; then
+        for pid in $(cat "$GD_DIR/bricks.pids"); do
+            _gd_is "$pid" glusterfsd && kill -TERM "$pid" 2>/dev/null
+        done
+    fi
+    if [ -n "$GD_PID" ] && _gd_is "$GD_PID" glusterd; then
+        kill -TERM "$GD_PID" 2>/dev/null
+        _gd_reap "$GD_PID" glusterd
+        wait "$GD_PID" 2>/dev/null
+    fi
+    if [ -s "$GD_DIR/bricks.pids" ]; then
+        for pid in $(cat "$GD_DIR/bricks.pids"); do _gd_reap "$pid" glusterfsd; done
+        rm -f "$GD_DIR/bricks.pids"
+    fi
+    for v in "${_gd_vols[@]}"; do rm -rf "/var/run/gluster/vols/$v"; done
+    _gd_vols=()
+    if [ -n "$GD_HOST" ] && grep -qx "127.0.0.1 $GD_HOST" /etc/hosts; then
+        # In place: /etc/hosts may be a bind mount that cannot be renamed.
+        grep -vx "127.0.0.1 $GD_HOST" /etc/hosts > "$GD_DIR/hosts.new"
+        cat "$GD_DIR/hosts.new" > /etc/hosts
+    fi
+    GD_PID= GD_HOST=
+}
