@@ -63,6 +63,7 @@ struct nbd_conn {
 	bool read_only; /* export or entry is read-only */
 	bool can_fua;
 	bool can_flush;
+	bool psk;	/* TLS with a pre-shared key */
 	int sock;	/* dup of libnbd's socket, ours until close */
 	int wake;	/* eventfd: submissions and close poke the dispatcher */
 	pthread_t thread;
@@ -459,48 +460,65 @@ static void nbd_close_cb(void *conn)
 	nbd_conn_free(conn);
 }
 
-/* Explain the failures people hit most, after libnbd's own words. */
-static int nbd_connect_fail(struct nbd_conn *c, const char *where, int tls)
+/* Explain the failures people hit most, after libnbd's own words, and
+ * sort them: transport failures (refused, reset, socket missing, server
+ * gone during the handshake) come back as -ECONNREFUSED so the core
+ * retries them; refusals by the server (TLS, unknown export) are final. */
+static int nbd_connect_fail(struct nbd_conn *c, const char *where, int tls,
+			    bool transport)
 {
 	const char *msg = nbd_get_error();
 	int err = nbd_get_errno();
 	const char *hint = "";
 
-	if (err <= 0)
-		err = ECONNREFUSED;
-	if (msg && tls == LIBNBD_TLS_DISABLE &&
-	    (strstr(msg, "TLS") || strstr(msg, "tls")))
+	if (!msg)
+		msg = strerror(err > 0 ? err : ECONNREFUSED);
+	if (tls == LIBNBD_TLS_DISABLE && strstr(msg, "TLS")) {
 		hint = " (the server requires TLS: use nbds:// or tls=require with tls-psk-file= or tls-certificates=)";
-	else if (msg && tls != LIBNBD_TLS_DISABLE &&
-		 (strstr(msg, "gnutls") || strstr(msg, "handshake")))
-		hint = " (TLS failed: check tls-psk-file=, tls-username= and tls-certificates=)";
-	nd_error("%s: nbd: cannot connect to %s: %s%s", c->name, where,
-		 msg ? msg : strerror(err), hint);
+		err = EOPNOTSUPP;
+	} else if (tls != LIBNBD_TLS_DISABLE &&
+		   (strstr(msg, "gnutls") || strstr(msg, "TLS"))) {
+		if (strstr(msg, "certificate"))
+			hint = " (TLS handshake failed: the server's certificate is not signed by ca-cert.pem in tls-certificates= or does not name this host)";
+		else if (c->psk)
+			hint = " (TLS handshake failed: the key in tls-psk-file= is not the server's key for tls-username=)";
+		else
+			hint = " (TLS handshake failed)";
+		err = EACCES;
+	} else if (transport || err <= 0 || err == ECONNREFUSED ||
+		   err == ECONNRESET || err == EPIPE || err == ENOTCONN ||
+		   err == ETIMEDOUT || err == EHOSTUNREACH ||
+		   err == ENETUNREACH || err == EADDRNOTAVAIL) {
+		err = ECONNREFUSED;
+	}
+	nd_error("%s: nbd: cannot connect to %s: %s%s", c->name, where, msg,
+		 hint);
 	errno = err;
 	return -err;
 }
 
 /* Run libnbd's connect and handshake until ready, dead or the deadline. */
-static int nbd_wait_ready(struct nbd_conn *c, const char *where, int tls)
+static int nbd_wait_ready(struct nbd_conn *c, const char *where, int tls,
+			  double limit)
 {
-	double deadline = nbd_now() + c->timeout;
+	double deadline = nbd_now() + limit;
 
 	for (;;) {
 		if (nbd_aio_is_ready(c->h))
 			return 0;
 		if (nbd_handle_gone(c))
-			return nbd_connect_fail(c, where, tls);
+			return nbd_connect_fail(c, where, tls, false);
 		double left = deadline - nbd_now();
 		if (left <= 0) {
 			nd_error("%s: nbd: cannot connect to %s: no answer in %g s",
-				 c->name, where, c->timeout);
+				 c->name, where, limit);
 			errno = ETIMEDOUT;
 			return -ETIMEDOUT;
 		}
 		int fd = nbd_aio_get_fd(c->h);
 		unsigned dir = nbd_aio_get_direction(c->h);
 		if (fd < 0)
-			return nbd_connect_fail(c, where, tls);
+			return nbd_connect_fail(c, where, tls, false);
 		struct pollfd pfd = { .fd = fd };
 		if (dir & LIBNBD_AIO_DIRECTION_READ)
 			pfd.events |= POLLIN;
@@ -521,7 +539,7 @@ static int nbd_wait_ready(struct nbd_conn *c, const char *where, int tls)
 		else if (pfd.revents & (POLLOUT | POLLHUP | POLLERR))
 			rc = nbd_aio_notify_write(c->h);
 		if (rc == -1 && !nbd_handle_gone(c))
-			return nbd_connect_fail(c, where, tls);
+			return nbd_connect_fail(c, where, tls, false);
 	}
 }
 
@@ -580,6 +598,7 @@ static int nbd_setup_tls(struct nbd_conn *c, const struct nd_opts *o, int tls)
 		}
 		if (nbd_set_tls_psk_file(c->h, v) == -1)
 			return nbd_fail(c->name, "tls-psk-file");
+		c->psk = true;
 	}
 	if ((v = nd_opt_get(o, "tls-username")) &&
 	    nbd_set_tls_username(c->h, v) == -1)
@@ -612,7 +631,7 @@ static int nbd_start_connect(struct nbd_conn *c, const struct nd_opts *o,
 		}
 		snprintf(where, wlen, "unix:%s", path);
 		if (nbd_aio_connect_unix(c->h, path) == -1)
-			return nbd_connect_fail(c, where, LIBNBD_TLS_ALLOW);
+			return nbd_connect_fail(c, where, LIBNBD_TLS_ALLOW, true);
 		return 0;
 	}
 	if (strcmp(type, "inet") && strcmp(type, "tcp")) {
@@ -636,7 +655,7 @@ static int nbd_start_connect(struct nbd_conn *c, const struct nd_opts *o,
 	snprintf(where, wlen, strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
 		 portstr);
 	if (nbd_aio_connect_tcp(c->h, host, portstr) == -1)
-		return nbd_connect_fail(c, where, LIBNBD_TLS_ALLOW);
+		return nbd_connect_fail(c, where, LIBNBD_TLS_ALLOW, true);
 	return 0;
 }
 
@@ -672,6 +691,7 @@ static int nbd_open_cb(const struct nd_opts *o, void **conn,
 	char where[PATH_MAX + 32] = "the server";
 	const char *exp = nd_opt_get(o, "export");
 	bool ro_entry = false;
+	double connect_limit;
 	int tls, rc;
 
 	c = calloc(1, sizeof *c);
@@ -695,6 +715,16 @@ static int nbd_open_cb(const struct nd_opts *o, void **conn,
 	}
 	if (!(c->timeout > 0))
 		c->timeout = NBD_DEFAULT_TIMEOUT;
+	/* A connect that outlives reconnect-delay is useless to the core's
+	 * retry loop: give up by then (but allow a slow TLS handshake 1 s). */
+	if (nd_opt_seconds(o, "reconnect-delay", 10, &connect_limit) < 0) {
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (connect_limit < 1)
+		connect_limit = 1;
+	if (connect_limit > c->timeout)
+		connect_limit = c->timeout;
 
 	c->h = nbd_create();
 	if (!c->h) {
@@ -719,7 +749,7 @@ static int nbd_open_cb(const struct nd_opts *o, void **conn,
 		goto fail;
 	if ((rc = nbd_start_connect(c, o, where, sizeof where)) < 0)
 		goto fail;
-	if ((rc = nbd_wait_ready(c, where, tls)) < 0)
+	if ((rc = nbd_wait_ready(c, where, tls, connect_limit)) < 0)
 		goto fail;
 
 	int64_t size = nbd_get_size(c->h);

@@ -1,0 +1,52 @@
+#!/bin/bash
+# The server dies in the middle of a large dd and comes back within
+# reconnect-delay: the dd completes with the right bytes. Left down, a
+# read fails with EIO within reconnect-delay + 2 s, nothing hangs, and
+# the mount works again once the server is back.
+. "$(dirname "$0")/../lib/functions.sh"
+. "$TOP/tests/lib/nbdkit.sh"
+
+pattern "$TMP/disk.img" 48
+# 400 Mbit/s: the 48 MiB copy takes about a second, long enough to be
+# killed in the middle of it.
+nbdkit_unix r --filter=rate file "$TMP/disk.img" rate=400M
+S=$(nbdkit_sock r)
+cat > "$TMP/tab" <<TAB
+big   nbd+unix:///?socket=$S  reconnect-delay=10
+down  nbd+unix:///?socket=$S  reconnect-delay=3
+TAB
+nd_mount "$TMP/tab" "$TMP/mnt"
+
+dd if="$TMP/mnt/big" of="$TMP/copy" bs=1M iflag=direct status=none 2>"$TMP/dd.err" &
+ddpid=$!
+sleep 0.4
+kill -0 $ddpid 2>/dev/null || fail "dd finished before the server was killed (too fast to test)"
+nbdkit_kill r
+echo "killed nbdkit in the middle of dd ($(stat -c %s "$TMP/copy") bytes copied)"
+sleep 1.5
+nbdkit_restart r
+wait $ddpid || { cat "$TMP/dd.err"; show_log "$TMP/mnt.log"; fail "dd failed across the restart"; }
+cmp "$TMP/copy" "$TMP/disk.img" || fail "the copy made across the restart differs"
+grep -qi "connection lost\|reconnect" "$TMP/mnt.log" || { show_log "$TMP/mnt.log"; fail "the log does not mention the lost connection"; }
+echo "ok: dd survived the restart, checksum $(sha256sum < "$TMP/copy" | cut -c1-16)"
+
+# Left down: EIO within reconnect-delay (3) + 2 s.
+nbdkit_kill r
+start=$(date +%s%N)
+if timeout 30 dd if="$TMP/mnt/down" of=/dev/null bs=64k count=1 skip=300 iflag=direct status=none 2>"$TMP/down.err"; then
+    fail "a read with the server down succeeded"
+fi
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+grep -q "Input/output error" "$TMP/down.err" || { cat "$TMP/down.err"; fail "the read did not fail with EIO"; }
+[ $ms -le 5000 ] || fail "the read took $ms ms to fail (bound: 5000 ms)"
+echo "ok: server down: EIO after $ms ms"
+mountpoint -q "$TMP/mnt" || fail "the mount went away"
+kill -0 "$(cat "$TMP/mnt.pid")" || fail "the daemon died"
+
+# Back up: the same entry reads again.
+nbdkit_restart r
+dd if="$TMP/mnt/down" of="$TMP/blk" bs=64k count=1 skip=300 iflag=direct status=none ||
+    { show_log "$TMP/mnt.log"; fail "read after the server came back failed"; }
+cmp "$TMP/blk" <(dd if="$TMP/disk.img" bs=64k count=1 skip=300 status=none) || fail "bytes differ after the restart"
+echo "ok: reads work again after the restart"
+nd_unmount "$TMP/mnt"
