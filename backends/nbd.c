@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,9 @@
 #define NBD_MAX_TRIM (1u << 30)
 /* The dispatcher looks at the deadlines at least this often (ms). */
 #define NBD_TICK_MS 1000
+
+/* Say once per process that X.509 without a CA directory is unverified. */
+static atomic_bool nbd_warned_unverified;
 
 enum nbd_op { NBD_OP_READ, NBD_OP_WRITE, NBD_OP_FLUSH, NBD_OP_TRIM, NBD_OP_ZERO };
 
@@ -600,6 +604,11 @@ static int nbd_setup_tls(struct nbd_conn *c, const struct nd_opts *o, int tls)
 			return nbd_fail(c->name, "tls-psk-file");
 		c->psk = true;
 	}
+	if (!c->psk && !nd_opt_get(o, "tls-certificates") &&
+	    access("/etc/pki/libnbd/ca-cert.pem", R_OK) < 0 &&
+	    !atomic_exchange(&nbd_warned_unverified, true))
+		nd_warn("%s: nbd: TLS without tls-certificates=: libnbd will not verify the server's certificate",
+			c->name);
 	if ((v = nd_opt_get(o, "tls-username")) &&
 	    nbd_set_tls_username(c->h, v) == -1)
 		return nbd_fail(c->name, "tls-username");
