@@ -1,0 +1,80 @@
+# netdiskfs: `make`, `make check`, `make check-asan`, `make demo`, `make bench`,
+# `make install`. Every library comes through pkg-config; every package comes
+# from Debian through tests/lib/install-deps.sh.
+PREFIX ?= /usr/local
+SBINDIR ?= /sbin
+BUILD ?= build
+CC ?= cc
+# Each backend names its pkg-config modules in a line "/* pkg-config: ... */".
+BACKEND_SRCS := $(sort $(wildcard backends/*.c))
+BACKEND_PKGS := $(shell sed -n 's|^/\* pkg-config: \(.*\) \*/$$|\1|p' $(BACKEND_SRCS))
+PKGS := fuse3 jansson libcurl $(BACKEND_PKGS)
+CORE_SRCS := $(filter-out src/main.c,$(sort $(wildcard src/*.c)))
+WARN := -Wall -Wextra -Wshadow -Wvla -Wno-unused-parameter -Werror
+CFLAGS ?= -O2 -g
+ND_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread -Isrc -Ibackends \
+	$(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(SANFLAGS)
+ND_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread -lm $(SANFLAGS)
+
+CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(BACKEND_SRCS:%.c=$(BUILD)/%.o)
+UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
+UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
+FUNC_TESTS := $(sort $(wildcard tests/func/*.sh))
+
+.PHONY: all deps check check-asan unit func fuzz demo bench install clean
+all: netdiskfs
+
+deps:
+	@tests/lib/install-deps.sh
+
+$(BUILD)/netdiskfs: $(CORE_OBJS) $(BUILD)/src/main.o
+	$(CC) -o $@ $^ $(ND_LIBS)
+
+netdiskfs: $(BUILD)/netdiskfs
+	cp $< $@
+
+$(BUILD)/%.o: %.c $(wildcard src/*.h src/util/*.h backends/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ND_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(CORE_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ND_CFLAGS) $(CFLAGS) -o $@ $^ $(ND_LIBS)
+
+# The fuzz target needs clang's libFuzzer; it runs for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 20
+$(BUILD)/fuzz-parse: tests/fuzz/fuzz-parse.c src/url.c src/opts.c src/log.c src/table.c
+	@mkdir -p $(dir $@)
+	clang -std=gnu11 -g -O1 -D_GNU_SOURCE -Isrc -Ibackends -fsanitize=fuzzer,address,undefined \
+		$(shell pkg-config --cflags jansson libcurl) -o $@ $^ $(shell pkg-config --libs jansson libcurl) -pthread
+
+fuzz: $(BUILD)/fuzz-parse
+	mkdir -p $(BUILD)/fuzz-corpus
+	cp tests/fuzz/corpus/* $(BUILD)/fuzz-corpus/
+	$(BUILD)/fuzz-parse -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=0 \
+		$(BUILD)/fuzz-corpus 2>$(BUILD)/fuzz.log || { tail -n 60 $(BUILD)/fuzz.log; exit 1; }
+
+unit: deps netdiskfs $(UNIT_BINS)
+func: deps netdiskfs
+
+check: deps
+	$(MAKE) netdiskfs $(UNIT_BINS) $(BUILD)/fuzz-parse
+	@ND=$(CURDIR)/$(BUILD)/netdiskfs tests/run-tests.sh $(UNIT_BINS) tests/fuzz/run-fuzz.sh $(FUNC_TESTS)
+
+check-asan: deps
+	$(MAKE) check BUILD=build-asan SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" CFLAGS="-O1 -g"
+
+demo: deps netdiskfs
+	demo/demo.sh
+
+bench: netdiskfs
+	@BENCH=1 tests/lib/install-deps.sh
+	tests/bench/bench.sh $(if $(QUICK),--quick)
+
+install: netdiskfs
+	install -D -m 755 netdiskfs $(DESTDIR)$(PREFIX)/bin/netdiskfs
+	install -D -m 644 man/netdiskfs.1 $(DESTDIR)$(PREFIX)/share/man/man1/netdiskfs.1
+	install -D -m 644 man/netdisk.tab.5 $(DESTDIR)$(PREFIX)/share/man/man5/netdisk.tab.5
+
+clean:
+	rm -rf build build-asan netdiskfs

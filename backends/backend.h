@@ -1,0 +1,83 @@
+/* backend.h: the one interface every protocol implements.
+ *
+ * One static struct nd_backend per protocol, registered with
+ * ND_BACKEND_REGISTER. The core owns the option strings; a backend never
+ * copies them beyond open(). Every callback returns 0 or -errno after one
+ * nd_error() call that explains it. Connection-level failures return
+ * -ENOTCONN (the core then closes this connection, opens a new one with
+ * backoff and retries the request until reconnect-delay runs out);
+ * -EAGAIN means "transient, retry the same request after a backoff".
+ * Anything else is final for that request. A callback that is NULL or a
+ * capability that is false is emulated by the core: FUA by write+flush,
+ * zero by writing zeroes, alignment by read-modify-write, requests split at
+ * max_request. */
+#ifndef ND_BACKEND_H
+#define ND_BACKEND_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../src/log.h"
+#include "../src/opts.h"
+
+#define ND_FUA 1u	/* pwrite/zero: reach stable storage before returning */
+#define ND_MAY_TRIM 2u	/* zero: the backend may deallocate instead */
+
+struct nd_info {
+	uint64_t size;
+	uint32_t block_size;  /* requests must be aligned to it; 0/1 = any */
+	uint32_t max_request; /* largest single request in bytes; 0 = none */
+	uint32_t max_trim;    /* largest trim/zero in bytes; 0 = max_request */
+	bool read_only;
+	bool can_flush;
+	bool can_trim;
+	bool can_zero;
+	bool can_fua;
+	bool can_multi_conn; /* several connections see each other's writes */
+	bool thread_safe;    /* one connection may serve several threads */
+	unsigned max_connections; /* 0 = as many as connections= asks */
+};
+
+struct nd_optdesc {
+	const char *key;
+	const char *help;
+};
+
+struct nd_backend {
+	const char *name;		  /* "nbd" */
+	const char *const *drivers;	  /* option driver= values served */
+	const char *const *schemes;	  /* URL schemes, for --help */
+	const char *description;
+	const struct nd_optdesc *options; /* keys accepted, {NULL} ends */
+
+	/* Open ONE connection. Called once at mount, again for each pooled or
+	 * re-established connection. info is filled every time (the core
+	 * keeps the first and checks the size did not change). */
+	int (*open)(const struct nd_opts *opts, void **conn,
+		    struct nd_info *info);
+	void (*close)(void *conn);
+	int (*pread)(void *conn, void *buf, size_t len, uint64_t off);
+	int (*pwrite)(void *conn, const void *buf, size_t len, uint64_t off,
+		      unsigned flags);
+	int (*flush)(void *conn);
+	int (*trim)(void *conn, uint64_t len, uint64_t off);
+	int (*zero)(void *conn, uint64_t len, uint64_t off, unsigned flags);
+	/* Optional: close and free everything shared between connections,
+	 * once, at unmount, after every connection is closed. */
+	void (*shutdown)(void);
+};
+
+void nd_backend_register(const struct nd_backend *b);
+const struct nd_backend *nd_backend_find(const char *driver);
+/* NULL-terminated list, in registration order. */
+const struct nd_backend *const *nd_backend_list(void);
+
+#define ND_BACKEND_REGISTER(b)                                                \
+	static void __attribute__((constructor)) nd_register_##b(void)        \
+	{                                                                     \
+		nd_backend_register(&(b));                                    \
+	}
+
+#endif

@@ -1,0 +1,697 @@
+/* cache.c: blocks of block-size bytes in a hash and an LRU list, under one
+ * mutex that is never held across a backend call. A missing block is
+ * created in the LOADING state by whoever needs it first; everyone else
+ * waits for it, so concurrent readers fetch a block once. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "log.h"
+#include "readahead.h"
+
+enum { B_LOADING, B_VALID, B_FAILED };
+
+struct nd_block {
+	uint64_t idx;
+	char *data;
+	uint32_t len; /* bytes of the disk in this block (short at the end) */
+	uint8_t state;
+	bool dirty, stale, hashed;
+	uint32_t gen; /* bumped by every write into a dirty block */
+	int pins;
+	int err;
+	struct nd_block *hnext, *prev, *next;
+};
+
+struct nd_cache {
+	struct nd_disk *disk;
+	uint64_t size, budget, used, dirty_bytes;
+	uint32_t bs, shift;
+	bool writeback;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct nd_block **hash;
+	size_t nbuckets;
+	struct nd_block *lru_head, *lru_tail; /* head = most recent */
+	struct nd_ra ra;
+	unsigned jobs; /* readahead jobs in flight */
+	uint64_t hits, misses, evictions;
+	uint32_t ra_chunk; /* bytes per readahead request */
+};
+
+#define MAX_RETRIES 8
+
+/* --- hash and LRU (lock held) ----------------------------------------- */
+
+static size_t bucket(const struct nd_cache *c, uint64_t idx)
+{
+	return (idx * 0x9E3779B97F4A7C15ull >> 20) % c->nbuckets;
+}
+
+static struct nd_block *lookup(struct nd_cache *c, uint64_t idx)
+{
+	for (struct nd_block *b = c->hash[bucket(c, idx)]; b; b = b->hnext)
+		if (b->idx == idx)
+			return b;
+	return NULL;
+}
+
+static void lru_unlink(struct nd_cache *c, struct nd_block *b)
+{
+	if (b->prev)
+		b->prev->next = b->next;
+	else
+		c->lru_head = b->next;
+	if (b->next)
+		b->next->prev = b->prev;
+	else
+		c->lru_tail = b->prev;
+	b->prev = b->next = NULL;
+}
+
+static void lru_push(struct nd_cache *c, struct nd_block *b)
+{
+	b->prev = NULL;
+	b->next = c->lru_head;
+	if (c->lru_head)
+		c->lru_head->prev = b;
+	c->lru_head = b;
+	if (!c->lru_tail)
+		c->lru_tail = b;
+}
+
+static void touch(struct nd_cache *c, struct nd_block *b)
+{
+	if (c->lru_head != b) {
+		lru_unlink(c, b);
+		lru_push(c, b);
+	}
+}
+
+static void block_free(struct nd_cache *c, struct nd_block *b)
+{
+	c->used -= c->bs;
+	free(b->data);
+	free(b);
+}
+
+/* Take B out of the hash and the LRU; freed now or by its last unpin. */
+static void unhash(struct nd_cache *c, struct nd_block *b)
+{
+	struct nd_block **pp = &c->hash[bucket(c, b->idx)];
+	while (*pp != b)
+		pp = &(*pp)->hnext;
+	*pp = b->hnext;
+	b->hashed = false;
+	lru_unlink(c, b);
+	if (b->pins == 0)
+		block_free(c, b);
+}
+
+static void unpin(struct nd_cache *c, struct nd_block *b)
+{
+	if (--b->pins == 0 && !b->hashed)
+		block_free(c, b);
+}
+
+/* Evict least recently used clean, unpinned blocks until one more block
+ * fits the budget. When none can go the budget is overshot briefly. */
+static void make_room(struct nd_cache *c)
+{
+	struct nd_block *b = c->lru_tail;
+	while (c->used + c->bs > c->budget && b) {
+		struct nd_block *prev = b->prev;
+		if (b->pins == 0 && b->state == B_VALID && !b->dirty) {
+			unhash(c, b);
+			c->evictions++;
+		}
+		b = prev;
+	}
+}
+
+static struct nd_block *new_block(struct nd_cache *c, uint64_t idx)
+{
+	struct nd_block *b;
+	make_room(c);
+	b = calloc(1, sizeof *b);
+	if (!b)
+		return NULL;
+	b->data = malloc(c->bs);
+	if (!b->data) {
+		free(b);
+		return NULL;
+	}
+	b->idx = idx;
+	b->state = B_LOADING;
+	uint64_t start = idx << c->shift;
+	b->len = c->size - start < c->bs ? c->size - start : c->bs;
+	size_t h = bucket(c, idx);
+	b->hnext = c->hash[h];
+	c->hash[h] = b;
+	b->hashed = true;
+	lru_push(c, b);
+	c->used += c->bs;
+	return b;
+}
+
+/* --- loading ---------------------------------------------------------- */
+
+/* Fetch N adjacent LOADING blocks with one backend request (straight
+ * into the block when N is 1), then publish them. Called unlocked. */
+static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
+{
+	uint64_t off = blk[0]->idx << c->shift;
+	size_t total = 0;
+	char *tmp = NULL;
+	int r;
+
+	for (size_t i = 0; i < n; i++)
+		total += blk[i]->len;
+	if (n == 1) {
+		r = nd_disk_pread(c->disk, blk[0]->data, total, off);
+	} else {
+		tmp = malloc(total);
+		r = tmp ? nd_disk_pread(c->disk, tmp, total, off) : -ENOMEM;
+		if (r == 0)
+			for (size_t i = 0, pos = 0; i < n; pos += blk[i]->len, i++)
+				memcpy(blk[i]->data, tmp + pos, blk[i]->len);
+		free(tmp);
+	}
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct nd_block *b = blk[i];
+		if (r < 0 || b->stale) {
+			/* A write raced with the load: the data may be old;
+			 * readers retry. A failure is reported to them. */
+			b->state = B_FAILED;
+			b->err = r < 0 ? r : -EAGAIN;
+			if (b->hashed)
+				unhash(c, b);
+		} else {
+			b->state = B_VALID;
+		}
+	}
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Load the blocks in BLK that are marked MINE, coalescing adjacent ones
+ * up to the disk's largest sensible request. */
+static void load_runs(struct nd_cache *c, struct nd_block **blk, bool *mine,
+		      size_t n, uint32_t max_run)
+{
+	size_t i = 0;
+	while (i < n) {
+		if (!mine[i]) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < n && mine[j] && blk[j]->idx == blk[j - 1]->idx + 1 &&
+		       j - i < max_run)
+			j++;
+		fetch_run(c, blk + i, j - i);
+		i = j;
+	}
+}
+
+struct ra_job {
+	struct nd_cache *c;
+	size_t n;
+	struct nd_block *blk[];
+};
+
+static void ra_work(void *arg)
+{
+	struct ra_job *j = arg;
+	struct nd_cache *c = j->c;
+
+	fetch_run(c, j->blk, j->n);
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < j->n; i++)
+		unpin(c, j->blk[i]);
+	c->jobs--;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	free(j);
+}
+
+/* Create LOADING blocks for the absent ones in [start, end) and hand
+ * them to the workers in runs of ra_chunk bytes. Lock held; the jobs are
+ * queued into *jobs and submitted by the caller after unlocking. */
+static size_t ra_schedule(struct nd_cache *c, uint64_t start, uint64_t end,
+			  struct ra_job **jobs, size_t maxjobs)
+{
+	uint64_t first = start >> c->shift;
+	uint64_t last = (end - 1) >> c->shift;
+	size_t per = c->ra_chunk >> c->shift, njobs = 0;
+	struct ra_job *j = NULL;
+
+	if (per < 1)
+		per = 1;
+	for (uint64_t idx = first; idx <= last && njobs < maxjobs; idx++) {
+		/* Never let readahead push the budget. */
+		if (c->used + c->bs > c->budget - c->budget / 8) {
+			make_room(c);
+			if (c->used + c->bs > c->budget - c->budget / 8)
+				break;
+		}
+		struct nd_block *b = lookup(c, idx);
+		if (b) {
+			if (j) {
+				jobs[njobs++] = j;
+				j = NULL;
+			}
+			continue;
+		}
+		if (!j) {
+			j = malloc(sizeof *j + per * sizeof(struct nd_block *));
+			if (!j)
+				break;
+			j->c = c;
+			j->n = 0;
+		}
+		b = new_block(c, idx);
+		if (!b)
+			break;
+		b->pins = 1;
+		j->blk[j->n++] = b;
+		if (j->n == per) {
+			jobs[njobs++] = j;
+			j = NULL;
+		}
+	}
+	if (j) {
+		if (j->n && njobs < maxjobs)
+			jobs[njobs++] = j;
+		else
+			free(j); /* empty */
+	}
+	c->jobs += njobs;
+	return njobs;
+}
+
+#define MAX_RA_JOBS 64
+
+/* --- public ----------------------------------------------------------- */
+
+struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
+{
+	struct nd_cache *c = calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	c->disk = d;
+	c->size = d->size;
+	c->bs = d->cfg.block_size;
+	while ((1u << c->shift) < c->bs)
+		c->shift++;
+	if (budget < 8ull * c->bs)
+		budget = 8ull * c->bs;
+	c->budget = budget;
+	c->writeback = d->cfg.cache == ND_CACHE_WRITEBACK && !d->ro;
+	c->nbuckets = budget / c->bs * 2 + 1;
+	c->hash = calloc(c->nbuckets, sizeof *c->hash);
+	if (!c->hash) {
+		free(c);
+		return NULL;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	/* The window may grow to a quarter of the budget, 64 MiB at most. */
+	uint64_t max = budget / 4;
+	if (max > (64u << 20))
+		max = 64u << 20;
+	nd_ra_init(&c->ra, d->cfg.readahead, max);
+	c->ra_chunk = c->bs > (256u << 10) ? c->bs : (256u << 10);
+	return c;
+}
+
+void nd_cache_free(struct nd_cache *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock);
+	while (c->jobs)
+		pthread_cond_wait(&c->cond, &c->lock);
+	while (c->lru_head)
+		unhash(c, c->lru_head);
+	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cond);
+	free(c->hash);
+	free(c);
+}
+
+void nd_cache_release(struct nd_cache *c, struct nd_cache_ref *ref)
+{
+	if (ref->n) {
+		pthread_mutex_lock(&c->lock);
+		for (size_t i = 0; i < ref->n; i++)
+			unpin(c, ref->blk[i]);
+		pthread_mutex_unlock(&c->lock);
+	}
+	free(ref->blk);
+	free(ref->iov);
+	memset(ref, 0, sizeof *ref);
+}
+
+static void submit_jobs(struct ra_job **jobs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		nd_workers_submit(ra_work, jobs[i]);
+}
+
+int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
+		  struct nd_cache_ref *ref)
+{
+	uint64_t first, last, ra_start, ra_end;
+	size_t n;
+	bool *mine = NULL;
+	struct ra_job *jobs[MAX_RA_JOBS];
+	size_t njobs = 0;
+	int err = 0;
+
+	memset(ref, 0, sizeof *ref);
+	if (off >= c->size || len == 0)
+		return 0;
+	if (len > c->size - off)
+		len = c->size - off;
+	first = off >> c->shift;
+	last = (off + len - 1) >> c->shift;
+	n = last - first + 1;
+	ref->blk = calloc(n, sizeof *ref->blk);
+	ref->iov = calloc(n, sizeof *ref->iov);
+	mine = calloc(n, sizeof *mine);
+	if (!ref->blk || !ref->iov || !mine) {
+		free(mine);
+		nd_cache_release(c, ref);
+		return -ENOMEM;
+	}
+
+	for (int attempt = 0;; attempt++) {
+		bool missed = false;
+		pthread_mutex_lock(&c->lock);
+		for (size_t i = 0; i < n; i++) {
+			struct nd_block *b = lookup(c, first + i);
+			mine[i] = false;
+			if (!b) {
+				b = new_block(c, first + i);
+				if (!b) {
+					err = -ENOMEM;
+					break;
+				}
+				mine[i] = true;
+				missed = true;
+			} else {
+				touch(c, b);
+			}
+			b->pins++;
+			ref->blk[ref->n++] = b;
+		}
+		if (attempt == 0) {
+			if (missed)
+				c->misses++;
+			else
+				c->hits++;
+			if (nd_ra_update(&c->ra, off, len, c->size, &ra_start,
+					 &ra_end))
+				njobs = ra_schedule(c, ra_start, ra_end, jobs,
+						    MAX_RA_JOBS);
+		}
+		pthread_mutex_unlock(&c->lock);
+		submit_jobs(jobs, njobs);
+		njobs = 0;
+		if (err)
+			break;
+
+		load_runs(c, ref->blk, mine, n,
+			  (c->ra_chunk >> c->shift) ? c->ra_chunk >> c->shift : 1);
+
+		pthread_mutex_lock(&c->lock);
+		bool retry = false;
+		for (size_t i = 0; i < n; i++) {
+			struct nd_block *b = ref->blk[i];
+			while (b->state == B_LOADING)
+				pthread_cond_wait(&c->cond, &c->lock);
+			if (b->state == B_FAILED) {
+				if (b->err == -EAGAIN)
+					retry = true;
+				else if (!err)
+					err = b->err;
+			}
+		}
+		pthread_mutex_unlock(&c->lock);
+		if (err || !retry || attempt >= MAX_RETRIES)
+			break;
+		/* Raced with a write: drop the pins and read again. */
+		pthread_mutex_lock(&c->lock);
+		for (size_t i = 0; i < ref->n; i++)
+			unpin(c, ref->blk[i]);
+		ref->n = 0;
+		pthread_mutex_unlock(&c->lock);
+	}
+	free(mine);
+	if (err) {
+		nd_cache_release(c, ref);
+		return err;
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint64_t bstart = (first + i) << c->shift;
+		uint64_t s = off > bstart ? off - bstart : 0;
+		uint64_t e = off + len - bstart;
+		if (e > ref->blk[i]->len)
+			e = ref->blk[i]->len;
+		ref->iov[i].iov_base = ref->blk[i]->data + s;
+		ref->iov[i].iov_len = e - s;
+	}
+	ref->len = len;
+	return 0;
+}
+
+int nd_cache_pread(struct nd_cache *c, void *buf, size_t len, uint64_t off,
+		   size_t *got)
+{
+	struct nd_cache_ref ref;
+	int r = nd_cache_read(c, off, len, &ref);
+	size_t pos = 0;
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < ref.n; i++) {
+		memcpy((char *)buf + pos, ref.iov[i].iov_base,
+		       ref.iov[i].iov_len);
+		pos += ref.iov[i].iov_len;
+	}
+	*got = pos;
+	nd_cache_release(c, &ref);
+	return 0;
+}
+
+/* After the backend acknowledged [off, off+len) (DATA NULL = zeroes):
+ * update the cached copies; a block still loading may hold older data, so
+ * it is marked stale and its readers fetch it again. */
+static void update_cached(struct nd_cache *c, const void *data, size_t len,
+			  uint64_t off)
+{
+	uint64_t first = off >> c->shift, last = (off + len - 1) >> c->shift;
+	pthread_mutex_lock(&c->lock);
+	for (uint64_t idx = first; idx <= last; idx++) {
+		struct nd_block *b = lookup(c, idx);
+		if (!b)
+			continue;
+		if (b->state == B_LOADING) {
+			b->stale = true;
+			continue;
+		}
+		uint64_t bstart = idx << c->shift;
+		uint64_t s = off > bstart ? off - bstart : 0;
+		uint64_t e = off + len - bstart;
+		if (e > b->len)
+			e = b->len;
+		if (data)
+			memcpy(b->data + s, (const char *)data + (bstart + s - off),
+			       e - s);
+		else
+			memset(b->data + s, 0, e - s);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Writeback: the block IDX, pinned and VALID; loaded first when the write
+ * covers only part of it. Lock held on entry and exit. */
+static int wb_get(struct nd_cache *c, uint64_t idx, bool whole,
+		  struct nd_block **out)
+{
+	for (int attempt = 0; attempt < MAX_RETRIES; attempt++) {
+		struct nd_block *b = lookup(c, idx);
+		if (!b) {
+			b = new_block(c, idx);
+			if (!b)
+				return -ENOMEM;
+			b->pins++;
+			if (whole) {
+				b->state = B_VALID;
+				*out = b;
+				return 0;
+			}
+			pthread_mutex_unlock(&c->lock);
+			fetch_run(c, &b, 1);
+			pthread_mutex_lock(&c->lock);
+		} else {
+			b->pins++;
+		}
+		while (b->state == B_LOADING)
+			pthread_cond_wait(&c->cond, &c->lock);
+		if (b->state == B_VALID) {
+			touch(c, b);
+			*out = b;
+			return 0;
+		}
+		int err = b->err;
+		unpin(c, b);
+		if (err != -EAGAIN)
+			return err;
+	}
+	return -EIO;
+}
+
+/* Write every dirty block back; blocks written again meanwhile stay
+ * dirty, and so do blocks whose write failed. */
+static int writeback_dirty(struct nd_cache *c)
+{
+	struct nd_block **list = NULL;
+	uint32_t *gens = NULL;
+	size_t n = 0, cap = 0;
+	int err = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (struct nd_block *b = c->lru_head; b; b = b->next) {
+		if (!b->dirty)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			struct nd_block **nl = realloc(list, cap * sizeof *nl);
+			uint32_t *ng = realloc(gens, cap * sizeof *ng);
+			if (nl)
+				list = nl;
+			if (ng)
+				gens = ng;
+			if (!nl || !ng) {
+				err = -ENOMEM;
+				break;
+			}
+		}
+		b->pins++;
+		gens[n] = b->gen;
+		list[n++] = b;
+	}
+	pthread_mutex_unlock(&c->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct nd_block *b = list[i];
+		int r = nd_disk_pwrite(c->disk, b->data, b->len,
+				       b->idx << c->shift, 0);
+		pthread_mutex_lock(&c->lock);
+		if (r == 0 && b->gen == gens[i] && b->dirty) {
+			b->dirty = false;
+			c->dirty_bytes -= c->bs;
+		}
+		unpin(c, b);
+		pthread_mutex_unlock(&c->lock);
+		if (r < 0 && !err)
+			err = r;
+	}
+	free(list);
+	free(gens);
+	return err;
+}
+
+static int wb_write(struct nd_cache *c, const void *buf, size_t len,
+		    uint64_t off)
+{
+	uint64_t first = off >> c->shift, last = (off + len - 1) >> c->shift;
+	bool too_dirty;
+	int r = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (uint64_t idx = first; idx <= last && r == 0; idx++) {
+		uint64_t bstart = idx << c->shift;
+		uint64_t s = off > bstart ? off - bstart : 0;
+		uint64_t blen = c->size - bstart < c->bs ? c->size - bstart : c->bs;
+		uint64_t e = off + len - bstart;
+		struct nd_block *b = NULL;
+		if (e > blen)
+			e = blen;
+		r = wb_get(c, idx, s == 0 && e == blen, &b);
+		if (r < 0)
+			break;
+		memcpy(b->data + s, (const char *)buf + (bstart + s - off), e - s);
+		if (!b->dirty) {
+			b->dirty = true;
+			c->dirty_bytes += c->bs;
+		}
+		b->gen++;
+		unpin(c, b);
+	}
+	too_dirty = c->dirty_bytes > c->budget / 2;
+	pthread_mutex_unlock(&c->lock);
+	if (r == 0 && too_dirty)
+		r = writeback_dirty(c);
+	return r;
+}
+
+int nd_cache_write(struct nd_cache *c, const void *buf, size_t len,
+		   uint64_t off)
+{
+	int r;
+	if (c->disk->ro)
+		return -EROFS;
+	if (off > c->size || len > c->size - off)
+		return -ENOSPC;
+	if (len == 0)
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	nd_ra_reset(&c->ra);
+	pthread_mutex_unlock(&c->lock);
+	if (c->writeback)
+		return wb_write(c, buf, len, off);
+	r = nd_disk_pwrite(c->disk, buf, len, off, 0);
+	if (r == 0)
+		update_cached(c, buf, len, off);
+	return r;
+}
+
+int nd_cache_zero(struct nd_cache *c, uint64_t len, uint64_t off,
+		  unsigned flags)
+{
+	int r;
+	if (len == 0)
+		return 0;
+	if (c->writeback && (r = writeback_dirty(c)) < 0)
+		return r;
+	r = nd_disk_zero(c->disk, len, off, flags);
+	if (r == 0)
+		update_cached(c, NULL, len, off);
+	return r;
+}
+
+int nd_cache_flush(struct nd_cache *c)
+{
+	int r = c->writeback ? writeback_dirty(c) : 0;
+	if (r < 0)
+		return r;
+	return nd_disk_flush(c->disk);
+}
+
+void nd_cache_get_stats(struct nd_cache *c, struct nd_cache_stats *s)
+{
+	pthread_mutex_lock(&c->lock);
+	s->hits = c->hits;
+	s->misses = c->misses;
+	s->evictions = c->evictions;
+	s->used = c->used;
+	s->budget = c->budget;
+	s->window = c->ra.window;
+	s->dirty = c->dirty_bytes;
+	pthread_mutex_unlock(&c->lock);
+}

@@ -1,0 +1,721 @@
+/* disk.c: one opened entry. Requests borrow a connection from the pool
+ * for their duration (or share it when the backend is thread-safe); a
+ * connection-level failure closes that connection and the request is
+ * retried on a new one with backoff until reconnect-delay, then EIO.
+ * What the backend lacks is emulated here: FUA, zeroing, alignment,
+ * request splitting. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "disk.h"
+#include "log.h"
+#include "util/cleanup.h"
+
+#define MAX_BACKENDS 16
+#define ZERO_CHUNK (1u << 20)
+
+static const struct nd_backend *backends[MAX_BACKENDS + 1];
+static size_t nbackends;
+
+void nd_backend_register(const struct nd_backend *b)
+{
+	if (nbackends < MAX_BACKENDS)
+		backends[nbackends++] = b;
+}
+
+const struct nd_backend *const *nd_backend_list(void)
+{
+	return backends;
+}
+
+const struct nd_backend *nd_backend_find(const char *driver)
+{
+	for (size_t i = 0; i < nbackends; i++)
+		for (const char *const *d = backends[i]->drivers; *d; d++)
+			if (strcmp(*d, driver) == 0)
+				return backends[i];
+	return NULL;
+}
+
+void nd_backends_shutdown(void)
+{
+	for (size_t i = 0; i < nbackends; i++)
+		if (backends[i]->shutdown)
+			backends[i]->shutdown();
+}
+
+/* --- options ---------------------------------------------------------- */
+
+static const char *const core_keys[] = {
+	"driver", "ro", "readahead", "block-size", "cache-size", "cache",
+	"connections", "timeout", "reconnect-delay", "open-timeout", "offset",
+	"size", "debug", NULL
+};
+
+/* "server.N.host" matches "server.12.host". */
+static bool key_matches(const char *pat, const char *key)
+{
+	const char *p0 = pat;
+	while (*pat && *key) {
+		if (*pat == 'N' && (pat == p0 || pat[-1] == '.') &&
+		    (pat[1] == '.' || !pat[1]) && *key >= '0' && *key <= '9') {
+			while (*key >= '0' && *key <= '9')
+				key++;
+			pat++;
+			continue;
+		}
+		if (*pat != *key)
+			return false;
+		pat++, key++;
+	}
+	return !*pat && !*key;
+}
+
+static bool backend_takes(const struct nd_backend *b, const char *key)
+{
+	for (size_t i = 0; core_keys[i]; i++)
+		if (strcmp(core_keys[i], key) == 0)
+			return true;
+	for (const struct nd_optdesc *d = b->options; d && d->key; d++)
+		if (key_matches(d->key, key))
+			return true;
+	return false;
+}
+
+static bool is_default_origin(const char *origin)
+{
+	return strncmp(origin, "-o", 2) == 0 || strstr(origin, "defaults");
+}
+
+int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *c)
+{
+	uint64_t u;
+	const char *cache = nd_opt_get(o, "cache");
+
+	memset(c, 0, sizeof *c);
+	if (nd_opt_bool(o, "ro", false, &c->ro) == -1 ||
+	    nd_opt_size(o, "readahead", 256 * 1024, &c->readahead) == -1 ||
+	    nd_opt_size(o, "block-size", 64 * 1024, &c->block_size) == -1 ||
+	    nd_opt_size(o, "cache-size", 0, &c->cache_size) == -1 ||
+	    nd_opt_uint(o, "connections", 4, 1, 64, &u) == -1 ||
+	    nd_opt_seconds(o, "timeout", 0, &c->timeout) == -1 ||
+	    nd_opt_seconds(o, "reconnect-delay", 10, &c->reconnect_delay) ==
+		    -1 ||
+	    nd_opt_seconds(o, "open-timeout", 0, &c->open_timeout) == -1 ||
+	    nd_opt_size(o, "offset", 0, &c->offset) == -1 ||
+	    nd_opt_size(o, "size", 0, &c->size) == -1)
+		return -1;
+	c->connections = u;
+	if (c->readahead % 512) {
+		errno = EINVAL;
+		nd_error("entry '%s': readahead=%s: must be a multiple of 512",
+			 o->name, nd_opt_get(o, "readahead"));
+		return -1;
+	}
+	if (c->block_size < 4096 || c->block_size > (16u << 20) ||
+	    (c->block_size & (c->block_size - 1))) {
+		errno = EINVAL;
+		nd_error("entry '%s': block-size=%s: must be a power of two "
+			 "from 4K to 16M",
+			 o->name, nd_opt_get(o, "block-size"));
+		return -1;
+	}
+	if (!cache || strcmp(cache, "writethrough") == 0)
+		c->cache = ND_CACHE_WRITETHROUGH;
+	else if (strcmp(cache, "writeback") == 0)
+		c->cache = ND_CACHE_WRITEBACK;
+	else if (strcmp(cache, "none") == 0)
+		c->cache = ND_CACHE_NONE;
+	else {
+		errno = EINVAL;
+		nd_error("entry '%s': cache=%s: expected writethrough, "
+			 "writeback or none",
+			 o->name, cache);
+		return -1;
+	}
+	return 0;
+}
+
+int nd_disk_check_opts(struct nd_opts *o)
+{
+	const char *driver = nd_opt_get(o, "driver");
+	const struct nd_backend *b = driver ? nd_backend_find(driver) : NULL;
+	struct nd_disk_cfg cfg;
+
+	if (!b) {
+		errno = EINVAL;
+		nd_error("driver '%s' is not compiled into this netdiskfs",
+			 driver ? driver : "(none)");
+		return -1;
+	}
+	for (size_t i = 0; i < o->n;) {
+		if (backend_takes(b, o->v[i].key)) {
+			i++;
+			continue;
+		}
+		if (is_default_origin(o->v[i].origin)) {
+			nd_opt_del(o, o->v[i].key);
+			continue;
+		}
+		errno = EINVAL;
+		nd_error("unknown option '%s' for driver %s (%s)", o->v[i].key,
+			 driver, o->v[i].origin);
+		return -1;
+	}
+	return nd_disk_parse_cfg(o, &cfg);
+}
+
+/* --- the pool --------------------------------------------------------- */
+
+struct nd_slot {
+	void *h;
+	unsigned users;
+	bool dead;    /* failed: close once the last user is gone */
+	bool opening; /* a thread is opening it now */
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void sleep_s(double s)
+{
+	if (s <= 0)
+		return;
+	struct timespec ts = { (time_t)s, (long)((s - (time_t)s) * 1e9) };
+	nanosleep(&ts, NULL);
+}
+
+static void set_state(struct nd_disk *d, enum nd_conn_state s, int err)
+{
+	/* d->lock held */
+	if (d->state != s) {
+		d->state = s;
+		d->state_since = time(NULL);
+	}
+	if (err) {
+		CLEANUP_FREE char *r = nd_redact(nd_get_error());
+		snprintf(d->last_error, sizeof d->last_error, "%s",
+			 r ? r : strerror(-err));
+	}
+}
+
+/* Open a backend connection; checks it is the same disk as before. */
+static int open_conn(struct nd_disk *d, void **h)
+{
+	struct nd_info info;
+	int r;
+
+	memset(&info, 0, sizeof info);
+	nd_clear_error();
+	r = d->be->open(&d->opts, h, &info);
+	if (r < 0) {
+		*h = NULL;
+		return r;
+	}
+	if (info.size != d->info.size) {
+		d->be->close(*h);
+		*h = NULL;
+		nd_error("entry '%s': the disk changed size (%llu, was %llu)",
+			 d->name, (unsigned long long)info.size,
+			 (unsigned long long)d->info.size);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Borrow a connection until DEADLINE: a free one, a shared one when the
+ * backend is thread-safe, or a new one while the pool has room. */
+static int borrow(struct nd_disk *d, double deadline, struct nd_slot **out)
+{
+	double backoff = 0.05;
+	pthread_mutex_lock(&d->lock);
+	for (;;) {
+		struct nd_slot *best = NULL, *empty = NULL;
+		for (unsigned i = 0; i < d->maxslots; i++) {
+			struct nd_slot *s = &d->slots[i];
+			if (!s->h && !s->opening && !s->dead && s->users == 0) {
+				if (!empty && (d->nslots == 0 ||
+					       now_s() >= d->no_grow_until))
+					empty = s;
+				continue;
+			}
+			if (!s->h || s->dead || s->opening)
+				continue;
+			if (s->users == 0 ||
+			    (d->info.thread_safe &&
+			     (!best || s->users < best->users)))
+				if (!best || best->users > s->users)
+					best = s;
+		}
+		/* Prefer a free live connection; open another only when all
+		 * are busy (lazily growing the pool). */
+		if (best && (best->users == 0 || !empty)) {
+			best->users++;
+			pthread_mutex_unlock(&d->lock);
+			*out = best;
+			return 0;
+		}
+		if (empty) {
+			void *h;
+			int r;
+			empty->opening = true;
+			pthread_mutex_unlock(&d->lock);
+			r = open_conn(d, &h);
+			pthread_mutex_lock(&d->lock);
+			empty->opening = false;
+			if (r == 0) {
+				empty->h = h;
+				empty->users = 1;
+				d->nslots++;
+				if (d->state != ND_CONNECTED)
+					nd_info("entry '%s': connected", d->name);
+				set_state(d, ND_CONNECTED, 0);
+				pthread_cond_broadcast(&d->cond);
+				pthread_mutex_unlock(&d->lock);
+				*out = empty;
+				return 0;
+			}
+			/* Opening failed: back off and try again until the
+			 * deadline, unless other connections are alive: then
+			 * use those and stop growing the pool for a while. */
+			set_state(d, d->nslots ? d->state : ND_RECONNECTING, r);
+			if (d->nslots)
+				d->no_grow_until = now_s() + 5;
+			if (d->nslots == 0) {
+				if (now_s() + backoff > deadline) {
+					set_state(d, ND_FAILED, r);
+					pthread_cond_broadcast(&d->cond);
+					pthread_mutex_unlock(&d->lock);
+					return r;
+				}
+				pthread_mutex_unlock(&d->lock);
+				sleep_s(backoff);
+				backoff = backoff * 2 > 1 ? 1 : backoff * 2;
+				pthread_mutex_lock(&d->lock);
+			}
+			continue;
+		}
+		/* All connections busy (or being opened): wait. */
+		double left = deadline - now_s();
+		if (left <= 0) {
+			pthread_mutex_unlock(&d->lock);
+			nd_error("entry '%s': no connection within the deadline",
+				 d->name);
+			return -EIO;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		double w = left < 1 ? left : 1;
+		ts.tv_sec += (time_t)w;
+		ts.tv_nsec += (long)((w - (time_t)w) * 1e9);
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+	}
+}
+
+static void give_back(struct nd_disk *d, struct nd_slot *s, bool failed)
+{
+	void *close_h = NULL;
+
+	pthread_mutex_lock(&d->lock);
+	if (failed && !s->dead) {
+		s->dead = true;
+		d->nslots--;
+		if (d->nslots == 0)
+			set_state(d, ND_RECONNECTING, -ENOTCONN);
+		atomic_fetch_add(&d->st.reconnects, 1);
+	}
+	if (--s->users == 0 && s->dead) {
+		close_h = s->h;
+		s->h = NULL;
+		s->dead = false;
+	}
+	pthread_cond_broadcast(&d->cond);
+	pthread_mutex_unlock(&d->lock);
+	if (close_h)
+		d->be->close(close_h);
+}
+
+static bool is_conn_error(int r)
+{
+	return r == -ENOTCONN || r == -ECONNRESET || r == -EPIPE ||
+	       r == -ECONNREFUSED || r == -ECONNABORTED || r == -ESHUTDOWN ||
+	       r == -ETIMEDOUT || r == -EHOSTUNREACH || r == -ENETUNREACH;
+}
+
+enum op_kind { OP_READ, OP_WRITE, OP_FLUSH, OP_TRIM, OP_ZERO };
+
+struct op {
+	enum op_kind kind;
+	void *buf;
+	size_t len;
+	uint64_t off;
+	unsigned flags;
+};
+
+static int call_backend(struct nd_disk *d, void *h, const struct op *op)
+{
+	switch (op->kind) {
+	case OP_READ: return d->be->pread(h, op->buf, op->len, op->off);
+	case OP_WRITE:
+		return d->be->pwrite(h, op->buf, op->len, op->off, op->flags);
+	case OP_FLUSH: return d->be->flush(h);
+	case OP_TRIM: return d->be->trim(h, op->len, op->off);
+	case OP_ZERO: return d->be->zero(h, op->len, op->off, op->flags);
+	}
+	return -EINVAL;
+}
+
+/* One backend request with the reconnect loop around it. */
+static int run_op(struct nd_disk *d, const struct op *op)
+{
+	double deadline = now_s() + d->cfg.reconnect_delay;
+	double backoff = 0.05;
+	int r;
+
+	for (;;) {
+		struct nd_slot *s;
+		r = borrow(d, deadline, &s);
+		if (r < 0)
+			break;
+		r = call_backend(d, s->h, op);
+		bool conn_err = is_conn_error(r);
+		give_back(d, s, conn_err);
+		if (!conn_err && r != -EAGAIN)
+			break;
+		if (conn_err)
+			nd_warn("entry '%s': connection lost (%s), retrying",
+				d->name, nd_get_error());
+		if (now_s() + backoff > deadline) {
+			r = -EIO;
+			break;
+		}
+		sleep_s(backoff);
+		backoff = backoff * 2 > 1 ? 1 : backoff * 2;
+	}
+	if (r < 0) {
+		atomic_fetch_add(&d->st.errors, 1);
+		pthread_mutex_lock(&d->lock);
+		set_state(d, d->state, r);
+		pthread_mutex_unlock(&d->lock);
+		if (is_conn_error(r) || r == -EAGAIN)
+			r = -EIO;
+	}
+	return r;
+}
+
+/* --- open / close ----------------------------------------------------- */
+
+int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
+{
+	struct nd_disk *d = calloc(1, sizeof *d);
+	const char *driver = nd_opt_get(opts, "driver");
+	void *h = NULL;
+	int r;
+
+	if (!d)
+		return -ENOMEM;
+	d->name = strdup(opts->name);
+	nd_opts_copy(&d->opts, opts);
+	pthread_mutex_init(&d->lock, NULL);
+	pthread_mutex_init(&d->rmw_lock, NULL);
+	pthread_cond_init(&d->cond, NULL);
+	d->be = driver ? nd_backend_find(driver) : NULL;
+	if (!d->be) {
+		nd_error("entry '%s': driver '%s' is not compiled in", d->name,
+			 driver ? driver : "(none)");
+		r = -ENOTSUP;
+		goto fail;
+	}
+	if (nd_disk_parse_cfg(opts, &d->cfg) == -1) {
+		r = -EINVAL;
+		goto fail;
+	}
+	double deadline = now_s() + d->cfg.open_timeout;
+	double backoff = 0.1;
+	for (;;) {
+		nd_clear_error();
+		r = d->be->open(&d->opts, &h, &d->info);
+		if (r == 0 || !(is_conn_error(r) || r == -EAGAIN) ||
+		    now_s() + backoff > deadline)
+			break;
+		nd_debug("entry '%s': open failed (%s), retrying", d->name,
+			 nd_get_error());
+		sleep_s(backoff);
+		backoff = backoff * 2 > 2 ? 2 : backoff * 2;
+	}
+	if (r < 0)
+		goto fail;
+	if (d->info.block_size < 1)
+		d->info.block_size = 1;
+	if (d->cfg.offset > d->info.size ||
+	    (d->cfg.size && d->cfg.offset + d->cfg.size > d->info.size)) {
+		d->be->close(h);
+		nd_error("entry '%s': offset/size reach past the end of the "
+			 "disk (%llu bytes)",
+			 d->name, (unsigned long long)d->info.size);
+		r = -EINVAL;
+		goto fail;
+	}
+	d->size = d->cfg.size ? d->cfg.size : d->info.size - d->cfg.offset;
+	d->ro = d->cfg.ro || d->info.read_only;
+	d->maxslots = d->cfg.connections;
+	if (d->info.max_connections && d->maxslots > d->info.max_connections)
+		d->maxslots = d->info.max_connections;
+	if (d->maxslots < 1)
+		d->maxslots = 1;
+	d->slots = calloc(d->maxslots, sizeof *d->slots);
+	if (!d->slots) {
+		d->be->close(h);
+		r = -ENOMEM;
+		goto fail;
+	}
+	d->slots[0].h = h;
+	d->nslots = 1;
+	d->state = ND_CONNECTED;
+	d->state_since = time(NULL);
+	*out = d;
+	return 0;
+fail:
+	nd_opts_free(&d->opts);
+	free(d->name);
+	free(d);
+	return r;
+}
+
+void nd_disk_close(struct nd_disk *d)
+{
+	if (!d)
+		return;
+	for (unsigned i = 0; i < d->maxslots; i++)
+		if (d->slots[i].h)
+			d->be->close(d->slots[i].h);
+	free(d->slots);
+	nd_opts_free(&d->opts);
+	pthread_mutex_destroy(&d->lock);
+	pthread_mutex_destroy(&d->rmw_lock);
+	pthread_cond_destroy(&d->cond);
+	free(d->name);
+	free(d);
+}
+
+unsigned nd_disk_open_conns(struct nd_disk *d)
+{
+	pthread_mutex_lock(&d->lock);
+	unsigned n = d->nslots;
+	pthread_mutex_unlock(&d->lock);
+	return n;
+}
+
+/* --- I/O with limits and emulation ------------------------------------ */
+
+static uint32_t max_req(const struct nd_disk *d)
+{
+	uint32_t m = d->info.max_request ? d->info.max_request : 32u << 20;
+	uint32_t bs = d->info.block_size;
+	if (bs > 1 && m >= bs)
+		m -= m % bs;
+	return m;
+}
+
+/* Aligned, split reads and writes straight to the backend. */
+static int io_aligned(struct nd_disk *d, enum op_kind kind, void *buf,
+		      size_t len, uint64_t off, unsigned flags)
+{
+	uint32_t m = max_req(d);
+	while (len > 0) {
+		size_t n = len > m ? m : len;
+		struct op op = { kind, buf, n, off, flags };
+		int r = run_op(d, &op);
+		if (r < 0)
+			return r;
+		buf = (char *)buf + n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int nd_disk_pread(struct nd_disk *d, void *buf, size_t len, uint64_t off)
+{
+	uint32_t bs = d->info.block_size;
+	int r;
+
+	if (off > d->size || len > d->size - off)
+		return -EINVAL;
+	off += d->cfg.offset;
+	if (bs <= 1 || (off % bs == 0 && len % bs == 0)) {
+		r = io_aligned(d, OP_READ, buf, len, off, 0);
+	} else {
+		/* Read the covering aligned range, copy out the middle. */
+		uint64_t start = off - off % bs;
+		uint64_t end = (off + len + bs - 1) / bs * bs;
+		char *tmp = malloc(end - start);
+		if (!tmp)
+			return -ENOMEM;
+		r = io_aligned(d, OP_READ, tmp, end - start, start, 0);
+		if (r == 0)
+			memcpy(buf, tmp + (off - start), len);
+		free(tmp);
+	}
+	if (r == 0) {
+		atomic_fetch_add(&d->st.reads, 1);
+		atomic_fetch_add(&d->st.bytes_read, len);
+	}
+	return r;
+}
+
+static int write_flush(struct nd_disk *d, const void *buf, size_t len,
+		       uint64_t off, unsigned flags)
+{
+	bool fua = flags & ND_FUA;
+	unsigned bflags = (fua && d->info.can_fua) ? ND_FUA : 0;
+	int r = io_aligned(d, OP_WRITE, (void *)buf, len, off, bflags);
+	if (r == 0 && fua && !d->info.can_fua && d->info.can_flush) {
+		struct op op = { OP_FLUSH, NULL, 0, 0, 0 };
+		r = run_op(d, &op);
+	}
+	return r;
+}
+
+int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
+		   uint64_t off, unsigned flags)
+{
+	uint32_t bs = d->info.block_size;
+	int r;
+
+	if (d->ro)
+		return -EROFS;
+	if (off > d->size || len > d->size - off)
+		return -ENOSPC;
+	off += d->cfg.offset;
+	if (bs <= 1 || (off % bs == 0 && len % bs == 0)) {
+		r = write_flush(d, buf, len, off, flags);
+	} else {
+		/* Read-modify-write of the partial blocks at either end;
+		 * serialised so two such writes cannot undo each other. */
+		uint64_t start = off - off % bs;
+		uint64_t end = (off + len + bs - 1) / bs * bs;
+		char *tmp = malloc(end - start);
+		if (!tmp)
+			return -ENOMEM;
+		pthread_mutex_lock(&d->rmw_lock);
+		r = io_aligned(d, OP_READ, tmp, bs, start, 0);
+		if (r == 0 && end - bs > start)
+			r = io_aligned(d, OP_READ, tmp + (end - bs - start), bs,
+				       end - bs, 0);
+		if (r == 0) {
+			memcpy(tmp + (off - start), buf, len);
+			r = write_flush(d, tmp, end - start, start, flags);
+		}
+		pthread_mutex_unlock(&d->rmw_lock);
+		free(tmp);
+	}
+	if (r == 0) {
+		atomic_fetch_add(&d->st.writes, 1);
+		atomic_fetch_add(&d->st.bytes_written, len);
+	}
+	return r;
+}
+
+int nd_disk_flush(struct nd_disk *d)
+{
+	struct op op = { OP_FLUSH, NULL, 0, 0, 0 };
+	if (!d->info.can_flush || !d->be->flush)
+		return 0;
+	atomic_fetch_add(&d->st.flushes, 1);
+	return run_op(d, &op);
+}
+
+static int zero_by_writing(struct nd_disk *d, uint64_t len, uint64_t off,
+			   unsigned flags)
+{
+	size_t chunk = len < ZERO_CHUNK ? len : ZERO_CHUNK;
+	char *z = calloc(1, chunk ? chunk : 1);
+	int r = 0;
+	if (!z)
+		return -ENOMEM;
+	while (len > 0 && r == 0) {
+		size_t n = len < chunk ? len : chunk;
+		r = nd_disk_pwrite(d, z, n, off, flags & ND_FUA);
+		off += n;
+		len -= n;
+	}
+	free(z);
+	return r;
+}
+
+int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off,
+		 unsigned flags)
+{
+	uint32_t bs = d->info.block_size;
+	uint32_t m = d->info.max_trim ? d->info.max_trim : max_req(d);
+
+	if (d->ro)
+		return -EROFS;
+	if (off > d->size || len > d->size - off)
+		return -ENOSPC;
+	if (!d->info.can_zero || !d->be->zero)
+		return zero_by_writing(d, len, off, flags);
+	/* Unaligned head and tail are written; the aligned middle zeroed. */
+	if (bs > 1) {
+		uint64_t head = (bs - (off + d->cfg.offset) % bs) % bs;
+		if (head > len)
+			head = len;
+		if (head) {
+			int r = zero_by_writing(d, head, off, flags);
+			if (r < 0)
+				return r;
+			off += head;
+			len -= head;
+		}
+		uint64_t tail = len % bs;
+		if (tail) {
+			int r = zero_by_writing(d, tail, off + len - tail, flags);
+			if (r < 0)
+				return r;
+			len -= tail;
+		}
+	}
+	while (len > 0) {
+		uint64_t n = len > m ? m : len;
+		struct op op = { OP_ZERO, NULL, n, off + d->cfg.offset, flags };
+		if (!d->info.can_fua)
+			op.flags &= ~ND_FUA;
+		int r = run_op(d, &op);
+		if (r == -ENOTSUP || r == -EOPNOTSUPP)
+			r = zero_by_writing(d, n, off, flags);
+		if (r < 0)
+			return r;
+		off += n;
+		len -= n;
+	}
+	if ((flags & ND_FUA) && !d->info.can_fua)
+		return nd_disk_flush(d);
+	return 0;
+}
+
+int nd_disk_trim(struct nd_disk *d, uint64_t len, uint64_t off)
+{
+	if (d->ro)
+		return -EROFS;
+	if (!d->info.can_trim || !d->be->trim)
+		return -EOPNOTSUPP;
+	if (off > d->size || len > d->size - off)
+		return -ENOSPC;
+	struct op op = { OP_TRIM, NULL, len, off + d->cfg.offset, 0 };
+	return run_op(d, &op);
+}

@@ -1,0 +1,85 @@
+/* disk.h: one opened entry: its backend, a pool of connections, limits,
+ * emulation of what the backend lacks, and reconnection. */
+#ifndef ND_DISK_H
+#define ND_DISK_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "backend.h"
+#include "opts.h"
+
+enum nd_cache_mode { ND_CACHE_WRITETHROUGH, ND_CACHE_WRITEBACK, ND_CACHE_NONE };
+
+/* The core's own options, parsed and checked once. */
+struct nd_disk_cfg {
+	bool ro;
+	uint64_t readahead;  /* initial window in bytes */
+	uint64_t block_size; /* cache block */
+	uint64_t cache_size; /* 0 = share of the global budget */
+	enum nd_cache_mode cache;
+	unsigned connections;
+	double timeout;		/* 0 = the backend's own */
+	double reconnect_delay; /* how long a request retries */
+	double open_timeout;	/* how long the first open retries */
+	uint64_t offset, size;	/* slice; size 0 = to the end */
+};
+
+enum nd_conn_state { ND_CONNECTED, ND_RECONNECTING, ND_FAILED };
+
+struct nd_disk_stats {
+	atomic_uint_fast64_t bytes_read, bytes_written, reads, writes,
+		flushes, errors, reconnects;
+};
+
+struct nd_slot;
+
+struct nd_disk {
+	char *name;
+	struct nd_opts opts;
+	const struct nd_backend *be;
+	struct nd_info info;
+	struct nd_disk_cfg cfg;
+	uint64_t size; /* what the file shows */
+	bool ro;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct nd_slot *slots;
+	unsigned nslots, maxslots;
+	double no_grow_until; /* a failed pool growth pauses growing */
+	pthread_mutex_t rmw_lock; /* serialises unaligned writes */
+
+	enum nd_conn_state state;
+	time_t state_since;
+	char last_error[512];
+	struct nd_disk_stats st;
+};
+
+/* Is the driver known, and are all keys of O accepted by the core or by
+ * its backend? Default keys (origin starting "-o" or containing
+ * "defaults") that this backend does not take are dropped quietly. Also
+ * parses the core's options, so bad sizes are reported here. */
+int nd_disk_check_opts(struct nd_opts *o);
+int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *cfg);
+
+/* Open the first connection (retrying for open-timeout). */
+int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out);
+void nd_disk_close(struct nd_disk *d);
+
+/* All I/O: bounded in time, 0 or -errno; offsets are within the file. */
+int nd_disk_pread(struct nd_disk *d, void *buf, size_t len, uint64_t off);
+int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
+		   uint64_t off, unsigned flags);
+int nd_disk_flush(struct nd_disk *d);
+int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off,
+		 unsigned flags);
+int nd_disk_trim(struct nd_disk *d, uint64_t len, uint64_t off);
+unsigned nd_disk_open_conns(struct nd_disk *d);
+
+/* Call every registered backend's shutdown once. */
+void nd_backends_shutdown(void);
+
+#endif

@@ -1,0 +1,64 @@
+/* fs.h: the mounted file system: the set of entries the FUSE side serves.
+ * Entries are added and removed while mounted (SIGHUP reload); an entry
+ * with open files stays until the last one is closed. */
+#ifndef ND_FS_H
+#define ND_FS_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "cache.h"
+#include "disk.h"
+
+struct nd_fs_entry {
+	uint64_t ino;
+	char *name;
+	char *url_redacted;
+	struct nd_disk *disk;
+	struct nd_cache *cache; /* NULL with cache=none */
+	unsigned opens;
+	bool removed;
+	struct nd_fs_entry *next;
+};
+
+struct nd_fs {
+	pthread_rwlock_t lock;
+	struct nd_fs_entry *entries;
+	uint64_t next_ino;
+	time_t mount_time;
+	uid_t uid;
+	gid_t gid;
+	struct fuse_session *se;
+	char *mountpoint;
+	uint64_t kernel_readahead; /* bytes, for the bdi; 0 = leave */
+};
+
+struct nd_fs *nd_fs_new(void);
+/* Takes ownership of DISK. BUDGET: cache bytes for this entry. */
+int nd_fs_add(struct nd_fs *fs, const char *name, const char *url,
+	      struct nd_disk *disk, uint64_t budget);
+/* Mark NAME removed; freed now if nothing has it open. */
+void nd_fs_remove(struct nd_fs *fs, const char *name);
+struct nd_fs_entry *nd_fs_find(struct nd_fs *fs, const char *name);
+/* Flush every writeback cache; returns the first error. */
+int nd_fs_flush_all(struct nd_fs *fs);
+void nd_fs_free(struct nd_fs *fs);
+/* Tell the kernel the root directory's listing changed. */
+void nd_fs_changed(struct nd_fs *fs);
+
+/* FUSE: mount, serve until unmounted or signalled, unmount. ARGV holds
+ * the libfuse options (-o allow_other, ...). ON_READY runs once the mount
+ * is live (pidfile, telling the parent). */
+int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
+		 char **argv, void (*on_ready)(void *), void *arg);
+/* Ask the loop to end (signal handlers). */
+void nd_fuse_exit(struct nd_fs *fs);
+
+/* The status file's JSON text (malloc'd). */
+char *nd_status_json(struct nd_fs *fs);
+/* `netdiskfs status MOUNTPOINT`: the status file as a table. */
+int nd_status_print(const char *mountpoint);
+
+#endif

@@ -1,0 +1,690 @@
+/* fuse.c: the FUSE low-level operations. The root holds one regular file
+ * per entry and a hidden .netdiskfs/status. Reads reply straight from the
+ * pinned cache blocks (fuse_reply_iov: no bounce buffer). */
+#include "fuse_ver.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "log.h"
+#include "util/cleanup.h"
+
+#define INO_ROOT 1
+#define INO_META 2   /* .netdiskfs */
+#define INO_STATUS 3 /* .netdiskfs/status */
+#define FIRST_INO 16
+#define META_NAME ".netdiskfs"
+#define MAX_IO (1u << 20)
+
+/* Per open file. */
+struct handle {
+	struct nd_fs_entry *e;
+	bool wrote;
+	char *text; /* status snapshot */
+	size_t text_len;
+};
+
+/* --- the entry set ---------------------------------------------------- */
+
+struct nd_fs *nd_fs_new(void)
+{
+	struct nd_fs *fs = calloc(1, sizeof *fs);
+	if (!fs)
+		return NULL;
+	pthread_rwlock_init(&fs->lock, NULL);
+	fs->next_ino = FIRST_INO;
+	fs->mount_time = time(NULL);
+	fs->uid = getuid();
+	fs->gid = getgid();
+	return fs;
+}
+
+int nd_fs_add(struct nd_fs *fs, const char *name, const char *url,
+	      struct nd_disk *disk, uint64_t budget)
+{
+	struct nd_fs_entry *e = calloc(1, sizeof *e);
+	if (!e)
+		return -ENOMEM;
+	e->name = strdup(name);
+	e->url_redacted = nd_redact(url);
+	e->disk = disk;
+	if (disk->cfg.cache != ND_CACHE_NONE) {
+		e->cache = nd_cache_new(disk, budget);
+		if (!e->cache) {
+			free(e->name);
+			free(e->url_redacted);
+			free(e);
+			return -ENOMEM;
+		}
+	}
+	pthread_rwlock_wrlock(&fs->lock);
+	e->ino = fs->next_ino++;
+	struct nd_fs_entry **pp = &fs->entries;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = e;
+	pthread_rwlock_unlock(&fs->lock);
+	return 0;
+}
+
+static void entry_free(struct nd_fs_entry *e)
+{
+	if (e->cache) {
+		int r = nd_cache_flush(e->cache);
+		if (r < 0)
+			nd_log(LOG_ERR, "entry '%s': final flush failed: %s",
+			       e->name, strerror(-r));
+		nd_cache_free(e->cache);
+	}
+	nd_disk_close(e->disk);
+	free(e->name);
+	free(e->url_redacted);
+	free(e);
+}
+
+/* Lock held (write). Unlinks and frees E. */
+static void entry_unlink(struct nd_fs *fs, struct nd_fs_entry *e)
+{
+	struct nd_fs_entry **pp = &fs->entries;
+	while (*pp && *pp != e)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = e->next;
+}
+
+struct nd_fs_entry *nd_fs_find(struct nd_fs *fs, const char *name)
+{
+	for (struct nd_fs_entry *e = fs->entries; e; e = e->next)
+		if (!e->removed && strcmp(e->name, name) == 0)
+			return e;
+	return NULL;
+}
+
+static struct nd_fs_entry *find_ino(struct nd_fs *fs, fuse_ino_t ino)
+{
+	for (struct nd_fs_entry *e = fs->entries; e; e = e->next)
+		if (e->ino == ino)
+			return e;
+	return NULL;
+}
+
+void nd_fs_remove(struct nd_fs *fs, const char *name)
+{
+	struct nd_fs_entry *victim = NULL;
+	pthread_rwlock_wrlock(&fs->lock);
+	struct nd_fs_entry *e = nd_fs_find(fs, name);
+	if (e) {
+		e->removed = true;
+		if (e->opens == 0) {
+			entry_unlink(fs, e);
+			victim = e;
+		}
+	}
+	pthread_rwlock_unlock(&fs->lock);
+	if (victim) {
+		if (fs->se)
+			fuse_lowlevel_notify_inval_entry(fs->se, INO_ROOT,
+							 victim->name,
+							 strlen(victim->name));
+		entry_free(victim);
+	}
+}
+
+int nd_fs_flush_all(struct nd_fs *fs)
+{
+	int ret = 0;
+	pthread_rwlock_rdlock(&fs->lock);
+	for (struct nd_fs_entry *e = fs->entries; e; e = e->next) {
+		int r = e->cache ? nd_cache_flush(e->cache) : 0;
+		if (r < 0 && !ret)
+			ret = r;
+	}
+	pthread_rwlock_unlock(&fs->lock);
+	return ret;
+}
+
+void nd_fs_changed(struct nd_fs *fs)
+{
+	if (fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, INO_ROOT, 0, 0);
+}
+
+void nd_fs_free(struct nd_fs *fs)
+{
+	while (fs->entries) {
+		struct nd_fs_entry *e = fs->entries;
+		fs->entries = e->next;
+		entry_free(e);
+	}
+	pthread_rwlock_destroy(&fs->lock);
+	free(fs->mountpoint);
+	free(fs);
+}
+
+/* --- attributes ------------------------------------------------------- */
+
+static void fill_attr(struct nd_fs *fs, fuse_ino_t ino, struct stat *st,
+		      struct nd_fs_entry *e)
+{
+	memset(st, 0, sizeof *st);
+	st->st_ino = ino;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_atime = st->st_mtime = st->st_ctime = fs->mount_time;
+	st->st_blksize = 4096;
+	if (ino == INO_ROOT || ino == INO_META) {
+		st->st_mode = S_IFDIR | 0755;
+		st->st_nlink = ino == INO_ROOT ? 3 : 2;
+	} else if (ino == INO_STATUS) {
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = 0; /* generated at open; read with direct_io */
+	} else {
+		st->st_mode = S_IFREG | (e->disk->ro ? 0444 : 0644);
+		st->st_nlink = 1;
+		st->st_size = e->disk->size;
+		st->st_blocks = (e->disk->size + 511) / 512;
+		if (e->cache)
+			st->st_blksize = e->disk->cfg.block_size;
+	}
+}
+
+static struct nd_fs *FS(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct nd_fs *fs = userdata;
+	(void)fs;
+	conn->max_write = MAX_IO;
+	conn->max_readahead = MAX_IO;
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
+	if (conn->capable & FUSE_CAP_ASYNC_READ)
+		conn->want |= FUSE_CAP_ASYNC_READ;
+	if (conn->capable & FUSE_CAP_ASYNC_DIO)
+		conn->want |= FUSE_CAP_ASYNC_DIO;
+	/* Requests go to the disk; no write cache in the kernel. */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct nd_fs *fs = FS(req);
+	struct fuse_entry_param ep;
+	struct nd_fs_entry *e = NULL;
+
+	memset(&ep, 0, sizeof ep);
+	if (parent == INO_ROOT && strcmp(name, META_NAME) == 0) {
+		ep.ino = INO_META;
+	} else if (parent == INO_META && strcmp(name, "status") == 0) {
+		ep.ino = INO_STATUS;
+	} else if (parent == INO_ROOT) {
+		pthread_rwlock_rdlock(&fs->lock);
+		e = nd_fs_find(fs, name);
+		if (e) {
+			ep.ino = e->ino;
+			fill_attr(fs, ep.ino, &ep.attr, e);
+		}
+		pthread_rwlock_unlock(&fs->lock);
+	}
+	if (!ep.ino) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (!e)
+		fill_attr(fs, ep.ino, &ep.attr, NULL);
+	ep.attr_timeout = 1;
+	ep.entry_timeout = 1;
+	fuse_reply_entry(req, &ep);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct nd_fs *fs = FS(req);
+	struct stat st;
+
+	if (ino == INO_ROOT || ino == INO_META || ino == INO_STATUS) {
+		fill_attr(fs, ino, &st, NULL);
+	} else {
+		pthread_rwlock_rdlock(&fs->lock);
+		struct nd_fs_entry *e = find_ino(fs, ino);
+		if (e)
+			fill_attr(fs, ino, &st, e);
+		pthread_rwlock_unlock(&fs->lock);
+		if (!e) {
+			fuse_reply_err(req, ENOENT);
+			return;
+		}
+	}
+	fuse_reply_attr(req, &st, 1);
+}
+
+/* Sizes cannot change: a truncate to the current size or below is
+ * accepted and ignored (so `cp img MNT/disk` overwrites in place), growth
+ * is refused; times are accepted; owner and mode are fixed. */
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	struct nd_fs *fs = FS(req);
+	struct stat st;
+
+	pthread_rwlock_rdlock(&fs->lock);
+	struct nd_fs_entry *e = find_ino(fs, ino);
+	int err = 0;
+	if (!e)
+		err = ino < FIRST_INO ? EPERM : ENOENT;
+	else if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+			   FUSE_SET_ATTR_GID))
+		err = EPERM;
+	else if ((to_set & FUSE_SET_ATTR_SIZE) && e->disk->ro)
+		err = EROFS;
+	else if ((to_set & FUSE_SET_ATTR_SIZE) &&
+		 (uint64_t)attr->st_size > e->disk->size)
+		err = ENOSPC;
+	if (!err)
+		fill_attr(fs, ino, &st, e);
+	pthread_rwlock_unlock(&fs->lock);
+	if (err)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_attr(req, &st, 1);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct nd_fs *fs = FS(req);
+	char *buf;
+	size_t pos = 0;
+	off_t i = 0;
+	struct stat st;
+
+	if (ino != INO_ROOT && ino != INO_META) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memset(&st, 0, sizeof st);
+#define ADD(name_, ino_, mode_)                                               \
+	do {                                                                  \
+		if (i++ >= off) {                                             \
+			st.st_ino = (ino_);                                   \
+			st.st_mode = (mode_);                                 \
+			size_t n = fuse_add_direntry(req, buf + pos, size - pos, \
+						     (name_), &st, i);        \
+			if (n > size - pos)                                   \
+				goto full;                                    \
+			pos += n;                                             \
+		}                                                             \
+	} while (0)
+	ADD(".", ino, S_IFDIR);
+	ADD("..", INO_ROOT, S_IFDIR);
+	if (ino == INO_META) {
+		ADD("status", INO_STATUS, S_IFREG);
+	} else {
+		ADD(META_NAME, INO_META, S_IFDIR);
+		pthread_rwlock_rdlock(&fs->lock);
+		for (struct nd_fs_entry *e = fs->entries; e; e = e->next) {
+			if (e->removed)
+				continue;
+			if (i++ >= off) {
+				st.st_ino = e->ino;
+				st.st_mode = S_IFREG;
+				size_t n = fuse_add_direntry(req, buf + pos,
+							     size - pos, e->name,
+							     &st, i);
+				if (n > size - pos)
+					break;
+				pos += n;
+			}
+		}
+		pthread_rwlock_unlock(&fs->lock);
+	}
+#undef ADD
+full:
+	fuse_reply_buf(req, buf, pos);
+	free(buf);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct nd_fs *fs = FS(req);
+	struct handle *h = calloc(1, sizeof *h);
+	bool wr = (fi->flags & O_ACCMODE) != O_RDONLY;
+	int err = 0;
+
+	if (!h) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (ino == INO_STATUS) {
+		if (wr)
+			err = EACCES;
+		else {
+			h->text = nd_status_json(fs);
+			h->text_len = h->text ? strlen(h->text) : 0;
+			fi->direct_io = 1;
+		}
+	} else if (ino < FIRST_INO) {
+		err = EISDIR;
+	} else {
+		pthread_rwlock_wrlock(&fs->lock);
+		struct nd_fs_entry *e = find_ino(fs, ino);
+		if (!e || e->removed)
+			err = ENOENT;
+		else if (wr && e->disk->ro)
+			err = EROFS;
+		else {
+			e->opens++;
+			h->e = e;
+			if (e->cache)
+				fi->keep_cache = 1;
+			else
+				fi->direct_io = 1;
+		}
+		pthread_rwlock_unlock(&fs->lock);
+	}
+	if (err) {
+		free(h);
+		fuse_reply_err(req, err);
+		return;
+	}
+	fi->fh = (uintptr_t)h;
+	fuse_reply_open(req, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct nd_fs_entry *e = h->e;
+	int r;
+
+	if (!e) { /* status */
+		size_t n = (size_t)off >= h->text_len ? 0 : h->text_len - off;
+		fuse_reply_buf(req, n ? h->text + off : NULL,
+			       n < size ? n : size);
+		return;
+	}
+	if ((uint64_t)off >= e->disk->size) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (size > e->disk->size - off)
+		size = e->disk->size - off;
+	if (e->cache) {
+		struct nd_cache_ref ref;
+		r = nd_cache_read(e->cache, off, size, &ref);
+		if (r == 0) {
+			fuse_reply_iov(req, ref.iov, ref.n);
+			nd_cache_release(e->cache, &ref);
+			return;
+		}
+	} else {
+		char *buf = malloc(size);
+		r = buf ? nd_disk_pread(e->disk, buf, size, off) : -ENOMEM;
+		if (r == 0)
+			fuse_reply_buf(req, buf, size);
+		free(buf);
+		if (r == 0)
+			return;
+	}
+	nd_log(LOG_ERR, "entry '%s': read of %zu bytes at %lld: %s", e->name,
+	       size, (long long)off, nd_get_error());
+	fuse_reply_err(req, r == -ENOTSUP ? EOPNOTSUPP : -r);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct nd_fs_entry *e = h->e;
+	int r;
+
+	if (!e) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	if (e->disk->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	/* The disk never grows: a write at the end is ENOSPC, one that
+	 * crosses it is short. */
+	if ((uint64_t)off >= e->disk->size) {
+		fuse_reply_err(req, size ? ENOSPC : 0);
+		return;
+	}
+	if (size > e->disk->size - off)
+		size = e->disk->size - off;
+	h->wrote = true;
+	r = e->cache ? nd_cache_write(e->cache, buf, size, off)
+		     : nd_disk_pwrite(e->disk, buf, size, off, 0);
+	if (r < 0) {
+		nd_log(LOG_ERR, "entry '%s': write of %zu bytes at %lld: %s",
+		       e->name, size, (long long)off, nd_get_error());
+		fuse_reply_err(req, r == -ENOTSUP ? EOPNOTSUPP : -r);
+		return;
+	}
+	fuse_reply_write(req, size);
+}
+
+static int entry_sync(struct nd_fs_entry *e)
+{
+	return e->cache ? nd_cache_flush(e->cache) : nd_disk_flush(e->disk);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	int r = h->e && !h->e->disk->ro ? entry_sync(h->e) : 0;
+	if (r < 0)
+		nd_log(LOG_ERR, "entry '%s': fsync: %s", h->e->name,
+		       nd_get_error());
+	fuse_reply_err(req, r < 0 ? -r : 0);
+}
+
+/* close(2): what this handle wrote reaches the server's flush. */
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	int r = 0;
+	if (h->e && h->wrote) {
+		r = entry_sync(h->e);
+		if (r < 0)
+			nd_log(LOG_ERR, "entry '%s': flush at close: %s",
+			       h->e->name, nd_get_error());
+		else
+			h->wrote = false;
+	}
+	fuse_reply_err(req, r < 0 ? -r : 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct nd_fs *fs = FS(req);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct nd_fs_entry *victim = NULL;
+
+	if (h->e) {
+		if (h->wrote)
+			entry_sync(h->e);
+		pthread_rwlock_wrlock(&fs->lock);
+		if (--h->e->opens == 0 && h->e->removed) {
+			entry_unlink(fs, h->e);
+			victim = h->e;
+		}
+		pthread_rwlock_unlock(&fs->lock);
+	}
+	free(h->text);
+	free(h);
+	fuse_reply_err(req, 0);
+	if (victim)
+		entry_free(victim);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
+			 off_t len, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct nd_fs_entry *e = h->e;
+	uint64_t size;
+	int r;
+
+	if (!e) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	if (e->disk->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	size = e->disk->size;
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (mode == 0 || mode == FALLOC_FL_KEEP_SIZE) {
+		/* Everything is allocated already; growth is impossible. */
+		fuse_reply_err(req, (uint64_t)off + len > size && !mode ? ENOSPC
+									: 0);
+		return;
+	}
+	if ((uint64_t)off >= size) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	if ((uint64_t)len > size - off)
+		len = size - off;
+	if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
+		r = e->cache ? nd_cache_zero(e->cache, len, off, ND_MAY_TRIM)
+			     : nd_disk_zero(e->disk, len, off, ND_MAY_TRIM);
+	else if ((mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE)
+		r = e->cache ? nd_cache_zero(e->cache, len, off, 0)
+			     : nd_disk_zero(e->disk, len, off, 0);
+	else
+		r = -EOPNOTSUPP;
+	if (r == 0)
+		h->wrote = true;
+	fuse_reply_err(req, r < 0 ? (r == -ENOTSUP ? EOPNOTSUPP : -r) : 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct nd_fs *fs = FS(req);
+	struct statvfs sv;
+	uint64_t total = 0, n = 0;
+
+	pthread_rwlock_rdlock(&fs->lock);
+	for (struct nd_fs_entry *e = fs->entries; e; e = e->next, n++)
+		total += e->disk->size;
+	pthread_rwlock_unlock(&fs->lock);
+	memset(&sv, 0, sizeof sv);
+	sv.f_bsize = sv.f_frsize = 4096;
+	sv.f_blocks = (total + 4095) / 4096;
+	sv.f_files = n + 3;
+	sv.f_namemax = 255;
+	fuse_reply_statfs(req, &sv);
+}
+
+static const struct fuse_lowlevel_ops nd_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readdir = op_readdir,
+	.open = op_open,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.fallocate = op_fallocate,
+	.statfs = op_statfs,
+};
+
+/* The kernel's readahead for this mount is set through its bdi; done from
+ * a thread because stat() of the mount point needs the loop running. */
+static void *tune_bdi(void *arg)
+{
+	struct nd_fs *fs = arg;
+	struct stat st;
+	char path[128];
+	if (stat(fs->mountpoint, &st) == 0) {
+		snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb",
+			 major(st.st_dev), minor(st.st_dev));
+		FILE *f = fopen(path, "we");
+		if (f) {
+			fprintf(f, "%llu\n",
+				(unsigned long long)fs->kernel_readahead / 1024);
+			fclose(f);
+		}
+	}
+	return NULL;
+}
+
+int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
+		 char **argv, void (*on_ready)(void *), void *arg)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_loop_config *cfg = NULL;
+	int ret = 1;
+
+	fs->mountpoint = strdup(mountpoint);
+	fs->se = fuse_session_new(&args, &nd_ops, sizeof nd_ops, fs);
+	if (!fs->se)
+		goto out;
+	if (fuse_set_signal_handlers(fs->se) != 0)
+		goto out_destroy;
+	/* SIGHUP is ours (reload), not libfuse's "exit". */
+	signal(SIGHUP, SIG_IGN);
+	if (fuse_session_mount(fs->se, mountpoint) != 0)
+		goto out_signals;
+	if (fs->kernel_readahead) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, tune_bdi, fs) == 0)
+			pthread_detach(t);
+	}
+	if (on_ready)
+		on_ready(arg);
+	cfg = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_max_threads(cfg, 32);
+	fuse_loop_cfg_set_idle_threads(cfg, 8);
+	ret = fuse_session_loop_mt(fs->se, cfg) != 0;
+	fuse_loop_cfg_destroy(cfg);
+	fuse_session_unmount(fs->se);
+out_signals:
+	fuse_remove_signal_handlers(fs->se);
+out_destroy:
+	fuse_session_destroy(fs->se);
+	fs->se = NULL;
+out:
+	fuse_opt_free_args(&args);
+	return ret;
+}
+
+void nd_fuse_exit(struct nd_fs *fs)
+{
+	if (fs->se)
+		fuse_session_exit(fs->se);
+}

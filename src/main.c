@@ -1,0 +1,604 @@
+/* main.c: the command line. netdiskfs SOURCE MOUNTPOINT [-o OPTS] [-f] [-d]
+ * [-v] [--pidfile F]; --print-config SOURCE; --help; status MOUNTPOINT. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "disk.h"
+#include "fs.h"
+#include "log.h"
+#include "readahead.h"
+#include "table.h"
+#include "util/cleanup.h"
+
+#define VERSION "0.1"
+#define DEFAULT_CACHE (256ull << 20)
+#define WORKERS 8
+
+struct cli {
+	const char *source, *mountpoint, *pidfile;
+	bool foreground, strict, print_config;
+	struct nd_opts defaults; /* -o keys meant for the entries */
+	char **fuse_argv;	 /* -o keys meant for libfuse */
+	int fuse_argc;
+	int ready_fd; /* tells the waiting parent the mount is live */
+};
+
+static struct cli cli;
+static struct nd_fs *the_fs;
+static int reload_pipe[2] = { -1, -1 };
+
+/* Options for libfuse, and mount(8) options that mean nothing here. */
+static const char *const fuse_keys[] = { "allow_other", "allow_root",
+					 "default_permissions", "auto_unmount",
+					 "fsname", "subtype", "max_read", NULL };
+static const char *const ignored_keys[] = {
+	"rw", "defaults", "_netdev", "nofail", "noauto", "auto", "user",
+	"nouser", "users", "dev", "nodev", "suid", "nosuid", "exec", "noexec",
+	"atime", "noatime", "relatime", "strictatime", "nodiratime", "async",
+	"sync", "comment", "loop", NULL
+};
+
+static bool in_list(const char *const *list, const char *key)
+{
+	for (size_t i = 0; list[i]; i++)
+		if (strcmp(list[i], key) == 0)
+			return true;
+	return false;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: netdiskfs [OPTIONS] SOURCE MOUNTPOINT\n"
+		"       netdiskfs --print-config [-o OPTS] SOURCE\n"
+		"       netdiskfs status MOUNTPOINT\n"
+		"SOURCE is a mount table file (see netdisk.tab(5)) or one "
+		"device URL.\n"
+		"  -o OPTS            comma list: defaults for every entry, "
+		"libfuse options\n"
+		"                     (allow_other, default_permissions, ...), "
+		"ro, debug\n"
+		"  -f, --foreground   stay in the foreground, log to stderr\n"
+		"  -d, --debug        debug log, including the libraries' own\n"
+		"  -v, --verbose      informational messages\n"
+		"  --pidfile FILE     write the PID once the mount is live\n"
+		"  --strict           any entry that cannot be opened is fatal\n"
+		"  --iscsi KEY=VALUE  QEMU's spelling of -o KEY=VALUE for "
+		"iSCSI (initiator-name=...)\n"
+		"  --print-config     parse SOURCE, print each entry's options, "
+		"exit\n"
+		"  -h, --help         this text, with the backends compiled in\n"
+		"  -V, --version\n");
+}
+
+static void help(void)
+{
+	usage(stdout);
+	printf("\nCommon options (any entry): ro, readahead=SIZE (256K), "
+	       "block-size=SIZE (64K),\n  cache-size=SIZE, "
+	       "cache=writethrough|writeback|none, connections=N (4),\n"
+	       "  timeout=SECONDS, reconnect-delay=SECONDS (10), "
+	       "open-timeout=SECONDS (0),\n  offset=SIZE, size=SIZE, debug\n");
+	printf("\nBackends compiled in:\n");
+	for (const struct nd_backend *const *b = nd_backend_list(); *b; b++) {
+		printf("\n  %s: %s\n    schemes:", (*b)->name,
+		       (*b)->description);
+		for (const char *const *s = (*b)->schemes; s && *s; s++)
+			printf(" %s", *s);
+		printf("\n");
+		for (const struct nd_optdesc *d = (*b)->options; d && d->key;
+		     d++)
+			printf("    %-22s %s\n", d->key, d->help);
+	}
+}
+
+/* Overwrite passwords and cookies in our own argv so that
+ * /proc/PID/cmdline never shows them (values were copied already). */
+static void scrub(char *s)
+{
+	static const char *const keys[] = { "password=", "cookie=", NULL };
+	for (char *p = strstr(s, "://"); p; p = strstr(p + 1, "://")) {
+		char *auth = p + 3, *end = auth + strcspn(auth, "/?# ");
+		char *at = NULL;
+		for (char *q = auth; q < end; q++)
+			if (*q == '@')
+				at = q;
+		if (!at)
+			continue;
+		char *sep = memchr(auth, ':', at - auth);
+		if (!sep)
+			sep = memchr(auth, '%', at - auth);
+		if (sep)
+			memset(sep + 1, '*', at - sep - 1);
+	}
+	for (size_t k = 0; keys[k]; k++)
+		for (char *p = strstr(s, keys[k]); p; p = strstr(p + 1, keys[k])) {
+			char *v = p + strlen(keys[k]);
+			size_t n = strcspn(v, ",\"");
+			memset(v, '*', n);
+		}
+}
+
+static int add_o(const char *list)
+{
+	struct nd_opts tmp;
+	int ret = 0;
+
+	nd_opts_init(&tmp, "-o");
+	if (nd_opts_parse_list(&tmp, list, "-o") == -1) {
+		fprintf(stderr, "netdiskfs: -o %s\n", nd_get_error());
+		nd_opts_free(&tmp);
+		return -1;
+	}
+	for (size_t i = 0; i < tmp.n; i++) {
+		const char *k = tmp.v[i].key, *v = tmp.v[i].val;
+		if (in_list(ignored_keys, k) || strncmp(k, "x-", 2) == 0)
+			continue;
+		if (strcmp(k, "debug") == 0) {
+			bool b = true;
+			nd_parse_bool(v, &b);
+			nd_debug_enabled = b;
+			continue;
+		}
+		if (in_list(fuse_keys, k)) {
+			char *arg;
+			if (strcmp(v, "on") == 0 && !strchr(list, '='))
+				arg = strdup(k);
+			else if (strcmp(k, "fsname") && strcmp(k, "subtype") &&
+				 strcmp(k, "max_read"))
+				arg = strdup(k);
+			else if (asprintf(&arg, "%s=%s", k, v) < 0)
+				arg = NULL;
+			cli.fuse_argv = realloc(cli.fuse_argv,
+						(cli.fuse_argc + 3) * sizeof(char *));
+			cli.fuse_argv[cli.fuse_argc++] = strdup("-o");
+			cli.fuse_argv[cli.fuse_argc++] = arg;
+			continue;
+		}
+		if (nd_opt_set(&cli.defaults, k, v, "-o") == -1)
+			ret = -1;
+	}
+	nd_opts_free(&tmp);
+	return ret;
+}
+
+static bool is_url(const char *s)
+{
+	size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+			     "0123456789+.-");
+	size_t k = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+			     "0123456789._-");
+	return strncmp(s + n, "://", 3) == 0 || strncmp(s, "nbd:", 4) == 0 ||
+	       strncmp(s, "json:", 5) == 0 || (k && s[k] == '=');
+}
+
+/* Load SOURCE: errors go to stderr as FILE:LINE: message. */
+static int load(struct nd_table *t)
+{
+	if (is_url(cli.source))
+		return nd_table_from_url(cli.source, &cli.defaults,
+					 nd_disk_check_opts, t, stderr);
+	return nd_table_load(cli.source, &cli.defaults, nd_disk_check_opts, t,
+			     stderr);
+}
+
+static int print_config(void)
+{
+	struct nd_table t;
+	int nerr = load(&t);
+	for (size_t i = 0; i < t.n; i++) {
+		const struct nd_entry *e = &t.e[i];
+		CLEANUP_FREE char *opts = nd_opts_format(&e->opts, "\n");
+		const struct nd_backend *b =
+			nd_backend_find(nd_opt_get(&e->opts, "driver"));
+		printf("[%s]\nbackend=%s\n%s\n\n", e->name, b ? b->name : "?",
+		       opts ? opts : "");
+	}
+	nd_table_free(&t);
+	return nerr ? 1 : 0;
+}
+
+/* --- opening entries (in parallel: each may wait on a network) ------- */
+
+struct opener {
+	const struct nd_entry *e;
+	struct nd_disk *disk;
+	int err;
+	char msg[1024];
+	pthread_t thr;
+};
+
+static void *open_one(void *arg)
+{
+	struct opener *o = arg;
+	o->err = nd_disk_open(&o->e->opts, &o->disk);
+	if (o->err < 0) {
+		CLEANUP_FREE char *r = nd_redact(nd_get_error());
+		snprintf(o->msg, sizeof o->msg, "%s", r ? r : "error");
+	}
+	return NULL;
+}
+
+static uint64_t global_budget(const struct nd_table *t)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const struct nd_opt *p = nd_opt_find(&t->e[i].opts, "cache-size");
+		uint64_t v;
+		if (p && (strncmp(p->origin, "-o", 2) == 0 ||
+			  strstr(p->origin, "defaults")) &&
+		    nd_parse_size(p->val, &v) == 0)
+			return v;
+	}
+	return DEFAULT_CACHE;
+}
+
+/* Open and add the entries of T (those with SKIP[i] false). Returns the
+ * number that failed. */
+static int open_entries(struct nd_fs *fs, const struct nd_table *t,
+			const bool *skip, size_t total_entries)
+{
+	struct opener *op = calloc(t->n ? t->n : 1, sizeof *op);
+	uint64_t share = global_budget(t) / (total_entries ? total_entries : 1);
+	int failed = 0;
+
+	if (share < (8u << 20))
+		share = 8u << 20;
+	for (size_t i = 0; i < t->n; i++) {
+		op[i].e = &t->e[i];
+		if (!(skip && skip[i]) &&
+		    pthread_create(&op[i].thr, NULL, open_one, &op[i]) != 0)
+			open_one(&op[i]), op[i].thr = 0;
+	}
+	for (size_t i = 0; i < t->n; i++) {
+		if (skip && skip[i])
+			continue;
+		if (op[i].thr)
+			pthread_join(op[i].thr, NULL);
+		if (op[i].err < 0) {
+			nd_log(LOG_ERR, "%s: entry '%s': %s", t->e[i].where,
+			       t->e[i].name, op[i].msg);
+			failed++;
+			continue;
+		}
+		const struct nd_opt *cs = nd_opt_find(&t->e[i].opts, "cache-size");
+		uint64_t budget = share;
+		if (cs && strncmp(cs->origin, "-o", 2) != 0 &&
+		    !strstr(cs->origin, "defaults"))
+			budget = op[i].disk->cfg.cache_size;
+		if (nd_fs_add(fs, t->e[i].name, t->e[i].url, op[i].disk,
+			      budget) < 0) {
+			nd_disk_close(op[i].disk);
+			failed++;
+		} else {
+			nd_info("entry '%s': %s, %llu bytes%s", t->e[i].name,
+				op[i].disk->be->name,
+				(unsigned long long)op[i].disk->size,
+				op[i].disk->ro ? ", read-only" : "");
+		}
+	}
+	free(op);
+	return failed;
+}
+
+/* --- SIGHUP: reload the table ------------------------------------------ */
+
+static char *entry_key(const struct nd_entry *e)
+{
+	char *opts = nd_opts_format(&e->opts, ","), *k = NULL;
+	if (opts && asprintf(&k, "%s\n%s", e->url, opts) < 0)
+		k = NULL;
+	free(opts);
+	return k;
+}
+
+static struct nd_table running; /* what is mounted now */
+
+static void reload(void)
+{
+	struct nd_table t;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *errs = open_memstream(&buf, &len);
+	int nerr;
+
+	if (is_url(cli.source) || !errs) {
+		if (errs)
+			fclose(errs);
+		free(buf);
+		nd_info("SIGHUP: nothing to reload (no table file)");
+		return;
+	}
+	nerr = nd_table_load(cli.source, &cli.defaults, nd_disk_check_opts, &t,
+			     errs);
+	fclose(errs);
+	if (nerr) {
+		nd_log(LOG_ERR, "reload: %s has errors; keeping the running "
+				"entries:\n%s",
+		       cli.source, buf);
+		free(buf);
+		nd_table_free(&t);
+		return;
+	}
+	free(buf);
+	bool *skip = calloc(t.n ? t.n : 1, sizeof *skip);
+	/* Drop what is gone or changed; keep what is the same. */
+	for (size_t i = 0; i < running.n; i++) {
+		bool same = false;
+		CLEANUP_FREE char *ki = entry_key(&running.e[i]);
+		for (size_t j = 0; j < t.n && !same; j++) {
+			if (strcmp(t.e[j].name, running.e[i].name))
+				continue;
+			CLEANUP_FREE char *kj = entry_key(&t.e[j]);
+			same = ki && kj && strcmp(ki, kj) == 0;
+			if (same)
+				skip[j] = true;
+		}
+		if (!same) {
+			nd_info("reload: entry '%s' removed or changed",
+				running.e[i].name);
+			nd_fs_remove(the_fs, running.e[i].name);
+		}
+	}
+	open_entries(the_fs, &t, skip, t.n);
+	free(skip);
+	nd_table_free(&running);
+	running = t;
+	nd_fs_changed(the_fs);
+	nd_info("reload: %zu entries", t.n);
+}
+
+static void on_hup(int sig)
+{
+	char c = 'h';
+	(void)sig;
+	if (write(reload_pipe[1], &c, 1) < 0) {
+		/* nothing to do: a reload is already pending */
+	}
+}
+
+static void *reload_thread(void *arg)
+{
+	char c;
+	(void)arg;
+	while (read(reload_pipe[0], &c, 1) == 1) {
+		if (c == 'q')
+			break;
+		reload();
+	}
+	return NULL;
+}
+
+/* --- readiness ---------------------------------------------------------- */
+
+static void notify_systemd(void)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (!path || (path[0] != '/' && path[0] != '@') ||
+	    strlen(path) >= sizeof sa.sun_path)
+		return;
+	strcpy(sa.sun_path, path);
+	if (path[0] == '@')
+		sa.sun_path[0] = 0;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, "READY=1", 7, 0, (struct sockaddr *)&sa,
+		   offsetof(struct sockaddr_un, sun_path) + strlen(path)) < 0)
+		nd_debug("sd_notify: %m");
+	close(fd);
+}
+
+static void on_ready(void *arg)
+{
+	(void)arg;
+	if (cli.pidfile) {
+		CLEANUP_FREE char *tmp = NULL;
+		if (asprintf(&tmp, "%s.tmp", cli.pidfile) > 0) {
+			FILE *f = fopen(tmp, "we");
+			if (f) {
+				fprintf(f, "%d\n", (int)getpid());
+				fclose(f);
+				if (rename(tmp, cli.pidfile) == -1)
+					nd_log(LOG_ERR, "pidfile %s: %m",
+					       cli.pidfile);
+			} else
+				nd_log(LOG_ERR, "pidfile %s: %m", cli.pidfile);
+		}
+	}
+	notify_systemd();
+	nd_info("mounted on %s", cli.mountpoint);
+	if (cli.ready_fd >= 0) {
+		char c = 0;
+		if (write(cli.ready_fd, &c, 1) < 0)
+			nd_debug("parent gone");
+		close(cli.ready_fd);
+		cli.ready_fd = -1;
+		int null = open("/dev/null", O_RDWR);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+			dup2(null, 2);
+			close(null);
+		}
+		nd_log_init("netdiskfs", false);
+	}
+}
+
+/* Fork; the parent exits 0 once the child says the mount is live, 1 if the
+ * child dies first. */
+static void daemonize(void)
+{
+	int p[2];
+	pid_t pid;
+	char c;
+
+	if (pipe2(p, O_CLOEXEC) == -1) {
+		perror("netdiskfs: pipe");
+		exit(1);
+	}
+	pid = fork();
+	if (pid == -1) {
+		perror("netdiskfs: fork");
+		exit(1);
+	}
+	if (pid > 0) {
+		close(p[1]);
+		_exit(read(p[0], &c, 1) == 1 ? 0 : 1);
+	}
+	close(p[0]);
+	cli.ready_fd = p[1];
+	setsid();
+	if (chdir("/") == -1)
+		nd_debug("chdir /: %m");
+}
+
+static int mount_main(void)
+{
+	struct nd_table t;
+	int nerr, failed, ret;
+	char *mnt;
+
+	nerr = load(&t);
+	if (nerr) {
+		nd_table_free(&t);
+		return 1;
+	}
+	if (t.n == 0) {
+		fprintf(stderr, "netdiskfs: %s: no entries\n", cli.source);
+		nd_table_free(&t);
+		return 1;
+	}
+	mnt = realpath(cli.mountpoint, NULL);
+	if (!mnt) {
+		fprintf(stderr, "netdiskfs: mount point %s: %s\n",
+			cli.mountpoint, strerror(errno));
+		nd_table_free(&t);
+		return 1;
+	}
+	cli.mountpoint = mnt;
+	if (!cli.foreground)
+		daemonize();
+	nd_workers_start(WORKERS);
+	the_fs = nd_fs_new();
+	the_fs->kernel_readahead = 1u << 20;
+	failed = open_entries(the_fs, &t, NULL, t.n);
+	if (failed && (cli.strict || (size_t)failed == t.n)) {
+		nd_log(LOG_ERR, "%s", cli.strict ? "--strict: not mounting"
+						 : "no entry could be opened");
+		nd_fs_free(the_fs);
+		nd_table_free(&t);
+		nd_workers_stop();
+		nd_backends_shutdown();
+		return 1;
+	}
+	running = t;
+	if (pipe2(reload_pipe, O_CLOEXEC) == 0) {
+		pthread_t thr;
+		if (pthread_create(&thr, NULL, reload_thread, NULL) == 0)
+			pthread_detach(thr);
+		signal(SIGHUP, on_hup);
+	}
+	ret = nd_fuse_main(the_fs, cli.mountpoint, cli.fuse_argc,
+			   cli.fuse_argv, on_ready, NULL);
+	signal(SIGHUP, SIG_IGN);
+	/* Requests in flight are done; write back what is dirty. */
+	if (nd_fs_flush_all(the_fs) < 0)
+		ret = 1;
+	nd_fs_free(the_fs);
+	nd_workers_stop();
+	nd_backends_shutdown();
+	nd_table_free(&running);
+	if (cli.pidfile)
+		unlink(cli.pidfile);
+	nd_info("unmounted %s", cli.mountpoint);
+	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "pidfile", required_argument, NULL, 'p' },
+		{ "strict", no_argument, NULL, 's' },
+		{ "print-config", no_argument, NULL, 'P' },
+		{ "iscsi", required_argument, NULL, 'i' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	cli.ready_fd = -1;
+	nd_opts_init(&cli.defaults, "*");
+	cli.fuse_argv = calloc(2, sizeof(char *));
+	cli.fuse_argv[cli.fuse_argc++] = strdup("netdiskfs");
+	if (argc >= 2 && strcmp(argv[1], "status") == 0) {
+		if (argc != 3) {
+			fprintf(stderr, "Usage: netdiskfs status MOUNTPOINT\n");
+			return 2;
+		}
+		return nd_status_print(argv[2]);
+	}
+	while ((c = getopt_long(argc, argv, "o:fdvhVs", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'o':
+			if (add_o(optarg) == -1)
+				return 1;
+			scrub(optarg);
+			break;
+		case 'f': cli.foreground = true; break;
+		case 'd': nd_debug_enabled = true; cli.foreground = true; break;
+		case 'v': nd_verbose = true; break;
+		case 'h': help(); return 0;
+		case 'V': printf("netdiskfs %s\n", VERSION); return 0;
+		case 'p': cli.pidfile = optarg; break;
+		case 's': cli.strict = true; break;
+		case 'P': cli.print_config = true; break;
+		case 'i':
+			if (add_o(optarg) == -1)
+				return 1;
+			break;
+		default: usage(stderr); return 2;
+		}
+	}
+	nd_log_init("netdiskfs", true);
+	if (cli.print_config) {
+		if (argc - optind != 1) {
+			usage(stderr);
+			return 2;
+		}
+		cli.source = argv[optind];
+		int r = print_config();
+		return r;
+	}
+	if (argc - optind != 2) {
+		usage(stderr);
+		return 2;
+	}
+	cli.source = strdup(argv[optind]);
+	cli.mountpoint = argv[optind + 1];
+	scrub(argv[optind]);
+	if (cli.pidfile) {
+		char *abs = realpath(".", NULL), *p = NULL;
+		if (cli.pidfile[0] != '/' && abs &&
+		    asprintf(&p, "%s/%s", abs, cli.pidfile) > 0)
+			cli.pidfile = p;
+		free(abs);
+	}
+	return mount_main();
+}

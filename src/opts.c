@@ -1,0 +1,413 @@
+/* opts.c: the option set and its typed readers. Every size, bool, number
+ * and secret in netdiskfs is read here, so each error names the key. */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "opts.h"
+
+void nd_opts_init(struct nd_opts *o, const char *name)
+{
+	memset(o, 0, sizeof *o);
+	o->name = strdup(name ? name : "");
+}
+
+void nd_opts_free(struct nd_opts *o)
+{
+	for (size_t i = 0; i < o->n; i++) {
+		free(o->v[i].key);
+		if (nd_opt_is_secret(o->v[i].key))
+			explicit_bzero(o->v[i].val, strlen(o->v[i].val));
+		free(o->v[i].val);
+		free(o->v[i].origin);
+	}
+	free(o->v);
+	free(o->name);
+	memset(o, 0, sizeof *o);
+}
+
+int nd_opts_copy(struct nd_opts *dst, const struct nd_opts *src)
+{
+	nd_opts_init(dst, src->name);
+	for (size_t i = 0; i < src->n; i++)
+		if (nd_opt_set(dst, src->v[i].key, src->v[i].val,
+			       src->v[i].origin) == -1)
+			return -1;
+	return 0;
+}
+
+/* Binary search; returns the index where KEY is or would be. */
+static size_t opt_index(const struct nd_opts *o, const char *key, bool *found)
+{
+	size_t lo = 0, hi = o->n;
+	*found = false;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int c = strcmp(o->v[mid].key, key);
+		if (c == 0) {
+			*found = true;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+const struct nd_opt *nd_opt_find(const struct nd_opts *o, const char *key)
+{
+	bool found;
+	size_t i = opt_index(o, key, &found);
+	return found ? &o->v[i] : NULL;
+}
+
+const char *nd_opt_get(const struct nd_opts *o, const char *key)
+{
+	const struct nd_opt *p = nd_opt_find(o, key);
+	return p ? p->val : NULL;
+}
+
+const char *nd_opt_getf(const struct nd_opts *o, const char *fmt, ...)
+{
+	char key[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(key, sizeof key, fmt, ap);
+	va_end(ap);
+	return nd_opt_get(o, key);
+}
+
+int nd_opt_set(struct nd_opts *o, const char *key, const char *val,
+	       const char *origin)
+{
+	bool found;
+	size_t i = opt_index(o, key, &found);
+	char *v = strdup(val), *org = strdup(origin ? origin : "");
+
+	if (!v || !org)
+		goto nomem;
+	if (found) {
+		free(o->v[i].val);
+		free(o->v[i].origin);
+		o->v[i].val = v;
+		o->v[i].origin = org;
+		return 0;
+	}
+	if (o->n == o->cap) {
+		size_t cap = o->cap ? o->cap * 2 : 16;
+		struct nd_opt *nv = realloc(o->v, cap * sizeof *nv);
+		if (!nv)
+			goto nomem;
+		o->v = nv;
+		o->cap = cap;
+	}
+	char *k = strdup(key);
+	if (!k)
+		goto nomem;
+	memmove(&o->v[i + 1], &o->v[i], (o->n - i) * sizeof *o->v);
+	o->v[i] = (struct nd_opt){ k, v, org };
+	o->n++;
+	return 0;
+nomem:
+	free(v);
+	free(org);
+	errno = ENOMEM;
+	nd_error("out of memory");
+	return -1;
+}
+
+int nd_opt_add(struct nd_opts *o, const char *key, const char *val,
+	       const char *origin)
+{
+	const struct nd_opt *p = nd_opt_find(o, key);
+	if (p && strcmp(p->val, val) != 0) {
+		errno = EINVAL;
+		nd_error("key '%s' is given twice with different values (%s "
+			 "and %s)",
+			 key, p->origin, origin);
+		return -1;
+	}
+	return p ? 0 : nd_opt_set(o, key, val, origin);
+}
+
+void nd_opt_del(struct nd_opts *o, const char *key)
+{
+	bool found;
+	size_t i = opt_index(o, key, &found);
+	if (!found)
+		return;
+	free(o->v[i].key);
+	free(o->v[i].val);
+	free(o->v[i].origin);
+	memmove(&o->v[i], &o->v[i + 1], (o->n - i - 1) * sizeof *o->v);
+	o->n--;
+}
+
+static int opt_bad(const struct nd_opts *o, const char *key, const char *val,
+		   const char *why)
+{
+	errno = EINVAL;
+	nd_error("entry '%s': %s=%s: %s", o->name, key, val, why);
+	return -1;
+}
+
+int nd_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	uint64_t mult = 1;
+
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno)
+		return -1;
+	switch (*end) {
+	case 0: case 'b': case 'B': break;
+	case 'k': case 'K': mult = 1ull << 10; break;
+	case 'm': case 'M': mult = 1ull << 20; break;
+	case 'g': case 'G': mult = 1ull << 30; break;
+	case 't': case 'T': mult = 1ull << 40; break;
+	default: return -1;
+	}
+	if (*end && end[1] && !((end[1] == 'i' || end[1] == 'B') && !end[2]) &&
+	    strcmp(end + 1, "iB") != 0)
+		return -1;
+	if (v > UINT64_MAX / mult)
+		return -1;
+	*out = v * mult;
+	return 0;
+}
+
+int nd_opt_size(const struct nd_opts *o, const char *key, uint64_t def,
+		uint64_t *out)
+{
+	const char *s = nd_opt_get(o, key);
+	*out = def;
+	if (!s)
+		return 0;
+	if (nd_parse_size(s, out) == -1)
+		return opt_bad(o, key, s,
+			       "not a size (a number with an optional "
+			       "suffix T, G, M, K, k or b)");
+	return 0;
+}
+
+int nd_parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = { "on", "yes", "true", "1", "y" };
+	static const char *const no[] = { "off", "no", "false", "0", "n" };
+	for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int nd_opt_bool(const struct nd_opts *o, const char *key, bool def,
+		bool *out)
+{
+	const char *s = nd_opt_get(o, key);
+	*out = def;
+	if (s && nd_parse_bool(s, out) == -1)
+		return opt_bad(o, key, s, "not a boolean (on or off)");
+	return 0;
+}
+
+int nd_opt_uint(const struct nd_opts *o, const char *key, uint64_t def,
+		uint64_t min, uint64_t max, uint64_t *out)
+{
+	const char *s = nd_opt_get(o, key);
+	char *end;
+	*out = def;
+	if (!s)
+		return 0;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (!isdigit((unsigned char)*s) || *end || errno)
+		return opt_bad(o, key, s, "not a whole number");
+	if (v < min || v > max) {
+		char why[96];
+		snprintf(why, sizeof why, "out of range (%" PRIu64 " to %" PRIu64 ")",
+			 min, max);
+		return opt_bad(o, key, s, why);
+	}
+	*out = v;
+	return 0;
+}
+
+int nd_opt_seconds(const struct nd_opts *o, const char *key, double def,
+		   double *out)
+{
+	const char *s = nd_opt_get(o, key);
+	char *end;
+	*out = def;
+	if (!s)
+		return 0;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || errno || !isfinite(v) || v < 0 || v > 86400 * 365 ||
+	    (*end && strcmp(end, "s") != 0))
+		return opt_bad(o, key, s, "not a duration in seconds");
+	*out = v;
+	return 0;
+}
+
+bool nd_opt_is_secret(const char *key)
+{
+	const char *last = strrchr(key, '.');
+	last = last ? last + 1 : key;
+	return strcmp(last, "password") == 0 || strcmp(last, "cookie") == 0 ||
+	       strcmp(last, "target-password") == 0 ||
+	       strcmp(last, "password-secret") == 0;
+}
+
+void nd_secret_free(char *s)
+{
+	if (s) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+}
+
+static char *read_secret_file(const char *path)
+{
+	FILE *f;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+
+	if (path[0] == '+')
+		path++;
+	f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+	if (!f)
+		return NULL;
+	n = getline(&line, &cap, f);
+	if (f != stdin)
+		fclose(f);
+	if (n < 0) {
+		free(line);
+		line = strdup("");
+		return line;
+	}
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		line[--n] = 0;
+	return line;
+}
+
+int nd_opt_secret(const struct nd_opts *o, const char *key, char **out)
+{
+	char fkey[128];
+	const char *v = nd_opt_get(o, key), *path;
+
+	*out = NULL;
+	if (v) {
+		*out = strdup(v);
+		return *out ? 0 : -1;
+	}
+	snprintf(fkey, sizeof fkey, "%s-file", key);
+	path = nd_opt_get(o, fkey);
+	if (!path)
+		return 0;
+	*out = read_secret_file(path);
+	if (!*out) {
+		nd_error("entry '%s': %s=%s: %m", o->name, fkey, path);
+		return -1;
+	}
+	return 0;
+}
+
+int nd_opts_parse_list(struct nd_opts *o, const char *list,
+		       const char *origin)
+{
+	size_t len = strlen(list);
+	char *buf = malloc(len + 1);
+	const char *p = list;
+	int ret = 0;
+
+	if (!buf)
+		return -1;
+	while (*p) {
+		/* One item up to a single comma; ",," is a literal comma. */
+		size_t n = 0;
+		for (; *p; p++) {
+			if (*p == ',') {
+				if (p[1] == ',') {
+					buf[n++] = ',';
+					p++;
+					continue;
+				}
+				p++;
+				break;
+			}
+			buf[n++] = *p;
+		}
+		buf[n] = 0;
+		if (n == 0)
+			continue;
+		char *eq = strchr(buf, '=');
+		const char *val = "on";
+		if (eq) {
+			*eq = 0;
+			val = eq + 1;
+		}
+		if (buf[0] == 0) {
+			errno = EINVAL;
+			nd_error("empty option name in '%s'", list);
+			ret = -1;
+			break;
+		}
+		for (char *k = buf; *k; k++)
+			if (!isalnum((unsigned char)*k) && !strchr("._-", *k)) {
+				errno = EINVAL;
+				nd_error("'%s' is not a valid option name", buf);
+				ret = -1;
+				goto out;
+			}
+		if (nd_opt_add(o, buf, val, origin) == -1) {
+			ret = -1;
+			break;
+		}
+	}
+out:
+	free(buf);
+	return ret;
+}
+
+char *nd_opts_format(const struct nd_opts *o, const char *sep)
+{
+	char *out = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&out, &size);
+
+	if (!f)
+		return NULL;
+	for (size_t i = 0; i < o->n; i++) {
+		const char *v = o->v[i].val;
+		if (i)
+			fputs(sep, f);
+		if (nd_opt_is_secret(o->v[i].key)) {
+			fprintf(f, "%s=***", o->v[i].key);
+		} else {
+			char *r = nd_redact(v);
+			fprintf(f, "%s=%s", o->v[i].key, r ? r : "");
+			free(r);
+		}
+	}
+	fclose(f);
+	return out;
+}

@@ -1,0 +1,147 @@
+/* readahead.c: a stream detector (grow the window while sequential, drop it
+ * on a random read) and a small pool of worker threads. */
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "log.h"
+#include "readahead.h"
+
+void nd_ra_init(struct nd_ra *ra, uint64_t init, uint64_t max)
+{
+	ra->init = init;
+	ra->max = max < init ? init : max;
+	nd_ra_reset(ra);
+}
+
+void nd_ra_reset(struct nd_ra *ra)
+{
+	ra->next = 0;
+	ra->window = 0;
+	ra->frontier = 0;
+	ra->seq = 0;
+}
+
+bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
+		  uint64_t size, uint64_t *start, uint64_t *end)
+{
+	/* The kernel sends several reads of one stream at once, so they
+	 * arrive a little out of order: near the expected offset counts. */
+	uint64_t tol = ra->window > (1u << 20) ? ra->window : (1u << 20);
+	bool seq = off + len + tol > ra->next && off < ra->next + tol &&
+		   !(ra->next == 0 && off != 0 && ra->seq == 0);
+
+	if (ra->init == 0)
+		return false;
+	if (seq) {
+		ra->seq++;
+		if (ra->seq >= 2)
+			ra->window = ra->window ? ra->window * 2 : ra->init;
+		if (ra->window > ra->max)
+			ra->window = ra->max;
+		if (off + len > ra->next)
+			ra->next = off + len;
+	} else {
+		ra->seq = 1;
+		ra->window = 0;
+		ra->frontier = 0;
+		ra->next = off + len;
+	}
+	if (!ra->window)
+		return false;
+	uint64_t want = ra->next + ra->window;
+	uint64_t from = ra->frontier > ra->next ? ra->frontier : ra->next;
+	if (want > size)
+		want = size;
+	/* Fetch in batches of at least a quarter window. */
+	if (want <= from || (want - from < ra->window / 4 && want < size))
+		return false;
+	*start = from;
+	*end = want;
+	ra->frontier = want;
+	return true;
+}
+
+/* --- workers ---------------------------------------------------------- */
+
+struct job {
+	nd_work_fn fn;
+	void *arg;
+	struct job *next;
+};
+
+static pthread_mutex_t wq_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wq_cond = PTHREAD_COND_INITIALIZER;
+static struct job *wq_head, *wq_tail;
+static pthread_t *wq_threads;
+static unsigned wq_n;
+static bool wq_stop;
+
+static void *worker(void *unused)
+{
+	(void)unused;
+	pthread_mutex_lock(&wq_lock);
+	for (;;) {
+		while (!wq_head && !wq_stop)
+			pthread_cond_wait(&wq_cond, &wq_lock);
+		if (!wq_head)
+			break;
+		struct job *j = wq_head;
+		wq_head = j->next;
+		if (!wq_head)
+			wq_tail = NULL;
+		pthread_mutex_unlock(&wq_lock);
+		j->fn(j->arg);
+		free(j);
+		pthread_mutex_lock(&wq_lock);
+	}
+	pthread_mutex_unlock(&wq_lock);
+	return NULL;
+}
+
+int nd_workers_start(unsigned n)
+{
+	wq_threads = calloc(n, sizeof *wq_threads);
+	if (!wq_threads)
+		return -1;
+	wq_stop = false;
+	for (wq_n = 0; wq_n < n; wq_n++)
+		if (pthread_create(&wq_threads[wq_n], NULL, worker, NULL))
+			break;
+	return wq_n ? 0 : -1;
+}
+
+/* Without workers (unit tests, a failed start) the job runs inline. */
+void nd_workers_submit(nd_work_fn fn, void *arg)
+{
+	struct job *j = malloc(sizeof *j);
+	if (!j || !wq_n) {
+		free(j);
+		fn(arg);
+		return;
+	}
+	j->fn = fn;
+	j->arg = arg;
+	j->next = NULL;
+	pthread_mutex_lock(&wq_lock);
+	if (wq_tail)
+		wq_tail->next = j;
+	else
+		wq_head = j;
+	wq_tail = j;
+	pthread_cond_signal(&wq_cond);
+	pthread_mutex_unlock(&wq_lock);
+}
+
+/* Finish the queued jobs, then stop. */
+void nd_workers_stop(void)
+{
+	pthread_mutex_lock(&wq_lock);
+	wq_stop = true;
+	pthread_cond_broadcast(&wq_cond);
+	pthread_mutex_unlock(&wq_lock);
+	for (unsigned i = 0; i < wq_n; i++)
+		pthread_join(wq_threads[i], NULL);
+	free(wq_threads);
+	wq_threads = NULL;
+	wq_n = 0;
+}

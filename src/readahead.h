@@ -1,0 +1,33 @@
+/* readahead.h: the sequential-stream detector and the background workers
+ * that fetch ahead. Generic: it knows offsets, never a backend. */
+#ifndef ND_READAHEAD_H
+#define ND_READAHEAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct nd_ra {
+	uint64_t next;	   /* where a sequential reader reads next */
+	uint64_t window;   /* bytes to keep fetched ahead; 0 = off */
+	uint64_t init;	   /* first window (readahead=) */
+	uint64_t max;	   /* cap */
+	uint64_t frontier; /* end of what was already scheduled */
+	unsigned seq;	   /* consecutive sequential reads */
+};
+
+void nd_ra_init(struct nd_ra *ra, uint64_t init, uint64_t max);
+/* Account a read of [off, off+len) on a disk of SIZE bytes. Grows the
+ * window while access stays sequential, drops it when it turns random.
+ * Returns true with [*start, *end) when that range should be fetched. */
+bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
+		  uint64_t size, uint64_t *start, uint64_t *end);
+/* Forget the stream (after a write, or at reset). */
+void nd_ra_reset(struct nd_ra *ra);
+
+/* Background workers: run fn(arg) on one of N threads. */
+typedef void (*nd_work_fn)(void *arg);
+int nd_workers_start(unsigned n);
+void nd_workers_submit(nd_work_fn fn, void *arg);
+void nd_workers_stop(void);
+
+#endif

@@ -1,0 +1,147 @@
+/* status.c: the live status file, .netdiskfs/status, as JSON. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs.h"
+
+static const char *state_name(enum nd_conn_state s)
+{
+	switch (s) {
+	case ND_CONNECTED: return "connected";
+	case ND_RECONNECTING: return "reconnecting";
+	case ND_FAILED: return "failed";
+	}
+	return "unknown";
+}
+
+static json_t *entry_json(struct nd_fs_entry *e)
+{
+	struct nd_disk *d = e->disk;
+	json_t *j = json_object();
+	char since[32];
+	struct tm tm;
+
+	pthread_mutex_lock(&d->lock);
+	gmtime_r(&d->state_since, &tm);
+	strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	json_object_set_new(j, "state", json_string(state_name(d->state)));
+	json_object_set_new(j, "state_since", json_string(since));
+	json_object_set_new(j, "last_error",
+			    d->last_error[0] ? json_string(d->last_error)
+					     : json_null());
+	json_object_set_new(j, "connections", json_integer(d->nslots));
+	pthread_mutex_unlock(&d->lock);
+	json_object_set_new(j, "name", json_string(e->name));
+	json_object_set_new(j, "backend", json_string(d->be->name));
+	json_object_set_new(j, "url", json_string(e->url_redacted ? e->url_redacted : ""));
+	json_object_set_new(j, "size", json_integer(d->size));
+	json_object_set_new(j, "read_only", json_boolean(d->ro));
+	json_object_set_new(j, "removed", json_boolean(e->removed));
+	json_object_set_new(j, "open_files", json_integer(e->opens));
+	json_object_set_new(j, "max_connections", json_integer(d->maxslots));
+	json_object_set_new(j, "bytes_read", json_integer(d->st.bytes_read));
+	json_object_set_new(j, "bytes_written",
+			    json_integer(d->st.bytes_written));
+	json_object_set_new(j, "requests_read", json_integer(d->st.reads));
+	json_object_set_new(j, "requests_written", json_integer(d->st.writes));
+	json_object_set_new(j, "flushes", json_integer(d->st.flushes));
+	json_object_set_new(j, "errors", json_integer(d->st.errors));
+	json_object_set_new(j, "reconnects", json_integer(d->st.reconnects));
+	if (e->cache) {
+		struct nd_cache_stats cs;
+		nd_cache_get_stats(e->cache, &cs);
+		json_object_set_new(j, "cache_hits", json_integer(cs.hits));
+		json_object_set_new(j, "cache_misses", json_integer(cs.misses));
+		json_object_set_new(j, "cache_evictions",
+				    json_integer(cs.evictions));
+		json_object_set_new(j, "cache_bytes", json_integer(cs.used));
+		json_object_set_new(j, "cache_budget", json_integer(cs.budget));
+		json_object_set_new(j, "dirty_bytes", json_integer(cs.dirty));
+		json_object_set_new(j, "readahead_window",
+				    json_integer(cs.window));
+	}
+	return j;
+}
+
+char *nd_status_json(struct nd_fs *fs)
+{
+	json_t *root = json_object(), *arr = json_array();
+	char *text;
+
+	pthread_rwlock_rdlock(&fs->lock);
+	for (struct nd_fs_entry *e = fs->entries; e; e = e->next)
+		json_array_append_new(arr, entry_json(e));
+	pthread_rwlock_unlock(&fs->lock);
+	json_object_set_new(root, "pid", json_integer(getpid()));
+	json_object_set_new(root, "mounted_at", json_integer(fs->mount_time));
+	json_object_set_new(root, "entries", arr);
+	text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(root);
+	if (text) {
+		/* jansson's allocator is malloc; add the final newline. */
+		size_t n = strlen(text);
+		char *t = realloc(text, n + 2);
+		if (t) {
+			t[n] = '\n';
+			t[n + 1] = 0;
+			text = t;
+		}
+	}
+	return text;
+}
+
+static void human(char *buf, size_t n, json_int_t v)
+{
+	const char *u = "BKMGT";
+	double d = v;
+	while (d >= 1024 && u[1]) {
+		d /= 1024;
+		u++;
+	}
+	snprintf(buf, n, *u == 'B' ? "%.0f%c" : "%.1f%c", d, *u);
+}
+
+int nd_status_print(const char *mountpoint)
+{
+	char path[4096];
+	json_error_t err;
+	json_t *root, *entries, *e;
+	size_t i;
+
+	snprintf(path, sizeof path, "%s/.netdiskfs/status", mountpoint);
+	root = json_load_file(path, 0, &err);
+	if (!root) {
+		fprintf(stderr, "netdiskfs: %s: %s\n", path, err.text);
+		return 1;
+	}
+	entries = json_object_get(root, "entries");
+	printf("%-16s %-8s %-13s %8s %-3s %5s %8s %8s %7s %7s %8s %s\n",
+	       "NAME", "BACKEND", "STATE", "SIZE", "RO", "CONNS", "READ",
+	       "WRITTEN", "HITS", "MISSES", "WINDOW", "LAST ERROR");
+	json_array_foreach(entries, i, e) {
+		char size[16], rd[16], wr[16], win[16];
+		const char *le = json_string_value(json_object_get(e, "last_error"));
+		human(size, sizeof size, json_integer_value(json_object_get(e, "size")));
+		human(rd, sizeof rd, json_integer_value(json_object_get(e, "bytes_read")));
+		human(wr, sizeof wr, json_integer_value(json_object_get(e, "bytes_written")));
+		human(win, sizeof win,
+		      json_integer_value(json_object_get(e, "readahead_window")));
+		printf("%-16s %-8s %-13s %8s %-3s %5lld %8s %8s %7lld %7lld %8s %s%s\n",
+		       json_string_value(json_object_get(e, "name")),
+		       json_string_value(json_object_get(e, "backend")),
+		       json_string_value(json_object_get(e, "state")), size,
+		       json_is_true(json_object_get(e, "read_only")) ? "yes" : "no",
+		       (long long)json_integer_value(json_object_get(e, "connections")),
+		       rd, wr,
+		       (long long)json_integer_value(json_object_get(e, "cache_hits")),
+		       (long long)json_integer_value(json_object_get(e, "cache_misses")),
+		       win, le ? le : "-",
+		       json_is_true(json_object_get(e, "removed")) ? " (removed)" : "");
+	}
+	json_decref(root);
+	return 0;
+}

@@ -1,0 +1,95 @@
+# functions.sh: shared helpers for netdiskfs functional tests.
+# Source it first thing: `. "$(dirname "$0")/../lib/functions.sh"`.
+# Provides: $TOP (repo), $ND (the daemon), $TMP (private temp dir, removed at
+# exit), requires, cleanup_fn, fail, free_port, nd_mount, nd_unmount,
+# wait_for, pattern.
+set -u
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ND=${ND:-$TOP/netdiskfs}
+TMP=$(mktemp -d /tmp/netdiskfs-test.XXXXXX)
+chmod 755 "$TMP"
+_cleanups=()
+_nd_mounts=()
+
+# Run CMD at exit, last registered first.
+cleanup_fn() { _cleanups+=("$*"); }
+
+_run_cleanups() {
+    local rc=$? i m
+    for m in "${_nd_mounts[@]}"; do
+        if mountpoint -q "$m" 2>/dev/null; then
+            fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+        fi
+    done
+    for ((i = ${#_cleanups[@]} - 1; i >= 0; i--)); do
+        eval "${_cleanups[$i]}" || true
+    done
+    rm -rf "$TMP"
+    exit $rc
+}
+trap _run_cleanups EXIT
+trap 'exit 130' INT TERM
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# Skip (exit 77) only when a tool is absent and cannot be installed.
+requires() {
+    command -v "$1" >/dev/null 2>&1 || { echo "SKIP: $1 not installed" >&2; exit 77; }
+}
+
+# wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds (bounded).
+wait_for() {
+    local n=$(( $1 * 10 )); shift
+    while ((n-- > 0)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# A TCP port that nothing listens on now, in a range no test server uses.
+free_port() {
+    local p
+    for _ in $(seq 1 200); do
+        p=$(( 20000 + RANDOM % 20000 ))
+        ss -Hltn "sport = :$p" 2>/dev/null | grep -q . || { echo $p; return 0; }
+    done
+    fail "no free port"
+}
+
+# pattern FILE SIZE_MiB: write a reproducible pseudo-random file.
+pattern() {
+    head -c $(( $2 * 1048576 )) /dev/urandom > "$1"
+}
+
+# Print a log file under a header (for failures).
+show_log() { echo "--- $1" >&2; cat "$1" >&2 2>/dev/null; echo "---" >&2; }
+
+# nd_mount SOURCE MNT [ARGS...]: mount in the background with a pidfile,
+# wait until it is live, register unmount at exit. Log in $MNT.log.
+nd_mount() {
+    local src=$1 mnt=$2; shift 2
+    mkdir -p "$mnt"
+    rm -f "$mnt.pid"
+    _nd_mounts+=("$mnt")
+    "$ND" "$src" "$mnt" -f --pidfile "$mnt.pid" "$@" >"$mnt.log" 2>&1 &
+    local pid=$!
+    local n=300
+    while ((n-- > 0)); do
+        [ -s "$mnt.pid" ] && mountpoint -q "$mnt" && return 0
+        kill -0 $pid 2>/dev/null || { show_log "$mnt.log"; fail "netdiskfs exited before mounting $src"; }
+        sleep 0.1
+    done
+    show_log "$mnt.log"
+    fail "mount of $src on $mnt did not come up in 30 s"
+}
+
+# nd_unmount MNT: unmount and wait (bounded) for the daemon to exit.
+nd_unmount() {
+    local mnt=$1 pid=""
+    [ -s "$mnt.pid" ] && pid=$(cat "$mnt.pid")
+    fusermount3 -u "$mnt" || { show_log "$mnt.log"; fail "fusermount3 -u $mnt failed"; }
+    if [ -n "$pid" ]; then
+        wait_for 20 sh -c "! kill -0 $pid" || fail "daemon $pid still alive after unmount"
+    fi
+}
