@@ -404,6 +404,10 @@ static void notify_systemd(void)
 static void on_ready(void *arg)
 {
 	(void)arg;
+	/* Only now: nd_fuse_main sets SIGHUP to SIG_IGN after installing
+	 * libfuse's handlers, which would undo an earlier on_hup. */
+	if (reload_pipe[1] >= 0)
+		signal(SIGHUP, on_hup);
 	if (cli.pidfile) {
 		CLEANUP_FREE char *tmp = NULL;
 		if (asprintf(&tmp, "%s.tmp", cli.pidfile) > 0) {
@@ -509,7 +513,6 @@ static int mount_main(void)
 		pthread_t thr;
 		if (pthread_create(&thr, NULL, reload_thread, NULL) == 0)
 			pthread_detach(thr);
-		signal(SIGHUP, on_hup);
 	}
 	ret = nd_fuse_main(the_fs, cli.mountpoint, cli.fuse_argc,
 			   cli.fuse_argv, on_ready, NULL);

@@ -94,6 +94,21 @@ static int parse_json(const char *text, struct nd_opts *o, const char *origin)
 	json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &err);
 	int r;
 
+	/* Pasted from a QEMU command line, where ",," escapes a comma. */
+	if (!root && strstr(text, ",,")) {
+		CLEANUP_FREE char *t = strdup(text);
+		char *w = t;
+		for (const char *p = text; t && *p; p++) {
+			*w++ = *p;
+			if (p[0] == ',' && p[1] == ',')
+				p++;
+		}
+		if (t) {
+			*w = 0;
+			root = json_loads(t, JSON_REJECT_DUPLICATES, &err);
+		}
+	}
+
 	if (!root) {
 		errno = EINVAL;
 		nd_error("json: %s (at character %d)", err.text, err.position);
@@ -201,6 +216,20 @@ static int split_url(const char *url, struct parsed *p)
 	memset(p, 0, sizeof *p);
 	if (!h)
 		return -1;
+	/* "scheme:///path" has an empty authority; libcurl would take the
+	 * first path segment as the host, so parse it with a stand-in host
+	 * and drop that afterwards. */
+	const char *sep = strstr(url, "://");
+	bool no_host = sep && sep[3] == '/' && strncasecmp(url, "file:", 5) != 0;
+	CLEANUP_FREE char *with_host = NULL;
+	if (no_host) {
+		if (asprintf(&with_host, "%.*s://_%s", (int)(sep - url), url,
+			     sep + 3) < 0) {
+			curl_url_cleanup(h);
+			return -1;
+		}
+		url = with_host;
+	}
 	rc = curl_url_set(h, CURLUPART_URL, url,
 			  CURLU_NON_SUPPORT_SCHEME | CURLU_NO_AUTHORITY |
 				  CURLU_PATH_AS_IS);
@@ -217,7 +246,7 @@ static int split_url(const char *url, struct parsed *p)
 	p->port = url_part(h, CURLUPART_PORT, 0);
 	p->path = url_part(h, CURLUPART_PATH, 0);
 	p->query = url_part(h, CURLUPART_QUERY, 0);
-	if (p->host && !*p->host) {
+	if (p->host && (!*p->host || no_host)) {
 		free(p->host);
 		p->host = NULL;
 	}
