@@ -493,6 +493,12 @@ static int mount_main(void)
 		return 1;
 	}
 	cli.mountpoint = mnt;
+	/* SIGHUP re-reads the table after daemonize() did chdir("/"). */
+	if (!is_url(cli.source)) {
+		char *abs = realpath(cli.source, NULL);
+		if (abs)
+			cli.source = abs;
+	}
 	if (!cli.foreground)
 		daemonize();
 	nd_workers_start(WORKERS);
