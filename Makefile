@@ -28,18 +28,21 @@ deps:
 	@tests/lib/install-deps.sh
 
 $(BUILD)/netdiskfs: $(CORE_OBJS) $(BUILD)/src/main.o
-	$(CC) -o $@ $^ $(ND_LIBS)
+	@echo "  LD      $@"
+	@$(CC) -o $@ $^ $(ND_LIBS)
 
 netdiskfs: $(BUILD)/netdiskfs
 	cp $< $@
 
 $(BUILD)/%.o: %.c $(wildcard src/*.h src/util/*.h backends/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(ND_CFLAGS) $(CFLAGS) -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(ND_CFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(CORE_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ND_CFLAGS) $(CFLAGS) -o $@ $^ $(ND_LIBS)
+	@echo "  LD      $@"
+	@$(CC) $(ND_CFLAGS) $(CFLAGS) -o $@ $^ $(ND_LIBS)
 
 # The fuzz target needs clang's libFuzzer; it runs for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 20

@@ -26,7 +26,9 @@ bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
 {
 	/* The kernel sends several reads of one stream at once, so they
 	 * arrive a little out of order: near the expected offset counts. */
-	uint64_t tol = ra->window > (1u << 20) ? ra->window : (1u << 20);
+	uint64_t tol = len * 4 > (64u << 10) ? len * 4 : (64u << 10);
+	if (ra->window > tol)
+		tol = ra->window;
 	bool seq = off + len + tol > ra->next && off < ra->next + tol &&
 		   !(ra->next == 0 && off != 0 && ra->seq == 0);
 

@@ -1,0 +1,252 @@
+/* test-cache: drive the block cache with an in-process counting backend:
+ * a hit costs no backend call, sequential reads trigger readahead, random
+ * reads do not, eviction keeps to the budget, adjacent misses coalesce,
+ * concurrent readers fetch a block once, writes are visible to the next
+ * read, writeback holds writes until flush. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "cache.h"
+#include "disk.h"
+#include "readahead.h"
+
+#define DISK (16u << 20)
+#define BS (64u << 10)
+
+static unsigned char *mem;
+static atomic_uint preads, pwrites;
+static atomic_ulong bytes_read;
+static atomic_uint delay_us;
+
+static int count_open(const struct nd_opts *o, void **h, struct nd_info *i)
+{
+	*h = mem;
+	i->size = DISK;
+	i->block_size = 1;
+	i->can_flush = true;
+	i->thread_safe = true;
+	return 0;
+}
+static void count_close(void *h) {}
+static int count_pread(void *h, void *buf, size_t len, uint64_t off)
+{
+	if (delay_us)
+		usleep(delay_us);
+	preads++;
+	bytes_read += len;
+	memcpy(buf, mem + off, len);
+	return 0;
+}
+static int count_pwrite(void *h, const void *buf, size_t len, uint64_t off,
+			unsigned flags)
+{
+	pwrites++;
+	memcpy(mem + off, buf, len);
+	return 0;
+}
+static int count_flush(void *h) { return 0; }
+
+static const char *const drivers[] = { "count", NULL };
+static const struct nd_backend count_backend = {
+	.name = "count",
+	.drivers = drivers,
+	.open = count_open,
+	.close = count_close,
+	.pread = count_pread,
+	.pwrite = count_pwrite,
+	.flush = count_flush,
+};
+ND_BACKEND_REGISTER(count_backend)
+
+static int failures;
+#define CHECK(cond, ...)                                                      \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			printf("FAIL line %d: %s: ", __LINE__, #cond);        \
+			printf(__VA_ARGS__);                                  \
+			printf("\n");                                         \
+			failures++;                                           \
+		}                                                             \
+	} while (0)
+
+static struct nd_disk *disk_with(const char *extra)
+{
+	struct nd_opts o;
+	struct nd_disk *d;
+	nd_opts_init(&o, "t");
+	nd_opt_set(&o, "driver", "count", "test");
+	if (extra)
+		nd_opts_parse_list(&o, extra, "test");
+	if (nd_disk_open(&o, &d) < 0) {
+		printf("open: %s\n", nd_get_error());
+		exit(1);
+	}
+	nd_opts_free(&o);
+	return d;
+}
+
+/* Wait (bounded) until the readahead workers are idle. */
+static void settle(void)
+{
+	unsigned last = ~0u;
+	for (int i = 0; i < 200 && preads != last; i++) {
+		last = preads;
+		usleep(20000);
+	}
+}
+
+static void reset(void)
+{
+	settle();
+	preads = pwrites = 0;
+	bytes_read = 0;
+}
+
+static void read_check(struct nd_cache *c, uint64_t off, size_t len)
+{
+	static unsigned char buf[4u << 20];
+	size_t got;
+	int r = nd_cache_pread(c, buf, len, off, &got);
+	CHECK(r == 0 && got == len && memcmp(buf, mem + off, len) == 0,
+	      "read %zu at %llu", len, (unsigned long long)off);
+}
+
+struct reader {
+	struct nd_cache *c;
+	uint64_t off;
+};
+static void *reader(void *arg)
+{
+	struct reader *r = arg;
+	read_check(r->c, r->off, 4096);
+	return NULL;
+}
+
+int main(void)
+{
+	mem = malloc(DISK);
+	for (size_t i = 0; i < DISK; i++)
+		mem[i] = (unsigned char)(i * 2654435761u >> 13);
+	nd_workers_start(4);
+
+	struct nd_disk *d = disk_with("readahead=0");
+	struct nd_cache *c = nd_cache_new(d, 4u << 20);
+
+	/* A hit costs no backend call. */
+	reset();
+	read_check(c, 100, 1000);
+	CHECK(preads == 1, "first read: %u backend reads", (unsigned)preads);
+	read_check(c, 2000, 3000);
+	CHECK(preads == 1, "hit: %u backend reads", (unsigned)preads);
+
+	/* Adjacent misses coalesce into one request. */
+	reset();
+	read_check(c, 8 * BS, 4 * BS);
+	CHECK(preads == 1, "4 missing blocks: %u backend reads",
+	      (unsigned)preads);
+
+	/* Concurrent readers of one block fetch it once. */
+	reset();
+	delay_us = 50000;
+	pthread_t t[8];
+	struct reader rd[8];
+	for (int i = 0; i < 8; i++) {
+		rd[i] = (struct reader){ c, 5 * BS + i * 4096 };
+		pthread_create(&t[i], NULL, reader, &rd[i]);
+	}
+	for (int i = 0; i < 8; i++)
+		pthread_join(t[i], NULL);
+	delay_us = 0;
+	CHECK(preads == 1, "8 readers of one block: %u fetches",
+	      (unsigned)preads);
+
+	/* A write is visible to the next read, and reached the backend. */
+	unsigned char pat[10000];
+	for (size_t i = 0; i < sizeof pat; i++)
+		pat[i] = (unsigned char)(i ^ 0x5a);
+	read_check(c, 5 * BS - 100, 20000); /* cache the blocks first */
+	reset();
+	CHECK(nd_cache_write(c, pat, sizeof pat, 5 * BS - 3000) == 0, "write");
+	CHECK(pwrites == 1, "write-through: %u backend writes",
+	      (unsigned)pwrites);
+	CHECK(memcmp(mem + 5 * BS - 3000, pat, sizeof pat) == 0,
+	      "backend lacks the write");
+	unsigned char back[10000];
+	size_t got;
+	nd_cache_pread(c, back, sizeof back, 5 * BS - 3000, &got);
+	CHECK(memcmp(back, pat, sizeof pat) == 0, "cached copy is stale");
+	CHECK(preads == 0, "read after write: %u fetches", (unsigned)preads);
+	nd_cache_free(c);
+	nd_disk_close(d);
+
+	/* Random reads fetch only what they touch (readahead on). */
+	d = disk_with("readahead=256K");
+	c = nd_cache_new(d, 4u << 20);
+	reset();
+	uint64_t offs[] = { 13, 3, 200, 77, 150, 9, 240, 31 };
+	for (size_t i = 0; i < 8; i++)
+		read_check(c, offs[i] * BS + 17, 4096);
+	settle();
+	CHECK(bytes_read == 8 * BS, "random: %lu bytes fetched for 8 blocks",
+	      (unsigned long)bytes_read);
+
+	/* Sequential reads trigger readahead: later reads are hits. */
+	nd_cache_free(c);
+	c = nd_cache_new(d, 4u << 20);
+	reset();
+	for (uint64_t off = 0; off < 2 * BS; off += 4096)
+		read_check(c, off, 4096);
+	settle();
+	CHECK(bytes_read > 4 * BS, "sequential: only %lu bytes fetched",
+	      (unsigned long)bytes_read);
+	unsigned before = preads;
+	struct nd_cache_stats st;
+	nd_cache_get_stats(c, &st);
+	uint64_t misses = st.misses;
+	for (uint64_t off = 2 * BS; off < 4 * BS; off += 4096)
+		read_check(c, off, 4096);
+	nd_cache_get_stats(c, &st);
+	CHECK(st.misses == misses, "sequential: %llu misses after readahead",
+	      (unsigned long long)(st.misses - misses));
+	CHECK(st.window > 0, "readahead window is 0");
+	(void)before;
+
+	/* Eviction keeps to the budget. */
+	for (uint64_t off = 0; off < DISK; off += BS)
+		read_check(c, (off * 7919) % DISK / BS * BS, BS);
+	settle();
+	nd_cache_get_stats(c, &st);
+	CHECK(st.used <= st.budget + 2 * BS, "used %llu > budget %llu",
+	      (unsigned long long)st.used, (unsigned long long)st.budget);
+	CHECK(st.evictions > 0, "no evictions");
+
+	nd_cache_free(c);
+	nd_disk_close(d);
+
+	/* Writeback holds the write until flush. */
+	d = disk_with("cache=writeback");
+	c = nd_cache_new(d, 4u << 20);
+	reset();
+	for (size_t i = 0; i < sizeof pat; i++)
+		pat[i] = (unsigned char)(i ^ 0xa5);
+	CHECK(nd_cache_write(c, pat, sizeof pat, 100) == 0, "wb write");
+	CHECK(pwrites == 0, "writeback wrote %u times before flush",
+	      (unsigned)pwrites);
+	nd_cache_pread(c, back, sizeof back, 100, &got);
+	CHECK(memcmp(back, pat, sizeof pat) == 0, "writeback read-back");
+	CHECK(nd_cache_flush(c) == 0, "flush");
+	CHECK(pwrites > 0 && memcmp(mem + 100, pat, sizeof pat) == 0,
+	      "flush did not write back");
+	nd_cache_free(c);
+	nd_disk_close(d);
+
+	nd_workers_stop();
+	free(mem);
+	printf("%s\n", failures ? "test-cache: FAILED" : "test-cache: ok");
+	return failures != 0;
+}
