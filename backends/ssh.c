@@ -38,6 +38,7 @@
 
 #define SSH_DEFAULT_PORT 22
 #define SSH_DEFAULT_TIMEOUT 10.0	 /* seconds, when timeout= is absent */
+#define SSH_CLOSE_TIMEOUT 1.0	 /* seconds for a polite close */
 #define SSH_READ_CHUNK (64 * 1024)	 /* bytes per SFTP READ */
 #define SSH_READ_INFLIGHT 16		 /* READs in flight per session */
 #define SSH_WRITE_CHUNK_OPENSSH (255 * 1024) /* OpenSSH: 256 KiB messages */
@@ -195,7 +196,7 @@ static int ssh_wd_add(struct ssh_conn *c, const char *entry)
 
 	c->wd_fd = fcntl(ssh_get_fd(c->session), F_DUPFD_CLOEXEC, 0);
 	if (c->wd_fd < 0) {
-		nd_error("%s: dup of the SSH socket: %m", entry);
+		nd_error("ssh: dup of the SSH socket: %m");
 		return -errno;
 	}
 	pthread_mutex_lock(&ssh_wd_lock);
@@ -219,7 +220,7 @@ static int ssh_wd_add(struct ssh_conn *c, const char *entry)
 	pthread_mutex_unlock(&ssh_wd_lock);
 	if (r != 0) {
 		errno = r;
-		nd_error("%s: cannot start the SSH watchdog thread: %m", entry);
+		nd_error("ssh: cannot start the SSH watchdog thread: %m");
 		return -r;
 	}
 	return 0;
@@ -413,12 +414,12 @@ static int ssh_parse_hkc(const struct nd_opts *o, struct ssh_params *p)
 				   &p->hash_len) == 0 &&
 		     p->hash_len == hashes[i].len))
 			return 0;
-		nd_error("%s: host-key-check=%s: expected %zu bytes of hex (or OpenSSH's base64) after '%s:'",
-			 o->name, v, hashes[i].len, hashes[i].name);
+		nd_error("ssh: host-key-check=%s: expected %zu bytes of hex (or OpenSSH's base64) after '%s:'",
+			 v, hashes[i].len, hashes[i].name);
 		return -EINVAL;
 	}
-	nd_error("%s: host-key-check=%s: expected known_hosts, none, sha256:HEX, sha1:HEX or md5:HEX",
-		 o->name, v);
+	nd_error("ssh: host-key-check=%s: expected known_hosts, none, sha256:HEX, sha1:HEX or md5:HEX",
+		 v);
 	return -EINVAL;
 }
 
@@ -432,7 +433,7 @@ static int ssh_parse(const struct nd_opts *o, struct ssh_params *p)
 	memset(p, 0, sizeof(*p));
 	h = nd_opt_get(o, "server.host");
 	if (!h || !*h) {
-		nd_error("%s: no host (server.host) given", o->name);
+		nd_error("ssh: no host (server.host) given");
 		return -EINVAL;
 	}
 	/* "[::1]" from a hand-written option: libssh wants the bare address. */
@@ -453,7 +454,7 @@ static int ssh_parse(const struct nd_opts *o, struct ssh_params *p)
 		p->user = NULL;
 	p->path = nd_opt_get(o, "path");
 	if (!p->path || !*p->path) {
-		nd_error("%s: no remote file (path) given", o->name);
+		nd_error("ssh: no remote file (path) given");
 		return -EINVAL;
 	}
 	r = ssh_parse_hkc(o, p);
@@ -484,13 +485,11 @@ static int ssh_default_user(ssh_session s, const char *entry)
 		return 0;
 	}
 	if (getpwuid_r(geteuid(), &pw, buf, sizeof(buf), &res) != 0 || !res) {
-		nd_error("%s: no user given and no name for uid %u", entry,
-			 (unsigned)geteuid());
+		nd_error("ssh: no user given and no name for uid %u", (unsigned)geteuid());
 		return -EINVAL;
 	}
 	if (ssh_options_set(s, SSH_OPTIONS_USER, res->pw_name) < 0)
-		return ssh_fail(s, NULL, EINVAL, "%s: user %s", entry,
-				res->pw_name);
+		return ssh_fail(s, NULL, EINVAL, "ssh: user %s", res->pw_name);
 	return 0;
 }
 
@@ -524,13 +523,12 @@ static int ssh_set_options(ssh_session s, const struct ssh_params *p,
 	int nodelay = 1;
 
 	if (ssh_options_set(s, SSH_OPTIONS_HOST, p->host) < 0)
-		return ssh_fail(s, NULL, EINVAL, "%s: host %s", entry,
-				p->host);
+		return ssh_fail(s, NULL, EINVAL, "ssh: host %s", p->host);
 	ssh_prefer_ciphers(s);
 	/* Like QEMU and ssh(1): ~/.ssh/config and /etc/ssh/ssh_config apply
 	 * (Hostname, ProxyCommand, ...), but what the entry says wins. */
 	if (ssh_options_parse_config(s, NULL) < 0)
-		nd_debug("%s: ssh config not applied: %s", entry,
+		nd_debug("entry '%s': ssh: ssh config not applied: %s", entry,
 			 ssh_get_error(s));
 	if (ssh_options_set(s, SSH_OPTIONS_PORT, &p->port) < 0 ||
 	    (p->user && ssh_options_set(s, SSH_OPTIONS_USER, p->user) < 0) ||
@@ -538,13 +536,12 @@ static int ssh_set_options(ssh_session s, const struct ssh_params *p,
 	    ssh_options_set(s, SSH_OPTIONS_TIMEOUT_USEC, &usecs) < 0 ||
 	    ssh_options_set(s, SSH_OPTIONS_LOG_VERBOSITY, &verbosity) < 0 ||
 	    ssh_options_set(s, SSH_OPTIONS_NODELAY, &nodelay) < 0)
-		return ssh_fail(s, NULL, EINVAL, "%s: ssh options", entry);
+		return ssh_fail(s, NULL, EINVAL, "ssh: ssh options");
 	if (p->known_hosts &&
 	    (ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, p->known_hosts) < 0 ||
 	     ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS,
 			     p->known_hosts) < 0))
-		return ssh_fail(s, NULL, EINVAL, "%s: known-hosts=%s", entry,
-				p->known_hosts);
+		return ssh_fail(s, NULL, EINVAL, "ssh: known-hosts=%s", p->known_hosts);
 	return p->user ? 0 : ssh_default_user(s, entry);
 }
 
@@ -594,28 +591,27 @@ static int ssh_check_host_key(ssh_session s, const struct ssh_params *p,
 	int r = 0;
 
 	if (ssh_get_server_publickey(s, &key) < 0)
-		return ssh_fail(s, NULL, ENOTCONN, "%s: no host key from %s",
-				entry, where);
+		return ssh_fail(s, NULL, ENOTCONN, "ssh: no host key from %s",
+				where);
 	type = ssh_key_type_to_char(ssh_key_type(key));
 	fp = ssh_fingerprint(key, SSH_PUBLICKEY_HASH_SHA256);
 	switch (p->hkc) {
 	case SSH_HKC_NONE:
 		if (ssh_first_time("hostkey-none", entry))
-			nd_warn("%s: host-key-check=none: NOT verifying the host key of %s (%s %s)",
+			nd_warn("entry '%s': ssh: host-key-check=none: NOT verifying the host key of %s (%s %s)",
 				entry, where, type, fp ? fp : "?");
 		break;
 	case SSH_HKC_HASH:
 		if (ssh_get_publickey_hash(key, p->hash_type, &hash,
 					   &hash_len) < 0) {
-			r = ssh_fail(s, NULL, EIO, "%s: cannot hash the host key",
-				     entry);
+			r = ssh_fail(s, NULL, EIO, "ssh: cannot hash the host key");
 			break;
 		}
 		if (hash_len != p->hash_len ||
 		    memcmp(hash, p->hash, hash_len) != 0) {
 			got = ssh_get_hexa(hash, hash_len);
-			nd_error("%s: host key of %s does not match host-key-check=%s:... (server offers %s key %s, %s:%s): refusing to connect",
-				 entry, where, p->hash_name, type,
+			nd_error("ssh: host key of %s does not match host-key-check=%s:... (server offers %s key %s, %s:%s): refusing to connect",
+				 where, p->hash_name, type,
 				 fp ? fp : "?", p->hash_name,
 				 got ? got : "?");
 			r = -EACCES;
@@ -628,26 +624,26 @@ static int ssh_check_host_key(ssh_session s, const struct ssh_params *p,
 		case SSH_KNOWN_HOSTS_OK:
 			break;
 		case SSH_KNOWN_HOSTS_CHANGED:
-			nd_error("%s: HOST KEY OF %s HAS CHANGED: server offers %s key %s, which does not match %s (someone may be intercepting the connection); refusing to connect",
-				 entry, where, type, fp ? fp : "?", kh);
+			nd_error("ssh: HOST KEY OF %s HAS CHANGED: server offers %s key %s, which does not match %s (someone may be intercepting the connection); refusing to connect",
+				 where, type, fp ? fp : "?", kh);
 			r = -EACCES;
 			break;
 		case SSH_KNOWN_HOSTS_OTHER:
-			nd_error("%s: host key of %s is a %s key %s, but %s holds a key of another type for this host; refusing to connect",
-				 entry, where, type, fp ? fp : "?", kh);
+			nd_error("ssh: host key of %s is a %s key %s, but %s holds a key of another type for this host; refusing to connect",
+				 where, type, fp ? fp : "?", kh);
 			r = -EACCES;
 			break;
 		case SSH_KNOWN_HOSTS_UNKNOWN:
 		case SSH_KNOWN_HOSTS_NOT_FOUND:
-			nd_error("%s: host key of %s is unknown (%s key %s, not in %s); refusing to connect: add it to known_hosts or pin it with host-key-check=sha256:HEX",
-				 entry, where, type, fp ? fp : "?", kh);
+			nd_error("ssh: host key of %s is unknown (%s key %s, not in %s); refusing to connect: add it to known_hosts or pin it with host-key-check=sha256:HEX",
+				 where, type, fp ? fp : "?", kh);
 			r = -EACCES;
 			break;
 		case SSH_KNOWN_HOSTS_ERROR:
 		default:
 			r = ssh_fail(s, NULL, EACCES,
-				     "%s: cannot check the host key of %s against %s",
-				     entry, where, kh);
+				     "ssh: cannot check the host key of %s against %s",
+				     where, kh);
 			break;
 		}
 		break;
@@ -698,8 +694,8 @@ static int ssh_auth(ssh_session s, const struct nd_opts *o,
 	if (rc == SSH_AUTH_SUCCESS)
 		goto out;
 	if (rc == SSH_AUTH_ERROR) {
-		r = ssh_fail(s, NULL, ENOTCONN, "%s: authentication with %s",
-			     o->name, where);
+		r = ssh_fail(s, NULL, ENOTCONN, "ssh: authentication with %s",
+			     where);
 		goto out;
 	}
 	methods = ssh_userauth_list(s, NULL);
@@ -712,10 +708,15 @@ static int ssh_auth(ssh_session s, const struct nd_opts *o,
 		}
 		if (p->identity) {
 			strcat(tried, " identity");
+			if (access(p->identity, R_OK) < 0) {
+				nd_error("ssh: identity=%s: %m", p->identity);
+				r = -errno;
+				goto out;
+			}
 			if (ssh_pki_import_privkey_file(p->identity, NULL, NULL,
 							NULL, &key) != SSH_OK) {
-				nd_error("%s: cannot load identity=%s (a passphrase-protected key must be loaded into ssh-agent)",
-					 o->name, p->identity);
+				nd_error("ssh: cannot load identity=%s (a passphrase-protected key must be loaded into ssh-agent)",
+					 p->identity);
 				r = -EINVAL;
 				goto out;
 			}
@@ -742,12 +743,12 @@ static int ssh_auth(ssh_session s, const struct nd_opts *o,
 	}
 	if (!ssh_is_connected(s)) {
 		r = ssh_fail(s, NULL, ENOTCONN,
-			     "%s: connection lost while authenticating with %s",
-			     o->name, where);
+			     "ssh: connection lost while authenticating with %s",
+			     where);
 		goto out;
 	}
-	nd_error("%s: authentication with %s failed (server offers:%s%s%s; tried:%s)%s",
-		 o->name, where,
+	nd_error("ssh: authentication with %s failed (server offers:%s%s%s; tried:%s)%s",
+		 where,
 		 methods & SSH_AUTH_METHOD_PUBLICKEY ? " publickey" : "",
 		 methods & SSH_AUTH_METHOD_PASSWORD ? " password" : "",
 		 methods & SSH_AUTH_METHOD_INTERACTIVE ? " keyboard-interactive"
@@ -766,7 +767,7 @@ out:
 static int ssh_timeout_error(struct ssh_conn *c, const char *what)
 {
 	c->broken = true;
-	nd_error("%s: no answer from %s for %g s (timeout=): connection dropped",
+	nd_error("ssh: %s: no answer from %s for %g s (timeout=): connection dropped",
 		 what, c->where, c->timeout);
 	errno = ENOTCONN;
 	return -ENOTCONN;
@@ -779,8 +780,13 @@ static void ssh_close(void *vc)
 	if (!c)
 		return;
 	ssh_thread_setup();
-	if (c->wd_linked)
+	/* Closing waits for at most SSH_CLOSE_TIMEOUT: the session is thrown
+	 * away anyway, and unmount must not wait on a stopped server. */
+	if (c->wd_linked) {
+		if (c->timeout > SSH_CLOSE_TIMEOUT)
+			c->timeout = SSH_CLOSE_TIMEOUT;
 		ssh_arm(c);
+	}
 	/* A broken session must not wait for anything: the server may be
 	 * gone or stopped, and unmount must not wait for it. With its socket
 	 * shut down, the CLOSE of the handle and the disconnect fail at once
@@ -816,7 +822,7 @@ static int ssh_open_file(struct ssh_conn *c, const struct nd_opts *o,
 		    fx != SSH_FX_WRITE_PROTECT)
 			goto fail;
 		if (ssh_first_time("readonly", o->name))
-			nd_info("%s: %s is not writable: read-only", o->name,
+			nd_info("entry '%s': ssh: %s is not writable: read-only", o->name,
 				c->where);
 	}
 	info->read_only = true;
@@ -829,12 +835,23 @@ fail:
 		return ssh_timeout_error(c, "open");
 	if (fx == SSH_FX_NO_SUCH_FILE || fx == SSH_FX_NO_SUCH_PATH)
 		return ssh_fail(c->session, c->sftp, ENOENT,
-				"%s: cannot open %s", o->name, c->where);
+				"ssh: cannot open %s", c->where);
 	if (fx == SSH_FX_PERMISSION_DENIED)
 		return ssh_fail(c->session, c->sftp, EACCES,
-				"%s: cannot open %s", o->name, c->where);
+				"ssh: cannot open %s", c->where);
+	if (fx == SSH_FX_FAILURE) {
+		/* OpenSSH says only "Failure" for a directory. */
+		sftp_attributes a = sftp_stat(c->sftp, p->path);
+		bool dir = a && a->type == SSH_FILEXFER_TYPE_DIRECTORY;
+
+		sftp_attributes_free(a);
+		if (dir) {
+			nd_error("ssh: %s is a directory", c->where);
+			return -EISDIR;
+		}
+	}
 	return ssh_fail(c->session, c->sftp, fx > 0 ? EIO : ENOTCONN,
-			"%s: cannot open %s", o->name, c->where);
+			"ssh: cannot open %s", c->where);
 }
 
 static int ssh_stat_file(struct ssh_conn *c, const struct nd_opts *o,
@@ -848,14 +865,13 @@ static int ssh_stat_file(struct ssh_conn *c, const struct nd_opts *o,
 			return ssh_timeout_error(c, "stat");
 		return ssh_fail(c->session, c->sftp,
 				sftp_get_error(c->sftp) > 0 ? EIO : ENOTCONN,
-				"%s: cannot stat %s", o->name, c->where);
+				"ssh: cannot stat %s", c->where);
 	}
 	if (a->type == SSH_FILEXFER_TYPE_DIRECTORY) {
-		nd_error("%s: %s is a directory", o->name, c->where);
+		nd_error("ssh: %s is a directory", c->where);
 		r = -EISDIR;
 	} else if (!(a->flags & SSH_FILEXFER_ATTR_SIZE)) {
-		nd_error("%s: the server gives no size for %s", o->name,
-			 c->where);
+		nd_error("ssh: the server gives no size for %s", c->where);
 		r = -EIO;
 	} else {
 		info->size = a->size;
@@ -903,16 +919,14 @@ static int ssh_setup(struct ssh_conn *c, const struct nd_opts *o,
 		if (ssh_timed_out(c))
 			return ssh_timeout_error(c, "SFTP channel");
 		return ssh_fail(c->session, NULL, ENOTCONN,
-				"%s: cannot start SFTP on %s", o->name,
-				c->where);
+				"ssh: cannot start SFTP on %s", c->where);
 	}
 	ssh_arm(c);
 	if (sftp_init(c->sftp) < 0) {
 		if (ssh_timed_out(c))
 			return ssh_timeout_error(c, "SFTP handshake");
 		return ssh_fail(c->session, c->sftp, ENOTCONN,
-				"%s: SFTP handshake with %s", o->name,
-				c->where);
+				"ssh: SFTP handshake with %s", c->where);
 	}
 	ssh_arm(c);
 	r = ssh_open_file(c, o, p, info);
@@ -935,7 +949,7 @@ static int ssh_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 		return r;
 	c = calloc(1, sizeof(*c));
 	if (!c) {
-		nd_error("%s: out of memory", o->name);
+		nd_error("ssh: out of memory");
 		return -ENOMEM;
 	}
 	c->wd_fd = -1;
@@ -943,14 +957,14 @@ static int ssh_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 	c->session = ssh_new();
 	if (!c->session) {
 		free(c);
-		nd_error("%s: cannot create an SSH session", o->name);
+		nd_error("ssh: cannot create an SSH session");
 		return -ENOMEM;
 	}
 	r = ssh_set_options(c->session, &p, o->name);
 	if (r < 0)
 		goto fail;
 	if (ssh_where(c, &p) < 0) {
-		nd_error("%s: out of memory", o->name);
+		nd_error("ssh: out of memory");
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -959,7 +973,7 @@ static int ssh_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 	if (ssh_connect(c->session) != SSH_OK) {
 		c->broken = true;
 		r = ssh_fail(c->session, NULL, ENOTCONN,
-			     "%s: cannot connect to %s", o->name, c->where);
+			     "ssh: cannot connect to %s", c->where);
 		goto fail;
 	}
 	r = ssh_wd_add(c, o->name);
@@ -978,7 +992,7 @@ static int ssh_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 		sftp_extension_supported(c->sftp, "fsync@openssh.com", "1") == 1;
 	if (!info->can_flush && !info->read_only &&
 	    ssh_first_time("nofsync", o->name))
-		nd_warn("%s: the SFTP server of %s does not offer fsync@openssh.com: fsync cannot reach its disk",
+		nd_warn("entry '%s': ssh: the SFTP server of %s does not offer fsync@openssh.com: fsync cannot reach its disk",
 			o->name, c->where);
 	/* Each session writes straight into the server's file: what one
 	 * connection wrote is what another reads, and fsync on any handle
@@ -986,7 +1000,7 @@ static int ssh_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 	info->can_multi_conn = true;
 	info->thread_safe = false;
 	*conn = c;
-	nd_debug("%s: connected to %s (cipher %s, size %llu%s%s)", o->name,
+	nd_debug("entry '%s': ssh: connected to %s (cipher %s, size %llu%s%s)", o->name,
 		 c->where,
 		 ssh_get_cipher_in(c->session) ? ssh_get_cipher_in(c->session)
 					       : "?",
@@ -1040,7 +1054,7 @@ static int ssh_io_fail(struct ssh_conn *c, const char *what, size_t len,
 		break;
 	}
 	return ssh_fail(c->session, c->broken ? NULL : c->sftp, err,
-			"%s of %zu bytes at %llu on %s", what, len,
+			"ssh: %s of %zu bytes at %llu on %s", what, len,
 			(unsigned long long)off, c->where);
 }
 
@@ -1048,7 +1062,7 @@ static int ssh_check_usable(struct ssh_conn *c)
 {
 	if (!c->broken)
 		return 0;
-	nd_error("the connection to %s is broken", c->where);
+	nd_error("ssh: the connection to %s is broken", c->where);
 	errno = ENOTCONN;
 	return -ENOTCONN;
 }
@@ -1071,7 +1085,7 @@ static int ssh_read_sync(struct ssh_conn *c, char *buf, size_t len,
 			/* The file shrank under us: the size the core holds
 			 * is stale. Drop the session (and queued replies). */
 			c->broken = true;
-			nd_error("read at %llu on %s: end of file (the remote file shrank?)",
+			nd_error("ssh: read at %llu on %s: end of file (the remote file shrank?)",
 				 (unsigned long long)off, c->where);
 			errno = EIO;
 			return -EIO;
@@ -1186,7 +1200,7 @@ static int ssh_write_all(struct ssh_conn *c, const char *buf, size_t len,
 			/* An SFTP WRITE is all or nothing; anything else
 			 * means the session is confused. */
 			c->broken = true;
-			nd_error("write of %zu bytes at %llu on %s: server wrote %zd",
+			nd_error("ssh: write of %zu bytes at %llu on %s: server wrote %zd",
 				 n, (unsigned long long)off, c->where, w);
 			errno = ENOTCONN;
 			return -ENOTCONN;

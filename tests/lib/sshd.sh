@@ -71,6 +71,7 @@ sshd_start() {
         echo "PermitRootLogin prohibit-password"
         echo "KbdInteractiveAuthentication no"
         echo "LogLevel VERBOSE"
+        echo "MaxStartups 200"
         echo "Subsystem sftp internal-sftp"
         for line in "$@"; do echo "$line"; done
         # First value wins in sshd_config: defaults after the extras.
