@@ -522,8 +522,13 @@ static int mount_main(void)
 	}
 	ret = nd_fuse_main(the_fs, cli.mountpoint, cli.fuse_argc,
 			   cli.fuse_argv, on_ready, NULL);
+	/* Requests in flight are done; write back what is dirty. libfuse
+	 * gave SIGTERM/SIGINT back to their default: a second stop (systemd
+	 * sends SIGTERM right after ExecStop's umount) must not kill us
+	 * mid-flush. */
 	signal(SIGHUP, SIG_IGN);
-	/* Requests in flight are done; write back what is dirty. */
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
 	if (nd_fs_flush_all(the_fs) < 0)
 		ret = 1;
 	nd_fs_free(the_fs);
