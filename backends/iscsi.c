@@ -48,8 +48,10 @@
 struct iscsi_wait {
 	bool done;
 	int status;
-	char err[256]; /* libiscsi's error when it completed, before any
-			  later step of the same iscsi_service overwrites it */
+	char err[256];	  /* libiscsi's error when it completed, before any
+			     later step of the same iscsi_service overwrites it */
+	char before[256]; /* libiscsi's error when it was queued: the library
+			     never clears it, so an unchanged one is stale */
 };
 
 struct iscsi_conn {
@@ -182,15 +184,17 @@ static int iscsi_fail(struct iscsi_conn *c, int status,
 		      const struct scsi_task *task, const char *fmt, ...)
 {
 	char what[256], detail[512];
-	const char *lib = c->last && c->last->err[0] ? c->last->err
-			  : c->ctx			 ? iscsi_get_error(c->ctx)
-							 : "";
+	const char *lib = c->ctx ? iscsi_get_error(c->ctx) : "";
 	va_list ap;
 	int err;
 
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof what, fmt, ap);
 	va_end(ap);
+	if (c->last && c->last->err[0])
+		lib = c->last->err;
+	else if (c->last && strcmp(lib, c->last->before) == 0)
+		lib = "";
 
 	switch (status) {
 	case SCSI_STATUS_CHECK_CONDITION:
@@ -235,7 +239,7 @@ static int iscsi_fail(struct iscsi_conn *c, int status,
 	case SCSI_STATUS_CANCELLED:
 	case ISCSI_ST_LOST:
 		snprintf(detail, sizeof detail, "connection lost: %s",
-			 lib[0] ? lib : "session dropped");
+			 lib[0] ? lib : "the session was dropped");
 		err = ENOTCONN;
 		break;
 	case SCSI_STATUS_ERROR:
@@ -268,7 +272,8 @@ static void iscsi_done_cb(struct iscsi_context *ctx, int status,
 	(void)command_data;
 	w->status = status;
 	w->done = true;
-	if (status != SCSI_STATUS_GOOD)
+	if (status != SCSI_STATUS_GOOD &&
+	    strcmp(iscsi_get_error(ctx), w->before) != 0)
 		snprintf(w->err, sizeof w->err, "%s", iscsi_get_error(ctx));
 }
 
@@ -347,6 +352,7 @@ static struct iscsi_wait *iscsi_arm_slot(struct iscsi_conn *c,
 	w->done = false;
 	w->status = 0;
 	w->err[0] = '\0';
+	snprintf(w->before, sizeof w->before, "%s", iscsi_get_error(c->ctx));
 	c->last = w;
 	return w;
 }

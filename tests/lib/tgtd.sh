@@ -1,85 +1,149 @@
-# tgtd.sh: start and stop userspace iSCSI targets (tgt) for the tests.
-# Source after functions.sh. Every instance is named by its TCP port (from
-# free_port: 20000-39999), derives its own tgtadm control port (-C, which
-# must stay below 32768) from it, listens on loopback only and is stopped
-# through tgtadm (tgtd ignores SIGTERM), then by PID.
+# tgtd.sh: start and stop userspace iSCSI targets (tgt) on loopback for the
+# iSCSI tests and the demo. Source it after functions.sh (tests: a failure
+# calls fail, the daemon is stopped at exit) or on its own with TGT_DIR set
+# (demo: functions print the problem and return non-zero).
 #
 #   tgtd_start PORT [PORTAL...]   portals default to 127.0.0.1:PORT
 #   tgt PORT ARGS...              tgtadm for that instance (--lld iscsi)
 #   tgt_target PORT TID IQN       a target open to any initiator
 #   tgt_lun PORT TID LUN FILE [ARGS...]   a LUN backed by FILE
-#   tgt_chap PORT TID USER PASSWORD [outgoing]   CHAP account bound to TID
+#   tgt_chap PORT TID USER PASSWORD [outgoing]   a CHAP account bound to TID
 #   tgtd_stop PORT                shut down, wait for the process (bounded)
+#
+# Every instance is named by its TCP port and derives its own tgtadm
+# control port (-C, which must stay below 32768) from it, so several can
+# run at once. Pitfalls handled here: tgtd ignores SIGTERM, so it is
+# stopped through tgtadm (offline, delete targets, delete system) and only
+# killed by its PID as a last resort; its control socket files are left in
+# /var/run/tgtd and removed; readonly=1 cannot be given when a LUN is
+# created, only in an update (tgt_lun does that for "readonly").
 
-tgt_ctl() { echo $(( $1 % 20000 + 10000 )); }
+_tgt_fail() {
+    if declare -F fail >/dev/null; then # a test
+        [ -n "${_tgt_log:-}" ] && show_log "$_tgt_log"
+        fail "$@"
+    fi
+    echo "tgtd: $*" >&2
+    return 1
+}
+
+_tgt_dir() { echo "${TGT_DIR:-$TMP}"; }
+_tgt_ctl() { echo $(($1 % 20000 + 10000)); }
+# Is PID a live tgtd (not a zombie, not a reused PID)?
+_tgt_alive() {
+    local st
+    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ $st == *"(tgtd) "[!ZX]* ]]
+}
 
 tgt() {
-    local port=$1; shift
-    tgtadm -C "$(tgt_ctl "$port")" --lld iscsi "$@"
+    local port=$1
+    shift
+    tgtadm -C "$(_tgt_ctl "$port")" --lld iscsi "$@"
 }
 
 tgtd_start() {
-    local port=$1; shift
-    local portals=${*:-127.0.0.1:$port}
-    local pidfile=$TMP/tgtd.$port.pid log=$TMP/tgtd.$port.log
-    local ctl
-    ctl=$(tgt_ctl "$port")
-    requires tgtd
-    requires tgtadm
-    mkdir -p /var/run/tgtd
-    rm -f /var/run/tgtd/socket.$ctl /var/run/tgtd/socket.$ctl.lock
-    # in a subshell, so the daemon is not our child (no zombie to reap)
+    local port=$1
+    shift
+    local portals=${*:-127.0.0.1:$port} dir ctl n pid
+    dir=$(_tgt_dir)
+    ctl=$(_tgt_ctl "$port")
+    _tgt_log=$dir/tgtd.$port.log
+    command -v tgtd >/dev/null && command -v tgtadm >/dev/null || {
+        echo "SKIP: tgt (tgtd, tgtadm) is not installed" >&2
+        declare -F fail >/dev/null && exit 77
+        return 1
+    }
+    mkdir -p /var/run/tgtd "$dir"
+    rm -f "/var/run/tgtd/socket.$ctl" "/var/run/tgtd/socket.$ctl.lock"
+    # In a subshell, so the daemon is not our child: once it exits there
+    # is no zombie left for "is it alive" to see.
     (tgtd -f -C "$ctl" --iscsi "portal=${portals// /,portal=}" \
-        </dev/null >>"$log" 2>&1 & echo $! >"$pidfile")
-    cleanup_fn "tgtd_stop $port"
-    local n=100
-    while ((n-- > 0)); do
+        </dev/null >>"$_tgt_log" 2>&1 &
+        echo $! >"$dir/tgtd.$port.pid")
+    declare -F cleanup_fn >/dev/null && cleanup_fn "tgtd_stop $port"
+    pid=$(cat "$dir/tgtd.$port.pid")
+    for n in $(seq 1 100); do
         if tgt "$port" --mode sys --op show >/dev/null 2>&1 &&
             ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
             return 0
         fi
-        kill -0 "$(cat "$pidfile")" 2>/dev/null || break
+        _tgt_alive "$pid" || break
         sleep 0.1
     done
-    show_log "$log"
-    fail "tgtd on port $port did not start"
+    _tgt_fail "tgtd on port $port did not start"
 }
 
 tgt_target() {
     local port=$1 tid=$2 iqn=$3
     tgt "$port" --mode target --op new --tid "$tid" --targetname "$iqn" &&
-        tgt "$port" --mode target --op bind --tid "$tid" --initiator-address ALL ||
-        fail "tgtadm: cannot create target $iqn"
+        tgt "$port" --mode target --op bind --tid "$tid" \
+            --initiator-address ALL ||
+        _tgt_fail "tgtadm: cannot create target $iqn"
 }
 
+# tgt_lun PORT TID LUN FILE [readonly] [thin] [TGTADM-ARGS...]
 tgt_lun() {
-    local port=$1 tid=$2 lun=$3 file=$4; shift 4
+    local port=$1 tid=$2 lun=$3 file=$4 ro= thin=
+    shift 4
+    while [ $# -gt 0 ]; do
+        case $1 in
+        readonly) ro=1 ;;
+        thin) thin=1 ;;
+        *) break ;;
+        esac
+        shift
+    done
     tgt "$port" --mode logicalunit --op new --tid "$tid" --lun "$lun" \
         --backing-store "$file" "$@" ||
-        fail "tgtadm: cannot add LUN $lun ($file) to target $tid"
+        _tgt_fail "tgtadm: cannot add LUN $lun ($file) to target $tid" ||
+        return 1
+    if [ -n "$ro" ]; then
+        tgt "$port" --mode logicalunit --op update --tid "$tid" \
+            --lun "$lun" --params readonly=1 ||
+            _tgt_fail "tgtadm: cannot make LUN $lun read-only" || return 1
+    fi
+    if [ -n "$thin" ]; then
+        tgt "$port" --mode logicalunit --op update --tid "$tid" \
+            --lun "$lun" --params thin_provisioning=1 ||
+            _tgt_fail "tgtadm: cannot thin-provision LUN $lun" || return 1
+    fi
 }
 
 tgt_chap() {
     local port=$1 tid=$2 user=$3 pass=$4 out=${5:+--outgoing}
     tgt "$port" --mode account --op new --user "$user" --password "$pass" &&
-        tgt "$port" --mode account --op bind --tid "$tid" --user "$user" $out ||
-        fail "tgtadm: cannot add CHAP account $user"
+        tgt "$port" --mode account --op bind --tid "$tid" --user "$user" \
+            $out ||
+        _tgt_fail "tgtadm: cannot add CHAP account $user"
 }
 
 tgtd_stop() {
-    local port=$1 pid tid
-    local pidfile=$TMP/tgtd.$port.pid
-    [ -s "$pidfile" ] || return 0
-    pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
-        tgt "$port" --op update --mode sys --name State -v offline >/dev/null 2>&1
+    local port=$1 dir pid tid n
+    dir=$(_tgt_dir)
+    [ -s "$dir/tgtd.$port.pid" ] || return 0
+    pid=$(cat "$dir/tgtd.$port.pid")
+    if _tgt_alive "$pid"; then
+        tgt "$port" --op update --mode sys --name State -v offline \
+            >/dev/null 2>&1
         for tid in $(tgt "$port" --mode target --op show 2>/dev/null |
             sed -n 's/^Target \([0-9]*\):.*/\1/p'); do
-            tgt "$port" --mode target --op delete --force --tid "$tid" >/dev/null 2>&1
+            tgt "$port" --mode target --op delete --force --tid "$tid" \
+                >/dev/null 2>&1
         done
         tgt "$port" --op delete --mode system >/dev/null 2>&1
-        wait_for 10 sh -c "! kill -0 $pid" || kill -KILL "$pid" 2>/dev/null
-        wait_for 5 sh -c "! kill -0 $pid"
+        for n in $(seq 1 100); do
+            _tgt_alive "$pid" || break
+            sleep 0.1
+        done
+        if _tgt_alive "$pid"; then
+            kill -KILL "$pid" 2>/dev/null
+            for n in $(seq 1 50); do
+                _tgt_alive "$pid" || break
+                sleep 0.1
+            done
+        fi
     fi
-    rm -f "$pidfile" /var/run/tgtd/socket.$(tgt_ctl "$port")*
+    rm -f "$dir/tgtd.$port.pid" "/var/run/tgtd/socket.$(_tgt_ctl "$port")" \
+        "/var/run/tgtd/socket.$(_tgt_ctl "$port").lock"
 }

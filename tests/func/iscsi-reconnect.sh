@@ -1,0 +1,100 @@
+#!/bin/bash
+# tgtd is shut down in the middle of a long dd and started again on the
+# same LUN file: the session is re-established (a fresh login) and the
+# copy completes with the right checksum, reading and writing. Left down, a
+# read fails with EIO within reconnect-delay (plus slack), nothing hangs,
+# the mount stays up and works again once the target is back.
+. "$(dirname "$0")/../lib/functions.sh"
+. "$TOP/tests/lib/tgtd.sh"
+
+P=$(free_port)
+IQN=iqn.2026-01.test.netdiskfs:reconnect
+pattern "$TMP/disk.img" 64
+pattern "$TMP/wdisk.img" 48
+serve() {
+    tgtd_start "$P"
+    tgt_target "$P" 1 "$IQN"
+    tgt_lun "$P" 1 1 "$TMP/disk.img"
+    tgt_lun "$P" 1 2 "$TMP/wdisk.img"
+}
+serve
+cat > "$TMP/tab" <<TAB
+big    iscsi://127.0.0.1:$P/$IQN/1  reconnect-delay=20,cache=none
+wbig   iscsi://127.0.0.1:$P/$IQN/2  reconnect-delay=20
+down   iscsi://127.0.0.1:$P/$IQN/1  reconnect-delay=3
+TAB
+nd_mount "$TMP/tab" "$TMP/mnt"
+M=$TMP/mnt
+
+# paced OUT: append stdin to OUT at most 1 MiB per 50 ms (20 MiB/s), so
+# the dd feeding it is still running when tgtd goes away.
+paced() {
+    local n
+    while n=$(dd bs=1M count=1 iflag=fullblock status=none | tee -a "$1" | wc -c) &&
+        [ "$n" -gt 0 ]; do
+        sleep 0.05
+    done
+}
+# size FILE: its size in bytes, 0 when absent
+size() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+# Reading.
+(set -o pipefail
+ dd if="$M/big" bs=64k iflag=direct status=none 2>"$TMP/dd.err" | paced "$TMP/copy") &
+ddpid=$!
+wait_for 20 sh -c "[ \$(stat -c %s '$TMP/copy' 2>/dev/null || echo 0) -ge $((8 << 20)) ]" ||
+    fail "dd copied nothing in 20 s"
+tgtd_stop "$P"
+got=$(size "$TMP/copy")
+[ "$got" -lt $((64 << 20)) ] || fail "dd finished before tgtd was stopped (too fast to test)"
+echo "stopped tgtd in the middle of dd ($got bytes copied)"
+sleep 2
+serve
+wait $ddpid || { cat "$TMP/dd.err"; show_log "$M.log"; fail "dd failed across the restart"; }
+[ "$(sha256sum < "$TMP/copy")" = "$(sha256sum < "$TMP/disk.img")" ] ||
+    fail "the copy made across the restart has the wrong checksum"
+grep -qi "connection lost" "$M.log" || { show_log "$M.log"; fail "the log does not mention the lost session"; }
+echo "ok: read: dd survived a tgtd restart, sha256 $(sha256sum < "$TMP/copy" | cut -c1-16)"
+
+# Writing: the same across a restart, checked in the backing file.
+pattern "$TMP/src" 48
+(set -o pipefail
+ for i in $(seq 0 47); do
+     dd if="$TMP/src" bs=1M skip="$i" count=1 status=none
+     echo "$i" > "$TMP/fed"
+     sleep 0.05
+ done | dd of="$M/wbig" bs=1M iflag=fullblock oflag=direct conv=notrunc status=none 2>"$TMP/wdd.err") &
+ddpid=$!
+wait_for 20 sh -c "[ \$(cat '$TMP/fed' 2>/dev/null || echo 0) -ge 8 ]" || fail "the writing dd made no progress in 20 s"
+tgtd_stop "$P"
+fed=$(cat "$TMP/fed")
+[ "$fed" -lt 47 ] || fail "the writing dd finished before tgtd was stopped (too fast to test)"
+echo "stopped tgtd in the middle of a writing dd ($fed MiB fed)"
+sleep 2
+serve
+wait $ddpid || { cat "$TMP/wdd.err"; show_log "$M.log"; fail "the writing dd failed across the restart"; }
+sync "$M/wbig"
+[ "$(sha256sum < "$TMP/wdisk.img")" = "$(sha256sum < "$TMP/src")" ] ||
+    fail "the LUN file written across the restart has the wrong checksum"
+echo "ok: write: dd survived a tgtd restart, the backing file has the right sha256"
+
+# Left down: EIO within reconnect-delay (3 s) + slack, no hang.
+tgtd_stop "$P"
+start=$(date +%s%N)
+if timeout 60 dd if="$M/down" of=/dev/null bs=64k count=1 skip=700 iflag=direct status=none 2>"$TMP/down.err"; then
+    fail "a read with tgtd down succeeded"
+fi
+ms=$((($(date +%s%N) - start) / 1000000))
+grep -q "Input/output error" "$TMP/down.err" || { cat "$TMP/down.err"; fail "the read did not fail with EIO"; }
+[ $ms -le 8000 ] || fail "the read took $ms ms to fail (bound: 8000 ms)"
+echo "ok: tgtd down: EIO after $ms ms"
+mountpoint -q "$M" || fail "the mount went away"
+ls "$M" > /dev/null || fail "the mount does not answer"
+
+# Back up: the same entry reads again.
+serve
+dd if="$M/down" of="$TMP/blk" bs=64k count=1 skip=700 iflag=direct status=none ||
+    { show_log "$M.log"; fail "read after tgtd came back failed"; }
+cmp "$TMP/blk" <(dd if="$TMP/disk.img" bs=64k count=1 skip=700 status=none) || fail "bytes differ after the restart"
+echo "ok: reads work again once tgtd is back"
+nd_unmount "$M"
