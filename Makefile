@@ -48,7 +48,7 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(CORE_OBJS)
 FUZZ_SECONDS ?= 20
 $(BUILD)/fuzz-parse: tests/fuzz/fuzz-parse.c src/url.c src/opts.c src/log.c src/table.c
 	@mkdir -p $(dir $@)
-	clang -std=gnu11 -g -O1 -D_GNU_SOURCE -Isrc -Ibackends -fsanitize=fuzzer,address,undefined \
+	clang -std=gnu11 -g -O1 -Wall -Werror -D_GNU_SOURCE -Isrc -Ibackends -fsanitize=fuzzer,address,undefined \
 		$(shell pkg-config --cflags jansson libcurl) -o $@ $^ $(shell pkg-config --libs jansson libcurl) -pthread
 
 fuzz: $(BUILD)/fuzz-parse
@@ -62,7 +62,7 @@ func: deps netdiskfs
 
 check: deps
 	$(MAKE) netdiskfs $(UNIT_BINS) $(BUILD)/fuzz-parse
-	@ND=$(CURDIR)/$(BUILD)/netdiskfs tests/run-tests.sh $(UNIT_BINS) tests/fuzz/run-fuzz.sh $(FUNC_TESTS)
+	@ND=$(CURDIR)/$(BUILD)/netdiskfs FUZZ_BIN=$(CURDIR)/$(BUILD)/fuzz-parse tests/run-tests.sh $(UNIT_BINS) tests/fuzz/run-fuzz.sh $(FUNC_TESTS)
 
 check-asan: deps
 	$(MAKE) check BUILD=build-asan SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" CFLAGS="-O1 -g"

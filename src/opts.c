@@ -21,9 +21,9 @@ void nd_opts_init(struct nd_opts *o, const char *name)
 void nd_opts_free(struct nd_opts *o)
 {
 	for (size_t i = 0; i < o->n; i++) {
-		free(o->v[i].key);
 		if (nd_opt_is_secret(o->v[i].key))
 			explicit_bzero(o->v[i].val, strlen(o->v[i].val));
+		free(o->v[i].key);
 		free(o->v[i].val);
 		free(o->v[i].origin);
 	}

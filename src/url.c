@@ -816,12 +816,12 @@ int nd_opts_normalize(struct nd_opts *o)
 				 d, k);
 			return -1;
 		}
-		nd_opt_del(o, "driver");
 		if (nd_opt_find(o, "file") == NULL &&
-		    !nd_opt_getf(o, "file.driver") && !nd_opt_get(o, "file.filename"))
+		    !nd_opt_get(o, "file.driver") && !nd_opt_get(o, "file.filename"))
 			return bad("driver=%s without a protocol child "
 				   "(file.driver=...)",
 				   d);
+		nd_opt_del(o, "driver");
 	}
 	if (strip_prefix(o, "file") == -1 || expand_url_key(o, "file") == -1)
 		return -1;
