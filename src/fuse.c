@@ -503,12 +503,14 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, r < 0 ? -r : 0);
 }
 
-/* close(2): what this handle wrote reaches the server's flush. */
+/* close(2): what this handle wrote reaches the server's flush. With
+ * cache=writeback dirty blocks stay until fsync or the last close
+ * (release), since every close of a dup'ed descriptor lands here. */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	int r = 0;
-	if (h->e && h->wrote) {
+	if (h->e && h->wrote && h->e->disk->cfg.cache != ND_CACHE_WRITEBACK) {
 		r = entry_sync(h->e);
 		if (r < 0)
 			nd_log(LOG_ERR, "entry '%s': flush at close: %s",
@@ -654,6 +656,10 @@ int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
 	fs->se = fuse_session_new(&args, &nd_ops, sizeof nd_ops, fs);
 	if (!fs->se)
 		goto out;
+	/* A daemon started in the background of a shell inherits SIGINT
+	 * ignored, and libfuse only replaces default handlers. */
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
 	if (fuse_set_signal_handlers(fs->se) != 0)
 		goto out_destroy;
 	/* SIGHUP is ours (reload), not libfuse's "exit". */
