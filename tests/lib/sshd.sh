@@ -5,6 +5,7 @@
 #   sshd_start [LINE...]  start sshd (extra sshd_config lines), wait until it answers
 #   sshd_stop             stop it by its PID
 #   sshd_kill_sessions    kill the per-connection sshd children (live sessions)
+#   sshd_signal SIG       signal the listener and every session (STOP, CONT)
 #   agent_start           private ssh-agent holding the client key; exports SSH_AUTH_SOCK
 #   sshd_add_user         create a throwaway local user (removed at exit): $SSHD_USER
 #
@@ -58,24 +59,23 @@ sshd_fingerprint() {
 }
 
 sshd_start() {
-    local line
+    local line key
     {
-        echo "Port $SSHD_PORT"
-        echo "ListenAddress 127.0.0.1"
-        echo "ListenAddress ::1"
-        echo "HostKey $SSHD_HOSTKEY"
-        echo "PidFile $SSHD_PIDFILE"
-        echo "AuthorizedKeysFile $SSHD_DIR/authorized_keys"
-        echo "UsePAM no"
-        echo "StrictModes no"
-        echo "PermitRootLogin prohibit-password"
-        echo "KbdInteractiveAuthentication no"
-        echo "LogLevel VERBOSE"
-        echo "MaxStartups 200"
-        echo "Subsystem sftp internal-sftp"
+        # Extra lines first: sshd keeps the first value of a keyword (and
+        # refuses a second Subsystem), so a default is written only when
+        # no extra line sets the same keyword.
         for line in "$@"; do echo "$line"; done
-        # First value wins in sshd_config: defaults after the extras.
-        echo "PasswordAuthentication no"
+        for line in "Port $SSHD_PORT" "ListenAddress 127.0.0.1" "ListenAddress ::1" \
+            "HostKey $SSHD_HOSTKEY" "PidFile $SSHD_PIDFILE" \
+            "AuthorizedKeysFile $SSHD_DIR/authorized_keys" "UsePAM no" \
+            "StrictModes no" "PermitRootLogin prohibit-password" \
+            "KbdInteractiveAuthentication no" "LogLevel VERBOSE" \
+            "MaxStartups 200" "Subsystem sftp internal-sftp" \
+            "PasswordAuthentication no"; do
+            key=${line%% *}
+            printf '%s\n' "$@" | grep -qi "^$key " && [ "$key" != ListenAddress ] && continue
+            echo "$line"
+        done
     } > "$SSHD_CONF"
     rm -f "$SSHD_PIDFILE"
     "$SSHD" -D -e -f "$SSHD_CONF" >>"$SSHD_LOG" 2>&1 &
@@ -106,6 +106,16 @@ _sshd_descendants() {
     done
 }
 
+# sshd_signal SIG: send SIG to the listener and every session process
+# (STOP/CONT to freeze the whole server).
+sshd_signal() {
+    local pid
+    pid=$(sshd_pid)
+    [ -n "$pid" ] || return 0
+    kill -"$1" "$pid" $(_sshd_descendants "$pid") 2>/dev/null
+    return 0
+}
+
 # Kill the per-connection sshd processes under our listener: every live
 # SSH session to it ends now (the listener keeps running).
 sshd_kill_sessions() {
@@ -123,6 +133,7 @@ sshd_stop() {
     [ -n "$pid" ] || return 0
     kids=$(_sshd_descendants "$pid")
     kill "$pid" 2>/dev/null
+    kill -CONT "$pid" 2>/dev/null  # a test may have stopped it
     [ -n "$kids" ] && kill -9 $kids 2>/dev/null
     wait_for 10 sh -c "! kill -0 $pid" || kill -9 "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
