@@ -21,7 +21,7 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 FUNC_TESTS := $(sort $(wildcard tests/func/*.sh))
 
-.PHONY: all deps check check-asan unit func fuzz demo bench install clean
+.PHONY: all deps check check-asan unit func fuzz demo bench install uninstall clean
 all: netdiskfs
 
 deps:
@@ -74,10 +74,35 @@ bench: netdiskfs
 	@BENCH=1 tests/lib/install-deps.sh
 	tests/bench/bench.sh $(if $(QUICK),--quick)
 
+# install: the daemon in $(PREFIX)/bin, the mount(8) helpers in $(SBINDIR),
+# the systemd unit, every man page and the examples. DESTDIR stages.
+install: MANDIR ?= $(PREFIX)/share/man
+install: UNITDIR ?= $(PREFIX)/lib/systemd/system
+install: DOCDIR ?= $(PREFIX)/share/doc/netdiskfs
 install: netdiskfs
 	install -D -m 755 netdiskfs $(DESTDIR)$(PREFIX)/bin/netdiskfs
-	install -D -m 644 man/netdiskfs.1 $(DESTDIR)$(PREFIX)/share/man/man1/netdiskfs.1
-	install -D -m 644 man/netdisk.tab.5 $(DESTDIR)$(PREFIX)/share/man/man5/netdisk.tab.5
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' mount/mount.netdiskfs >$(DESTDIR)$(SBINDIR)/mount.netdiskfs
+	chmod 755 $(DESTDIR)$(SBINDIR)/mount.netdiskfs
+	ln -sf mount.netdiskfs $(DESTDIR)$(SBINDIR)/mount.fuse.netdiskfs
+	sed 's|/usr/local/bin/netdiskfs|$(PREFIX)/bin/netdiskfs|g' 'mount/netdiskfs@.service' \
+		>'$(DESTDIR)$(UNITDIR)/netdiskfs@.service'
+	chmod 644 '$(DESTDIR)$(UNITDIR)/netdiskfs@.service'
+	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(wildcard man/*.5) $(DESTDIR)$(MANDIR)/man5/
+	install -m 644 mount/netdisk.tab.example mount/fstab.example $(DESTDIR)$(DOCDIR)/
+
+uninstall: MANDIR ?= $(PREFIX)/share/man
+uninstall: UNITDIR ?= $(PREFIX)/lib/systemd/system
+uninstall: DOCDIR ?= $(PREFIX)/share/doc/netdiskfs
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/netdiskfs $(DESTDIR)$(SBINDIR)/mount.netdiskfs \
+		$(DESTDIR)$(SBINDIR)/mount.fuse.netdiskfs '$(DESTDIR)$(UNITDIR)/netdiskfs@.service' \
+		$(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard man/*.1))) \
+		$(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(wildcard man/*.5))) \
+		$(DESTDIR)$(DOCDIR)/netdisk.tab.example $(DESTDIR)$(DOCDIR)/fstab.example
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 clean:
 	rm -rf build build-asan netdiskfs
