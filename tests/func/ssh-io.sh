@@ -3,7 +3,7 @@
 # mount, byte-compared with a reference copy, with the server's file, and
 # read back; an odd-sized image (size = the remote file's size); fsync
 # reaches the server (fsync@openssh.com in the sftp-server's log); ro=on
-# refuses writes.
+# refuses writes. The server re-keys every 4 MiB throughout.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/sshd.sh"
 PY=$(command -v /usr/bin/python3 || command -v python3) || { echo "SKIP: python3 not installed" >&2; exit 77; }
@@ -16,7 +16,9 @@ SFTP_LOG=$SSHD_DIR/sftp.log
 printf '#!/bin/sh\nexec %s -e -l VERBOSE 2>>%s\n' "$SFTP_SERVER" "$SFTP_LOG" > "$SSHD_DIR/sftp-logged"
 chmod 755 "$SSHD_DIR/sftp-logged"
 : > "$SFTP_LOG"
-sshd_start "Subsystem sftp $SSHD_DIR/sftp-logged"
+# A small RekeyLimit: the server re-keys every few MiB, in the middle of
+# pipelined reads.
+sshd_start "Subsystem sftp $SSHD_DIR/sftp-logged" "RekeyLimit 4M"
 agent_start
 
 A=$TMP/a.img B=$TMP/b.img
