@@ -303,6 +303,16 @@ static char *entry_key(const struct nd_entry *e)
 
 static struct nd_table running; /* what is mounted now */
 
+/* Whether NAME is served now: an entry of the running table that failed
+ * to open is not, and must be opened again even if its line is the same. */
+static bool is_served(const char *name)
+{
+	pthread_rwlock_rdlock(&the_fs->lock);
+	bool r = nd_fs_find(the_fs, name) != NULL;
+	pthread_rwlock_unlock(&the_fs->lock);
+	return r;
+}
+
 static void reload(void)
 {
 	struct nd_table t;
@@ -339,7 +349,8 @@ static void reload(void)
 			if (strcmp(t.e[j].name, running.e[i].name))
 				continue;
 			CLEANUP_FREE char *kj = entry_key(&t.e[j]);
-			same = ki && kj && strcmp(ki, kj) == 0;
+			same = ki && kj && strcmp(ki, kj) == 0 &&
+			       is_served(t.e[j].name);
 			if (same)
 				skip[j] = true;
 		}
