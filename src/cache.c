@@ -13,9 +13,19 @@
 
 enum { B_LOADING, B_VALID, B_FAILED };
 
+/* Block memory comes in slabs: one block for a demand miss, a whole run
+ * for readahead, so one backend request fills the run in place. The
+ * budget counts slabs, freed with their last block. */
+struct nd_slab {
+	unsigned refs;
+	size_t size;
+	char mem[];
+};
+
 struct nd_block {
 	uint64_t idx;
 	char *data;
+	struct nd_slab *slab;
 	uint32_t len; /* bytes of the disk in this block (short at the end) */
 	uint8_t state;
 	bool dirty, stale, hashed;
@@ -92,8 +102,10 @@ static void touch(struct nd_cache *c, struct nd_block *b)
 
 static void block_free(struct nd_cache *c, struct nd_block *b)
 {
-	c->used -= c->bs;
-	free(b->data);
+	if (--b->slab->refs == 0) {
+		c->used -= b->slab->size;
+		free(b->slab);
+	}
 	free(b);
 }
 
@@ -116,12 +128,12 @@ static void unpin(struct nd_cache *c, struct nd_block *b)
 		block_free(c, b);
 }
 
-/* Evict least recently used clean, unpinned blocks until one more block
- * fits the budget. When none can go the budget is overshot briefly. */
-static void make_room(struct nd_cache *c)
+/* Evict least recently used clean, unpinned blocks until NEED more bytes
+ * fit under LIMIT. When none can go the budget is overshot briefly. */
+static void make_room(struct nd_cache *c, uint64_t need, uint64_t limit)
 {
 	struct nd_block *b = c->lru_tail;
-	while (c->used + c->bs > c->budget && b) {
+	while (c->used + need > limit && b) {
 		struct nd_block *prev = b->prev;
 		if (b->pins == 0 && b->state == B_VALID && !b->dirty) {
 			unhash(c, b);
@@ -131,18 +143,34 @@ static void make_room(struct nd_cache *c)
 	}
 }
 
-static struct nd_block *new_block(struct nd_cache *c, uint64_t idx)
+static struct nd_slab *new_slab(struct nd_cache *c, unsigned nblocks)
 {
-	struct nd_block *b;
-	make_room(c);
-	b = calloc(1, sizeof *b);
+	size_t size = (size_t)nblocks << c->shift;
+	struct nd_slab *sl;
+	make_room(c, size, c->budget);
+	sl = malloc(sizeof *sl + size);
+	if (!sl)
+		return NULL;
+	sl->refs = 0;
+	sl->size = size;
+	c->used += size;
+	return sl;
+}
+
+/* A LOADING block for IDX using block K of slab SL (NULL: a new slab). */
+static struct nd_block *new_block(struct nd_cache *c, uint64_t idx,
+				  struct nd_slab *sl, unsigned k)
+{
+	struct nd_block *b = calloc(1, sizeof *b);
 	if (!b)
 		return NULL;
-	b->data = malloc(c->bs);
-	if (!b->data) {
+	if (!sl && !(sl = new_slab(c, 1))) {
 		free(b);
 		return NULL;
 	}
+	sl->refs++;
+	b->slab = sl;
+	b->data = sl->mem + ((size_t)k << c->shift);
 	b->idx = idx;
 	b->state = B_LOADING;
 	uint64_t start = idx << c->shift;
@@ -152,7 +180,6 @@ static struct nd_block *new_block(struct nd_cache *c, uint64_t idx)
 	c->hash[h] = b;
 	b->hashed = true;
 	lru_push(c, b);
-	c->used += c->bs;
 	return b;
 }
 
@@ -167,9 +194,13 @@ static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 	char *tmp = NULL;
 	int r;
 
-	for (size_t i = 0; i < n; i++)
+	bool contiguous = true;
+	for (size_t i = 0; i < n; i++) {
 		total += blk[i]->len;
-	if (n == 1) {
+		if (blk[i]->data != blk[0]->data + ((size_t)i << c->shift))
+			contiguous = false;
+	}
+	if (contiguous) {
 		r = nd_disk_pread(c->disk, blk[0]->data, total, off);
 	} else {
 		tmp = malloc(total);
@@ -251,13 +282,11 @@ static size_t ra_schedule(struct nd_cache *c, uint64_t start, uint64_t end,
 
 	if (per < 1)
 		per = 1;
-	for (uint64_t idx = first; idx <= last && njobs < maxjobs; idx++) {
-		/* Never let readahead push the budget. */
-		if (c->used + c->bs > c->budget - c->budget / 8) {
-			make_room(c);
-			if (c->used + c->bs > c->budget - c->budget / 8)
-				break;
-		}
+	uint64_t idx;
+	struct nd_slab *sl = NULL;
+	/* Readahead keeps an eighth of the budget for what readers ask. */
+	uint64_t limit = c->budget - c->budget / 8;
+	for (idx = first; idx <= last && njobs < maxjobs; idx++) {
 		struct nd_block *b = lookup(c, idx);
 		if (b) {
 			if (j) {
@@ -267,18 +296,28 @@ static size_t ra_schedule(struct nd_cache *c, uint64_t start, uint64_t end,
 			continue;
 		}
 		if (!j) {
-			j = malloc(sizeof *j + per * sizeof(struct nd_block *));
-			if (!j)
+			size_t n = per;
+			if (n > last - idx + 1)
+				n = last - idx + 1;
+			make_room(c, n << c->shift, limit);
+			if (c->used + (n << c->shift) > limit)
 				break;
+			j = malloc(sizeof *j + per * sizeof(struct nd_block *));
+			sl = j ? new_slab(c, n) : NULL;
+			if (!sl) {
+				free(j);
+				j = NULL;
+				break;
+			}
 			j->c = c;
 			j->n = 0;
 		}
-		b = new_block(c, idx);
+		b = new_block(c, idx, sl, j->n);
 		if (!b)
 			break;
 		b->pins = 1;
 		j->blk[j->n++] = b;
-		if (j->n == per) {
+		if (j->n << c->shift == sl->size) {
 			jobs[njobs++] = j;
 			j = NULL;
 		}
@@ -286,10 +325,17 @@ static size_t ra_schedule(struct nd_cache *c, uint64_t start, uint64_t end,
 	if (j) {
 		if (j->n && njobs < maxjobs)
 			jobs[njobs++] = j;
-		else
-			free(j); /* empty */
+		else {
+			/* Empty (a block allocation failed): its slab too. */
+			if (sl && sl->refs == 0) {
+				c->used -= sl->size;
+				free(sl);
+			}
+			free(j);
+		}
 	}
 	c->jobs += njobs;
+	nd_ra_scheduled(&c->ra, idx << c->shift);
 	return njobs;
 }
 
@@ -324,7 +370,7 @@ struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
 	if (max > (64u << 20))
 		max = 64u << 20;
 	nd_ra_init(&c->ra, d->cfg.readahead, max);
-	c->ra_chunk = c->bs > (256u << 10) ? c->bs : (256u << 10);
+	c->ra_chunk = c->bs > (512u << 10) ? c->bs : (512u << 10);
 	return c;
 }
 
@@ -397,7 +443,7 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 			struct nd_block *b = lookup(c, first + i);
 			mine[i] = false;
 			if (!b) {
-				b = new_block(c, first + i);
+				b = new_block(c, first + i, NULL, 0);
 				if (!b) {
 					err = -ENOMEM;
 					break;
@@ -411,8 +457,14 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 			ref->blk[ref->n++] = b;
 		}
 		if (attempt == 0) {
-			if (missed)
+			if (missed) {
 				c->misses++;
+				nd_debug("cache miss at %llu+%zu (readahead "
+					 "window %llu, fetched to %llu)",
+					 (unsigned long long)off, len,
+					 (unsigned long long)c->ra.window,
+					 (unsigned long long)c->ra.frontier);
+			}
 			else
 				c->hits++;
 			if (nd_ra_update(&c->ra, off, len, c->size, &ra_start,
@@ -526,7 +578,7 @@ static int wb_get(struct nd_cache *c, uint64_t idx, bool whole,
 	for (int attempt = 0; attempt < MAX_RETRIES; attempt++) {
 		struct nd_block *b = lookup(c, idx);
 		if (!b) {
-			b = new_block(c, idx);
+			b = new_block(c, idx, NULL, 0);
 			if (!b)
 				return -ENOMEM;
 			b->pins++;

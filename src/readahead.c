@@ -13,6 +13,12 @@ void nd_ra_init(struct nd_ra *ra, uint64_t init, uint64_t max)
 	nd_ra_reset(ra);
 }
 
+void nd_ra_scheduled(struct nd_ra *ra, uint64_t end)
+{
+	if (end > ra->frontier)
+		ra->frontier = end;
+}
+
 void nd_ra_reset(struct nd_ra *ra)
 {
 	ra->next = 0;
@@ -59,7 +65,6 @@ bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
 		return false;
 	*start = from;
 	*end = want;
-	ra->frontier = want;
 	return true;
 }
 

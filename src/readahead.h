@@ -18,9 +18,12 @@ struct nd_ra {
 void nd_ra_init(struct nd_ra *ra, uint64_t init, uint64_t max);
 /* Account a read of [off, off+len) on a disk of SIZE bytes. Grows the
  * window while access stays sequential, drops it when it turns random.
- * Returns true with [*start, *end) when that range should be fetched. */
+ * Returns true with [*start, *end) when that range should be fetched;
+ * the caller reports how far it got with nd_ra_scheduled. */
 bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
 		  uint64_t size, uint64_t *start, uint64_t *end);
+/* The caller fetched (or queued) everything below END. */
+void nd_ra_scheduled(struct nd_ra *ra, uint64_t end);
 /* Forget the stream (after a write, or at reset). */
 void nd_ra_reset(struct nd_ra *ra);
 

@@ -109,11 +109,11 @@ static void reset(void)
 
 static void read_check(struct nd_cache *c, uint64_t off, size_t len)
 {
-	static unsigned char buf[4u << 20];
+	static __thread unsigned char buf[4u << 20];
 	size_t got;
 	int r = nd_cache_pread(c, buf, len, off, &got);
 	CHECK(r == 0 && got == len && memcmp(buf, mem + off, len) == 0,
-	      "read %zu at %llu", len, (unsigned long long)off);
+	      "read %zu at %llu: r=%d got=%zu", len, (unsigned long long)off, r, got);
 }
 
 struct reader {
