@@ -1,5 +1,7 @@
 # sshd.sh: a private OpenSSH server and ssh-agent on loopback for the SSH
-# backend's tests. Source it after functions.sh.
+# backend's tests (and the benchmark). Source it after functions.sh. Every
+# function returns non-zero after fail/requires, for callers that make
+# those return instead of exit.
 #
 #   sshd_setup            keys, authorized_keys, known_hosts, config in $SSHD_DIR
 #   sshd_start [LINE...]  start sshd (extra sshd_config lines), wait until it answers
@@ -16,8 +18,8 @@
 SSHD=/usr/sbin/sshd
 
 sshd_setup() {
-    requires ssh-keygen
-    [ -x "$SSHD" ] || { echo "SKIP: $SSHD not installed" >&2; exit 77; }
+    requires ssh-keygen || return 1
+    requires "$SSHD" || return 1
     SSHD_DIR=$TMP/sshd
     mkdir -p "$SSHD_DIR"
     chmod 755 "$SSHD_DIR"
@@ -29,9 +31,9 @@ sshd_setup() {
     SSH_CLIENT_KEY=$SSHD_DIR/client_ed25519
     SSHD_KNOWN_HOSTS=$SSHD_DIR/known_hosts
     ssh-keygen -q -t ed25519 -N '' -C netdiskfs-test-host -f "$SSHD_HOSTKEY" ||
-        fail "ssh-keygen (host key) failed"
+        { fail "ssh-keygen (host key) failed"; return 1; }
     ssh-keygen -q -t ed25519 -N '' -C netdiskfs-test-client -f "$SSH_CLIENT_KEY" ||
-        fail "ssh-keygen (client key) failed"
+        { fail "ssh-keygen (client key) failed"; return 1; }
     cp "$SSH_CLIENT_KEY.pub" "$SSHD_DIR/authorized_keys"
     chmod 644 "$SSHD_DIR/authorized_keys"
     sshd_write_known_hosts "$SSHD_HOSTKEY.pub" "$SSHD_KNOWN_HOSTS"
@@ -83,6 +85,7 @@ sshd_start() {
     if ! wait_for 10 sshd_answers; then
         show_log "$SSHD_LOG"
         fail "sshd did not start on port $SSHD_PORT"
+        return 1
     fi
 }
 
@@ -143,15 +146,15 @@ sshd_stop() {
 }
 
 agent_start() {
-    requires ssh-agent
+    requires ssh-agent || return 1
     local sock=$SSHD_DIR/agent.sock out
     rm -f "$sock"
-    out=$(ssh-agent -a "$sock" -s) || fail "ssh-agent did not start"
+    out=$(ssh-agent -a "$sock" -s) || { fail "ssh-agent did not start"; return 1; }
     SSH_AGENT_PID=$(echo "$out" | sed -n 's/^SSH_AGENT_PID=\([0-9]*\);.*/\1/p')
-    [ -n "$SSH_AGENT_PID" ] || fail "ssh-agent printed no pid: $out"
+    [ -n "$SSH_AGENT_PID" ] || { fail "ssh-agent printed no pid: $out"; return 1; }
     export SSH_AUTH_SOCK=$sock SSH_AGENT_PID
     cleanup_fn "kill $SSH_AGENT_PID 2>/dev/null"
-    ssh-add -q "$SSH_CLIENT_KEY" 2>/dev/null || fail "ssh-add failed"
+    ssh-add -q "$SSH_CLIENT_KEY" 2>/dev/null || { fail "ssh-add failed"; return 1; }
 }
 
 # sshd_add_user [PASSWORD]: a throwaway user, removed at exit.
@@ -163,7 +166,7 @@ sshd_add_user() {
         id "$SSHD_USER" >/dev/null 2>&1 && break
         sleep 0.1
     done
-    id "$SSHD_USER" >/dev/null 2>&1 || fail "useradd $SSHD_USER failed"
+    id "$SSHD_USER" >/dev/null 2>&1 || { fail "useradd $SSHD_USER failed"; return 1; }
     cleanup_fn "sshd_del_user $SSHD_USER"
     if [ $# -gt 0 ]; then
         for i in $(seq 1 50); do
@@ -171,6 +174,7 @@ sshd_add_user() {
             sleep 0.1
         done
         fail "chpasswd $SSHD_USER failed"
+        return 1
     fi
 }
 
