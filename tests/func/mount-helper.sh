@@ -109,6 +109,23 @@ cat "$TMP/err"
 grep -q nofail "$TMP/err" || fail "nofail: the failure was not reported"
 mountpoint -q "$MNT" && fail "nofail: something got mounted"
 
+echo "== through mount(8) (daemonized), SIGHUP reloads; so with a relative table path"
+mount -t netdiskfs "$TAB" "$MNT" || fail "mount failed"
+pid=$(status_pid "$MNT")
+echo "c  $TMP/b.img" >>"$TAB"
+kill -HUP "$pid"
+wait_for 10 test -e "$MNT/c" || fail "SIGHUP did not add c to a mount made by mount(8)"
+umount "$MNT" || fail "umount failed"
+wait_unmounted "$MNT" "$pid"
+(cd "$TMP" && "$ND" disks.tab mnt) || fail "netdiskfs disks.tab mnt (daemonized) failed"
+unmount_at_exit "$MNT"
+pid=$(status_pid "$MNT")
+echo "d  $TMP/b.img" >>"$TAB"
+kill -HUP "$pid"
+wait_for 10 test -e "$MNT/d" || fail "SIGHUP did not reload a relative table path after daemonizing"
+umount "$MNT" || fail "umount failed"
+wait_unmounted "$MNT" "$pid"
+
 echo "== mount -f (fake) mounts nothing"
 mount -f -t netdiskfs "$TAB" "$MNT" || fail "mount -f failed"
 mountpoint -q "$MNT" && fail "mount -f mounted"
