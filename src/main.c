@@ -507,8 +507,10 @@ static int mount_main(void)
 	/* SIGHUP re-reads the table after daemonize() did chdir("/"). */
 	if (!is_url(cli.source)) {
 		char *abs = realpath(cli.source, NULL);
-		if (abs)
+		if (abs) {
+			free((char *)cli.source); /* strdup'd by main() */
 			cli.source = abs;
+		}
 	}
 	if (!cli.foreground)
 		daemonize();
