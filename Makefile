@@ -65,6 +65,7 @@ check: deps
 	@ND=$(CURDIR)/$(BUILD)/netdiskfs FUZZ_BIN=$(CURDIR)/$(BUILD)/fuzz-parse tests/run-tests.sh $(UNIT_BINS) tests/fuzz/run-fuzz.sh $(FUNC_TESTS)
 
 check-asan: deps
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
 	$(MAKE) check BUILD=build-asan SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" CFLAGS="-O1 -g"
 
 demo: deps netdiskfs

@@ -503,6 +503,7 @@ static int mount_main(void)
 		nd_table_free(&t);
 		return 1;
 	}
+	free((char *)cli.mountpoint);
 	cli.mountpoint = mnt;
 	/* SIGHUP re-reads the table after daemonize() did chdir("/"). */
 	if (!is_url(cli.source)) {
@@ -554,6 +555,17 @@ static int mount_main(void)
 	return ret;
 }
 
+static void cli_free(void)
+{
+	for (int i = 0; i < cli.fuse_argc; i++)
+		free(cli.fuse_argv[i]);
+	free(cli.fuse_argv);
+	nd_opts_free(&cli.defaults);
+	free((char *)cli.source);
+	free((char *)cli.mountpoint);
+	free((char *)cli.pidfile);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -572,6 +584,7 @@ int main(int argc, char **argv)
 
 	cli.ready_fd = -1;
 	nd_opts_init(&cli.defaults, "*");
+	atexit(cli_free);
 	cli.fuse_argv = calloc(2, sizeof(char *));
 	cli.fuse_argv[cli.fuse_argc++] = strdup("netdiskfs");
 	if (argc >= 2 && strcmp(argv[1], "status") == 0) {
@@ -593,7 +606,10 @@ int main(int argc, char **argv)
 		case 'v': nd_verbose = true; break;
 		case 'h': help(); return 0;
 		case 'V': printf("netdiskfs %s\n", VERSION); return 0;
-		case 'p': cli.pidfile = optarg; break;
+		case 'p':
+			free((char *)cli.pidfile);
+			cli.pidfile = strdup(optarg);
+			break;
 		case 's': cli.strict = true; break;
 		case 'P': cli.print_config = true; break;
 		case 'i':
@@ -609,22 +625,23 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
-		cli.source = argv[optind];
-		int r = print_config();
-		return r;
+		cli.source = strdup(argv[optind]);
+		return print_config();
 	}
 	if (argc - optind != 2) {
 		usage(stderr);
 		return 2;
 	}
 	cli.source = strdup(argv[optind]);
-	cli.mountpoint = argv[optind + 1];
+	cli.mountpoint = strdup(argv[optind + 1]);
 	scrub(argv[optind]);
 	if (cli.pidfile) {
 		char *abs = realpath(".", NULL), *p = NULL;
 		if (cli.pidfile[0] != '/' && abs &&
-		    asprintf(&p, "%s/%s", abs, cli.pidfile) > 0)
+		    asprintf(&p, "%s/%s", abs, cli.pidfile) > 0) {
+			free((char *)cli.pidfile);
 			cli.pidfile = p;
+		}
 		free(abs);
 	}
 	return mount_main();

@@ -92,4 +92,13 @@ nd_unmount() {
     if [ -n "$pid" ]; then
         wait_for 20 sh -c "! kill -0 $pid" || fail "daemon $pid still alive after unmount"
     fi
+    check_sanitizers "$mnt.log"
+}
+
+# Fail when a daemon log holds an AddressSanitizer/UBSan/LeakSanitizer report.
+check_sanitizers() {
+    if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$1" 2>/dev/null; then
+        show_log "$1"
+        fail "sanitizer report in $1"
+    fi
 }
