@@ -104,6 +104,10 @@ struct gluster_conn {
 	char *name; /* entry name, for messages */
 	char *path;
 	atomic_bool bad; /* an fsync on this file failed */
+	/* Changes made through this fd, and how many of them the last good
+	 * fsync covered: a close that fails with changes unsynced may have
+	 * lost acknowledged data. */
+	atomic_uint_fast64_t changes, synced;
 };
 
 static pthread_mutex_t gluster_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -141,8 +145,11 @@ static struct timespec gluster_abstime(double t)
 }
 
 /* The one wrapper of libgfapi's errors (it reports through errno only):
- * record "ENTRY: gluster: WHAT: strerror" and return -errno, with ENOTCONN
- * turned into -EAGAIN because libgfapi reconnects by itself. */
+ * record "ENTRY: gluster: WHAT: strerror" and return -errno. ENOTCONN
+ * becomes -EAGAIN: libgfapi reconnects by itself and reopens its fds, so
+ * the core retries on the same fd (whose write-behind cache must survive).
+ * A bad or stale fd (its reopen failed) becomes -ENOTCONN: the core then
+ * closes this connection and opens the file again. */
 static int gluster_fail(const char *name, int err, const char *fmt, ...)
 	ND_PRINTF(3, 4);
 static int gluster_fail(const char *name, int err, const char *fmt, ...)
@@ -157,7 +164,11 @@ static int gluster_fail(const char *name, int err, const char *fmt, ...)
 	va_end(ap);
 	nd_error("%s: gluster: %s: %s", name, what, strerror(err));
 	errno = err;
-	return err == ENOTCONN ? -EAGAIN : -err;
+	if (err == ENOTCONN)
+		return -EAGAIN;
+	if (err == EBADFD || err == EBADF || err == ESTALE)
+		return -ENOTCONN;
+	return -err;
 }
 
 /* ---- options --------------------------------------------------------- */
@@ -192,6 +203,34 @@ static int gluster_max_server(const struct nd_opts *o)
 	return max;
 }
 
+/* True the first time NAME/I is seen: open() runs again for every
+ * connection and reconnection, a warning about the entry should not. */
+static bool gluster_first_time(const char *name, int i)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static char **seen;
+	static size_t nseen;
+	char *key = NULL;
+	bool first = true;
+
+	if (asprintf(&key, "%s\n%d", name, i) < 0)
+		return true;
+	pthread_mutex_lock(&lock);
+	for (size_t k = 0; k < nseen && first; k++)
+		first = strcmp(seen[k], key) != 0;
+	if (first) {
+		char **n = realloc(seen, (nseen + 1) * sizeof *n);
+		if (n) {
+			seen = n;
+			seen[nseen++] = key;
+			key = NULL;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	free(key);
+	return first;
+}
+
 static int gluster_parse_server(const struct nd_opts *o, int i,
 				struct gluster_server *s)
 {
@@ -204,8 +243,9 @@ static int gluster_parse_server(const struct nd_opts *o, int i,
 	if (!type)
 		type = sock ? "unix" : "tcp";
 	if (strcmp(type, "rdma") == 0) {
-		nd_warn("%s: gluster: server.%d: the rdma transport is gone from GlusterFS, using tcp",
-			o->name, i);
+		if (gluster_first_time(o->name, i))
+			nd_warn("%s: gluster: server.%d: the rdma transport is gone from GlusterFS, using tcp",
+				o->name, i);
 		type = "tcp";
 	}
 	if (strcmp(type, "unix") == 0) {
@@ -530,6 +570,13 @@ static int gluster_connect(struct gluster_vol *v, glfs_t **fsp, const char **whe
 	if (glfs_set_xlator_option(fs, "*-write-behind",
 				   "resync-failed-syncs-after-fsync", "on") < 0)
 		return -1;
+	/* open-behind would answer glfs_open at once and send the real OPEN
+	 * with the first read; if that OPEN fails (brick unreachable at that
+	 * moment) the fd stays failed for good, even after the brick is
+	 * back. Open for real, so errors show up in open() and libgfapi's
+	 * fd reopen on reconnection covers the rest. */
+	if (glfs_set_xlator_option(fs, "*-open-behind", "pass-through", "on") < 0)
+		return -1;
 	snprintf(num, sizeof num, "%d", v->ping_timeout);
 	if (glfs_set_xlator_option(fs, "*-client-*", "ping-timeout", num) < 0 ||
 	    glfs_set_xlator_option(fs, "*-client-*", "frame-timeout", num) < 0)
@@ -746,8 +793,16 @@ static void gluster_close(void *handle)
 
 	if (!c)
 		return;
-	if (c->fd && glfs_close(c->fd) < 0)
-		nd_warn("%s: gluster: closing %s: %m", c->name, c->path);
+	if (c->fd && glfs_close(c->fd) < 0) {
+		int e = errno;
+		if (atomic_load(&c->changes) != atomic_load(&c->synced)) {
+			gluster_mark_bad(c);
+			nd_warn("%s: gluster: closing %s failed (%s) with unsynced writes: they may be lost, writes are refused until the next mount",
+				c->name, c->path, strerror(e));
+		} else {
+			nd_warn("%s: gluster: closing %s: %s", c->name, c->path, strerror(e));
+		}
+	}
 	pthread_mutex_lock(&gluster_lock);
 	gluster_put_locked(c->vol);
 	pthread_mutex_unlock(&gluster_lock);
@@ -860,8 +915,13 @@ static int gluster_flush(void *handle)
 
 	if (gluster_is_bad(c))
 		return gluster_refuse(c);
-	if (glfs_fsync(c->fd, NULL, NULL) == 0)
+	uint_fast64_t seen = atomic_load(&c->changes);
+	if (glfs_fsync(c->fd, NULL, NULL) == 0) {
+		uint_fast64_t old = atomic_load(&c->synced);
+		while (old < seen && !atomic_compare_exchange_weak(&c->synced, &old, seen))
+			;
 		return 0;
+	}
 	int e = errno;
 	if (e != ENOTCONN) /* a retry could report success falsely */
 		gluster_mark_bad(c);
@@ -876,6 +936,7 @@ static int gluster_pwrite(void *handle, const void *buf, size_t len, uint64_t of
 
 	if (gluster_is_bad(c))
 		return gluster_refuse(c);
+	atomic_fetch_add(&c->changes, 1);
 	while (len > 0) {
 		ssize_t n = glfs_pwrite(c->fd, p, len, (off_t)off, 0, NULL, NULL);
 		if (n < 0)
@@ -900,6 +961,7 @@ static int gluster_trim(void *handle, uint64_t len, uint64_t off)
 
 	if (gluster_is_bad(c))
 		return gluster_refuse(c);
+	atomic_fetch_add(&c->changes, 1);
 	if (glfs_discard(c->fd, (off_t)off, (size_t)len) < 0)
 		return gluster_fail(c->name, errno, "discard of %" PRIu64 " bytes at %" PRIu64,
 				    len, off);
@@ -912,6 +974,7 @@ static int gluster_zero(void *handle, uint64_t len, uint64_t off, unsigned flags
 
 	if (gluster_is_bad(c))
 		return gluster_refuse(c);
+	atomic_fetch_add(&c->changes, 1);
 	if (glfs_zerofill(c->fd, (off_t)off, (off_t)len) < 0)
 		return gluster_fail(c->name, errno, "zerofill of %" PRIu64 " bytes at %" PRIu64,
 				    len, off);

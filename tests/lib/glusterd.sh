@@ -107,29 +107,40 @@ _gd_reap() {
     return 0
 }
 
-glusterd_stop() {
-    local pid v
-    [ -n "$GD_DIR" ] || return 0
-    if [ -s "$GD_DIR/bricks.pids" ]; then
-        for pid in $(cat "$GD_DIR/bricks.pids"); do
-            _gd_is "$pid" glusterfsd && kill -TERM "$pid" 2>/dev/null
+# Brick PIDs: our copy of the pidfiles, and glusterd's copy.
+_gd_brick_pids() {
+    local v f
+    [ -n "$GD_DIR" ] && cat "$GD_DIR/bricks.pids" 2>/dev/null
+    for v in "${_gd_vols[@]}"; do
+        for f in /var/run/gluster/vols/"$v"/*.pid; do
+            [ -s "$f" ] && cat "$f"
         done
-    fi
+    done
+}
+
+glusterd_stop() {
+    local pid pids v hosts
+    [ -n "$GD_HOST" ] || return 0
+    pids=$(_gd_brick_pids | sort -u)
+    for pid in $pids; do
+        _gd_is "$pid" glusterfsd && kill -CONT "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null
+    done
     if [ -n "$GD_PID" ] && _gd_is "$GD_PID" glusterd; then
         kill -TERM "$GD_PID" 2>/dev/null
         _gd_reap "$GD_PID" glusterd
         wait "$GD_PID" 2>/dev/null
     fi
-    if [ -s "$GD_DIR/bricks.pids" ]; then
-        for pid in $(cat "$GD_DIR/bricks.pids"); do _gd_reap "$pid" glusterfsd; done
-        rm -f "$GD_DIR/bricks.pids"
-    fi
+    for pid in $pids; do _gd_reap "$pid" glusterfsd; done
+    [ -n "$GD_DIR" ] && rm -f "$GD_DIR/bricks.pids"
     for v in "${_gd_vols[@]}"; do rm -rf "/var/run/gluster/vols/$v"; done
     _gd_vols=()
-    if [ -n "$GD_HOST" ] && grep -qx "127.0.0.1 $GD_HOST" /etc/hosts; then
-        # In place: /etc/hosts may be a bind mount that cannot be renamed.
-        grep -vx "127.0.0.1 $GD_HOST" /etc/hosts > "$GD_DIR/hosts.new"
-        cat "$GD_DIR/hosts.new" > /etc/hosts
+    # Drop our alias line, rewriting /etc/hosts in place (it may be a bind
+    # mount that cannot be renamed over) and only with a sane result.
+    if grep -qx "127.0.0.1 $GD_HOST" /etc/hosts 2>/dev/null; then
+        hosts=$(grep -vx "127.0.0.1 $GD_HOST" /etc/hosts)
+        if [ -n "$hosts" ] && [ "$hosts" != "$(cat /etc/hosts)" ]; then
+            printf '%s\n' "$hosts" > /etc/hosts
+        fi
     fi
     GD_PID= GD_HOST=
 }
