@@ -78,7 +78,7 @@ struct curl_stream {
 
 struct curl_conn {
 	enum curl_kind kind;
-	char *label; /* "ENTRY: URL" with any password redacted */
+	char *label; /* the URL, any password redacted, for messages */
 	double timeout;
 	double retry_cap; /* the longest Retry-After we honour */
 	uint64_t size;
@@ -190,21 +190,25 @@ static int curl_status_fail(const struct curl_conn *c, long code, int err)
 	return -err;
 }
 
-/* libcurl's own log, minus credentials, line by line into nd_debug. */
-static bool curl_secret_line(const char *p, size_t n, size_t *keep)
+/* libcurl's own log, minus credentials, line by line into nd_debug.
+ * Authorization and Cookie values can show up in any kind of line (the
+ * HTTP/2 code logs its headers as text: "h2h3 [authorization: ...]"), and
+ * the FTP password in "PASS ...". Return how much of LINE may be shown
+ * before "***", or the whole length when nothing is secret. */
+static size_t curl_secret_cut(const char *line, size_t n)
 {
-	static const char *const heads[] = { "authorization:",
-					     "proxy-authorization:", "cookie:",
-					     "set-cookie:", "pass ", NULL };
+	static const char *const marks[] = { "authorization:", "cookie:",
+					     NULL };
+	size_t cut = n;
 
-	for (int i = 0; heads[i]; i++) {
-		size_t k = strlen(heads[i]);
-		if (n >= k && strncasecmp(p, heads[i], k) == 0) {
-			*keep = k;
-			return true;
-		}
+	if (n >= 5 && strncasecmp(line, "PASS ", 5) == 0)
+		return 5;
+	for (int i = 0; marks[i]; i++) {
+		const char *m = strcasestr(line, marks[i]);
+		if (m && (size_t)(m - line) + strlen(marks[i]) < cut)
+			cut = (m - line) + strlen(marks[i]);
 	}
-	return false;
+	return cut;
 }
 
 static int curl_debug_cb(CURL *h, curl_infotype type, char *data, size_t size,
@@ -222,15 +226,21 @@ static int curl_debug_cb(CURL *h, curl_infotype type, char *data, size_t size,
 	}
 	while (p < end) {
 		const char *nl = memchr(p, '\n', end - p);
-		size_t n = (nl ? nl : end) - p, line = n, keep;
+		size_t n = (nl ? nl : end) - p, step = n + (nl ? 1 : 0), cut;
+		char line[1024];
 
 		if (n && p[n - 1] == '\r')
 			n--;
-		if (n && type != CURLINFO_TEXT && curl_secret_line(p, n, &keep))
-			nd_debug("curl %s %.*s ***", dir, (int)keep, p);
+		if (n >= sizeof line)
+			n = sizeof line - 1;
+		memcpy(line, p, n);
+		line[n] = '\0';
+		cut = curl_secret_cut(line, n);
+		if (cut < n)
+			nd_debug("curl %s %.*s ***", dir, (int)cut, line);
 		else if (n)
-			nd_debug("curl %s %.*s", dir, (int)n, p);
-		p += line + (nl ? 1 : 0);
+			nd_debug("curl %s %s", dir, line);
+		p += step;
 	}
 	return 0;
 }
@@ -810,18 +820,18 @@ static int curl_url_for(const struct nd_opts *o, const char *driver,
 	if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) !=
 		    CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
-		nd_error("%s: url: not a valid URL", o->name);
+		nd_error("url: not a valid URL");
 		goto out;
 	}
 	if (strcasecmp(scheme, driver) != 0) {
-		nd_error("%s: url: the scheme %s does not match driver=%s",
-			 o->name, scheme, driver);
+		nd_error("url: the scheme %s does not match driver=%s",
+			 scheme, driver);
 		goto out;
 	}
 	if (mode && strcmp(mode, "auto") && strcmp(mode, "implicit") &&
 	    strcmp(mode, "explicit")) {
-		nd_error("%s: ftps-mode: expected auto, implicit or explicit, not '%s'",
-			 o->name, mode);
+		nd_error("ftps-mode: expected auto, implicit or explicit, not '%s'",
+			 mode);
 		goto out;
 	}
 	if (strcasecmp(driver, "ftps") == 0) {
@@ -840,8 +850,7 @@ static int curl_url_for(const struct nd_opts *o, const char *driver,
 		curl_url_set(u, CURLUPART_SCHEME, "ftp", 0);
 		if (curl_url_get(u, CURLUPART_URL, &rewritten, 0) !=
 		    CURLUE_OK) {
-			nd_error("%s: url: cannot rewrite it for explicit TLS",
-				 o->name);
+			nd_error("url: cannot rewrite it for explicit TLS");
 			goto out;
 		}
 		*out = strdup(rewritten);
@@ -969,7 +978,7 @@ static int curl_open(const struct nd_opts *o, void **conn,
 {
 	const char *driver = nd_opt_get(o, "driver");
 	const char *url = nd_opt_get(o, "url");
-	char *fetch = NULL, *shown = NULL;
+	char *fetch = NULL;
 	bool explicit_tls;
 	uint64_t conns;
 	struct curl_conn *c;
@@ -978,13 +987,11 @@ static int curl_open(const struct nd_opts *o, void **conn,
 	*conn = NULL;
 	pthread_once(&curl_once, curl_global);
 	if (curl_init_rc != CURLE_OK) {
-		nd_error("%s: libcurl: %s", o->name,
-			 curl_easy_strerror(curl_init_rc));
+		nd_error("libcurl: %s", curl_easy_strerror(curl_init_rc));
 		return -EIO;
 	}
 	if (!driver || !url) {
-		nd_error("%s: the %s driver needs url=", o->name,
-			 driver ? driver : "http");
+		nd_error("the %s driver needs url=", driver ? driver : "http");
 		return -EINVAL;
 	}
 	c = calloc(1, sizeof *c);
@@ -992,9 +999,9 @@ static int curl_open(const struct nd_opts *o, void **conn,
 		return -ENOMEM;
 	c->kind = strncasecmp(driver, "ftp", 3) == 0 ? CURL_KIND_FTP
 						      : CURL_KIND_HTTP;
-	shown = nd_redact(url);
-	if (!shown || asprintf(&c->label, "%s: %s", o->name, shown) < 0) {
-		c->label = NULL;
+	/* The core names the entry in front of every message. */
+	c->label = nd_redact(url);
+	if (!c->label) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -1005,8 +1012,7 @@ static int curl_open(const struct nd_opts *o, void **conn,
 		goto fail;
 	}
 	if (!(c->timeout > 0) || c->timeout > 86400) {
-		nd_error("%s: timeout: must be more than 0 and at most 86400 seconds",
-			 o->name);
+		nd_error("timeout: must be more than 0 and at most 86400 seconds");
 		r = -EINVAL;
 		goto fail;
 	}
@@ -1015,7 +1021,7 @@ static int curl_open(const struct nd_opts *o, void **conn,
 		goto fail;
 	c->easy = curl_easy_init();
 	if (!c->easy) {
-		nd_error("%s: cannot create a curl handle", o->name);
+		nd_error("cannot create a curl handle");
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -1051,12 +1057,10 @@ static int curl_open(const struct nd_opts *o, void **conn,
 	nd_debug("%s: size %" PRIu64 "%s", c->label, c->size,
 		 explicit_tls ? ", explicit TLS (AUTH TLS)" : "");
 	free(fetch);
-	free(shown);
 	*conn = c;
 	return 0;
 fail:
 	free(fetch);
-	free(shown);
 	curl_close(c);
 	return r;
 }
