@@ -31,8 +31,9 @@ $(BUILD)/netdiskfs: $(CORE_OBJS) $(BUILD)/src/main.o
 	@echo "  LD      $@"
 	@$(CC) -o $@ $^ $(ND_LIBS)
 
+# Replaced by rename, so a running daemon does not make it "text file busy".
 netdiskfs: $(BUILD)/netdiskfs
-	cp $< $@
+	@cp $< $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/%.o: %.c $(wildcard src/*.h src/util/*.h backends/*.h)
 	@mkdir -p $(dir $@)

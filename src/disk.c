@@ -88,6 +88,17 @@ static bool backend_takes(const struct nd_backend *b, const char *key)
 	return false;
 }
 
+/* A default meant for other drivers (initiator-name for the iSCSI
+ * entries of a mixed table) is dropped quietly; one no driver knows is a
+ * typo and an error. */
+static bool any_backend_takes(const char *key)
+{
+	for (size_t i = 0; i < nbackends; i++)
+		if (backend_takes(backends[i], key))
+			return true;
+	return false;
+}
+
 static bool is_default_origin(const char *origin)
 {
 	return strncmp(origin, "-o", 2) == 0 || strstr(origin, "defaults");
@@ -159,7 +170,8 @@ int nd_disk_check_opts(struct nd_opts *o)
 			i++;
 			continue;
 		}
-		if (is_default_origin(o->v[i].origin)) {
+		if (is_default_origin(o->v[i].origin) &&
+		    any_backend_takes(o->v[i].key)) {
 			nd_opt_del(o, o->v[i].key);
 			continue;
 		}

@@ -177,6 +177,9 @@ int nd_table_parse(const char *text, size_t len, const char *fname,
 
 	memset(t, 0, sizeof *t);
 	nd_opts_init(&defaults, "*");
+	/* "* OPTIONS" lines apply to every entry, wherever they stand, so
+	 * they are read in a first pass. */
+	for (int pass = 0; pass < 2; pass++, p = text, lineno = 0)
 	while (p < end) {
 		const char *nl = memchr(p, '\n', end - p);
 		size_t llen = nl ? (size_t)(nl - p) : (size_t)(end - p);
@@ -190,12 +193,16 @@ int nd_table_parse(const char *text, size_t len, const char *fname,
 		lineno++;
 		snprintf(where, sizeof where, "%s:%d", fname, lineno);
 		if (!line) {
-			nerr++;
+			nerr += pass;
 			continue;
 		}
 		if (memchr(line, 0, llen) || strlen(line) != llen) {
-			fprintf(errs, "%s: NUL byte in line\n", where);
-			nerr++;
+			if (pass == 1) {
+				fprintf(errs, "%s: NUL byte in line (a disk "
+					      "image? write it as file:///PATH)\n",
+					where);
+				nerr++;
+			}
 			continue;
 		}
 		for (char *fld; (fld = next_field(&lp, &err));) {
@@ -207,11 +214,14 @@ int nd_table_parse(const char *text, size_t len, const char *fname,
 			f[nf++] = fld;
 		}
 		if (err) {
-			fprintf(errs, "%s: %s\n", where, err);
-			nerr++;
+			if (pass == 1) {
+				fprintf(errs, "%s: %s\n", where, err);
+				nerr++;
+			}
 			goto next;
 		}
-		if (nf == 0)
+		/* Pass 0 reads the "*" lines, pass 1 the entries. */
+		if (nf == 0 || (pass == 0) != (strcmp(f[0], "*") == 0))
 			goto next;
 		if (strcmp(f[0], "*") == 0) {
 			char org[320];
@@ -308,6 +318,12 @@ int nd_table_load(const char *path, const struct nd_opts *cmdline,
 		size += n;
 	} while (n > 0 && size < (64u << 20));
 	fclose(f);
+	if (buf && memchr(buf, 0, size)) {
+		fprintf(errs, "%s: binary data: this looks like a disk image, "
+			      "not a mount table (give it as file://%s)\n",
+			path, path);
+		return 1;
+	}
 	return nd_table_parse(buf ? buf : "", size, path,
 			      (st.st_mode & S_IROTH) != 0, cmdline, check, t,
 			      errs);

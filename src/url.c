@@ -906,6 +906,13 @@ char *nd_url_basename(const char *url)
 	const char *end, *start;
 	if (strncmp(url, "json:", 5) == 0 || is_key_list(url))
 		return strdup("disk");
+	if (strncmp(url, "nbd:", 4) == 0 && strncmp(url, "nbd://", 6) != 0) {
+		const char *e = strstr(url, ":exportname=");
+		if (!e || !e[12] || strchr(e + 12, '/') ||
+		    !strcmp(e + 12, ".") || !strcmp(e + 12, ".."))
+			return strdup("disk");
+		return strdup(e + 12);
+	}
 	end = url + strcspn(url, "?#");
 	while (end > url && end[-1] == '/')
 		end--;
