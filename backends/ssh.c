@@ -39,7 +39,9 @@
 #define SSH_DEFAULT_PORT 22
 #define SSH_DEFAULT_TIMEOUT 10.0	 /* seconds, when timeout= is absent */
 #define SSH_CLOSE_TIMEOUT 1.0	 /* seconds for a polite close */
-#define SSH_READ_CHUNK (64 * 1024)	 /* bytes per SFTP READ */
+#define SSH_READ_CHUNK_OPENSSH (128 * 1024) /* bytes per SFTP READ */
+#define SSH_READ_CHUNK_OTHER (64 * 1024)
+#define SSH_READ_CHUNK_MIN 4096
 #define SSH_READ_INFLIGHT 16		 /* READs in flight per session */
 #define SSH_WRITE_CHUNK_OPENSSH (255 * 1024) /* OpenSSH: 256 KiB messages */
 #define SSH_WRITE_CHUNK_OTHER (32 * 1024)    /* what every server must take */
@@ -48,6 +50,7 @@ struct ssh_conn {
 	ssh_session session;
 	sftp_session sftp;
 	sftp_file file;
+	size_t read_chunk;  /* shrinks if the server answers less */
 	size_t write_chunk;
 	bool broken; /* transport or SFTP channel gone: only -ENOTCONN now */
 	char *where; /* "user@host:port/path" for messages */
@@ -984,9 +987,13 @@ static int ssh_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 	ssh_disarm(c);
 	if (r < 0)
 		goto fail;
-	c->write_chunk = ssh_get_openssh_version(c->session)
-				 ? SSH_WRITE_CHUNK_OPENSSH
-				 : SSH_WRITE_CHUNK_OTHER;
+	if (ssh_get_openssh_version(c->session)) {
+		c->read_chunk = SSH_READ_CHUNK_OPENSSH;
+		c->write_chunk = SSH_WRITE_CHUNK_OPENSSH;
+	} else {
+		c->read_chunk = SSH_READ_CHUNK_OTHER;
+		c->write_chunk = SSH_WRITE_CHUNK_OTHER;
+	}
 	info->read_only = info->read_only || p.ro;
 	info->can_flush =
 		sftp_extension_supported(c->sftp, "fsync@openssh.com", "1") == 1;
@@ -1078,7 +1085,7 @@ static int ssh_read_sync(struct ssh_conn *c, char *buf, size_t len,
 		if (sftp_seek64(c->file, off) < 0)
 			return ssh_io_fail(c, "seek", len, off);
 		n = sftp_read(c->file, buf,
-			      len < SSH_READ_CHUNK ? len : SSH_READ_CHUNK);
+			      len < c->read_chunk ? len : c->read_chunk);
 		if (n < 0)
 			return ssh_io_fail(c, "read", len, off);
 		if (n == 0) {
@@ -1104,8 +1111,8 @@ struct ssh_slot {
 	size_t pos; /* offset in the caller's buffer */
 };
 
-/* Up to SSH_READ_INFLIGHT READs of SSH_READ_CHUNK bytes in flight; replies
- * are collected oldest first straight into the caller's buffer. */
+/* Up to SSH_READ_INFLIGHT READs of read_chunk bytes in flight; replies are
+ * collected oldest first straight into the caller's buffer. */
 static int ssh_read_pipelined(struct ssh_conn *c, char *buf, size_t len,
 			      uint64_t off)
 {
@@ -1120,8 +1127,8 @@ static int ssh_read_pipelined(struct ssh_conn *c, char *buf, size_t len,
 			size_t n = len - issued;
 			int id;
 
-			if (n > SSH_READ_CHUNK)
-				n = SSH_READ_CHUNK;
+			if (n > c->read_chunk)
+				n = c->read_chunk;
 			c->sftp->errnum = SSH_FX_OK;
 			/* sftp_seek64 only sets libssh's offset for the
 			 * next request: no round trip. */
@@ -1160,10 +1167,16 @@ static int ssh_read_pipelined(struct ssh_conn *c, char *buf, size_t len,
 			continue;
 		}
 		ssh_arm(c); /* progress: the deadline is per reply */
-		if (r == 0 && (uint32_t)got < s->len)
+		if (r == 0 && (uint32_t)got < s->len) {
+			/* Servers may cap a READ below what we ask: ask for
+			 * what it gave from now on, and fill the hole. */
+			if (got >= SSH_READ_CHUNK_MIN)
+				c->read_chunk = (size_t)got &
+						~(size_t)(SSH_READ_CHUNK_MIN - 1);
 			r = ssh_read_sync(c, buf + s->pos + got,
 					  s->len - (uint32_t)got,
 					  off + s->pos + (uint64_t)got);
+		}
 	}
 	return r;
 }
