@@ -23,9 +23,17 @@ struct nd_fs_entry {
 	struct nd_fs_entry *next;
 };
 
+/* An entry of the table that could not be opened (shown in the status). */
+struct nd_fs_failed {
+	char *name, *url_redacted, *driver, *error;
+	time_t since;
+	struct nd_fs_failed *next;
+};
+
 struct nd_fs {
 	pthread_rwlock_t lock;
 	struct nd_fs_entry *entries;
+	struct nd_fs_failed *failed;
 	uint64_t next_ino;
 	time_t mount_time;
 	uid_t uid;
@@ -39,6 +47,9 @@ struct nd_fs *nd_fs_new(void);
 /* Takes ownership of DISK. BUDGET: cache bytes for this entry. */
 int nd_fs_add(struct nd_fs *fs, const char *name, const char *url,
 	      struct nd_disk *disk, uint64_t budget);
+/* Record that NAME could not be opened (replacing an older record). */
+void nd_fs_add_failed(struct nd_fs *fs, const char *name, const char *url,
+		      const char *driver, const char *error);
 /* Mark NAME removed; freed now if nothing has it open. */
 void nd_fs_remove(struct nd_fs *fs, const char *name);
 struct nd_fs_entry *nd_fs_find(struct nd_fs *fs, const char *name);

@@ -49,6 +49,41 @@ struct nd_fs *nd_fs_new(void)
 	return fs;
 }
 
+/* Lock held (write). */
+static void drop_failed(struct nd_fs *fs, const char *name)
+{
+	for (struct nd_fs_failed **pp = &fs->failed; *pp; pp = &(*pp)->next) {
+		struct nd_fs_failed *f = *pp;
+		if (strcmp(f->name, name) == 0) {
+			*pp = f->next;
+			free(f->name);
+			free(f->url_redacted);
+			free(f->driver);
+			free(f->error);
+			free(f);
+			return;
+		}
+	}
+}
+
+void nd_fs_add_failed(struct nd_fs *fs, const char *name, const char *url,
+		      const char *driver, const char *error)
+{
+	struct nd_fs_failed *f = calloc(1, sizeof *f);
+	if (!f)
+		return;
+	f->name = strdup(name);
+	f->url_redacted = nd_redact(url);
+	f->driver = strdup(driver ? driver : "");
+	f->error = strdup(error);
+	f->since = time(NULL);
+	pthread_rwlock_wrlock(&fs->lock);
+	drop_failed(fs, name);
+	f->next = fs->failed;
+	fs->failed = f;
+	pthread_rwlock_unlock(&fs->lock);
+}
+
 int nd_fs_add(struct nd_fs *fs, const char *name, const char *url,
 	      struct nd_disk *disk, uint64_t budget)
 {
@@ -68,6 +103,7 @@ int nd_fs_add(struct nd_fs *fs, const char *name, const char *url,
 		}
 	}
 	pthread_rwlock_wrlock(&fs->lock);
+	drop_failed(fs, name);
 	e->ino = fs->next_ino++;
 	struct nd_fs_entry **pp = &fs->entries;
 	while (*pp)
@@ -122,6 +158,7 @@ void nd_fs_remove(struct nd_fs *fs, const char *name)
 {
 	struct nd_fs_entry *victim = NULL;
 	pthread_rwlock_wrlock(&fs->lock);
+	drop_failed(fs, name);
 	struct nd_fs_entry *e = nd_fs_find(fs, name);
 	if (e) {
 		e->removed = true;
@@ -166,6 +203,8 @@ void nd_fs_free(struct nd_fs *fs)
 		fs->entries = e->next;
 		entry_free(e);
 	}
+	while (fs->failed)
+		drop_failed(fs, fs->failed->name);
 	pthread_rwlock_destroy(&fs->lock);
 	free(fs->mountpoint);
 	free(fs);

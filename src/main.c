@@ -267,6 +267,9 @@ static int open_entries(struct nd_fs *fs, const struct nd_table *t,
 		if (op[i].err < 0) {
 			nd_log(LOG_ERR, "%s: entry '%s': %s", t->e[i].where,
 			       t->e[i].name, op[i].msg);
+			nd_fs_add_failed(fs, t->e[i].name, t->e[i].url,
+					 nd_opt_get(&t->e[i].opts, "driver"),
+					 op[i].msg);
 			failed++;
 			continue;
 		}

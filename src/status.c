@@ -75,6 +75,23 @@ char *nd_status_json(struct nd_fs *fs)
 	pthread_rwlock_rdlock(&fs->lock);
 	for (struct nd_fs_entry *e = fs->entries; e; e = e->next)
 		json_array_append_new(arr, entry_json(e));
+	for (struct nd_fs_failed *f = fs->failed; f; f = f->next) {
+		json_t *j = json_object();
+		char since[32];
+		struct tm tm;
+		gmtime_r(&f->since, &tm);
+		strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
+		json_object_set_new(j, "name", json_string(f->name));
+		json_object_set_new(j, "backend", json_string(f->driver));
+		json_object_set_new(j, "url", json_string(f->url_redacted ? f->url_redacted : ""));
+		json_object_set_new(j, "state", json_string("failed"));
+		json_object_set_new(j, "state_since", json_string(since));
+		json_object_set_new(j, "last_error", json_string(f->error));
+		json_object_set_new(j, "size", json_integer(0));
+		json_object_set_new(j, "connections", json_integer(0));
+		json_object_set_new(j, "open", json_false());
+		json_array_append_new(arr, j);
+	}
 	pthread_rwlock_unlock(&fs->lock);
 	json_object_set_new(root, "pid", json_integer(getpid()));
 	json_object_set_new(root, "mounted_at", json_integer(fs->mount_time));
