@@ -260,7 +260,7 @@ static int iscsi_fail(struct iscsi_conn *c, int status,
 	if (err == ENOTCONN)
 		c->dead = true;
 	errno = err;
-	nd_error("%s: iSCSI %s: %s", c->name, what, detail);
+	nd_error("iSCSI %s: %s", what, detail);
 	return -err;
 }
 
@@ -367,7 +367,7 @@ static int iscsi_check_alive(struct iscsi_conn *c, const char *what)
 	if (!c->dead)
 		return 0;
 	errno = ENOTCONN;
-	nd_error("%s: iSCSI %s: session already lost", c->name, what);
+	nd_error("iSCSI %s: session already lost", what);
 	return -ENOTCONN;
 }
 
@@ -419,7 +419,7 @@ static int iscsi_setup_chap(struct iscsi_conn *c, const struct nd_opts *o)
 			if (ep) {
 				pw = strdup(ep);
 				if (pw == NULL) {
-					nd_error("%s: out of memory", c->name);
+					nd_error("out of memory");
 					goto out;
 				}
 			}
@@ -433,36 +433,29 @@ static int iscsi_setup_chap(struct iscsi_conn *c, const struct nd_opts *o)
 			tuser = eu;
 			tpw = strdup(ep);
 			if (tpw == NULL) {
-				nd_error("%s: out of memory", c->name);
+				nd_error("out of memory");
 				goto out;
 			}
 		}
 	}
 	if (user && pw == NULL) {
 		errno = EINVAL;
-		nd_error("%s: iSCSI CHAP user '%s' given without a password "
-			 "(password-file= or LIBISCSI_CHAP_PASSWORD)",
-			 c->name, user);
+		nd_error("iSCSI CHAP user '%s' given without a password (password-file= or LIBISCSI_CHAP_PASSWORD)", user);
 		goto out;
 	}
 	if (pw && user == NULL) {
 		errno = EINVAL;
-		nd_error("%s: iSCSI CHAP password given without user=",
-			 c->name);
+		nd_error("iSCSI CHAP password given without user=");
 		goto out;
 	}
 	if ((tuser == NULL) != (tpw == NULL)) {
 		errno = EINVAL;
-		nd_error("%s: iSCSI mutual CHAP needs both target-user= and "
-			 "target-password-file=",
-			 c->name);
+		nd_error("iSCSI mutual CHAP needs both target-user= and target-password-file=");
 		goto out;
 	}
 	if (tuser && user == NULL) {
 		errno = EINVAL;
-		nd_error("%s: iSCSI mutual CHAP (target-user=) needs CHAP "
-			 "credentials for the initiator too (user=)",
-			 c->name);
+		nd_error("iSCSI mutual CHAP (target-user=) needs CHAP credentials for the initiator too (user=)");
 		goto out;
 	}
 	if (user &&
@@ -522,8 +515,7 @@ static int iscsi_login(struct iscsi_conn *c, const char *portal,
 		if (c->wait.status == SCSI_STATUS_REDIRECT && i == 0 &&
 		    iscsi_get_target_address(c->ctx)[0]) {
 			addr = iscsi_get_target_address(c->ctx);
-			nd_debug("%s: iSCSI login redirected to %s", c->name,
-				 addr);
+			nd_debug("%s: iSCSI login redirected to %s", c->name, addr);
 			iscsi_disconnect(c->ctx);
 			continue;
 		}
@@ -568,9 +560,7 @@ static int iscsi_query(struct iscsi_conn *c, struct scsi_task **tp,
 	*out = scsi_datain_unmarshall(*tp);
 	if (*out == NULL) {
 		errno = EIO;
-		nd_error("%s: iSCSI %s: the target's answer could not be "
-			 "parsed",
-			 c->name, what);
+		nd_error("iSCSI %s: the target's answer could not be parsed", what);
 		return -EIO;
 	}
 	return 0;
@@ -602,8 +592,7 @@ static int iscsi_capacity(struct iscsi_conn *c)
 		/* an old target without the 16-byte commands: use (10) */
 		if (!iscsi_illegal(c, t))
 			return r;
-		nd_debug("%s: READ CAPACITY(16) refused, using (10) commands",
-			 c->name);
+		nd_debug("%s: READ CAPACITY(16) refused, using (10) commands", c->name);
 	}
 	CLEANUP_TASK struct scsi_task *t = iscsi_readcapacity10_task(
 		c->ctx, c->lun, 0, 0, iscsi_done_cb, iscsi_arm(c));
@@ -614,9 +603,7 @@ static int iscsi_capacity(struct iscsi_conn *c)
 		return r;
 	if (rc10->lba == 0xffffffff) {
 		errno = EOVERFLOW;
-		nd_error("%s: iSCSI LUN %d is too big for READ CAPACITY(10) "
-			 "and refuses (16)",
-			 c->name, c->lun);
+		nd_error("iSCSI LUN %d is too big for READ CAPACITY(10) and refuses (16)", c->lun);
 		return -EOVERFLOW;
 	}
 	c->blocks = (uint64_t)rc10->lba + 1;
@@ -692,8 +679,7 @@ static void iscsi_mode_sense(struct iscsi_conn *c)
 	if (iscsi_exec(c, &t, "MODE SENSE(6)") < 0 || t->datain.size < 4)
 		return;
 	if (t->datain.data[2] & 0x80) {
-		nd_debug("%s: iSCSI LUN %d is write-protected", c->name,
-			 c->lun);
+		nd_debug("%s: iSCSI LUN %d is write-protected", c->name, c->lun);
 		c->read_only = true;
 	}
 	c->dpofua = (t->datain.data[2] & 0x10) != 0;
@@ -712,9 +698,7 @@ static int iscsi_probe(struct iscsi_conn *c)
 		return r;
 	if (inq->qualifier != SCSI_INQUIRY_PERIPHERAL_QUALIFIER_CONNECTED) {
 		errno = ENXIO;
-		nd_error("%s: iSCSI LUN %d is not connected (peripheral "
-			 "qualifier %d)",
-			 c->name, c->lun, (int)inq->qualifier);
+		nd_error("iSCSI LUN %d is not connected (peripheral qualifier %d)", c->lun, (int)inq->qualifier);
 		return -ENXIO;
 	}
 	switch (inq->device_type) {
@@ -728,9 +712,7 @@ static int iscsi_probe(struct iscsi_conn *c)
 		break;
 	default:
 		errno = ENODEV;
-		nd_error("%s: iSCSI LUN %d is neither a disk nor a cdrom "
-			 "(peripheral device type 0x%x)",
-			 c->name, c->lun, (unsigned)inq->device_type);
+		nd_error("iSCSI LUN %d is neither a disk nor a cdrom (peripheral device type 0x%x)", c->lun, (unsigned)inq->device_type);
 		return -ENODEV;
 	}
 	r = iscsi_capacity(c);
@@ -739,9 +721,7 @@ static int iscsi_probe(struct iscsi_conn *c)
 	if (c->block_size == 0 || (c->block_size & (c->block_size - 1)) ||
 	    c->block_size > (1u << 20)) {
 		errno = EPROTO;
-		nd_error("%s: iSCSI LUN %d reports a block size of %" PRIu32
-			 " bytes",
-			 c->name, c->lun, c->block_size);
+		nd_error("iSCSI LUN %d reports a block size of %" PRIu32 " bytes", c->lun, c->block_size);
 		return -EPROTO;
 	}
 	if (!c->cdrom) {
@@ -751,8 +731,7 @@ static int iscsi_probe(struct iscsi_conn *c)
 	}
 	if (c->dead) /* the session died under the optional queries */
 		return -ENOTCONN;
-	nd_debug("%s: iSCSI LUN %d: %s, %" PRIu64 " blocks of %" PRIu32
-		 " bytes, %s commands%s%s%s",
+	nd_debug("%s: iSCSI LUN %d: %s, %" PRIu64 " blocks of %" PRIu32 " bytes, %s commands%s%s%s",
 		 c->name, c->lun, c->cdrom ? "cdrom" : "disk", c->blocks,
 		 c->block_size, c->use16 ? "16-byte" : "10-byte",
 		 c->read_only ? ", read-only" : "", c->lbpu ? ", unmap" : "",
@@ -807,23 +786,18 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 	*connp = NULL;
 	if (transport && strcasecmp(transport, "tcp") != 0) {
 		errno = EINVAL;
-		nd_error("%s: iSCSI transport '%s' is not supported (only tcp)",
-			 o->name, transport);
+		nd_error("iSCSI transport '%s' is not supported (only tcp)", transport);
 		return -EINVAL;
 	}
 	if (portal == NULL || portal[0] == '\0' || target == NULL ||
 	    target[0] == '\0') {
 		errno = EINVAL;
-		nd_error("%s: iSCSI needs portal= and target= (iscsi://HOST"
-			 "[:PORT]/TARGET-IQN/LUN)",
-			 o->name);
+		nd_error("iSCSI needs portal= and target= (iscsi://HOST[:PORT]/TARGET-IQN/LUN)");
 		return -EINVAL;
 	}
 	if (digest && iscsi_parse_digest(digest, &hd) < 0) {
 		errno = EINVAL;
-		nd_error("%s: invalid header-digest '%s' (crc32c, none, "
-			 "crc32c-none or none-crc32c)",
-			 o->name, digest);
+		nd_error("invalid header-digest '%s' (crc32c, none, crc32c-none or none-crc32c)", digest);
 		return -EINVAL;
 	}
 	if (nd_opt_uint(o, "lun", 0, 0, 16383, &lun) < 0 ||
@@ -844,7 +818,7 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 	c = calloc(1, sizeof *c);
 	if (c == NULL || (c->name = strdup(o->name ? o->name : "")) == NULL) {
 		free(c);
-		nd_error("%s: out of memory", o->name);
+		nd_error("out of memory");
 		return -ENOMEM;
 	}
 	c->lun = (int)lun;
@@ -853,9 +827,7 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 	c->ctx = iscsi_create_context(iname);
 	if (c->ctx == NULL) {
 		errno = ENOMEM;
-		nd_error("%s: cannot create an iSCSI context for initiator "
-			 "'%s'",
-			 c->name, iname);
+		nd_error("cannot create an iSCSI context for initiator '%s'", iname);
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -885,8 +857,7 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 	iscsi_forget_secrets(c);
 	if (r < 0)
 		goto fail;
-	nd_debug("%s: iSCSI logged in to %s on %s as %s", c->name, target,
-		 portal, iname);
+	nd_debug("%s: iSCSI logged in to %s on %s as %s", c->name, target, portal, iname);
 	r = iscsi_probe(c);
 	if (r < 0)
 		goto fail;
@@ -894,7 +865,7 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 		c->zeroes = calloc(1, c->block_size);
 		if (c->zeroes == NULL) {
 			errno = ENOMEM;
-			nd_error("%s: out of memory", c->name);
+			nd_error("out of memory");
 			r = -ENOMEM;
 			goto fail;
 		}
@@ -954,9 +925,7 @@ static int iscsi_check_range(struct iscsi_conn *c, const char *what,
 	if (off % c->block_size == 0 && len % c->block_size == 0)
 		return 0;
 	errno = EINVAL;
-	nd_error("%s: iSCSI %s of %" PRIu64 " bytes at %" PRIu64
-		 " is not aligned to the %" PRIu32 "-byte blocks",
-		 c->name, what, len, off, c->block_size);
+	nd_error("iSCSI %s of %" PRIu64 " bytes at %" PRIu64 " is not aligned to the %" PRIu32 "-byte blocks", what, len, off, c->block_size);
 	return -EINVAL;
 }
 
@@ -982,7 +951,7 @@ static int iscsi_pread(void *conn, void *buf, size_t len, uint64_t off)
 	if (t && scsi_task_add_data_in_buffer(t, (int)len, buf) != 0) {
 		iscsi_scsi_cancel_task(c->ctx, t);
 		errno = ENOMEM;
-		nd_error("%s: iSCSI read: out of memory", c->name);
+		nd_error("iSCSI read: out of memory");
 		return -ENOMEM;
 	}
 	r = iscsi_exec(c, &t, c->use16 ? "READ(16)" : "READ(10)");
@@ -990,9 +959,7 @@ static int iscsi_pread(void *conn, void *buf, size_t len, uint64_t off)
 		return r;
 	if (t->residual_status == SCSI_RESIDUAL_UNDERFLOW && t->residual) {
 		errno = EIO;
-		nd_error("%s: iSCSI read of %zu bytes at %" PRIu64
-			 " came back %zu bytes short",
-			 c->name, len, off, t->residual);
+		nd_error("iSCSI read of %zu bytes at %" PRIu64 " came back %zu bytes short", len, off, t->residual);
 		return -EIO;
 	}
 	return 0;
@@ -1001,7 +968,7 @@ static int iscsi_pread(void *conn, void *buf, size_t len, uint64_t off)
 static int iscsi_read_only_error(struct iscsi_conn *c, const char *what)
 {
 	errno = EROFS;
-	nd_error("%s: iSCSI %s: the LUN is read-only", c->name, what);
+	nd_error("iSCSI %s: the LUN is read-only", what);
 	return -EROFS;
 }
 
@@ -1068,8 +1035,7 @@ static int iscsi_trim(void *conn, uint64_t len, uint64_t off)
 		return iscsi_read_only_error(c, "trim");
 	if (!c->lbpu) {
 		errno = ENOTSUP;
-		nd_error("%s: iSCSI LUN %d does not support UNMAP", c->name,
-			 c->lun);
+		nd_error("iSCSI LUN %d does not support UNMAP", c->lun);
 		return -ENOTSUP;
 	}
 	while (lba < end) {
@@ -1098,7 +1064,7 @@ static int iscsi_zero_partial(struct iscsi_conn *c, uint64_t len,
 
 	if (blk == NULL) {
 		errno = ENOMEM;
-		nd_error("%s: out of memory", c->name);
+		nd_error("out of memory");
 		return -ENOMEM;
 	}
 	r = iscsi_pread(c, blk, bs, start);
@@ -1125,8 +1091,7 @@ static int iscsi_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 		return iscsi_read_only_error(c, "zero");
 	if (c->zeroes == NULL) {
 		errno = ENOTSUP;
-		nd_error("%s: iSCSI LUN %d does not support WRITE SAME(16)",
-			 c->name, c->lun);
+		nd_error("iSCSI LUN %d does not support WRITE SAME(16)", c->lun);
 		return -ENOTSUP;
 	}
 	if (chunk > 0xffffffffu)

@@ -7,7 +7,7 @@
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/tgtd.sh"
 
-P=$(free_port)
+P=$(tgt_free_port)
 IQN=iqn.2026-01.test.netdiskfs
 pattern "$TMP/open.img" 1
 pattern "$TMP/chap.img" 2

@@ -8,7 +8,7 @@
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/tgtd.sh"
 
-P=$(free_port)
+P=$(tgt_free_port)
 IQN=iqn.2026-01.test.netdiskfs
 pattern "$TMP/d1.img" 8
 pattern "$TMP/d2.img" 4

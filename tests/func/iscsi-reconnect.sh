@@ -7,7 +7,7 @@
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/tgtd.sh"
 
-P=$(free_port)
+P=$(tgt_free_port)
 IQN=iqn.2026-01.test.netdiskfs:reconnect
 pattern "$TMP/disk.img" 64
 pattern "$TMP/wdisk.img" 48
@@ -26,25 +26,38 @@ TAB
 nd_mount "$TMP/tab" "$TMP/mnt"
 M=$TMP/mnt
 
-# paced OUT: append stdin to OUT at most 1 MiB per 50 ms (20 MiB/s), so
-# the dd feeding it is still running when tgtd goes away.
+# paced: copy stdin to stdout 1 MiB at a time, at most 20 MiB/s. After
+# 8 MiB it says so ($TMP/half) and waits for $TMP/go: the test stops tgtd
+# right then, so the dd at the other end of the pipe is certainly in the
+# middle of its copy.
 paced() {
-    local n
-    while n=$(dd bs=1M count=1 iflag=fullblock status=none | tee -a "$1" | wc -c) &&
-        [ "$n" -gt 0 ]; do
+    local i=0
+    while dd bs=1M count=1 iflag=fullblock status=none > "$TMP/chunk" &&
+        [ -s "$TMP/chunk" ]; do
+        cat "$TMP/chunk"
+        i=$((i + 1))
+        if [ $i -eq 8 ]; then
+            touch "$TMP/half"
+            wait_for 30 test -e "$TMP/go"
+        fi
         sleep 0.05
     done
 }
-# size FILE: its size in bytes, 0 when absent
 size() { stat -c %s "$1" 2>/dev/null || echo 0; }
+# halfway WHAT: wait until the copy is halfway, let it go on, stop tgtd
+halfway() {
+    wait_for 30 test -e "$TMP/half" || fail "$1 made no progress in 30 s"
+    rm -f "$TMP/half"
+    touch "$TMP/go"
+    tgtd_stop "$P"
+    rm -f "$TMP/go"
+}
 
 # Reading.
 (set -o pipefail
- dd if="$M/big" bs=64k iflag=direct status=none 2>"$TMP/dd.err" | paced "$TMP/copy") &
+ dd if="$M/big" bs=64k iflag=direct status=none 2>"$TMP/dd.err" | paced > "$TMP/copy") &
 ddpid=$!
-wait_for 20 sh -c "[ \$(stat -c %s '$TMP/copy' 2>/dev/null || echo 0) -ge $((8 << 20)) ]" ||
-    fail "dd copied nothing in 20 s"
-tgtd_stop "$P"
+halfway "the reading dd"
 got=$(size "$TMP/copy")
 [ "$got" -lt $((64 << 20)) ] || fail "dd finished before tgtd was stopped (too fast to test)"
 echo "stopped tgtd in the middle of dd ($got bytes copied)"
@@ -52,24 +65,20 @@ sleep 2
 serve
 wait $ddpid || { cat "$TMP/dd.err"; show_log "$M.log"; fail "dd failed across the restart"; }
 [ "$(sha256sum < "$TMP/copy")" = "$(sha256sum < "$TMP/disk.img")" ] ||
-    fail "the copy made across the restart has the wrong checksum"
+    { cmp "$TMP/copy" "$TMP/disk.img" | head -n 3; cp "$TMP/copy" /tmp/ndexp/badcopy; show_log "$M.log"; fail "the copy made across the restart has the wrong checksum"; }
 grep -qi "connection lost" "$M.log" || { show_log "$M.log"; fail "the log does not mention the lost session"; }
 echo "ok: read: dd survived a tgtd restart, sha256 $(sha256sum < "$TMP/copy" | cut -c1-16)"
 
 # Writing: the same across a restart, checked in the backing file.
 pattern "$TMP/src" 48
 (set -o pipefail
- for i in $(seq 0 47); do
-     dd if="$TMP/src" bs=1M skip="$i" count=1 status=none
-     echo "$i" > "$TMP/fed"
-     sleep 0.05
- done | dd of="$M/wbig" bs=1M iflag=fullblock oflag=direct conv=notrunc status=none 2>"$TMP/wdd.err") &
+ paced < "$TMP/src" | tee "$TMP/fed" |
+     dd of="$M/wbig" bs=64k iflag=fullblock oflag=direct conv=notrunc status=none 2>"$TMP/wdd.err") &
 ddpid=$!
-wait_for 20 sh -c "[ \$(cat '$TMP/fed' 2>/dev/null || echo 0) -ge 8 ]" || fail "the writing dd made no progress in 20 s"
-tgtd_stop "$P"
-fed=$(cat "$TMP/fed")
-[ "$fed" -lt 47 ] || fail "the writing dd finished before tgtd was stopped (too fast to test)"
-echo "stopped tgtd in the middle of a writing dd ($fed MiB fed)"
+halfway "the writing dd"
+fed=$(size "$TMP/fed")
+[ "$fed" -lt $((48 << 20)) ] || fail "the writing dd finished before tgtd was stopped (too fast to test)"
+echo "stopped tgtd in the middle of a writing dd ($fed bytes fed)"
 sleep 2
 serve
 wait $ddpid || { cat "$TMP/wdd.err"; show_log "$M.log"; fail "the writing dd failed across the restart"; }

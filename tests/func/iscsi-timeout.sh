@@ -7,7 +7,7 @@
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/tgtd.sh"
 
-P=$(free_port)
+P=$(tgt_free_port)
 IQN=iqn.2026-01.test.netdiskfs:timeout
 pattern "$TMP/disk.img" 64
 tgtd_start "$P"

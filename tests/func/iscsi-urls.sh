@@ -7,7 +7,7 @@
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/tgtd.sh"
 
-P=$(free_port)
+P=$(tgt_free_port)
 IQN=iqn.2026-01.test.netdiskfs:urls
 pattern "$TMP/disk.img" 2
 tgtd_start "$P" "127.0.0.1:$P" "[::1]:$P"

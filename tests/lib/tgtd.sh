@@ -3,6 +3,7 @@
 # calls fail, the daemon is stopped at exit) or on its own with TGT_DIR set
 # (demo: functions print the problem and return non-zero).
 #
+#   tgt_free_port                 a free port below the ephemeral range
 #   tgtd_start PORT [PORTAL...]   portals default to 127.0.0.1:PORT
 #   tgt PORT ARGS...              tgtadm for that instance (--lld iscsi)
 #   tgt_target PORT TID IQN       a target open to any initiator
@@ -16,7 +17,11 @@
 # stopped through tgtadm (offline, delete targets, delete system) and only
 # killed by its PID as a last resort; its control socket files are left in
 # /var/run/tgtd and removed; readonly=1 cannot be given when a LUN is
-# created, only in an update (tgt_lun does that for "readonly").
+# created, only in an update (tgt_lun does that for "readonly"). The port
+# must lie outside net.ipv4.ip_local_port_range: while the target is down,
+# an initiator reconnecting to a port in that range can be handed the very
+# same port as its source (a TCP self-connect) and hold it, so tgtd cannot
+# listen there again.
 
 _tgt_fail() {
     if declare -F fail >/dev/null; then # a test
@@ -34,6 +39,16 @@ _tgt_alive() {
     local st
     st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
     [[ $st == *"(tgtd) "[!ZX]* ]]
+}
+
+tgt_free_port() {
+    local lo p n
+    lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    for n in $(seq 1 200); do
+        p=$((20000 + RANDOM % (lo - 20000)))
+        ss -Hltn "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
+    done
+    _tgt_fail "no free port below $lo"
 }
 
 tgt() {
@@ -118,6 +133,20 @@ tgt_chap() {
         _tgt_fail "tgtadm: cannot add CHAP account $user"
 }
 
+# _tgt_drop PORT TID: close every connection of the target's sessions
+_tgt_drop() {
+    local port=$1 tid=$2 sid=
+    tgt "$port" --mode conn --op show --tid "$tid" 2>/dev/null |
+        while read -r key val; do
+            case $key in
+            Session:) sid=$val ;;
+            Connection:)
+                tgt "$port" --mode conn --op delete --tid "$tid" \
+                    --sid "$sid" --cid "$val" >/dev/null 2>&1 ;;
+            esac
+        done
+}
+
 tgtd_stop() {
     local port=$1 dir pid tid n
     dir=$(_tgt_dir)
@@ -126,17 +155,24 @@ tgtd_stop() {
     if _tgt_alive "$pid"; then
         tgt "$port" --op update --mode sys --name State -v offline \
             >/dev/null 2>&1
+        # A LUN with commands in flight refuses the delete ("still
+        # active"): drop the connections and try again for a while.
         for tid in $(tgt "$port" --mode target --op show 2>/dev/null |
             sed -n 's/^Target \([0-9]*\):.*/\1/p'); do
-            tgt "$port" --mode target --op delete --force --tid "$tid" \
-                >/dev/null 2>&1
+            for n in $(seq 1 30); do
+                _tgt_drop "$port" "$tid"
+                tgt "$port" --mode target --op delete --force --tid "$tid" \
+                    >/dev/null 2>&1 && break
+                sleep 0.1
+            done
         done
         tgt "$port" --op delete --mode system >/dev/null 2>&1
-        for n in $(seq 1 100); do
+        for n in $(seq 1 50); do
             _tgt_alive "$pid" || break
             sleep 0.1
         done
         if _tgt_alive "$pid"; then
+            echo "tgtd on port $port did not shut down: SIGKILL" >&2
             kill -KILL "$pid" 2>/dev/null
             for n in $(seq 1 50); do
                 _tgt_alive "$pid" || break
