@@ -11,11 +11,14 @@
  * chunked below the server's packet limit. fsync goes to the server through
  * fsync@openssh.com when it is offered.
  *
- * Every blocking libssh call is bounded by the session timeout (the
- * entry's timeout=, default 10 s). A connection that failed at the
- * transport level, timed out, or lost its SFTP channel is marked broken
- * and every call on it returns -ENOTCONN: the core then closes it and
- * opens a new one (same host-key check, same path). */
+ * Every wait on the server is bounded by the entry's timeout= (default
+ * 10 s): ssh_connect by libssh's own timeout, everything after it by a
+ * watchdog thread that shuts the socket down when an operation makes no
+ * progress for that long (libssh 0.10's SFTP calls wait forever). A
+ * connection that failed at the transport level, timed out, or lost its
+ * SFTP channel is marked broken and every call on it returns -ENOTCONN:
+ * the core then closes it and opens a new one (same host-key check, same
+ * path). */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
