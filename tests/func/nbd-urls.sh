@@ -40,6 +40,22 @@ TAB
 
 # The canonical option sets agree across forms.
 "$ND" --print-config "$TMP/tab" > "$TMP/config" 2>&1 || { head -n 20 "$TMP/config"; fail "--print-config failed"; }
+section() { awk -v s="[$1]" '$0 == s {on = 1; next} /^\[/ || /^$/ {on = 0} on' "$TMP/config"; }
+same() {
+    local first=$1 e
+    [ -n "$(section "$first")" ] || { cat "$TMP/config"; fail "no [$first] in --print-config"; }
+    for e in "$@"; do
+        [ "$(section "$e")" = "$(section "$first")" ] ||
+            { diff <(section "$first") <(section "$e"); fail "$first and $e parse differently"; }
+    done
+    echo "ok: same options: $*"
+}
+same tcp tcpplus legacy json
+same ipv6 legacy6 jsonflat
+same unix legacyunix
+same named dottedfile
+same namedunix dotted
+same legacyuexp jsonunix
 echo "d nbd://127.0.0.1/" > "$TMP/tab-default"
 "$ND" --print-config "$TMP/tab-default" 2>&1 | grep -q "server.port=10809" ||
     fail "nbd:// without a port does not default to 10809"
