@@ -15,6 +15,7 @@
 . "$TOP/tests/lib/glusterd.sh"
 requires python3
 requires fallocate
+gluster_lsan_suppress
 
 VOL=ndt$$
 glusterd_start "$TMP/gd"

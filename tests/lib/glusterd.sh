@@ -8,6 +8,9 @@
 #                          DIR/bricks/NAME); sets GD_BRICK
 #   glusterd_stop          kill the bricks and glusterd by their pidfiles,
 #                          remove the /etc/hosts alias (idempotent)
+#   gluster_lsan_suppress  make LeakSanitizer (make check-asan) ignore what
+#                          libgfapi itself leaks: glfs_fini does not free
+#                          its context and translator memory (upstream)
 #
 # Pitfalls handled here: the gluster CLI refuses 127.0.0.1/localhost as a
 # brick host, so a name for 127.0.0.1 goes into /etc/hosts for the run
@@ -143,4 +146,10 @@ glusterd_stop() {
         fi
     fi
     GD_PID= GD_HOST=
+}
+
+gluster_lsan_suppress() {
+    local supp=${TMP:-${GD_DIR:-/tmp}}/gluster-lsan.supp
+    printf 'leak:libglusterfs.so\nleak:libgfapi.so\nleak:libgfrpc.so\nleak:libgfxdr.so\nleak:/glusterfs/\n' > "$supp"
+    export LSAN_OPTIONS="suppressions=$supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 }
