@@ -107,8 +107,6 @@ nginx_start() {
         show_log "$d/start.log"; show_log "$d/error.log"; fail "nginx did not start"; }
     wait_for 10 test -s "$d/nginx.pid" || { show_log "$d/error.log"; fail "nginx wrote no pidfile"; }
     NGINX_PID=$(cat "$d/nginx.pid")
-    wait_for 10 curl -sf -o /dev/null "$NGINX_URL/" -r 0-0 --noproxy '*' -I ||
-        true # the root may have no index: just wait for an answer below
     wait_for 10 sh -c "curl -s -o /dev/null --noproxy '*' '$NGINX_URL/' && curl -sk -o /dev/null --noproxy '*' '$NGINX_TLS_URL/'" || {
         show_log "$d/error.log"; fail "nginx does not answer on ports $NGINX_PORT/$NGINX_TLS_PORT"; }
     cleanup_fn nginx_stop
