@@ -110,6 +110,12 @@ static int nbd_debug_cb(void *user_data, const char *context, const char *msg)
 
 /* ---- dispatcher ------------------------------------------------------ */
 
+static bool nbd_handle_gone(struct nbd_conn *c)
+{
+	return nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h);
+}
+
+
 static void nbd_poke(struct nbd_conn *c)
 {
 	uint64_t one = 1;
@@ -196,29 +202,29 @@ static void *nbd_dispatch(void *arg)
 		}
 		pthread_mutex_unlock(&c->mu);
 
+		/* Once ready, the direction is 0 only when the handle is dead
+		 * or closed: then nothing is left but waiting for close. */
 		unsigned dir = nbd_aio_get_direction(c->h);
-		bool alive = !nbd_aio_is_dead(c->h) && !nbd_aio_is_closed(c->h);
 		struct pollfd pfd[2] = {
 			{ .fd = c->wake, .events = POLLIN },
 			{ .fd = -1 },
 		};
-		if (alive && dir) {
+		if (dir) {
 			pfd[1].fd = c->sock;
 			if (dir & LIBNBD_AIO_DIRECTION_READ)
 				pfd[1].events |= POLLIN;
 			if (dir & LIBNBD_AIO_DIRECTION_WRITE)
 				pfd[1].events |= POLLOUT;
-		}
-		if (!alive) {
+		} else if (nbd_handle_gone(c)) {
 			pthread_mutex_lock(&c->mu);
 			c->dead = true;
 			pthread_mutex_unlock(&c->mu);
-			ms = -1; /* nothing left but waiting for close */
+			ms = -1;
 		}
 		int n = poll(pfd, 2, ms);
 		if (n < 0 && errno != EINTR) {
 			nd_warn("%s: nbd: poll: %m", c->name);
-			ms = 10;
+			usleep(10000);
 			continue;
 		}
 		if (pfd[0].revents & POLLIN) {
@@ -226,14 +232,20 @@ static void *nbd_dispatch(void *arg)
 			if (read(c->wake, &v, sizeof v) < 0 && errno != EAGAIN)
 				nd_debug("%s: nbd: eventfd read: %m", c->name);
 		}
+		/* A reply may change what libnbd wants next: read first,
+		 * then write only if it still wants to (libnbd's advice). */
 		short re = pfd[1].revents;
-		if (re & (POLLIN | POLLHUP | POLLERR))
+		bool hup = re & (POLLHUP | POLLERR);
+		bool did_read = false;
+		if ((re & POLLIN) || (hup && (dir & LIBNBD_AIO_DIRECTION_READ))) {
 			nbd_aio_notify_read(c->h);
-		else if (re & POLLOUT)
-			nbd_aio_notify_write(c->h);
-		if ((re & POLLOUT) && (re & (POLLIN | POLLHUP | POLLERR)) &&
-		    (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE))
-			nbd_aio_notify_write(c->h);
+			did_read = true;
+		}
+		if ((re & POLLOUT) || (hup && !did_read)) {
+			if (!did_read ||
+			    (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE))
+				nbd_aio_notify_write(c->h);
+		}
 	}
 	return NULL;
 }
@@ -256,11 +268,6 @@ static int nbd_lost(struct nbd_conn *c, const char *what)
 			 what);
 	errno = ENOTCONN;
 	return -ENOTCONN;
-}
-
-static bool nbd_handle_gone(struct nbd_conn *c)
-{
-	return nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h);
 }
 
 static const char *nbd_op_name(enum nbd_op op)
@@ -468,8 +475,7 @@ static void nbd_close_cb(void *conn)
  * sort them: transport failures (refused, reset, socket missing, server
  * gone during the handshake) come back as -ECONNREFUSED so the core
  * retries them; refusals by the server (TLS, unknown export) are final. */
-static int nbd_connect_fail(struct nbd_conn *c, const char *where, int tls,
-			    bool transport)
+static int nbd_connect_fail(struct nbd_conn *c, const char *where, int tls)
 {
 	const char *msg = nbd_get_error();
 	int err = nbd_get_errno();
@@ -477,6 +483,9 @@ static int nbd_connect_fail(struct nbd_conn *c, const char *where, int tls,
 
 	if (!msg)
 		msg = strerror(err > 0 ? err : ECONNREFUSED);
+	/* connect(2) itself failed (socket missing, refused, no route) or
+	 * the name did not resolve: the server is not there (yet). */
+	bool transport = strstr(msg, ": connect: ") || strstr(msg, "getaddrinfo");
 	if (tls == LIBNBD_TLS_DISABLE && strstr(msg, "TLS")) {
 		hint = " (the server requires TLS: use nbds:// or tls=require with tls-psk-file= or tls-certificates=)";
 		err = EOPNOTSUPP;
@@ -511,7 +520,7 @@ static int nbd_wait_ready(struct nbd_conn *c, const char *where, int tls,
 		if (nbd_aio_is_ready(c->h))
 			return 0;
 		if (nbd_handle_gone(c))
-			return nbd_connect_fail(c, where, tls, false);
+			return nbd_connect_fail(c, where, tls);
 		double left = deadline - nbd_now();
 		if (left <= 0) {
 			nd_error("%s: nbd: cannot connect to %s: no answer in %g s",
@@ -522,7 +531,7 @@ static int nbd_wait_ready(struct nbd_conn *c, const char *where, int tls,
 		int fd = nbd_aio_get_fd(c->h);
 		unsigned dir = nbd_aio_get_direction(c->h);
 		if (fd < 0)
-			return nbd_connect_fail(c, where, tls, false);
+			return nbd_connect_fail(c, where, tls);
 		struct pollfd pfd = { .fd = fd };
 		if (dir & LIBNBD_AIO_DIRECTION_READ)
 			pfd.events |= POLLIN;
@@ -543,7 +552,7 @@ static int nbd_wait_ready(struct nbd_conn *c, const char *where, int tls,
 		else if (pfd.revents & (POLLOUT | POLLHUP | POLLERR))
 			rc = nbd_aio_notify_write(c->h);
 		if (rc == -1 && !nbd_handle_gone(c))
-			return nbd_connect_fail(c, where, tls, false);
+			return nbd_connect_fail(c, where, tls);
 	}
 }
 
@@ -623,7 +632,7 @@ static int nbd_setup_tls(struct nbd_conn *c, const struct nd_opts *o, int tls)
 
 /* Start the connect; *where describes the server for messages. */
 static int nbd_start_connect(struct nbd_conn *c, const struct nd_opts *o,
-			     char *where, size_t wlen)
+			     int tls, char *where, size_t wlen)
 {
 	const char *type = nd_opt_get(o, "server.type");
 	const char *path = nd_opt_get(o, "server.path");
@@ -640,7 +649,7 @@ static int nbd_start_connect(struct nbd_conn *c, const struct nd_opts *o,
 		}
 		snprintf(where, wlen, "unix:%s", path);
 		if (nbd_aio_connect_unix(c->h, path) == -1)
-			return nbd_connect_fail(c, where, LIBNBD_TLS_ALLOW, true);
+			return nbd_connect_fail(c, where, tls);
 		return 0;
 	}
 	if (strcmp(type, "inet") && strcmp(type, "tcp")) {
@@ -664,7 +673,7 @@ static int nbd_start_connect(struct nbd_conn *c, const struct nd_opts *o,
 	snprintf(where, wlen, strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
 		 portstr);
 	if (nbd_aio_connect_tcp(c->h, host, portstr) == -1)
-		return nbd_connect_fail(c, where, LIBNBD_TLS_ALLOW, true);
+		return nbd_connect_fail(c, where, tls);
 	return 0;
 }
 
@@ -756,7 +765,7 @@ static int nbd_open_cb(const struct nd_opts *o, void **conn,
 	}
 	if ((rc = nbd_setup_tls(c, o, tls)) < 0)
 		goto fail;
-	if ((rc = nbd_start_connect(c, o, where, sizeof where)) < 0)
+	if ((rc = nbd_start_connect(c, o, tls, where, sizeof where)) < 0)
 		goto fail;
 	if ((rc = nbd_wait_ready(c, where, tls, connect_limit)) < 0)
 		goto fail;
