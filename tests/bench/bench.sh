@@ -41,12 +41,13 @@ done
 if [ $QUICK = 1 ]; then
     IMG_MIB=64 PAIRS=${PAIRS:-1} FIO_RT=1 SEQ_CAP=10 DELAY_MIB=32 WRITE_MIB=32 WARM_MIB=32
 else
-    IMG_MIB=1024 PAIRS=${PAIRS:-3} FIO_RT=3 SEQ_CAP=15 DELAY_MIB=256 WRITE_MIB=256 WARM_MIB=192
+    IMG_MIB=1024 PAIRS=${PAIRS:-3} FIO_RT=3 SEQ_CAP=10 DELAY_MIB=256 WRITE_MIB=256 WARM_MIB=192
 fi
 BUDGET=${BENCH_BUDGET:-780}  # seconds: no scenario starts after this
 CACHE_MIB=256                 # netdiskfs's default cache-size
 RSS_LIMIT_MIB=$((CACHE_MIB + 64))
 MOUNT_WAIT=20                 # seconds for a mount to come up
+UNMOUNT_WAIT=10               # seconds for a daemon to exit once unmounted
 [ -x "$ND" ] || fail "no netdiskfs binary at $ND (make netdiskfs)"
 [ "$(id -u)" = 0 ] || fail "the benchmark needs root (FUSE mounts of peers, drop_caches, tmpfs)"
 
@@ -130,11 +131,12 @@ m_qsd() {
     wait_mount "$QSDF" "$DPID"
 }
 
-# m_httpdirfs URL [ARGS]: httpdirfs without its cache, one file.
+# m_httpdirfs URL [ARGS]: httpdirfs without its cache, on the directory
+# of URL (nginx's autoindex; its single-file mode rejects nginx's ranges).
 m_httpdirfs() {
     have httpdirfs || { echo "not installed: httpdirfs" >"$REASON"; return 1; }
     local url=$1; shift
-    httpdirfs -f --single-file-mode --no-range-check "$@" "$url" "$MNT" >"$MLOG" 2>&1 &
+    httpdirfs -f --no-range-check "$@" "${url%/*}/" "$MNT" >"$MLOG" 2>&1 &
     DPID=$! UMNT=$MNT UKIND=fuse MF=$MNT/${url##*/}
     wait_mount "$MNT" "$DPID"
 }
@@ -169,10 +171,10 @@ stop_mount() {
     elif is_mounted "$UMNT"; then
         timeout 20 fusermount3 -u "$UMNT" 2>/dev/null || true
     fi
-    n=200
+    n=$((UNMOUNT_WAIT * 10))
     while alive "$DPID" && ((n-- > 0)); do sleep 0.1; done
     if alive "$DPID"; then
-        echo "killed: did not exit within 20 s of the unmount" >>"$REASON"
+        echo "killed: did not exit within ${UNMOUNT_WAIT}s of the unmount" >>"$REASON"
         kill -TERM "$DPID" 2>/dev/null
         n=30
         while alive "$DPID" && ((n-- > 0)); do sleep 0.1; done
@@ -301,13 +303,13 @@ r_scp() {
 }
 
 # r_iscsiperf URL: iscsi-perf, 8 requests in flight of 256 KiB, for
-# FIO_RT+2 seconds; its last printed rate.
+# FIO_RT+2 seconds: its last average (it prints MiB/s as "MB/s").
 r_iscsiperf() {
     local rc v
     have iscsi-perf || { echo "error not installed: iscsi-perf (libiscsi-bin)"; return; }
     timeout -k 5 -s INT $((FIO_RT + 2)) iscsi-perf -m 8 -b 512 "$1" >"$TMP/raw.out" 2>&1
     rc=$?
-    v=$(tr '\r' '\n' <"$TMP/raw.out" | awk '{ for (i = 2; i <= NF; i++) if ($i == "MB/s") v = $(i - 1) } END { print v }')
+    v=$(tr '\r' '\n' <"$TMP/raw.out" | sed -n 's/.*iops average [0-9]* (\([0-9.]*\) MB\/s).*/\1/p' | tail -n 1)
     if [ -n "$v" ]; then
         awk -v v="$v" 'BEGIN { printf "ok %.1f\n", v * 1048576 / 1e6 }'
     else
@@ -365,7 +367,7 @@ skip_scenario() {
 # run_one TOOL ROUND: mount (if the tool mounts), drop caches, run the
 # workload, read the daemon's peak RSS and CPU time, unmount, record.
 run_one() {
-    local name=$1 pair=$2 res status value rest note rss= cpu= log
+    local name=$1 pair=$2 res status value rest note rss= cpu= log f
     log=$OUT/logs/$SC-${name// /_}-$pair.log
     : >"$REASON"
     : >"$MLOG"
@@ -377,6 +379,7 @@ run_one() {
         stop_mount
     else
         drop_caches
+        for f in raw.out raw.err dd.err fio.out fio.err; do : >"$TMP/$f"; done
         res=$(eval "${SC_WORK[$name]}")
         if [ "$name" = netdiskfs ] && [ -n "$DPID" ]; then
             rss=$(awk '/^VmHWM/ { print $2 }' /proc/"$DPID"/status 2>/dev/null)
@@ -389,7 +392,9 @@ run_one() {
     [ "$status" = ok ] && read -r value rest <<<"$rest"
     note=$(echo "$rest" $(tr '\n' ' ' <"$REASON"))
     note=${note//$'\t'/ }
-    [ "$status" != ok ] || [ -n "$note" ] && cp "$MLOG" "$log" 2>/dev/null
+    if [ "$status" != ok ] || [ -n "$note" ]; then
+        (cd "$TMP" && tail -n 50 "$MLOG" raw.out raw.err dd.err fio.out fio.err) >"$log" 2>/dev/null
+    fi
     record "$name" "$pair" "$status" "$value" "$rss" "$cpu" "$note"
     printf '   %-22s %-5s %8s %s%s\n' "$name" "$status" "$value" "${rss:+ (RSS $((rss / 1024)) MiB, CPU ${cpu}s)}" "${note:+ [$note]}"
     [ "$status" = ok ]
