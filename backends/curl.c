@@ -125,12 +125,17 @@ static int curl_fail(const struct curl_conn *c, const char *errbuf,
 		     CURLcode rc, int err)
 {
 	const char *why = errbuf && errbuf[0] ? errbuf : curl_easy_strerror(rc);
+	char hint[96] = "";
 
-	nd_error("%s: %s%s", c->label, why,
-		 rc == CURLE_PEER_FAILED_VERIFICATION
-			 ? " (give the CA with cainfo=, or sslverify=off)"
-		 : rc == CURLE_LOGIN_DENIED ? " (wrong username or password?)"
-					    : "");
+	if (rc == CURLE_PEER_FAILED_VERIFICATION)
+		snprintf(hint, sizeof hint,
+			 " (give the CA with cainfo=, or sslverify=off)");
+	else if (rc == CURLE_LOGIN_DENIED)
+		snprintf(hint, sizeof hint, " (wrong username or password?)");
+	else if (rc == CURLE_OPERATION_TIMEDOUT)
+		snprintf(hint, sizeof hint, " (no answer within timeout=%g s)",
+			 c->timeout);
+	nd_error("%s: %s%s", c->label, why, hint);
 	return -err;
 }
 

@@ -1,0 +1,74 @@
+#!/bin/bash
+# A server that stops answering: nginx frozen with SIGSTOP (connections
+# are accepted by the kernel, nothing is ever sent back). A read fails with
+# EIO within reconnect-delay plus a few timeouts, the daemon and its status
+# file stay responsive, and once nginx runs again the same entry reads the
+# right bytes. An entry whose server accepts and never answers fails at
+# mount within its timeout and does not hold the other entries up.
+. "$(dirname "$0")/../lib/functions.sh"
+. "$TOP/tests/lib/nginx.sh"
+requires python3
+
+nginx_start
+pattern "$NGINX_ROOT/disk.img" 16
+
+# A listener that never accepts or answers.
+silent=$(free_port)
+python3 - "$silent" "$TMP/silent.ready" <<'PY' >"$TMP/silent.log" 2>&1 &
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(64)
+open(sys.argv[2], "w").close()
+time.sleep(300)
+PY
+silentpid=$!
+cleanup_fn "kill $silentpid 2>/dev/null"
+wait_for 10 test -e "$TMP/silent.ready" || { show_log "$TMP/silent.log"; fail "the silent listener did not start"; }
+
+cat > "$TMP/tab" <<TAB
+stall   $NGINX_URL/disk.img  timeout=1,reconnect-delay=3
+silent  http://127.0.0.1:$silent/disk.img  timeout=1
+TAB
+start=$(date +%s%N)
+nd_mount "$TMP/tab" "$TMP/mnt"
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ -e "$TMP/mnt/silent" ] && fail "an entry whose server never answers was mounted"
+grep "entry 'silent'" "$TMP/mnt.log" | grep -Eqi "timed out|too slow|timeout" ||
+    { show_log "$TMP/mnt.log"; fail "no timeout error for the silent server"; }
+[ $ms -le 15000 ] || fail "mounting took $ms ms with a silent server (bound 15000 ms)"
+echo "ok: silent server refused at mount after $ms ms: $(grep "entry 'silent'" "$TMP/mnt.log" | head -n 1)"
+
+F=$TMP/mnt/stall
+dd if="$F" of="$TMP/first" bs=64k count=4 iflag=direct status=none || fail "first read failed"
+cmp "$TMP/first" <(head -c 262144 "$NGINX_ROOT/disk.img") || fail "first read differs"
+
+workers=$(nginx_workers)
+[ -n "$workers" ] || fail "no nginx workers found"
+kill -STOP "$NGINX_PID" $workers
+cleanup_fn "kill -CONT $NGINX_PID $workers 2>/dev/null"
+echo "nginx stopped (SIGSTOP master $NGINX_PID, workers $(echo $workers))"
+
+# reconnect-delay 3 + connect/first-byte timeouts of 1 s: bound 9 s.
+start=$(date +%s%N)
+if timeout 60 dd if="$F" of=/dev/null bs=64k count=1 skip=200 iflag=direct status=none 2>"$TMP/dd.err"; then
+    fail "a read from a stopped server succeeded"
+fi
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+grep -q "Input/output error" "$TMP/dd.err" || { cat "$TMP/dd.err"; show_log "$TMP/mnt.log"; fail "the read did not fail with EIO"; }
+[ $ms -le 9000 ] || fail "the read took $ms ms to fail (bound: 9000 ms)"
+echo "ok: stopped server: EIO after $ms ms"
+
+kill -0 "$(cat "$TMP/mnt.pid")" || fail "the daemon died"
+timeout 10 cat "$TMP/mnt/.netdiskfs/status" >/dev/null || fail "the status file hangs"
+timeout 10 ls -l "$TMP/mnt" >/dev/null || fail "ls of the mount hangs"
+echo "ok: daemon alive and answering while the server is stopped"
+
+kill -CONT "$NGINX_PID" $workers
+dd if="$F" of="$TMP/again" bs=64k count=4 skip=200 iflag=direct status=none ||
+    { show_log "$TMP/mnt.log"; fail "read after nginx resumed failed"; }
+cmp "$TMP/again" <(dd if="$NGINX_ROOT/disk.img" bs=64k count=4 skip=200 status=none) || fail "bytes differ after resume"
+cmp "$F" "$NGINX_ROOT/disk.img" || fail "the whole file differs after resume"
+echo "ok: nginx resumed: reads work and match"
+nd_unmount "$TMP/mnt"
