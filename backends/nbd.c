@@ -355,7 +355,10 @@ static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
 	pthread_mutex_lock(&c->mu);
 	bool killed = c->timed_out;
 	pthread_mutex_unlock(&c->mu);
-	if (killed || nbd_handle_gone(c))
+	/* ENOTCONN never comes from the server (it is not an NBD error):
+	 * libnbd failed the command because the connection died, maybe a
+	 * moment before the handle reports itself dead. */
+	if (killed || r.err == ENOTCONN || nbd_handle_gone(c))
 		return nbd_lost(c, what);
 	if (r.err == ESHUTDOWN) {
 		/* The server is going away (nbdkit answers this way while it

@@ -1,15 +1,15 @@
 #!/bin/bash
-# The server dies in the middle of a large dd and comes back within
-# reconnect-delay: the dd completes with the right bytes. Left down, a
+# The server dies in the middle of a large dd (a read, then a write) and
+# comes back within reconnect-delay: the dd completes with the right bytes. Left down, a
 # read fails with EIO within reconnect-delay + 2 s, nothing hangs, and
 # the mount works again once the server is back.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nbdkit.sh"
 
-pattern "$TMP/disk.img" 48
-# 400 Mbit/s: the 48 MiB copy takes about a second, long enough to be
-# killed in the middle of it.
-nbdkit_unix r --filter=rate file "$TMP/disk.img" rate=400M
+pattern "$TMP/disk.img" 40
+# 160 Mbit/s with a small burst: the 40 MiB copy takes about 2 s, long
+# enough to be killed in the middle of it.
+nbdkit_unix r --filter=rate file "$TMP/disk.img" rate=160M burstiness=0.2
 S=$(nbdkit_sock r)
 cat > "$TMP/tab" <<TAB
 big   nbd+unix:///?socket=$S  reconnect-delay=10
@@ -19,7 +19,7 @@ nd_mount "$TMP/tab" "$TMP/mnt"
 
 dd if="$TMP/mnt/big" of="$TMP/copy" bs=1M iflag=direct status=none 2>"$TMP/dd.err" &
 ddpid=$!
-sleep 0.4
+sleep 0.6
 kill -0 $ddpid 2>/dev/null || fail "dd finished before the server was killed (too fast to test)"
 nbdkit_kill r
 echo "killed nbdkit in the middle of dd ($(stat -c %s "$TMP/copy") bytes copied)"
@@ -29,6 +29,21 @@ wait $ddpid || { cat "$TMP/dd.err"; show_log "$TMP/mnt.log"; fail "dd failed acr
 cmp "$TMP/copy" "$TMP/disk.img" || fail "the copy made across the restart differs"
 grep -qi "connection lost\|reconnect" "$TMP/mnt.log" || { show_log "$TMP/mnt.log"; fail "the log does not mention the lost connection"; }
 echo "ok: dd survived the restart, checksum $(sha256sum < "$TMP/copy" | cut -c1-16)"
+
+# The same for a large write: every byte acknowledged reaches the file.
+pattern "$TMP/new" 24
+cp "$TMP/disk.img" "$TMP/expect"
+dd if="$TMP/new" of="$TMP/expect" bs=1M conv=notrunc status=none
+dd if="$TMP/new" of="$TMP/mnt/big" bs=1M oflag=direct conv=notrunc,fsync status=none 2>"$TMP/wr.err" &
+ddpid=$!
+sleep 0.5
+kill -0 $ddpid 2>/dev/null || fail "the write finished before the server was killed (too fast to test)"
+nbdkit_kill r
+sleep 1
+nbdkit_restart r
+wait $ddpid || { cat "$TMP/wr.err"; show_log "$TMP/mnt.log"; fail "write dd failed across the restart"; }
+cmp "$TMP/disk.img" "$TMP/expect" || fail "the backing file differs after a write across the restart"
+echo "ok: write dd survived the restart, backing file right"
 
 # Left down: EIO within reconnect-delay (3) + 2 s.
 nbdkit_kill r
