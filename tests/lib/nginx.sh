@@ -10,7 +10,9 @@
 #   NGINX_COOKIE  the cookie /cookie/ wants (session=...)
 #   NGINX_PID   the master's PID
 # Locations: / (plain), /auth/ (basic auth), /cookie/ (403 without the
-# cookie), /noranges/ (no byte ranges), /slow/ (limit_rate $NGINX_RATE),
+# cookie), /noranges/ (no byte ranges), /slow/ (at most $NGINX_REQ_RATE
+# requests a second, the rest queued: small ranged requests are not slowed
+# by limit_rate, whose first second is free),
 # /moved/X (302 to /X), /busy/ (always 503).
 
 NGINX_DIR=$TMP/nginx
@@ -18,7 +20,7 @@ NGINX_ROOT=$NGINX_DIR/www
 NGINX_USER=alice
 NGINX_PASS=s3cret-Pass.42
 NGINX_COOKIE=session=abc123
-NGINX_RATE=${NGINX_RATE:-4m}
+NGINX_REQ_RATE=${NGINX_REQ_RATE:-20}
 
 # Nothing of ours goes through a proxy.
 unset http_proxy https_proxy ftp_proxy all_proxy HTTP_PROXY HTTPS_PROXY \
@@ -42,6 +44,7 @@ http {
     default_type application/octet-stream;
     sendfile on;
     keepalive_requests 100000;
+    limit_req_zone \$binary_remote_addr zone=slow:1m rate=${NGINX_REQ_RATE}r/s;
     server {
         listen 127.0.0.1:$NGINX_PORT;
         listen [::1]:$NGINX_PORT;
@@ -65,7 +68,7 @@ http {
             alias $NGINX_ROOT/;
         }
         location /slow/ {
-            limit_rate $NGINX_RATE;
+            limit_req zone=slow burst=100000;
             alias $NGINX_ROOT/;
         }
         location /busy/ {
