@@ -9,6 +9,8 @@
 #  - random-offset writes and reads, byte-exact against the brick after
 #    fsync; punch hole and zero range read back zeroes; ro=on refuses writes;
 #  - debug=9,logfile=PATH writes libgfapi's trace log to PATH;
+#  - a failed fsync (volume made read-only under acknowledged writes) is
+#    reported and the file refuses writes from then on;
 #  - a stopped brick fails a read within a bound, the mount recovers;
 #  - unmount does not wait for each glfs_fini in turn.
 . "$(dirname "$0")/../lib/functions.sh"
@@ -26,7 +28,7 @@ CLOSED=$(free_port)
 
 # A one-brick volume finds files put straight into its brick by name (they
 # get their gfid on first lookup), so the images are made in place.
-NAMES="tcp unix rdma json dotted qcow2 logged ro"
+NAMES="tcp unix rdma json dotted qcow2 logged ro sync"
 for n in $NAMES; do
     pattern "$B/$n.img" 4
     cp "$B/$n.img" "$TMP/$n.orig"
@@ -43,6 +45,7 @@ dotted  driver=qcow2,file.driver=gluster,file.volume=$VOL,file.path=/dotted.img,
 qcow2   json:{"driver":"qcow2","file":{"driver":"gluster","volume":"$VOL","path":"qcow2.img","server":[{"type":"unix","socket":"$S"}]}}
 logged  gluster://127.0.0.1/$VOL/logged.img  debug=9,logfile=$TMP/gfapi.log
 ro      gluster://127.0.0.1/$VOL/ro.img  ro=on
+sync    gluster://127.0.0.1/$VOL/sync.img
 fault   gluster://localhost/$VOL/fault.img  timeout=2,reconnect-delay=2
 EOF
 nd_mount "$TMP/tab" "$TMP/mnt" ${GLUSTER_TEST_DEBUG:+-d}
@@ -58,12 +61,12 @@ echo "ok: tcp, unix, rdma, json (first server closed), dotted and qcow2 forms re
 
 # Sharing: one glfs_t (so one connection to the brick) per distinct
 # volume + server list + logging: tcp/rdma/ro, unix/qcow2, json, dotted,
-# logged, fault = 6 for 9 entries.
+# logged, fault = 6 for 10 entries.
 BPORT=$(ss -Hltnp | awk -v p="pid=$BPID," 'index($0, p) { sub(/.*:/, "", $4); print $4; exit }')
 [ -n "$BPORT" ] || fail "cannot find the brick's port"
 conns=$(ss -Htnp state established "( dport = :$BPORT )" | grep -c "pid=$NDPID,")
 [ "$conns" -eq 6 ] || { ss -Htnp state established "( dport = :$BPORT )" >&2; fail "expected 6 glfs_t connected to the brick, found $conns"; }
-echo "ok: 9 entries share 6 glfs_t"
+echo "ok: 10 entries share 6 glfs_t"
 
 # Random-offset writes (unaligned, up to 200 KB) and reads; after fsync the
 # brick holds exactly the expected bytes.
@@ -140,6 +143,41 @@ echo "ok: ro=on refuses writes"
 grep -q '\] T \[' "$TMP/gfapi.log" || { tail -n 20 "$TMP/gfapi.log" >&2; fail "no trace (level 9) lines in the logfile"; }
 grep -q "$VOL" "$TMP/gfapi.log" || fail "the logfile does not mention the volume"
 echo "ok: debug=9,logfile= wrote $(wc -l < "$TMP/gfapi.log") lines of libgfapi's trace log"
+
+# A failed fsync: with the volume read-only, write-behind still takes the
+# write and the brick refuses it; fsync must report that, and the file must
+# then refuse writes (EIO) even once the volume is writable again, while
+# other files work.
+glusterd_set $VOL features.read-only on
+python3 - "$M/sync" <<'EOF' || { show_log "$M.log"; fail "failed fsync"; }
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    os.pwrite(fd, b"a" * 4096, 8192)
+    os.fsync(fd)
+except OSError as e:
+    print(f"ok: write + fsync on a read-only volume failed: {e.strerror}")
+else:
+    sys.exit("fsync succeeded although the brick refused the write")
+EOF
+glusterd_set $VOL features.read-only off
+python3 - "$M/sync" "$M/tcp" <<'EOF' || { show_log "$M.log"; fail "writes after a failed fsync"; }
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    os.pwrite(fd, b"b" * 4096, 65536)
+    os.fsync(fd)
+except OSError as e:
+    if e.errno != errno.EIO:
+        sys.exit(f"expected EIO, got {e}")
+else:
+    sys.exit("a write after a failed fsync was accepted and synced")
+other = os.open(sys.argv[2], os.O_RDWR)
+os.pwrite(other, b"c" * 4096, 65536)
+os.fsync(other)
+EOF
+echo "ok: after the failed fsync the file refuses writes (EIO); other files still work"
+cmp "$B/sync.img" "$TMP/sync.orig" || fail "the refused writes reached the brick"
 
 # A stopped brick: a read that misses every cache fails within a bound
 # (timeout=2, reconnect-delay=2), the mount stays up, and reads work again

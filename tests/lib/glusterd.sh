@@ -6,6 +6,7 @@
 #                          DIR; sets GD_DIR GD_SOCK GD_PID GD_HOST GD_LOG
 #   glusterd_volume NAME   create and start a one-brick volume NAME (brick in
 #                          DIR/bricks/NAME); sets GD_BRICK
+#   glusterd_set NAME K V  gluster volume set NAME K V
 #   glusterd_stop          kill the bricks and glusterd by their pidfiles,
 #                          remove the /etc/hosts alias (idempotent)
 #   gluster_lsan_suppress  make LeakSanitizer (make check-asan) ignore what
@@ -100,6 +101,11 @@ glusterd_volume() {
         [ -s "$pidfile" ] && cat "$pidfile" >> "$GD_DIR/bricks.pids"
     done
     [ -s "$GD_DIR/bricks.pids" ] || { _gd_fail "no brick pidfile for $name"; return 1; }
+}
+
+glusterd_set() {
+    _gd_cli volume set "$@" >>"$GD_DIR/cli.log" 2>&1 ||
+        { _gd_fail "volume set $*: $(tail -n 3 "$GD_DIR/cli.log")"; return 1; }
 }
 
 # Wait (bounded, 10 s) for PID to exit, then SIGKILL it if it did not.
