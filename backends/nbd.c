@@ -67,6 +67,8 @@ struct nbd_conn {
 	bool read_only; /* export or entry is read-only */
 	bool can_fua;
 	bool can_flush;
+	bool can_trim;
+	bool can_zero;
 	bool psk;	/* TLS with a pre-shared key */
 	int sock;	/* dup of libnbd's socket, ours until close */
 	int wake;	/* eventfd: submissions and close poke the dispatcher */
@@ -404,7 +406,11 @@ static int nbd_pwrite_cb(void *conn, const void *buf, size_t len, uint64_t off,
 
 static int nbd_flush_cb(void *conn)
 {
-	return nbd_run(conn, NBD_OP_FLUSH, NULL, 0, 0, 0);
+	struct nbd_conn *c = conn;
+
+	if (!c->can_flush)
+		return 0; /* the server writes through: nothing to flush */
+	return nbd_run(c, NBD_OP_FLUSH, NULL, 0, 0, 0);
 }
 
 static int nbd_trim_cb(void *conn, uint64_t len, uint64_t off)
@@ -415,6 +421,11 @@ static int nbd_trim_cb(void *conn, uint64_t len, uint64_t off)
 		nd_error("%s: nbd: trim: the export is read-only", c->name);
 		errno = EROFS;
 		return -EROFS;
+	}
+	if (!c->can_trim) {
+		nd_error("%s: nbd: trim: the server does not support it", c->name);
+		errno = EOPNOTSUPP;
+		return -EOPNOTSUPP;
 	}
 	return nbd_run(c, NBD_OP_TRIM, NULL, len, off, 0);
 }
@@ -430,6 +441,12 @@ static int nbd_zero_cb(void *conn, uint64_t len, uint64_t off, unsigned flags)
 			 c->name);
 		errno = EROFS;
 		return -EROFS;
+	}
+	if (!c->can_zero) {
+		nd_error("%s: nbd: write zeroes: the server does not support it",
+			 c->name);
+		errno = EOPNOTSUPP;
+		return -EOPNOTSUPP;
 	}
 	if (!(flags & ND_MAY_TRIM))
 		f |= LIBNBD_CMD_FLAG_NO_HOLE;
@@ -782,6 +799,8 @@ static int nbd_open_cb(const struct nd_opts *o, void **conn,
 	c->read_only = info->read_only;
 	c->can_fua = info->can_fua;
 	c->can_flush = info->can_flush;
+	c->can_trim = info->can_trim;
+	c->can_zero = info->can_zero;
 
 	c->sock = dup(nbd_aio_get_fd(c->h));
 	c->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Writes through the mount reach the server: a second client (nbdcopy)
 # and the backing file read back the same bytes; fsync reaches the
-# server's FLUSH; punch hole and zero range become TRIM / WRITE_ZEROES.
+# server's FLUSH; punch hole and zero range become TRIM / WRITE_ZEROES,
+# or plain writes of zeroes when the server has no WRITE_ZEROES.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nbdkit.sh"
 requires nbdcopy
@@ -53,3 +54,19 @@ else
     fail "fallocate punch hole on the mount failed"
 fi
 nd_unmount "$TMP/mnt"
+
+# Without WRITE_ZEROES (nbdkit's nozero filter) a zero range is emulated
+# with plain writes of zeroes.
+pattern "$TMP/nz.img" 2
+cp "$TMP/nz.img" "$TMP/nz.expect"
+nbdkit_unix nz --filter=log --filter=nozero file "$TMP/nz.img" logfile="$TMP/nz.log" zeromode=none
+echo "nz nbd+unix:///?socket=$(nbdkit_sock nz)" > "$TMP/tab2"
+nd_mount "$TMP/tab2" "$TMP/mnt2"
+fallocate -z -o $((256 << 10)) -l $((128 << 10)) "$TMP/mnt2/nz" || fail "zero range without server support failed"
+sync "$TMP/mnt2/nz"
+dd if=/dev/zero of="$TMP/nz.expect" bs=64k seek=4 count=2 conv=notrunc status=none
+cmp "$TMP/nz.img" "$TMP/nz.expect" || fail "emulated zero range: backing file differs"
+grep -q " Zero " "$TMP/nz.log" && { show_log "$TMP/nz.log"; fail "WRITE_ZEROES sent to a server without it"; }
+grep -q " Write " "$TMP/nz.log" || { show_log "$TMP/nz.log"; fail "no writes of zeroes reached the server"; }
+echo "ok: zero range emulated with writes"
+nd_unmount "$TMP/mnt2"
