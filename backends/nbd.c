@@ -48,7 +48,13 @@
 /* Say once per process that X.509 without a CA directory is unverified. */
 static atomic_bool nbd_warned_unverified;
 
-enum nbd_op { NBD_OP_READ, NBD_OP_WRITE, NBD_OP_FLUSH, NBD_OP_TRIM, NBD_OP_ZERO };
+enum nbd_op {
+	NBD_OP_READ,
+	NBD_OP_WRITE,
+	NBD_OP_FLUSH,
+	NBD_OP_TRIM,
+	NBD_OP_ZERO
+};
 
 /* One submitted command; lives on the caller's stack until done. */
 struct nbd_req {
@@ -69,9 +75,9 @@ struct nbd_conn {
 	bool can_flush;
 	bool can_trim;
 	bool can_zero;
-	bool psk;	/* TLS with a pre-shared key */
-	int sock;	/* dup of libnbd's socket, ours until close */
-	int wake;	/* eventfd: submissions and close poke the dispatcher */
+	bool psk; /* TLS with a pre-shared key */
+	int sock; /* dup of libnbd's socket, ours until close */
+	int wake; /* eventfd: submissions and close poke the dispatcher */
 	pthread_t thread;
 	bool thread_started;
 
@@ -116,7 +122,6 @@ static bool nbd_handle_gone(struct nbd_conn *c)
 {
 	return nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h);
 }
-
 
 static void nbd_poke(struct nbd_conn *c)
 {
@@ -197,8 +202,9 @@ static void *nbd_dispatch(void *arg)
 		if (expired) {
 			c->dead = c->timed_out = true;
 			pthread_mutex_unlock(&c->mu);
-			nd_warn("%s: nbd: no reply from the server in %g s, dropping the connection",
-				c->name, c->timeout);
+			nd_warn(
+			    "%s: nbd: no reply from the server in %g s, dropping the connection",
+			    c->name, c->timeout);
 			nbd_kill_handle(c);
 			continue;
 		}
@@ -208,8 +214,8 @@ static void *nbd_dispatch(void *arg)
 		 * or closed: then nothing is left but waiting for close. */
 		unsigned dir = nbd_aio_get_direction(c->h);
 		struct pollfd pfd[2] = {
-			{ .fd = c->wake, .events = POLLIN },
-			{ .fd = -1 },
+		    {.fd = c->wake, .events = POLLIN},
+		    {.fd = -1},
 		};
 		if (dir) {
 			pfd[1].fd = c->sock;
@@ -239,13 +245,14 @@ static void *nbd_dispatch(void *arg)
 		short re = pfd[1].revents;
 		bool hup = re & (POLLHUP | POLLERR);
 		bool did_read = false;
-		if ((re & POLLIN) || (hup && (dir & LIBNBD_AIO_DIRECTION_READ))) {
+		if ((re & POLLIN) ||
+		    (hup && (dir & LIBNBD_AIO_DIRECTION_READ))) {
 			nbd_aio_notify_read(c->h);
 			did_read = true;
 		}
 		if ((re & POLLOUT) || (hup && !did_read)) {
-			if (!did_read ||
-			    (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE))
+			if (!did_read || (nbd_aio_get_direction(c->h) &
+					  LIBNBD_AIO_DIRECTION_WRITE))
 				nbd_aio_notify_write(c->h);
 		}
 	}
@@ -263,8 +270,8 @@ static int nbd_lost(struct nbd_conn *c, const char *what)
 	timed_out = c->timed_out;
 	pthread_mutex_unlock(&c->mu);
 	if (timed_out)
-		nd_error("%s: nbd: %s: no reply from the server in %g s", c->name,
-			 what, c->timeout);
+		nd_error("%s: nbd: %s: no reply from the server in %g s",
+			 c->name, what, c->timeout);
 	else
 		nd_error("%s: nbd: %s: connection to the server lost", c->name,
 			 what);
@@ -288,9 +295,9 @@ static const char *nbd_op_name(enum nbd_op op)
 static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
 		   uint64_t off, uint32_t flags)
 {
-	struct nbd_req r = { .c = c };
-	nbd_completion_callback cb = { .callback = nbd_complete_cb,
-				       .user_data = &r };
+	struct nbd_req r = {.c = c};
+	nbd_completion_callback cb = {.callback = nbd_complete_cb,
+				      .user_data = &r};
 	int64_t cookie = -1;
 	char what[96];
 
@@ -319,9 +326,7 @@ static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
 	case NBD_OP_WRITE:
 		cookie = nbd_aio_pwrite(c->h, buf, len, off, cb, flags);
 		break;
-	case NBD_OP_FLUSH:
-		cookie = nbd_aio_flush(c->h, cb, 0);
-		break;
+	case NBD_OP_FLUSH: cookie = nbd_aio_flush(c->h, cb, 0); break;
 	case NBD_OP_TRIM:
 		cookie = nbd_aio_trim(c->h, len, off, cb, flags);
 		break;
@@ -423,7 +428,8 @@ static int nbd_trim_cb(void *conn, uint64_t len, uint64_t off)
 		return -EROFS;
 	}
 	if (!c->can_trim) {
-		nd_error("%s: nbd: trim: the server does not support it", c->name);
+		nd_error("%s: nbd: trim: the server does not support it",
+			 c->name);
 		errno = EOPNOTSUPP;
 		return -EOPNOTSUPP;
 	}
@@ -443,8 +449,9 @@ static int nbd_zero_cb(void *conn, uint64_t len, uint64_t off, unsigned flags)
 		return -EROFS;
 	}
 	if (!c->can_zero) {
-		nd_error("%s: nbd: write zeroes: the server does not support it",
-			 c->name);
+		nd_error(
+		    "%s: nbd: write zeroes: the server does not support it",
+		    c->name);
 		errno = EOPNOTSUPP;
 		return -EOPNOTSUPP;
 	}
@@ -472,7 +479,8 @@ static void nbd_conn_free(struct nbd_conn *c)
 		pthread_join(c->thread, NULL);
 	}
 	if (c->h) {
-		/* Say goodbye when nothing is outstanding; never wait for it. */
+		/* Say goodbye when nothing is outstanding; never wait for it.
+		 */
 		if (nbd_aio_is_ready(c->h) && nbd_aio_in_flight(c->h) == 0)
 			nbd_aio_disconnect(c->h, 0);
 		nbd_close(c->h);
@@ -505,16 +513,20 @@ static int nbd_connect_fail(struct nbd_conn *c, const char *where, int tls)
 		msg = strerror(err > 0 ? err : ECONNREFUSED);
 	/* connect(2) itself failed (socket missing, refused, no route) or
 	 * the name did not resolve: the server is not there (yet). */
-	bool transport = strstr(msg, ": connect: ") || strstr(msg, "getaddrinfo");
+	bool transport =
+	    strstr(msg, ": connect: ") || strstr(msg, "getaddrinfo");
 	if (tls == LIBNBD_TLS_DISABLE && strstr(msg, "TLS")) {
-		hint = " (the server requires TLS: use nbds:// or tls=require with tls-psk-file= or tls-certificates=)";
+		hint =
+		    " (the server requires TLS: use nbds:// or tls=require with tls-psk-file= or tls-certificates=)";
 		err = EOPNOTSUPP;
 	} else if (tls != LIBNBD_TLS_DISABLE &&
 		   (strstr(msg, "gnutls") || strstr(msg, "TLS"))) {
 		if (strstr(msg, "certificate"))
-			hint = " (TLS handshake failed: the server's certificate is not signed by ca-cert.pem in tls-certificates= or does not name this host)";
+			hint =
+			    " (TLS handshake failed: the server's certificate is not signed by ca-cert.pem in tls-certificates= or does not name this host)";
 		else if (c->psk)
-			hint = " (TLS handshake failed: the key in tls-psk-file= is not the server's key for tls-username=)";
+			hint =
+			    " (TLS handshake failed: the key in tls-psk-file= is not the server's key for tls-username=)";
 		else
 			hint = " (TLS handshake failed)";
 		err = EACCES;
@@ -543,8 +555,9 @@ static int nbd_wait_ready(struct nbd_conn *c, const char *where, int tls,
 			return nbd_connect_fail(c, where, tls);
 		double left = deadline - nbd_now();
 		if (left <= 0) {
-			nd_error("%s: nbd: cannot connect to %s: no answer in %g s",
-				 c->name, where, limit);
+			nd_error(
+			    "%s: nbd: cannot connect to %s: no answer in %g s",
+			    c->name, where, limit);
 			errno = ETIMEDOUT;
 			return -ETIMEDOUT;
 		}
@@ -552,7 +565,7 @@ static int nbd_wait_ready(struct nbd_conn *c, const char *where, int tls,
 		unsigned dir = nbd_aio_get_direction(c->h);
 		if (fd < 0)
 			return nbd_connect_fail(c, where, tls);
-		struct pollfd pfd = { .fd = fd };
+		struct pollfd pfd = {.fd = fd};
 		if (dir & LIBNBD_AIO_DIRECTION_READ)
 			pfd.events |= POLLIN;
 		if (dir & LIBNBD_AIO_DIRECTION_WRITE)
@@ -583,9 +596,9 @@ static int nbd_tls_mode(const struct nd_opts *o, int *tls)
 	if (!v) {
 		/* Credentials without tls= mean the user wants TLS. */
 		*tls = nd_opt_get(o, "tls-psk-file") ||
-				       nd_opt_get(o, "tls-certificates")
-			       ? LIBNBD_TLS_REQUIRE
-			       : LIBNBD_TLS_DISABLE;
+			       nd_opt_get(o, "tls-certificates")
+			   ? LIBNBD_TLS_REQUIRE
+			   : LIBNBD_TLS_DISABLE;
 		return 0;
 	}
 	if (!strcmp(v, "require")) {
@@ -636,8 +649,9 @@ static int nbd_setup_tls(struct nbd_conn *c, const struct nd_opts *o, int tls)
 	if (!c->psk && !nd_opt_get(o, "tls-certificates") &&
 	    access("/etc/pki/libnbd/ca-cert.pem", R_OK) < 0 &&
 	    !atomic_exchange(&nbd_warned_unverified, true))
-		nd_warn("%s: nbd: TLS without tls-certificates=: libnbd will not verify the server's certificate",
-			c->name);
+		nd_warn(
+		    "%s: nbd: TLS without tls-certificates=: libnbd will not verify the server's certificate",
+		    c->name);
 	if ((v = nd_opt_get(o, "tls-username")) &&
 	    nbd_set_tls_username(c->h, v) == -1)
 		return nbd_fail(c->name, "tls-username");
@@ -662,8 +676,9 @@ static int nbd_start_connect(struct nbd_conn *c, const struct nd_opts *o,
 		type = path ? "unix" : "inet";
 	if (!strcmp(type, "unix")) {
 		if (!path) {
-			nd_error("%s: nbd: server.type=unix needs server.path (the socket)",
-				 c->name);
+			nd_error(
+			    "%s: nbd: server.type=unix needs server.path (the socket)",
+			    c->name);
 			errno = EINVAL;
 			return -EINVAL;
 		}
@@ -673,8 +688,9 @@ static int nbd_start_connect(struct nbd_conn *c, const struct nd_opts *o,
 		return 0;
 	}
 	if (strcmp(type, "inet") && strcmp(type, "tcp")) {
-		nd_error("%s: nbd: server.type=%s is not supported (inet or unix)",
-			 c->name, type);
+		nd_error(
+		    "%s: nbd: server.type=%s is not supported (inet or unix)",
+		    c->name, type);
 		errno = EINVAL;
 		return -EINVAL;
 	}
@@ -707,8 +723,8 @@ static void nbd_fill_info(struct nbd_conn *c, int64_t size, bool ro_entry,
 	info->size = (uint64_t)size;
 	info->block_size = min > 1 ? (uint32_t)min : 0;
 	info->max_request = max > 0 && max < NBD_DEFAULT_MAX_REQUEST
-				    ? (uint32_t)max
-				    : NBD_DEFAULT_MAX_REQUEST;
+				? (uint32_t)max
+				: NBD_DEFAULT_MAX_REQUEST;
 	info->max_trim = NBD_MAX_TRIM;
 	info->read_only = ro_entry || nbd_is_read_only(c->h) == 1;
 	info->can_flush = nbd_can_flush(c->h) == 1;
@@ -745,7 +761,8 @@ static int nbd_open_cb(const struct nd_opts *o, void **conn,
 		nd_error("nbd: out of memory");
 		goto fail;
 	}
-	if (nd_opt_seconds(o, "timeout", NBD_DEFAULT_TIMEOUT, &c->timeout) < 0 ||
+	if (nd_opt_seconds(o, "timeout", NBD_DEFAULT_TIMEOUT, &c->timeout) <
+		0 ||
 	    nd_opt_bool(o, "ro", false, &ro_entry) < 0 ||
 	    nbd_tls_mode(o, &tls) < 0) {
 		rc = -EINVAL;
@@ -771,9 +788,9 @@ static int nbd_open_cb(const struct nd_opts *o, void **conn,
 	}
 	nbd_set_handle_name(c->h, c->name);
 	if (nd_debug_enabled) {
-		nbd_set_debug_callback(c->h, (nbd_debug_callback){
-						     .callback = nbd_debug_cb,
-						     .user_data = c->name });
+		nbd_set_debug_callback(
+		    c->h, (nbd_debug_callback){.callback = nbd_debug_cb,
+					       .user_data = c->name});
 		nbd_set_debug(c->h, true);
 	}
 	/* Reads land straight in the core's cache block; libnbd need not
@@ -836,37 +853,37 @@ fail:
 	return rc < 0 ? rc : -EIO;
 }
 
-static const char *const nbd_drivers[] = { "nbd", NULL };
-static const char *const nbd_schemes[] = { "nbd", "nbd+tcp", "nbd+unix",
-					   "nbds", "nbds+tcp", "nbds+unix",
-					   NULL };
+static const char *const nbd_drivers[] = {"nbd", NULL};
+static const char *const nbd_schemes[] = {
+    "nbd", "nbd+tcp", "nbd+unix", "nbds", "nbds+tcp", "nbds+unix", NULL};
 static const struct nd_optdesc nbd_options[] = {
-	{ "server.type", "inet (TCP) or unix" },
-	{ "server.host", "server host name or address (inet)" },
-	{ "server.port", "server TCP port (default 10809)" },
-	{ "server.path", "server Unix socket path (unix)" },
-	{ "export", "export name (default \"\")" },
-	{ "tls", "off, on (use TLS when offered) or require" },
-	{ "tls-psk-file", "PSK key file (psktool format); implies tls=require" },
-	{ "tls-certificates", "directory of X.509 certificates; implies tls=require" },
-	{ "tls-username", "TLS PSK user name (default: the login name)" },
-	{ "tls-verify-peer", "verify the server certificate (default on)" },
-	{ NULL, NULL },
+    {"server.type", "inet (TCP) or unix"},
+    {"server.host", "server host name or address (inet)"},
+    {"server.port", "server TCP port (default 10809)"},
+    {"server.path", "server Unix socket path (unix)"},
+    {"export", "export name (default \"\")"},
+    {"tls", "off, on (use TLS when offered) or require"},
+    {"tls-psk-file", "PSK key file (psktool format); implies tls=require"},
+    {"tls-certificates",
+     "directory of X.509 certificates; implies tls=require"},
+    {"tls-username", "TLS PSK user name (default: the login name)"},
+    {"tls-verify-peer", "verify the server certificate (default on)"},
+    {NULL, NULL},
 };
 
 static const struct nd_backend nbd_backend = {
-	.name = "nbd",
-	.drivers = nbd_drivers,
-	.schemes = nbd_schemes,
-	.description = "Network Block Device (libnbd): TCP, Unix sockets, TLS",
-	.options = nbd_options,
-	.open = nbd_open_cb,
-	.close = nbd_close_cb,
-	.pread = nbd_pread_cb,
-	.pwrite = nbd_pwrite_cb,
-	.flush = nbd_flush_cb,
-	.trim = nbd_trim_cb,
-	.zero = nbd_zero_cb,
+    .name = "nbd",
+    .drivers = nbd_drivers,
+    .schemes = nbd_schemes,
+    .description = "Network Block Device (libnbd): TCP, Unix sockets, TLS",
+    .options = nbd_options,
+    .open = nbd_open_cb,
+    .close = nbd_close_cb,
+    .pread = nbd_pread_cb,
+    .pwrite = nbd_pwrite_cb,
+    .flush = nbd_flush_cb,
+    .trim = nbd_trim_cb,
+    .zero = nbd_zero_cb,
 };
 
 ND_BACKEND_REGISTER(nbd_backend);
