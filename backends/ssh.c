@@ -568,20 +568,23 @@ static char *ssh_fingerprint(ssh_key key, enum ssh_publickey_hash_type type)
 	return fp;
 }
 
+/* The known_hosts file checked, for messages: libssh's default is in the
+ * home directory of the passwd entry, not $HOME. */
 static void ssh_known_hosts_name(const struct ssh_params *p, char *buf,
 				 size_t len)
 {
-	const char *home = getenv("HOME");
 	struct passwd pw, *res = NULL;
 	char pwbuf[1024];
+	const char *home = NULL;
 
 	if (p->known_hosts) {
 		snprintf(buf, len, "%s", p->known_hosts);
 		return;
 	}
-	if ((!home || !*home) &&
-	    getpwuid_r(geteuid(), &pw, pwbuf, sizeof(pwbuf), &res) == 0 && res)
+	if (getpwuid_r(getuid(), &pw, pwbuf, sizeof(pwbuf), &res) == 0 && res)
 		home = res->pw_dir;
+	else
+		home = getenv("HOME");
 	snprintf(buf, len, "%s/.ssh/known_hosts", home ? home : "~");
 }
 
