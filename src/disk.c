@@ -561,6 +561,16 @@ static int io_aligned(struct nd_disk *d, enum op_kind kind, void *buf,
 	return 0;
 }
 
+/* The BS-aligned range [*start, *end) covering [off, off+len), and a
+ * buffer for it. */
+static char *aligned_span(uint64_t off, size_t len, uint32_t bs,
+			  uint64_t *start, uint64_t *end)
+{
+	*start = off - off % bs;
+	*end = (off + len + bs - 1) / bs * bs;
+	return malloc(*end - *start);
+}
+
 int nd_disk_pread(struct nd_disk *d, void *buf, size_t len, uint64_t off)
 {
 	uint32_t bs = d->info.block_size;
@@ -573,9 +583,8 @@ int nd_disk_pread(struct nd_disk *d, void *buf, size_t len, uint64_t off)
 		r = io_aligned(d, OP_READ, buf, len, off, 0);
 	} else {
 		/* Read the covering aligned range, copy out the middle. */
-		uint64_t start = off - off % bs;
-		uint64_t end = (off + len + bs - 1) / bs * bs;
-		char *tmp = malloc(end - start);
+		uint64_t start, end;
+		char *tmp = aligned_span(off, len, bs, &start, &end);
 		if (!tmp)
 			return -ENOMEM;
 		r = io_aligned(d, OP_READ, tmp, end - start, start, 0);
@@ -619,9 +628,8 @@ int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 	} else {
 		/* Read-modify-write of the partial blocks at either end;
 		 * serialised so two such writes cannot undo each other. */
-		uint64_t start = off - off % bs;
-		uint64_t end = (off + len + bs - 1) / bs * bs;
-		char *tmp = malloc(end - start);
+		uint64_t start, end;
+		char *tmp = aligned_span(off, len, bs, &start, &end);
 		if (!tmp)
 			return -ENOMEM;
 		pthread_mutex_lock(&d->rmw_lock);

@@ -608,18 +608,30 @@ static bool is_format(const char *d)
 	return false;
 }
 
+/* Remove KEY from O and hand its value and origin to the caller; 0 with
+ * *v NULL when KEY is absent. */
+static int take_key(struct nd_opts *o, const char *key, char **v, char **org)
+{
+	const struct nd_opt *p = nd_opt_find(o, key);
+	*v = *org = NULL;
+	if (!p)
+		return 0;
+	*v = strdup(p->val);
+	*org = strdup(p->origin);
+	if (!*v || !*org)
+		return -1;
+	nd_opt_del(o, key);
+	return 0;
+}
+
 /* Rename OLD to NEW (an error if both are given differently). */
 static int rename_key(struct nd_opts *o, const char *old, const char *new)
 {
-	const struct nd_opt *p = nd_opt_find(o, old);
-	if (!p)
-		return 0;
-	CLEANUP_FREE char *v = strdup(p->val);
-	CLEANUP_FREE char *org = strdup(p->origin);
-	if (!v || !org)
+	CLEANUP_FREE char *v = NULL;
+	CLEANUP_FREE char *org = NULL;
+	if (take_key(o, old, &v, &org) == -1)
 		return -1;
-	nd_opt_del(o, old);
-	return nd_opt_add(o, new, v, org);
+	return v ? nd_opt_add(o, new, v, org) : 0;
 }
 
 /* Move every "PREFIX.x" key to "x". */
@@ -648,15 +660,11 @@ static int set_default(struct nd_opts *o, const char *key, const char *val)
  * or an http driver's url=): parse it into O. */
 static int expand_url_key(struct nd_opts *o, const char *key)
 {
-	const struct nd_opt *p = nd_opt_find(o, key);
-	if (!p)
-		return 0;
-	CLEANUP_FREE char *v = strdup(p->val);
-	CLEANUP_FREE char *org = strdup(p->origin);
-	if (!v || !org)
+	CLEANUP_FREE char *v = NULL;
+	CLEANUP_FREE char *org = NULL;
+	if (take_key(o, key, &v, &org) == -1)
 		return -1;
-	nd_opt_del(o, key);
-	return nd_url_parse(v, o, org);
+	return v ? nd_url_parse(v, o, org) : 0;
 }
 
 static int normalize_nbd(struct nd_opts *o)
