@@ -16,17 +16,21 @@
  *
  * Every server of the list goes to glfs_set_volfile_server: libgfapi tries
  * the next one when one is unreachable (about 3 s per dead server).
- * libgfapi reconnects to bricks by itself, so ENOTCONN from an operation
- * returns -EAGAIN and the core retries until its deadline; the client
- * translators' ping-timeout and frame-timeout are set from the entry's
- * timeout so that no operation waits longer on a stopped brick.
+ * libgfapi reconnects to bricks by itself and reopens its fds, so ENOTCONN
+ * from an operation returns -EAGAIN and the core retries on the same fd
+ * until its deadline; a bad or stale fd returns -ENOTCONN so the core opens
+ * the file again. The client translators' ping-timeout and frame-timeout
+ * are set from the entry's timeout so that no operation waits longer on a
+ * stopped brick. open-behind is put in pass-through: its deferred OPEN, if
+ * it fails, leaves the fd failed for good.
  *
  * fsync: write-behind acknowledges writes before the brick has them.
  * With resync-failed-syncs-after-fsync on, writes that failed to sync stay
  * cached (while the fd is open) and are retried by the next fsync, which
- * makes a retry after ENOTCONN honest. Any other fsync failure means data
- * that was acknowledged may be gone: the file then refuses every write with
- * EIO until the next mount instead of pretending the data is safe. */
+ * makes a retry after ENOTCONN honest. Any other fsync failure, or a close
+ * that fails with writes not yet synced, means data that was acknowledged
+ * may be gone: the file then refuses every write with EIO until the next
+ * mount instead of pretending the data is safe. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -114,8 +118,8 @@ static pthread_mutex_t gluster_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gluster_cond; /* state changes; CLOCK_MONOTONIC */
 static pthread_once_t gluster_once = PTHREAD_ONCE_INIT;
 static struct gluster_vol *gluster_vols;
-static bool gluster_closing; /* shutdown ran: late inits clean up alone */
-static atomic_uint gluster_nbad;  /* any file refusing writes at all? */
+static bool gluster_closing;	 /* shutdown ran: late inits clean up alone */
+static atomic_uint gluster_nbad; /* any file refusing writes at all? */
 
 static void gluster_init_cond(void)
 {
@@ -151,7 +155,7 @@ static struct timespec gluster_abstime(double t)
  * A bad or stale fd (its reopen failed) becomes -ENOTCONN: the core then
  * closes this connection and opens the file again. */
 static int gluster_fail(const char *name, int err, const char *fmt, ...)
-	ND_PRINTF(3, 4);
+    ND_PRINTF(3, 4);
 static int gluster_fail(const char *name, int err, const char *fmt, ...)
 {
 	char what[256];
@@ -244,14 +248,16 @@ static int gluster_parse_server(const struct nd_opts *o, int i,
 		type = sock ? "unix" : "tcp";
 	if (strcmp(type, "rdma") == 0) {
 		if (gluster_first_time(o->name, i))
-			nd_warn("%s: gluster: server.%d: the rdma transport is gone from GlusterFS, using tcp",
-				o->name, i);
+			nd_warn(
+			    "%s: gluster: server.%d: the rdma transport is gone from GlusterFS, using tcp",
+			    o->name, i);
 		type = "tcp";
 	}
 	if (strcmp(type, "unix") == 0) {
 		if (!sock || !*sock) {
-			nd_error("%s: gluster: server.%d.type=unix needs server.%d.socket",
-				 o->name, i, i);
+			nd_error(
+			    "%s: gluster: server.%d.type=unix needs server.%d.socket",
+			    o->name, i, i);
 			return -1;
 		}
 		s->transport = "unix";
@@ -260,8 +266,9 @@ static int gluster_parse_server(const struct nd_opts *o, int i,
 		return 0;
 	}
 	if (strcmp(type, "tcp") != 0 && strcmp(type, "inet") != 0) {
-		nd_error("%s: gluster: server.%d.type=%s: expected tcp, unix or rdma",
-			 o->name, i, type);
+		nd_error(
+		    "%s: gluster: server.%d.type=%s: expected tcp, unix or rdma",
+		    o->name, i, type);
 		return -1;
 	}
 	snprintf(key, sizeof key, "server.%d.port", i);
@@ -294,7 +301,8 @@ static int gluster_parse_debug(const struct nd_opts *o, int *out)
 		*out = b ? GLUSTER_MAX_DEBUG : 0;
 		return 0;
 	}
-	nd_error("%s: gluster: debug=%s: expected a level from 0 to 9", o->name, v);
+	nd_error("%s: gluster: debug=%s: expected a level from 0 to 9", o->name,
+		 v);
 	return -1;
 }
 
@@ -312,7 +320,8 @@ static int gluster_parse(const struct nd_opts *o, struct gluster_cfg *c)
 		return -1;
 	}
 	if (!c->path || !*c->path) {
-		nd_error("%s: gluster: no image path given (volume %s)", o->name, c->volume);
+		nd_error("%s: gluster: no image path given (volume %s)",
+			 o->name, c->volume);
 		return -1;
 	}
 	if (c->logfile && !*c->logfile)
@@ -321,7 +330,8 @@ static int gluster_parse(const struct nd_opts *o, struct gluster_cfg *c)
 	 * the core's retries never last longer than that either. */
 	if (gluster_parse_debug(o, &c->debug) < 0 ||
 	    nd_opt_bool(o, "ro", false, &c->ro) < 0 ||
-	    nd_opt_seconds(o, "reconnect-delay", GLUSTER_DEFAULT_TIMEOUT, &c->timeout) < 0 ||
+	    nd_opt_seconds(o, "reconnect-delay", GLUSTER_DEFAULT_TIMEOUT,
+			   &c->timeout) < 0 ||
 	    nd_opt_seconds(o, "timeout", c->timeout, &c->timeout) < 0 ||
 	    nd_opt_seconds(o, "open-timeout", GLUSTER_DEFAULT_OPEN_TIMEOUT,
 			   &c->open_timeout) < 0)
@@ -333,8 +343,8 @@ static int gluster_parse(const struct nd_opts *o, struct gluster_cfg *c)
 
 	max = gluster_max_server(o);
 	if (max >= GLUSTER_MAX_SERVERS) {
-		nd_error("%s: gluster: server.%d: at most %d servers", o->name, max,
-			 GLUSTER_MAX_SERVERS);
+		nd_error("%s: gluster: server.%d: at most %d servers", o->name,
+			 max, GLUSTER_MAX_SERVERS);
 		return -1;
 	}
 	c->nservers = max < 0 ? 1 : (size_t)max + 1;
@@ -344,8 +354,8 @@ static int gluster_parse(const struct nd_opts *o, struct gluster_cfg *c)
 		return -1;
 	}
 	if (max < 0) { /* no server at all: glusterd on this machine */
-		c->servers[0] = (struct gluster_server){ "tcp", (char *)"localhost",
-							 GLUSTER_DEFAULT_PORT };
+		c->servers[0] = (struct gluster_server){
+		    "tcp", (char *)"localhost", GLUSTER_DEFAULT_PORT};
 		return 0;
 	}
 	for (int i = 0; i <= max; i++) {
@@ -353,8 +363,9 @@ static int gluster_parse(const struct nd_opts *o, struct gluster_cfg *c)
 		    !nd_opt_getf(o, "server.%d.host", i) &&
 		    !nd_opt_getf(o, "server.%d.port", i) &&
 		    !nd_opt_getf(o, "server.%d.socket", i)) {
-			nd_error("%s: gluster: server.%d is missing from the server list",
-				 o->name, i);
+			nd_error(
+			    "%s: gluster: server.%d is missing from the server list",
+			    o->name, i);
 			goto err;
 		}
 		if (gluster_parse_server(o, i, &c->servers[i]) < 0)
@@ -379,8 +390,8 @@ static char *gluster_key(const struct gluster_cfg *c)
 		return NULL;
 	fprintf(f, "%s", c->volume);
 	for (size_t i = 0; i < c->nservers; i++)
-		fprintf(f, "|%s:%s:%d", c->servers[i].transport, c->servers[i].host,
-			c->servers[i].port);
+		fprintf(f, "|%s:%s:%d", c->servers[i].transport,
+			c->servers[i].host, c->servers[i].port);
 	fprintf(f, "|%d|%s", c->debug, c->logfile ? c->logfile : "");
 	if (fclose(f) != 0) {
 		free(buf);
@@ -405,7 +416,8 @@ static void gluster_vol_free(struct gluster_vol *v)
 	free(v);
 }
 
-static struct gluster_vol *gluster_vol_new(const struct gluster_cfg *c, char *key)
+static struct gluster_vol *gluster_vol_new(const struct gluster_cfg *c,
+					   char *key)
 {
 	struct gluster_vol *v = calloc(1, sizeof *v);
 
@@ -464,7 +476,7 @@ static void *gluster_log_reader(void *arg)
 	size_t have = 0;
 
 	for (;;) {
-		struct pollfd p = { .fd = v->log_rd, .events = POLLIN };
+		struct pollfd p = {.fd = v->log_rd, .events = POLLIN};
 		int r = poll(&p, 1, 200);
 
 		if (r == 0) {
@@ -474,7 +486,9 @@ static void *gluster_log_reader(void *arg)
 		}
 		if (r < 0 && errno == EINTR)
 			continue;
-		ssize_t n = r < 0 ? -1 : read(v->log_rd, buf + have, sizeof buf - 1 - have);
+		ssize_t n =
+		    r < 0 ? -1
+			  : read(v->log_rd, buf + have, sizeof buf - 1 - have);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -484,7 +498,7 @@ static void *gluster_log_reader(void *arg)
 		char *line = buf, *nl;
 		while ((nl = strchr(line, '\n'))) {
 			*nl = '\0';
-			/* Drop gluster's "[date time] " prefix: our log has one. */
+			/* Drop gluster's "[date time] ": ours has one. */
 			const char *msg = line;
 			if (*msg == '[' && (msg = strstr(line, "] ")))
 				msg += 2;
@@ -549,7 +563,8 @@ static void gluster_stop_log(struct gluster_vol *v)
 
 /* Make the glfs_t and initialise it. On failure *fsp may still hold a
  * glfs_t for the caller to glfs_fini, and *where names the failed step. */
-static int gluster_connect(struct gluster_vol *v, glfs_t **fsp, const char **where)
+static int gluster_connect(struct gluster_vol *v, glfs_t **fsp,
+			   const char **where)
 {
 	char path[PATH_MAX + 32], num[16];
 	glfs_t *fs = glfs_new(v->volume);
@@ -561,7 +576,8 @@ static int gluster_connect(struct gluster_vol *v, glfs_t **fsp, const char **whe
 	for (size_t i = 0; i < v->nservers; i++) {
 		*where = "glfs_set_volfile_server";
 		if (glfs_set_volfile_server(fs, v->servers[i].transport,
-					    v->servers[i].host, v->servers[i].port) < 0)
+					    v->servers[i].host,
+					    v->servers[i].port) < 0)
 			return -1;
 	}
 	/* Keep writes that failed to sync cached so the next fsync retries
@@ -575,7 +591,8 @@ static int gluster_connect(struct gluster_vol *v, glfs_t **fsp, const char **whe
 	 * moment) the fd stays failed for good, even after the brick is
 	 * back. Open for real, so errors show up in open() and libgfapi's
 	 * fd reopen on reconnection covers the rest. */
-	if (glfs_set_xlator_option(fs, "*-open-behind", "pass-through", "on") < 0)
+	if (glfs_set_xlator_option(fs, "*-open-behind", "pass-through", "on") <
+	    0)
 		return -1;
 	snprintf(num, sizeof num, "%d", v->ping_timeout);
 	if (glfs_set_xlator_option(fs, "*-client-*", "ping-timeout", num) < 0 ||
@@ -597,10 +614,10 @@ static void gluster_describe_servers(const struct gluster_vol *v, char *buf,
 	buf[0] = '\0';
 	for (size_t i = 0; i < v->nservers && off < size; i++) {
 		const struct gluster_server *s = &v->servers[i];
-		int n = s->port ? snprintf(buf + off, size - off, "%s%s:%d", i ? ", " : "",
-					   s->host, s->port)
-				: snprintf(buf + off, size - off, "%sunix:%s", i ? ", " : "",
-					   s->host);
+		int n = s->port ? snprintf(buf + off, size - off, "%s%s:%d",
+					   i ? ", " : "", s->host, s->port)
+				: snprintf(buf + off, size - off, "%sunix:%s",
+					   i ? ", " : "", s->host);
 		if (n < 0)
 			break;
 		off += (size_t)n;
@@ -624,8 +641,8 @@ static void *gluster_init_thread(void *arg)
 		char servers[512];
 		gluster_describe_servers(v, servers, sizeof servers);
 		v->err = e ? e : EIO;
-		snprintf(v->msg, sizeof v->msg, "volume %s on %s: %s", v->volume, servers,
-			 where);
+		snprintf(v->msg, sizeof v->msg, "volume %s on %s: %s",
+			 v->volume, servers, where);
 		v->state = GLUSTER_FAILED;
 		if (v->linked)
 			gluster_unlink(v); /* the next open() tries afresh */
@@ -633,7 +650,8 @@ static void *gluster_init_thread(void *arg)
 	} else {
 		v->fs = fs;
 		v->state = GLUSTER_READY;
-		if (gluster_closing) { /* unmount came first: nobody will use it */
+		/* Unmount came first: nobody will use it. */
+		if (gluster_closing) {
 			if (v->linked)
 				gluster_unlink(v);
 			fini_now = true;
@@ -659,7 +677,8 @@ static void *gluster_init_thread(void *arg)
 
 /* Find or start the glfs_t for this configuration and wait (bounded) until
  * it is ready. Returns it with a reference held, or NULL after nd_error. */
-static struct gluster_vol *gluster_vol_get(const struct gluster_cfg *c, int *errp)
+static struct gluster_vol *gluster_vol_get(const struct gluster_cfg *c,
+					   int *errp)
 {
 	struct gluster_vol *v;
 	double deadline = gluster_now() + c->open_timeout;
@@ -704,13 +723,15 @@ static struct gluster_vol *gluster_vol_get(const struct gluster_cfg *c, int *err
 			gluster_vol_free(v);
 			errno = r;
 			*errp = -r;
-			nd_error("%s: gluster: cannot start a thread: %m", c->name);
+			nd_error("%s: gluster: cannot start a thread: %m",
+				 c->name);
 			return NULL;
 		}
 	}
 	while (v->state == GLUSTER_STARTING) {
 		struct timespec ts = gluster_abstime(deadline);
-		if (pthread_cond_timedwait(&gluster_cond, &gluster_lock, &ts) == ETIMEDOUT)
+		if (pthread_cond_timedwait(&gluster_cond, &gluster_lock, &ts) ==
+		    ETIMEDOUT)
 			break;
 	}
 	if (v->state == GLUSTER_READY) {
@@ -723,8 +744,9 @@ static struct gluster_vol *gluster_vol_get(const struct gluster_cfg *c, int *err
 		gluster_put_locked(v);
 		pthread_mutex_unlock(&gluster_lock);
 		*errp = -ETIMEDOUT;
-		nd_error("%s: gluster: volume %s on %s: no answer within %g s (open-timeout)",
-			 c->name, c->volume, servers, c->open_timeout);
+		nd_error(
+		    "%s: gluster: volume %s on %s: no answer within %g s (open-timeout)",
+		    c->name, c->volume, servers, c->open_timeout);
 		return NULL;
 	}
 	char msg[sizeof v->msg];
@@ -780,8 +802,9 @@ static void gluster_mark_bad(struct gluster_conn *c)
 static int gluster_refuse(struct gluster_conn *c)
 {
 	errno = EIO;
-	nd_error("%s: gluster: %s: an earlier fsync failed, so written data may be lost; writes are refused until the next mount",
-		 c->name, c->path);
+	nd_error(
+	    "%s: gluster: %s: an earlier fsync failed, so written data may be lost; writes are refused until the next mount",
+	    c->name, c->path);
 	return -EIO;
 }
 
@@ -797,10 +820,12 @@ static void gluster_close(void *handle)
 		int e = errno;
 		if (atomic_load(&c->changes) != atomic_load(&c->synced)) {
 			gluster_mark_bad(c);
-			nd_warn("%s: gluster: closing %s failed (%s) with unsynced writes: they may be lost, writes are refused until the next mount",
-				c->name, c->path, strerror(e));
+			nd_warn(
+			    "%s: gluster: closing %s failed (%s) with unsynced writes: they may be lost, writes are refused until the next mount",
+			    c->name, c->path, strerror(e));
 		} else {
-			nd_warn("%s: gluster: closing %s: %s", c->name, c->path, strerror(e));
+			nd_warn("%s: gluster: closing %s: %s", c->name, c->path,
+				strerror(e));
 		}
 	}
 	pthread_mutex_lock(&gluster_lock);
@@ -811,7 +836,8 @@ static void gluster_close(void *handle)
 	free(c);
 }
 
-static int gluster_open(const struct nd_opts *o, void **handle, struct nd_info *info)
+static int gluster_open(const struct nd_opts *o, void **handle,
+			struct nd_info *info)
 {
 	struct gluster_cfg cfg;
 	struct gluster_conn *c = NULL;
@@ -827,7 +853,8 @@ static int gluster_open(const struct nd_opts *o, void **handle, struct nd_info *
 		return r;
 
 	c = calloc(1, sizeof *c);
-	if (!c || !(c->name = strdup(o->name)) || !(c->path = strdup(cfg.path))) {
+	if (!c || !(c->name = strdup(o->name)) ||
+	    !(c->path = strdup(cfg.path))) {
 		r = -ENOMEM;
 		nd_error("%s: gluster: out of memory", o->name);
 		goto err;
@@ -835,14 +862,15 @@ static int gluster_open(const struct nd_opts *o, void **handle, struct nd_info *
 	c->vol = v;
 	c->fd = glfs_open(v->fs, cfg.path, cfg.ro ? O_RDONLY : O_RDWR);
 	if (!c->fd && !cfg.ro && (errno == EROFS || errno == EACCES)) {
-		nd_info("%s: gluster: %s/%s is not writable (%m), serving it read-only",
-			o->name, cfg.volume, cfg.path);
+		nd_info(
+		    "%s: gluster: %s/%s is not writable (%m), serving it read-only",
+		    o->name, cfg.volume, cfg.path);
 		cfg.ro = true;
 		c->fd = glfs_open(v->fs, cfg.path, O_RDONLY);
 	}
 	if (!c->fd) {
-		r = gluster_fail(o->name, errno, "open %s in volume %s", cfg.path,
-				 cfg.volume);
+		r = gluster_fail(o->name, errno, "open %s in volume %s",
+				 cfg.path, cfg.volume);
 		goto err;
 	}
 	if (glfs_fstat(c->fd, &st) < 0) {
@@ -852,8 +880,8 @@ static int gluster_open(const struct nd_opts *o, void **handle, struct nd_info *
 	if (!S_ISREG(st.st_mode)) {
 		errno = EINVAL;
 		r = -EINVAL;
-		nd_error("%s: gluster: %s in volume %s is not a regular file", o->name,
-			 cfg.path, cfg.volume);
+		nd_error("%s: gluster: %s in volume %s is not a regular file",
+			 o->name, cfg.path, cfg.volume);
 		goto err;
 	}
 	memset(info, 0, sizeof *info);
@@ -894,11 +922,13 @@ static int gluster_pread(void *handle, void *buf, size_t len, uint64_t off)
 	while (len > 0) {
 		ssize_t n = glfs_pread(c->fd, p, len, (off_t)off, 0, NULL);
 		if (n < 0)
-			return gluster_fail(c->name, errno, "read of %zu bytes at %" PRIu64,
+			return gluster_fail(c->name, errno,
+					    "read of %zu bytes at %" PRIu64,
 					    len, off);
 		if (n == 0) {
 			errno = EIO;
-			nd_error("%s: gluster: read at %" PRIu64 ": %s ends there (truncated on the server?)",
+			nd_error("%s: gluster: read at %" PRIu64
+				 ": %s ends there (truncated on the server?)",
 				 c->name, off, c->path);
 			return -EIO;
 		}
@@ -918,7 +948,8 @@ static int gluster_flush(void *handle)
 	uint_fast64_t seen = atomic_load(&c->changes);
 	if (glfs_fsync(c->fd, NULL, NULL) == 0) {
 		uint_fast64_t old = atomic_load(&c->synced);
-		while (old < seen && !atomic_compare_exchange_weak(&c->synced, &old, seen))
+		while (old < seen &&
+		       !atomic_compare_exchange_weak(&c->synced, &old, seen))
 			;
 		return 0;
 	}
@@ -928,8 +959,8 @@ static int gluster_flush(void *handle)
 	return gluster_fail(c->name, e, "fsync of %s", c->path);
 }
 
-static int gluster_pwrite(void *handle, const void *buf, size_t len, uint64_t off,
-			  unsigned flags)
+static int gluster_pwrite(void *handle, const void *buf, size_t len,
+			  uint64_t off, unsigned flags)
 {
 	struct gluster_conn *c = handle;
 	const char *p = buf;
@@ -938,13 +969,16 @@ static int gluster_pwrite(void *handle, const void *buf, size_t len, uint64_t of
 		return gluster_refuse(c);
 	atomic_fetch_add(&c->changes, 1);
 	while (len > 0) {
-		ssize_t n = glfs_pwrite(c->fd, p, len, (off_t)off, 0, NULL, NULL);
+		ssize_t n =
+		    glfs_pwrite(c->fd, p, len, (off_t)off, 0, NULL, NULL);
 		if (n < 0)
-			return gluster_fail(c->name, errno, "write of %zu bytes at %" PRIu64,
+			return gluster_fail(c->name, errno,
+					    "write of %zu bytes at %" PRIu64,
 					    len, off);
 		if (n == 0) {
 			errno = EIO;
-			nd_error("%s: gluster: write at %" PRIu64 " made no progress",
+			nd_error("%s: gluster: write at %" PRIu64
+				 " made no progress",
 				 c->name, off);
 			return -EIO;
 		}
@@ -963,12 +997,14 @@ static int gluster_trim(void *handle, uint64_t len, uint64_t off)
 		return gluster_refuse(c);
 	atomic_fetch_add(&c->changes, 1);
 	if (glfs_discard(c->fd, (off_t)off, (size_t)len) < 0)
-		return gluster_fail(c->name, errno, "discard of %" PRIu64 " bytes at %" PRIu64,
+		return gluster_fail(c->name, errno,
+				    "discard of %" PRIu64 " bytes at %" PRIu64,
 				    len, off);
 	return 0;
 }
 
-static int gluster_zero(void *handle, uint64_t len, uint64_t off, unsigned flags)
+static int gluster_zero(void *handle, uint64_t len, uint64_t off,
+			unsigned flags)
 {
 	struct gluster_conn *c = handle;
 
@@ -976,7 +1012,8 @@ static int gluster_zero(void *handle, uint64_t len, uint64_t off, unsigned flags
 		return gluster_refuse(c);
 	atomic_fetch_add(&c->changes, 1);
 	if (glfs_zerofill(c->fd, (off_t)off, (off_t)len) < 0)
-		return gluster_fail(c->name, errno, "zerofill of %" PRIu64 " bytes at %" PRIu64,
+		return gluster_fail(c->name, errno,
+				    "zerofill of %" PRIu64 " bytes at %" PRIu64,
 				    len, off);
 	return flags & ND_FUA ? gluster_flush(c) : 0;
 }
@@ -1016,8 +1053,9 @@ static void gluster_shutdown(void)
 			*p = v->next;
 			v->linked = false;
 			if (v->refs)
-				nd_warn("gluster: volume %s still has %u open connections at shutdown",
-					v->volume, v->refs);
+				nd_warn(
+				    "gluster: volume %s still has %u open connections at shutdown",
+				    v->volume, v->refs);
 			v->next = ready;
 			ready = v;
 		} else {
@@ -1034,8 +1072,9 @@ static void gluster_shutdown(void)
 		gluster_finis_left++;
 		if (pthread_create(&th, &attr, gluster_fini_thread, v) != 0) {
 			gluster_finis_left--;
-			nd_warn("gluster: volume %s: no thread for glfs_fini; leaving it to exit",
-				v->volume);
+			nd_warn(
+			    "gluster: volume %s: no thread for glfs_fini; leaving it to exit",
+			    v->volume);
 		} else {
 			n++;
 		}
@@ -1043,46 +1082,49 @@ static void gluster_shutdown(void)
 	}
 	struct timespec ts = gluster_abstime(t0 + GLUSTER_FINI_BOUND);
 	while (gluster_finis_left > 0)
-		if (pthread_cond_timedwait(&gluster_cond, &gluster_lock, &ts) == ETIMEDOUT)
+		if (pthread_cond_timedwait(&gluster_cond, &gluster_lock, &ts) ==
+		    ETIMEDOUT)
 			break;
 	unsigned left = gluster_finis_left;
 	pthread_mutex_unlock(&gluster_lock);
 	if (left)
-		nd_warn("gluster: %u of %u glfs_fini calls still running after %g s; exiting without them",
-			left, n, GLUSTER_FINI_BOUND);
+		nd_warn(
+		    "gluster: %u of %u glfs_fini calls still running after %g s; exiting without them",
+		    left, n, GLUSTER_FINI_BOUND);
 	else if (n)
-		nd_debug("gluster: %u glfs_fini calls done in %.1f s", n, gluster_now() - t0);
+		nd_debug("gluster: %u glfs_fini calls done in %.1f s", n,
+			 gluster_now() - t0);
 }
 
-static const char *const gluster_drivers[] = { "gluster", NULL };
-static const char *const gluster_schemes[] = { "gluster", "gluster+tcp", "gluster+unix",
-					       "gluster+rdma", NULL };
+static const char *const gluster_drivers[] = {"gluster", NULL};
+static const char *const gluster_schemes[] = {
+    "gluster", "gluster+tcp", "gluster+unix", "gluster+rdma", NULL};
 static const struct nd_optdesc gluster_options[] = {
-	{ "volume", "GlusterFS volume name" },
-	{ "path", "image file inside the volume" },
-	{ "server.N.type", "tcp (default) or unix; rdma is served over tcp" },
-	{ "server.N.host", "volfile server host name or address (localhost)" },
-	{ "server.N.port", "volfile server port (24007)" },
-	{ "server.N.socket", "glusterd Unix socket, with type=unix" },
-	{ "debug", "libgfapi log level 0-9 (4)" },
-	{ "logfile", "libgfapi log file (default: the netdiskfs log, with -d)" },
-	{ NULL, NULL },
+    {"volume", "GlusterFS volume name"},
+    {"path", "image file inside the volume"},
+    {"server.N.type", "tcp (default) or unix; rdma is served over tcp"},
+    {"server.N.host", "volfile server host name or address (localhost)"},
+    {"server.N.port", "volfile server port (24007)"},
+    {"server.N.socket", "glusterd Unix socket, with type=unix"},
+    {"debug", "libgfapi log level 0-9 (4)"},
+    {"logfile", "libgfapi log file (default: the netdiskfs log, with -d)"},
+    {NULL, NULL},
 };
 
 static const struct nd_backend gluster_backend = {
-	.name = "gluster",
-	.drivers = gluster_drivers,
-	.schemes = gluster_schemes,
-	.description = "GlusterFS volumes (libgfapi)",
-	.options = gluster_options,
-	.open = gluster_open,
-	.close = gluster_close,
-	.pread = gluster_pread,
-	.pwrite = gluster_pwrite,
-	.flush = gluster_flush,
-	.trim = gluster_trim,
-	.zero = gluster_zero,
-	.shutdown = gluster_shutdown,
+    .name = "gluster",
+    .drivers = gluster_drivers,
+    .schemes = gluster_schemes,
+    .description = "GlusterFS volumes (libgfapi)",
+    .options = gluster_options,
+    .open = gluster_open,
+    .close = gluster_close,
+    .pread = gluster_pread,
+    .pwrite = gluster_pwrite,
+    .flush = gluster_flush,
+    .trim = gluster_trim,
+    .zero = gluster_zero,
+    .shutdown = gluster_shutdown,
 };
 
 ND_BACKEND_REGISTER(gluster_backend);
