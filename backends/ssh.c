@@ -40,12 +40,12 @@
 #include "backend.h"
 
 #define SSH_DEFAULT_PORT 22
-#define SSH_DEFAULT_TIMEOUT 10.0	 /* seconds, when timeout= is absent */
+#define SSH_DEFAULT_TIMEOUT 10.0 /* seconds, when timeout= is absent */
 #define SSH_CLOSE_TIMEOUT 1.0	 /* seconds for a polite close */
 #define SSH_READ_CHUNK_OPENSSH (128 * 1024) /* bytes per SFTP READ */
 #define SSH_READ_CHUNK_OTHER (64 * 1024)
 #define SSH_READ_CHUNK_MIN 4096
-#define SSH_READ_INFLIGHT 16		 /* READs in flight per session */
+#define SSH_READ_INFLIGHT 16		     /* READs in flight per session */
 #define SSH_WRITE_CHUNK_OPENSSH (255 * 1024) /* OpenSSH: 256 KiB messages */
 #define SSH_WRITE_CHUNK_OTHER (32 * 1024)    /* what every server must take */
 
@@ -53,7 +53,7 @@ struct ssh_conn {
 	ssh_session session;
 	sftp_session sftp;
 	sftp_file file;
-	size_t read_chunk;  /* shrinks if the server answers less */
+	size_t read_chunk; /* shrinks if the server answers less */
 	size_t write_chunk;
 	bool broken; /* transport or SFTP channel gone: only -ENOTCONN now */
 	char *where; /* "user@host:port/path" for messages */
@@ -359,7 +359,7 @@ static int ssh_parse_b64(const char *s, unsigned char *out, size_t max,
 			 size_t *len)
 {
 	static const char abc[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	unsigned acc = 0, bits = 0;
 	size_t n = 0;
 
@@ -389,9 +389,9 @@ static int ssh_parse_hkc(const struct nd_opts *o, struct ssh_params *p)
 		enum ssh_publickey_hash_type type;
 		size_t len;
 	} hashes[] = {
-		{"sha256", SSH_PUBLICKEY_HASH_SHA256, 32},
-		{"sha1", SSH_PUBLICKEY_HASH_SHA1, 20},
-		{"md5", SSH_PUBLICKEY_HASH_MD5, 16},
+	    {"sha256", SSH_PUBLICKEY_HASH_SHA256, 32},
+	    {"sha1", SSH_PUBLICKEY_HASH_SHA1, 20},
+	    {"md5", SSH_PUBLICKEY_HASH_MD5, 16},
 	};
 	const char *v = nd_opt_get(o, "host-key-check");
 
@@ -420,12 +420,14 @@ static int ssh_parse_hkc(const struct nd_opts *o, struct ssh_params *p)
 				   &p->hash_len) == 0 &&
 		     p->hash_len == hashes[i].len))
 			return 0;
-		nd_error("ssh: host-key-check=%s: expected %zu bytes of hex (or OpenSSH's base64) after '%s:'",
-			 v, hashes[i].len, hashes[i].name);
+		nd_error(
+		    "ssh: host-key-check=%s: expected %zu bytes of hex (or OpenSSH's base64) after '%s:'",
+		    v, hashes[i].len, hashes[i].name);
 		return -EINVAL;
 	}
-	nd_error("ssh: host-key-check=%s: expected known_hosts, none, sha256:HEX, sha1:HEX or md5:HEX",
-		 v);
+	nd_error(
+	    "ssh: host-key-check=%s: expected known_hosts, none, sha256:HEX, sha1:HEX or md5:HEX",
+	    v);
 	return -EINVAL;
 }
 
@@ -491,7 +493,8 @@ static int ssh_default_user(ssh_session s, const char *entry)
 		return 0;
 	}
 	if (getpwuid_r(geteuid(), &pw, buf, sizeof(buf), &res) != 0 || !res) {
-		nd_error("ssh: no user given and no name for uid %u", (unsigned)geteuid());
+		nd_error("ssh: no user given and no name for uid %u",
+			 (unsigned)geteuid());
 		return -EINVAL;
 	}
 	if (ssh_options_set(s, SSH_OPTIONS_USER, res->pw_name) < 0)
@@ -506,8 +509,8 @@ static void ssh_prefer_ciphers(ssh_session s)
 {
 #if defined(__x86_64__) || defined(__i386__)
 	static const char ciphers[] =
-		"aes128-gcm@openssh.com,aes256-gcm@openssh.com,"
-		"chacha20-poly1305@openssh.com,aes256-ctr,aes192-ctr,aes128-ctr";
+	    "aes128-gcm@openssh.com,aes256-gcm@openssh.com,"
+	    "chacha20-poly1305@openssh.com,aes256-ctr,aes192-ctr,aes128-ctr";
 
 	__builtin_cpu_init();
 	if (!__builtin_cpu_supports("aes") || !__builtin_cpu_supports("pclmul"))
@@ -545,9 +548,10 @@ static int ssh_set_options(ssh_session s, const struct ssh_params *p,
 		return ssh_fail(s, NULL, EINVAL, "ssh: ssh options");
 	if (p->known_hosts &&
 	    (ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, p->known_hosts) < 0 ||
-	     ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS,
-			     p->known_hosts) < 0))
-		return ssh_fail(s, NULL, EINVAL, "ssh: known-hosts=%s", p->known_hosts);
+	     ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, p->known_hosts) <
+		 0))
+		return ssh_fail(s, NULL, EINVAL, "ssh: known-hosts=%s",
+				p->known_hosts);
 	return p->user ? 0 : ssh_default_user(s, entry);
 }
 
@@ -560,10 +564,9 @@ static char *ssh_fingerprint(ssh_key key, enum ssh_publickey_hash_type type)
 
 	if (ssh_get_publickey_hash(key, type, &hash, &len) < 0)
 		return NULL;
-	fp = type == SSH_PUBLICKEY_HASH_MD5 ? ssh_get_hexa(hash, len)
-					    : ssh_get_fingerprint_hash(type,
-								       hash,
-								       len);
+	fp = type == SSH_PUBLICKEY_HASH_MD5
+		 ? ssh_get_hexa(hash, len)
+		 : ssh_get_fingerprint_hash(type, hash, len);
 	ssh_clean_pubkey_hash(&hash);
 	return fp;
 }
@@ -607,22 +610,24 @@ static int ssh_check_host_key(ssh_session s, const struct ssh_params *p,
 	switch (p->hkc) {
 	case SSH_HKC_NONE:
 		if (ssh_first_time("hostkey-none", entry))
-			nd_warn("entry '%s': ssh: host-key-check=none: NOT verifying the host key of %s (%s %s)",
-				entry, where, type, fp ? fp : "?");
+			nd_warn(
+			    "entry '%s': ssh: host-key-check=none: NOT verifying the host key of %s (%s %s)",
+			    entry, where, type, fp ? fp : "?");
 		break;
 	case SSH_HKC_HASH:
 		if (ssh_get_publickey_hash(key, p->hash_type, &hash,
 					   &hash_len) < 0) {
-			r = ssh_fail(s, NULL, EIO, "ssh: cannot hash the host key");
+			r = ssh_fail(s, NULL, EIO,
+				     "ssh: cannot hash the host key");
 			break;
 		}
 		if (hash_len != p->hash_len ||
 		    memcmp(hash, p->hash, hash_len) != 0) {
 			got = ssh_get_hexa(hash, hash_len);
-			nd_error("ssh: host key of %s does not match host-key-check=%s:... (server offers %s key %s, %s:%s): refusing to connect",
-				 where, p->hash_name, type,
-				 fp ? fp : "?", p->hash_name,
-				 got ? got : "?");
+			nd_error(
+			    "ssh: host key of %s does not match host-key-check=%s:... (server offers %s key %s, %s:%s): refusing to connect",
+			    where, p->hash_name, type, fp ? fp : "?",
+			    p->hash_name, got ? got : "?");
 			r = -EACCES;
 		}
 		ssh_clean_pubkey_hash(&hash);
@@ -630,29 +635,32 @@ static int ssh_check_host_key(ssh_session s, const struct ssh_params *p,
 	case SSH_HKC_KNOWN_HOSTS:
 		ssh_known_hosts_name(p, kh, sizeof(kh));
 		switch (ssh_session_is_known_server(s)) {
-		case SSH_KNOWN_HOSTS_OK:
-			break;
+		case SSH_KNOWN_HOSTS_OK: break;
 		case SSH_KNOWN_HOSTS_CHANGED:
-			nd_error("ssh: HOST KEY OF %s HAS CHANGED: server offers %s key %s, which does not match %s (someone may be intercepting the connection); refusing to connect",
-				 where, type, fp ? fp : "?", kh);
+			nd_error(
+			    "ssh: HOST KEY OF %s HAS CHANGED: server offers %s key %s, which does not match %s (someone may be intercepting the connection); refusing to connect",
+			    where, type, fp ? fp : "?", kh);
 			r = -EACCES;
 			break;
 		case SSH_KNOWN_HOSTS_OTHER:
-			nd_error("ssh: host key of %s is a %s key %s, but %s holds a key of another type for this host; refusing to connect",
-				 where, type, fp ? fp : "?", kh);
+			nd_error(
+			    "ssh: host key of %s is a %s key %s, but %s holds a key of another type for this host; refusing to connect",
+			    where, type, fp ? fp : "?", kh);
 			r = -EACCES;
 			break;
 		case SSH_KNOWN_HOSTS_UNKNOWN:
 		case SSH_KNOWN_HOSTS_NOT_FOUND:
-			nd_error("ssh: host key of %s is unknown (%s key %s, not in %s); refusing to connect: add it to known_hosts or pin it with host-key-check=sha256:HEX",
-				 where, type, fp ? fp : "?", kh);
+			nd_error(
+			    "ssh: host key of %s is unknown (%s key %s, not in %s); refusing to connect: add it to known_hosts or pin it with host-key-check=sha256:HEX",
+			    where, type, fp ? fp : "?", kh);
 			r = -EACCES;
 			break;
 		case SSH_KNOWN_HOSTS_ERROR:
 		default:
-			r = ssh_fail(s, NULL, EACCES,
-				     "ssh: cannot check the host key of %s against %s",
-				     where, kh);
+			r = ssh_fail(
+			    s, NULL, EACCES,
+			    "ssh: cannot check the host key of %s against %s",
+			    where, kh);
 			break;
 		}
 		break;
@@ -678,7 +686,7 @@ static int ssh_auth_kbdint(ssh_session s, const char *password)
 
 			ssh_userauth_kbdint_getprompt(s, (unsigned)i, &echo);
 			if (ssh_userauth_kbdint_setanswer(
-				    s, (unsigned)i, echo ? "" : password) < 0)
+				s, (unsigned)i, echo ? "" : password) < 0)
 				return SSH_AUTH_ERROR;
 		}
 	}
@@ -724,8 +732,9 @@ static int ssh_auth(ssh_session s, const struct nd_opts *o,
 			}
 			if (ssh_pki_import_privkey_file(p->identity, NULL, NULL,
 							NULL, &key) != SSH_OK) {
-				nd_error("ssh: cannot load identity=%s (a passphrase-protected key must be loaded into ssh-agent)",
-					 p->identity);
+				nd_error(
+				    "ssh: cannot load identity=%s (a passphrase-protected key must be loaded into ssh-agent)",
+				    p->identity);
 				r = -EINVAL;
 				goto out;
 			}
@@ -751,19 +760,19 @@ static int ssh_auth(ssh_session s, const struct nd_opts *o,
 			goto out;
 	}
 	if (!ssh_is_connected(s)) {
-		r = ssh_fail(s, NULL, ENOTCONN,
-			     "ssh: connection lost while authenticating with %s",
-			     where);
+		r = ssh_fail(
+		    s, NULL, ENOTCONN,
+		    "ssh: connection lost while authenticating with %s", where);
 		goto out;
 	}
-	nd_error("ssh: authentication with %s failed (server offers:%s%s%s; tried:%s)%s",
-		 where,
-		 methods & SSH_AUTH_METHOD_PUBLICKEY ? " publickey" : "",
-		 methods & SSH_AUTH_METHOD_PASSWORD ? " password" : "",
-		 methods & SSH_AUTH_METHOD_INTERACTIVE ? " keyboard-interactive"
-						       : "",
-		 *tried ? tried : " nothing",
-		 have_agent ? "" : "; SSH_AUTH_SOCK is not set");
+	nd_error(
+	    "ssh: authentication with %s failed (server offers:%s%s%s; tried:%s)%s",
+	    where, methods & SSH_AUTH_METHOD_PUBLICKEY ? " publickey" : "",
+	    methods & SSH_AUTH_METHOD_PASSWORD ? " password" : "",
+	    methods & SSH_AUTH_METHOD_INTERACTIVE ? " keyboard-interactive"
+						  : "",
+	    *tried ? tried : " nothing",
+	    have_agent ? "" : "; SSH_AUTH_SOCK is not set");
 	r = -EACCES;
 out:
 	ssh_key_free(key);
@@ -776,8 +785,9 @@ out:
 static int ssh_timeout_error(struct ssh_conn *c, const char *what)
 {
 	c->broken = true;
-	nd_error("ssh: %s: no answer from %s for %g s (timeout=): connection dropped",
-		 what, c->where, c->timeout);
+	nd_error(
+	    "ssh: %s: no answer from %s for %g s (timeout=): connection dropped",
+	    what, c->where, c->timeout);
 	errno = ENOTCONN;
 	return -ENOTCONN;
 }
@@ -831,8 +841,9 @@ static int ssh_open_file(struct ssh_conn *c, const struct nd_opts *o,
 		    fx != SSH_FX_WRITE_PROTECT)
 			goto fail;
 		if (ssh_first_time("readonly", o->name))
-			nd_info("entry '%s': ssh: %s is not writable: read-only", o->name,
-				c->where);
+			nd_info(
+			    "entry '%s': ssh: %s is not writable: read-only",
+			    o->name, c->where);
 	}
 	info->read_only = true;
 	c->file = sftp_open(c->sftp, p->path, O_RDONLY, 0);
@@ -1002,19 +1013,20 @@ static int ssh_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 	}
 	info->read_only = info->read_only || p.ro;
 	info->can_flush =
-		sftp_extension_supported(c->sftp, "fsync@openssh.com", "1") == 1;
+	    sftp_extension_supported(c->sftp, "fsync@openssh.com", "1") == 1;
 	if (!info->can_flush && !info->read_only &&
 	    ssh_first_time("nofsync", o->name))
-		nd_warn("entry '%s': ssh: the SFTP server of %s does not offer fsync@openssh.com: fsync cannot reach its disk",
-			o->name, c->where);
+		nd_warn(
+		    "entry '%s': ssh: the SFTP server of %s does not offer fsync@openssh.com: fsync cannot reach its disk",
+		    o->name, c->where);
 	/* Each session writes straight into the server's file: what one
 	 * connection wrote is what another reads, and fsync on any handle
 	 * flushes the file. */
 	info->can_multi_conn = true;
 	info->thread_safe = false;
 	*conn = c;
-	nd_debug("entry '%s': ssh: connected to %s (cipher %s, size %llu%s%s)", o->name,
-		 c->where,
+	nd_debug("entry '%s': ssh: connected to %s (cipher %s, size %llu%s%s)",
+		 o->name, c->where,
 		 ssh_get_cipher_in(c->session) ? ssh_get_cipher_in(c->session)
 					       : "?",
 		 (unsigned long long)info->size,
@@ -1046,21 +1058,13 @@ static int ssh_io_fail(struct ssh_conn *c, const char *what, size_t len,
 			   ssh_channel_is_eof(c->sftp->channel)))
 		c->broken = true;
 	switch (c->broken ? 0 : fx) {
-	case SSH_FX_PERMISSION_DENIED:
-		err = EACCES;
-		break;
-	case SSH_FX_WRITE_PROTECT:
-		err = EROFS;
-		break;
-	case SSH_FX_OP_UNSUPPORTED:
-		err = EOPNOTSUPP;
-		break;
+	case SSH_FX_PERMISSION_DENIED: err = EACCES; break;
+	case SSH_FX_WRITE_PROTECT: err = EROFS; break;
+	case SSH_FX_OP_UNSUPPORTED: err = EOPNOTSUPP; break;
 	case SSH_FX_FAILURE:
 	case SSH_FX_EOF:
 	case SSH_FX_NO_SUCH_FILE:
-	case SSH_FX_NO_MEDIA:
-		err = EIO;
-		break;
+	case SSH_FX_NO_MEDIA: err = EIO; break;
 	default: /* no status (transport error), lost, bad message */
 		c->broken = true;
 		err = ENOTCONN;
@@ -1098,8 +1102,9 @@ static int ssh_read_sync(struct ssh_conn *c, char *buf, size_t len,
 			/* The file shrank under us: the size the core holds
 			 * is stale. Drop the session (and queued replies). */
 			c->broken = true;
-			nd_error("ssh: read at %llu on %s: end of file (the remote file shrank?)",
-				 (unsigned long long)off, c->where);
+			nd_error(
+			    "ssh: read at %llu on %s: end of file (the remote file shrank?)",
+			    (unsigned long long)off, c->where);
 			errno = EIO;
 			return -EIO;
 		}
@@ -1129,7 +1134,7 @@ static int ssh_read_pipelined(struct ssh_conn *c, char *buf, size_t len,
 	while (issued < len || n_in > 0) {
 		while (r == 0 && issued < len && n_in < SSH_READ_INFLIGHT) {
 			struct ssh_slot *s =
-				&q[(head + n_in) % SSH_READ_INFLIGHT];
+			    &q[(head + n_in) % SSH_READ_INFLIGHT];
 			size_t n = len - issued;
 			int id;
 
@@ -1139,8 +1144,8 @@ static int ssh_read_pipelined(struct ssh_conn *c, char *buf, size_t len,
 			/* sftp_seek64 only sets libssh's offset for the
 			 * next request: no round trip. */
 			if (sftp_seek64(c->file, off + issued) < 0 ||
-			    (id = sftp_async_read_begin(c->file,
-							(uint32_t)n)) < 0) {
+			    (id = sftp_async_read_begin(c->file, (uint32_t)n)) <
+				0) {
 				r = ssh_io_fail(c, "read request", n,
 						off + issued);
 				break;
@@ -1177,8 +1182,9 @@ static int ssh_read_pipelined(struct ssh_conn *c, char *buf, size_t len,
 			/* Servers may cap a READ below what we ask: ask for
 			 * what it gave from now on, and fill the hole. */
 			if (got >= SSH_READ_CHUNK_MIN)
-				c->read_chunk = (size_t)got &
-						~(size_t)(SSH_READ_CHUNK_MIN - 1);
+				c->read_chunk =
+				    (size_t)got &
+				    ~(size_t)(SSH_READ_CHUNK_MIN - 1);
 			r = ssh_read_sync(c, buf + s->pos + got,
 					  s->len - (uint32_t)got,
 					  off + s->pos + (uint64_t)got);
@@ -1219,8 +1225,9 @@ static int ssh_write_all(struct ssh_conn *c, const char *buf, size_t len,
 			/* An SFTP WRITE is all or nothing; anything else
 			 * means the session is confused. */
 			c->broken = true;
-			nd_error("ssh: write of %zu bytes at %llu on %s: server wrote %zd",
-				 n, (unsigned long long)off, c->where, w);
+			nd_error(
+			    "ssh: write of %zu bytes at %llu on %s: server wrote %zd",
+			    n, (unsigned long long)off, c->where, w);
 			errno = ENOTCONN;
 			return -ENOTCONN;
 		}
@@ -1280,31 +1287,31 @@ static void ssh_shutdown(void)
 static const char *const ssh_drivers[] = {"ssh", NULL};
 static const char *const ssh_schemes[] = {"ssh", NULL};
 static const struct nd_optdesc ssh_options[] = {
-	{"server.host", "SSH server host name or address"},
-	{"server.port", "SSH server port (22)"},
-	{"user", "remote user name (the local user)"},
-	{"path", "path of the disk image on the server"},
-	{"host-key-check",
-	 "known_hosts (default), none, sha256:HEX, sha1:HEX or md5:HEX"},
-	{"known-hosts", "known_hosts file (~/.ssh/known_hosts)"},
-	{"identity", "private key file, tried after ssh-agent"},
-	{"password-file", "file holding the password, tried last"},
-	{NULL, NULL},
+    {"server.host", "SSH server host name or address"},
+    {"server.port", "SSH server port (22)"},
+    {"user", "remote user name (the local user)"},
+    {"path", "path of the disk image on the server"},
+    {"host-key-check",
+     "known_hosts (default), none, sha256:HEX, sha1:HEX or md5:HEX"},
+    {"known-hosts", "known_hosts file (~/.ssh/known_hosts)"},
+    {"identity", "private key file, tried after ssh-agent"},
+    {"password-file", "file holding the password, tried last"},
+    {NULL, NULL},
 };
 
 static const struct nd_backend ssh_backend = {
-	.name = "ssh",
-	.drivers = ssh_drivers,
-	.schemes = ssh_schemes,
-	.description = "SFTP over SSH (libssh): ssh-agent, key or password "
-		       "authentication, host-key checking, pipelined reads",
-	.options = ssh_options,
-	.open = ssh_open,
-	.close = ssh_close,
-	.pread = ssh_pread,
-	.pwrite = ssh_pwrite,
-	.flush = ssh_flush,
-	.shutdown = ssh_shutdown,
+    .name = "ssh",
+    .drivers = ssh_drivers,
+    .schemes = ssh_schemes,
+    .description = "SFTP over SSH (libssh): ssh-agent, key or password "
+		   "authentication, host-key checking, pipelined reads",
+    .options = ssh_options,
+    .open = ssh_open,
+    .close = ssh_close,
+    .pread = ssh_pread,
+    .pwrite = ssh_pwrite,
+    .flush = ssh_flush,
+    .shutdown = ssh_shutdown,
 };
 
 ND_BACKEND_REGISTER(ssh_backend)
