@@ -71,7 +71,7 @@ struct iscsi_conn {
 	/* Completion slots live here, not on the stack: a stalled command is
 	 * abandoned and its callback may still fire when the context dies. */
 	struct iscsi_wait connect_wait, wait;
-	struct iscsi_wait *last; /* the slot of the step that ran last */
+	struct iscsi_wait *last;  /* the slot of the step that ran last */
 	struct scsi_task *orphan; /* a stalled task, freed after the context */
 	unsigned char *zeroes;	  /* one block of zeroes for WRITE SAME */
 };
@@ -133,16 +133,14 @@ static int iscsi_errno_login(const char *msg)
 
 	if (st < 0) /* CHAP_R missing or wrong: authentication again */
 		return strncmp(msg, "Failed to log in", 16) == 0 ||
-				       strncmp(msg, "Authentication", 14) == 0
-			       ? EACCES
-			       : EIO;
+			       strncmp(msg, "Authentication", 14) == 0
+			   ? EACCES
+			   : EIO;
 	switch (st) {
 	case 0x0201: /* authentication failure */
-	case 0x0202: /* authorization failure */
-		return EACCES;
+	case 0x0202: /* authorization failure */ return EACCES;
 	case 0x0203: /* target not found */
-	case 0x0204: /* target removed */
-		return ENOENT;
+	case 0x0204: /* target removed */ return ENOENT;
 	default: /* 0x03xx: target error, out of resources: try again */
 		return (st >> 8) == 3 ? EAGAIN : EACCES;
 	}
@@ -157,8 +155,7 @@ static int iscsi_errno_sense(const struct scsi_sense *s)
 			return ENOMEDIUM;
 		return EAGAIN;
 	case SCSI_SENSE_UNIT_ATTENTION:
-	case SCSI_SENSE_COMMAND_ABORTED:
-		return EAGAIN;
+	case SCSI_SENSE_COMMAND_ABORTED: return EAGAIN;
 	case SCSI_SENSE_DATA_PROTECTION:
 		if (s->ascq == 0x2707) /* space allocation failed */
 			return ENOSPC;
@@ -169,10 +166,8 @@ static int iscsi_errno_sense(const struct scsi_sense *s)
 		if (s->ascq == SCSI_SENSE_ASCQ_LOGICAL_UNIT_NOT_SUPPORTED)
 			return ENXIO;
 		return EINVAL;
-	case SCSI_SENSE_MISCOMPARE:
-		return EILSEQ;
-	default:
-		return EIO;
+	case SCSI_SENSE_MISCOMPARE: return EILSEQ;
+	default: return EIO;
 	}
 }
 
@@ -247,8 +242,8 @@ static int iscsi_fail(struct iscsi_conn *c, int status,
 		snprintf(detail, sizeof detail, "%s",
 			 lib[0] ? lib : "libiscsi error");
 		err = c->ctx && iscsi_is_logged_in(c->ctx)
-			      ? ENOTCONN
-			      : iscsi_errno_login(detail);
+			  ? ENOTCONN
+			  : iscsi_errno_login(detail);
 		break;
 	default:
 		snprintf(detail, sizeof detail, "SCSI status 0x%x",
@@ -379,10 +374,10 @@ static int iscsi_parse_digest(const char *s, enum iscsi_header_digest *out)
 		const char *name;
 		enum iscsi_header_digest d;
 	} map[] = {
-		{"crc32c", ISCSI_HEADER_DIGEST_CRC32C},
-		{"none", ISCSI_HEADER_DIGEST_NONE},
-		{"crc32c-none", ISCSI_HEADER_DIGEST_CRC32C_NONE},
-		{"none-crc32c", ISCSI_HEADER_DIGEST_NONE_CRC32C},
+	    {"crc32c", ISCSI_HEADER_DIGEST_CRC32C},
+	    {"none", ISCSI_HEADER_DIGEST_NONE},
+	    {"crc32c-none", ISCSI_HEADER_DIGEST_CRC32C_NONE},
+	    {"none-crc32c", ISCSI_HEADER_DIGEST_NONE_CRC32C},
 	};
 	size_t i;
 
@@ -440,7 +435,9 @@ static int iscsi_setup_chap(struct iscsi_conn *c, const struct nd_opts *o)
 	}
 	if (user && pw == NULL) {
 		errno = EINVAL;
-		nd_error("iSCSI CHAP user '%s' given without a password (password-file= or LIBISCSI_CHAP_PASSWORD)", user);
+		nd_error(
+		    "iSCSI CHAP user '%s' given without a password (password-file= or LIBISCSI_CHAP_PASSWORD)",
+		    user);
 		goto out;
 	}
 	if (pw && user == NULL) {
@@ -450,16 +447,17 @@ static int iscsi_setup_chap(struct iscsi_conn *c, const struct nd_opts *o)
 	}
 	if ((tuser == NULL) != (tpw == NULL)) {
 		errno = EINVAL;
-		nd_error("iSCSI mutual CHAP needs both target-user= and target-password-file=");
+		nd_error(
+		    "iSCSI mutual CHAP needs both target-user= and target-password-file=");
 		goto out;
 	}
 	if (tuser && user == NULL) {
 		errno = EINVAL;
-		nd_error("iSCSI mutual CHAP (target-user=) needs CHAP credentials for the initiator too (user=)");
+		nd_error(
+		    "iSCSI mutual CHAP (target-user=) needs CHAP credentials for the initiator too (user=)");
 		goto out;
 	}
-	if (user &&
-	    iscsi_set_initiator_username_pwd(c->ctx, user, pw) != 0) {
+	if (user && iscsi_set_initiator_username_pwd(c->ctx, user, pw) != 0) {
 		iscsi_fail(c, ISCSI_ST_LIBRARY, NULL, "CHAP setup");
 		goto out;
 	}
@@ -502,8 +500,7 @@ static int iscsi_login(struct iscsi_conn *c, const char *portal,
 		if (r != 0)
 			return iscsi_fail(c, r, NULL, "connect to %s", addr);
 
-		if (iscsi_login_async(c->ctx, iscsi_done_cb, iscsi_arm(c)) !=
-		    0)
+		if (iscsi_login_async(c->ctx, iscsi_done_cb, iscsi_arm(c)) != 0)
 			return iscsi_fail(c, ISCSI_ST_LIBRARY, NULL,
 					  "login to %s on %s", target, addr);
 		r = iscsi_pump(c, &c->wait, deadline);
@@ -515,7 +512,8 @@ static int iscsi_login(struct iscsi_conn *c, const char *portal,
 		if (c->wait.status == SCSI_STATUS_REDIRECT && i == 0 &&
 		    iscsi_get_target_address(c->ctx)[0]) {
 			addr = iscsi_get_target_address(c->ctx);
-			nd_debug("%s: iSCSI login redirected to %s", c->name, addr);
+			nd_debug("%s: iSCSI login redirected to %s", c->name,
+				 addr);
 			iscsi_disconnect(c->ctx);
 			continue;
 		}
@@ -525,7 +523,7 @@ static int iscsi_login(struct iscsi_conn *c, const char *portal,
 
 	for (i = 0; i < 8; i++) {
 		CLEANUP_TASK struct scsi_task *t = iscsi_testunitready_task(
-			c->ctx, c->lun, iscsi_done_cb, iscsi_arm(c));
+		    c->ctx, c->lun, iscsi_done_cb, iscsi_arm(c));
 		if (t == NULL)
 			return iscsi_fail(c, ISCSI_ST_LIBRARY, NULL,
 					  "TEST UNIT READY");
@@ -560,14 +558,14 @@ static int iscsi_query(struct iscsi_conn *c, struct scsi_task **tp,
 	*out = scsi_datain_unmarshall(*tp);
 	if (*out == NULL) {
 		errno = EIO;
-		nd_error("iSCSI %s: the target's answer could not be parsed", what);
+		nd_error("iSCSI %s: the target's answer could not be parsed",
+			 what);
 		return -EIO;
 	}
 	return 0;
 }
 
-static bool iscsi_illegal(const struct iscsi_conn *c,
-			  const struct scsi_task *t)
+static bool iscsi_illegal(const struct iscsi_conn *c, const struct scsi_task *t)
 {
 	return t && c->wait.status == SCSI_STATUS_CHECK_CONDITION &&
 	       t->sense.key == SCSI_SENSE_ILLEGAL_REQUEST;
@@ -579,7 +577,7 @@ static int iscsi_capacity(struct iscsi_conn *c)
 
 	if (!c->cdrom) {
 		CLEANUP_TASK struct scsi_task *t = iscsi_readcapacity16_task(
-			c->ctx, c->lun, iscsi_done_cb, iscsi_arm(c));
+		    c->ctx, c->lun, iscsi_done_cb, iscsi_arm(c));
 		struct scsi_readcapacity16 *rc16;
 
 		r = iscsi_query(c, &t, "READ CAPACITY(16)", (void **)&rc16);
@@ -592,10 +590,11 @@ static int iscsi_capacity(struct iscsi_conn *c)
 		/* an old target without the 16-byte commands: use (10) */
 		if (!iscsi_illegal(c, t))
 			return r;
-		nd_debug("%s: READ CAPACITY(16) refused, using (10) commands", c->name);
+		nd_debug("%s: READ CAPACITY(16) refused, using (10) commands",
+			 c->name);
 	}
 	CLEANUP_TASK struct scsi_task *t = iscsi_readcapacity10_task(
-		c->ctx, c->lun, 0, 0, iscsi_done_cb, iscsi_arm(c));
+	    c->ctx, c->lun, 0, 0, iscsi_done_cb, iscsi_arm(c));
 	struct scsi_readcapacity10 *rc10;
 
 	r = iscsi_query(c, &t, "READ CAPACITY(10)", (void **)&rc10);
@@ -603,7 +602,9 @@ static int iscsi_capacity(struct iscsi_conn *c)
 		return r;
 	if (rc10->lba == 0xffffffff) {
 		errno = EOVERFLOW;
-		nd_error("iSCSI LUN %d is too big for READ CAPACITY(10) and refuses (16)", c->lun);
+		nd_error(
+		    "iSCSI LUN %d is too big for READ CAPACITY(10) and refuses (16)",
+		    c->lun);
 		return -EOVERFLOW;
 	}
 	c->blocks = (uint64_t)rc10->lba + 1;
@@ -611,7 +612,6 @@ static int iscsi_capacity(struct iscsi_conn *c)
 	c->use16 = false;
 	return 0;
 }
-
 
 /* VPD pages: block limits (transfer, unmap and write-same sizes) and
  * logical block provisioning (UNMAP, WRITE SAME with unmap). Optional: a
@@ -623,13 +623,12 @@ static void iscsi_vpd(struct iscsi_conn *c)
 
 	{
 		CLEANUP_TASK struct scsi_task *t = iscsi_inquiry_task(
-			c->ctx, c->lun, 1,
-			SCSI_INQUIRY_PAGECODE_SUPPORTED_VPD_PAGES, 255,
-			iscsi_done_cb, iscsi_arm(c));
+		    c->ctx, c->lun, 1,
+		    SCSI_INQUIRY_PAGECODE_SUPPORTED_VPD_PAGES, 255,
+		    iscsi_done_cb, iscsi_arm(c));
 		struct scsi_inquiry_supported_pages *sp;
 
-		if (iscsi_query(c, &t, "INQUIRY (VPD pages)", (void **)&sp) <
-		    0)
+		if (iscsi_query(c, &t, "INQUIRY (VPD pages)", (void **)&sp) < 0)
 			return;
 		for (i = 0; i < sp->num_pages; i++) {
 			if (sp->pages[i] == SCSI_INQUIRY_PAGECODE_BLOCK_LIMITS)
@@ -641,9 +640,9 @@ static void iscsi_vpd(struct iscsi_conn *c)
 	}
 	if (has_b2 && !c->dead) {
 		CLEANUP_TASK struct scsi_task *t = iscsi_inquiry_task(
-			c->ctx, c->lun, 1,
-			SCSI_INQUIRY_PAGECODE_LOGICAL_BLOCK_PROVISIONING, 255,
-			iscsi_done_cb, iscsi_arm(c));
+		    c->ctx, c->lun, 1,
+		    SCSI_INQUIRY_PAGECODE_LOGICAL_BLOCK_PROVISIONING, 255,
+		    iscsi_done_cb, iscsi_arm(c));
 		struct scsi_inquiry_logical_block_provisioning *lbp;
 
 		if (iscsi_query(c, &t, "INQUIRY (provisioning)",
@@ -654,15 +653,15 @@ static void iscsi_vpd(struct iscsi_conn *c)
 	}
 	if (has_b0 && !c->dead) {
 		CLEANUP_TASK struct scsi_task *t = iscsi_inquiry_task(
-			c->ctx, c->lun, 1, SCSI_INQUIRY_PAGECODE_BLOCK_LIMITS,
-			255, iscsi_done_cb, iscsi_arm(c));
+		    c->ctx, c->lun, 1, SCSI_INQUIRY_PAGECODE_BLOCK_LIMITS, 255,
+		    iscsi_done_cb, iscsi_arm(c));
 		struct scsi_inquiry_block_limits *bl;
 
 		if (iscsi_query(c, &t, "INQUIRY (block limits)",
 				(void **)&bl) == 0) {
 			c->max_xfer = bl->max_xfer_len;
 			c->max_unmap =
-				bl->max_unmap == 0xffffffff ? 0 : bl->max_unmap;
+			    bl->max_unmap == 0xffffffff ? 0 : bl->max_unmap;
 			c->max_ws = bl->max_ws_len;
 		}
 	}
@@ -671,15 +670,16 @@ static void iscsi_vpd(struct iscsi_conn *c)
 /* MODE SENSE(6) header: write protect (WP) and DPO/FUA support. */
 static void iscsi_mode_sense(struct iscsi_conn *c)
 {
-	CLEANUP_TASK struct scsi_task *t = iscsi_modesense6_task(
-		c->ctx, c->lun, 1, SCSI_MODESENSE_PC_CURRENT,
-		SCSI_MODEPAGE_RETURN_ALL_PAGES, 0, 255, iscsi_done_cb,
-		iscsi_arm(c));
+	CLEANUP_TASK struct scsi_task *t =
+	    iscsi_modesense6_task(c->ctx, c->lun, 1, SCSI_MODESENSE_PC_CURRENT,
+				  SCSI_MODEPAGE_RETURN_ALL_PAGES, 0, 255,
+				  iscsi_done_cb, iscsi_arm(c));
 
 	if (iscsi_exec(c, &t, "MODE SENSE(6)") < 0 || t->datain.size < 4)
 		return;
 	if (t->datain.data[2] & 0x80) {
-		nd_debug("%s: iSCSI LUN %d is write-protected", c->name, c->lun);
+		nd_debug("%s: iSCSI LUN %d is write-protected", c->name,
+			 c->lun);
 		c->read_only = true;
 	}
 	c->dpofua = (t->datain.data[2] & 0x10) != 0;
@@ -689,7 +689,7 @@ static void iscsi_mode_sense(struct iscsi_conn *c)
 static int iscsi_probe(struct iscsi_conn *c)
 {
 	CLEANUP_TASK struct scsi_task *t = iscsi_inquiry_task(
-		c->ctx, c->lun, 0, 0, 96, iscsi_done_cb, iscsi_arm(c));
+	    c->ctx, c->lun, 0, 0, 96, iscsi_done_cb, iscsi_arm(c));
 	struct scsi_inquiry_standard *inq;
 	int r;
 
@@ -698,7 +698,9 @@ static int iscsi_probe(struct iscsi_conn *c)
 		return r;
 	if (inq->qualifier != SCSI_INQUIRY_PERIPHERAL_QUALIFIER_CONNECTED) {
 		errno = ENXIO;
-		nd_error("iSCSI LUN %d is not connected (peripheral qualifier %d)", c->lun, (int)inq->qualifier);
+		nd_error(
+		    "iSCSI LUN %d is not connected (peripheral qualifier %d)",
+		    c->lun, (int)inq->qualifier);
 		return -ENXIO;
 	}
 	switch (inq->device_type) {
@@ -712,7 +714,9 @@ static int iscsi_probe(struct iscsi_conn *c)
 		break;
 	default:
 		errno = ENODEV;
-		nd_error("iSCSI LUN %d is neither a disk nor a cdrom (peripheral device type 0x%x)", c->lun, (unsigned)inq->device_type);
+		nd_error(
+		    "iSCSI LUN %d is neither a disk nor a cdrom (peripheral device type 0x%x)",
+		    c->lun, (unsigned)inq->device_type);
 		return -ENODEV;
 	}
 	r = iscsi_capacity(c);
@@ -721,7 +725,9 @@ static int iscsi_probe(struct iscsi_conn *c)
 	if (c->block_size == 0 || (c->block_size & (c->block_size - 1)) ||
 	    c->block_size > (1u << 20)) {
 		errno = EPROTO;
-		nd_error("iSCSI LUN %d reports a block size of %" PRIu32 " bytes", c->lun, c->block_size);
+		nd_error("iSCSI LUN %d reports a block size of %" PRIu32
+			 " bytes",
+			 c->lun, c->block_size);
 		return -EPROTO;
 	}
 	if (!c->cdrom) {
@@ -731,7 +737,8 @@ static int iscsi_probe(struct iscsi_conn *c)
 	}
 	if (c->dead) /* the session died under the optional queries */
 		return -ENOTCONN;
-	nd_debug("%s: iSCSI LUN %d: %s, %" PRIu64 " blocks of %" PRIu32 " bytes, %s commands%s%s%s",
+	nd_debug("%s: iSCSI LUN %d: %s, %" PRIu64 " blocks of %" PRIu32
+		 " bytes, %s commands%s%s%s",
 		 c->name, c->lun, c->cdrom ? "cdrom" : "disk", c->blocks,
 		 c->block_size, c->use16 ? "16-byte" : "10-byte",
 		 c->read_only ? ", read-only" : "", c->lbpu ? ", unmap" : "",
@@ -786,18 +793,22 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 	*connp = NULL;
 	if (transport && strcasecmp(transport, "tcp") != 0) {
 		errno = EINVAL;
-		nd_error("iSCSI transport '%s' is not supported (only tcp)", transport);
+		nd_error("iSCSI transport '%s' is not supported (only tcp)",
+			 transport);
 		return -EINVAL;
 	}
 	if (portal == NULL || portal[0] == '\0' || target == NULL ||
 	    target[0] == '\0') {
 		errno = EINVAL;
-		nd_error("iSCSI needs portal= and target= (iscsi://HOST[:PORT]/TARGET-IQN/LUN)");
+		nd_error(
+		    "iSCSI needs portal= and target= (iscsi://HOST[:PORT]/TARGET-IQN/LUN)");
 		return -EINVAL;
 	}
 	if (digest && iscsi_parse_digest(digest, &hd) < 0) {
 		errno = EINVAL;
-		nd_error("invalid header-digest '%s' (crc32c, none, crc32c-none or none-crc32c)", digest);
+		nd_error(
+		    "invalid header-digest '%s' (crc32c, none, crc32c-none or none-crc32c)",
+		    digest);
 		return -EINVAL;
 	}
 	if (nd_opt_uint(o, "lun", 0, 0, 16383, &lun) < 0 ||
@@ -827,12 +838,12 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 	c->ctx = iscsi_create_context(iname);
 	if (c->ctx == NULL) {
 		errno = ENOMEM;
-		nd_error("cannot create an iSCSI context for initiator '%s'", iname);
+		nd_error("cannot create an iSCSI context for initiator '%s'",
+			 iname);
 		r = -ENOMEM;
 		goto fail;
 	}
-	level = getenv("LIBISCSI_DEBUG") ? atoi(getenv("LIBISCSI_DEBUG"))
-					 : 2;
+	level = getenv("LIBISCSI_DEBUG") ? atoi(getenv("LIBISCSI_DEBUG")) : 2;
 	iscsi_set_log_fn(c->ctx, iscsi_log);
 	iscsi_set_log_level(c->ctx, nd_debug_enabled ? level : 0);
 	/* the core re-establishes sessions; libiscsi's own reconnect would
@@ -853,11 +864,12 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 	}
 	r = iscsi_login(c, portal, target,
 			iscsi_now() +
-				(open_timeout > 0 ? open_timeout : c->bound));
+			    (open_timeout > 0 ? open_timeout : c->bound));
 	iscsi_forget_secrets(c);
 	if (r < 0)
 		goto fail;
-	nd_debug("%s: iSCSI logged in to %s on %s as %s", c->name, target, portal, iname);
+	nd_debug("%s: iSCSI logged in to %s on %s as %s", c->name, target,
+		 portal, iname);
 	r = iscsi_probe(c);
 	if (r < 0)
 		goto fail;
@@ -880,7 +892,7 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 	info->can_trim = !c->read_only && c->lbpu;
 	info->can_zero = c->zeroes != NULL;
 	info->max_trim =
-		info->can_trim || info->can_zero ? iscsi_max_trim(c) : 0;
+	    info->can_trim || info->can_zero ? iscsi_max_trim(c) : 0;
 	info->can_fua = !c->read_only && c->dpofua;
 	/* SCSI caches belong to the LU, not to the session */
 	info->can_multi_conn = true;
@@ -905,7 +917,7 @@ static void iscsi_close(void *conn)
 	if (c->ctx) {
 		if (!c->dead && iscsi_is_logged_in(c->ctx) &&
 		    iscsi_logout_async(c->ctx, iscsi_done_cb, iscsi_arm(c)) ==
-			    0)
+			0)
 			iscsi_pump(c, &c->wait,
 				   iscsi_now() + ISCSI_LOGOUT_BOUND);
 		iscsi_destroy_context(c->ctx);
@@ -925,7 +937,9 @@ static int iscsi_check_range(struct iscsi_conn *c, const char *what,
 	if (off % c->block_size == 0 && len % c->block_size == 0)
 		return 0;
 	errno = EINVAL;
-	nd_error("iSCSI %s of %" PRIu64 " bytes at %" PRIu64 " is not aligned to the %" PRIu32 "-byte blocks", what, len, off, c->block_size);
+	nd_error("iSCSI %s of %" PRIu64 " bytes at %" PRIu64
+		 " is not aligned to the %" PRIu32 "-byte blocks",
+		 what, len, off, c->block_size);
 	return -EINVAL;
 }
 
@@ -959,13 +973,15 @@ static int iscsi_pread(void *conn, void *buf, size_t len, uint64_t off)
 		return r;
 	if (t->residual_status == SCSI_RESIDUAL_UNDERFLOW && t->residual) {
 		errno = EIO;
-		nd_error("iSCSI read of %zu bytes at %" PRIu64 " came back %zu bytes short", len, off, t->residual);
+		nd_error("iSCSI read of %zu bytes at %" PRIu64
+			 " came back %zu bytes short",
+			 len, off, t->residual);
 		return -EIO;
 	}
 	return 0;
 }
 
-static int iscsi_read_only_error(struct iscsi_conn *c, const char *what)
+static int iscsi_read_only_error(const char *what)
 {
 	errno = EROFS;
 	nd_error("iSCSI %s: the LUN is read-only", what);
@@ -987,8 +1003,8 @@ static int iscsi_flush(void *conn)
 	return iscsi_exec(c, &t, "SYNCHRONIZE CACHE(10)");
 }
 
-static int iscsi_pwrite(void *conn, const void *buf, size_t len,
-			uint64_t off, unsigned flags)
+static int iscsi_pwrite(void *conn, const void *buf, size_t len, uint64_t off,
+			unsigned flags)
 {
 	struct iscsi_conn *c = conn;
 	CLEANUP_TASK struct scsi_task *t = NULL;
@@ -1000,12 +1016,12 @@ static int iscsi_pwrite(void *conn, const void *buf, size_t len,
 	if ((r = iscsi_check_alive(c, "write")) < 0)
 		return r;
 	if (c->read_only)
-		return iscsi_read_only_error(c, "write");
+		return iscsi_read_only_error("write");
 	if ((r = iscsi_check_range(c, "write", len, off)) < 0)
 		return r;
 	if (c->use16)
-		t = iscsi_write16_task(c->ctx, c->lun, lba, data,
-				       (uint32_t)len, (int)c->block_size, 0, 0,
+		t = iscsi_write16_task(c->ctx, c->lun, lba, data, (uint32_t)len,
+				       (int)c->block_size, 0, 0,
 				       fua && c->dpofua, 0, 0, iscsi_done_cb,
 				       iscsi_arm(c));
 	else
@@ -1032,7 +1048,7 @@ static int iscsi_trim(void *conn, uint64_t len, uint64_t off)
 	if ((r = iscsi_check_alive(c, "trim")) < 0)
 		return r;
 	if (c->read_only)
-		return iscsi_read_only_error(c, "trim");
+		return iscsi_read_only_error("trim");
 	if (!c->lbpu) {
 		errno = ENOTSUP;
 		nd_error("iSCSI LUN %d does not support UNMAP", c->lun);
@@ -1055,8 +1071,7 @@ static int iscsi_trim(void *conn, uint64_t len, uint64_t off)
 }
 
 /* Zero a part of one block by read-modify-write. */
-static int iscsi_zero_partial(struct iscsi_conn *c, uint64_t len,
-			      uint64_t off)
+static int iscsi_zero_partial(struct iscsi_conn *c, uint64_t len, uint64_t off)
 {
 	uint64_t bs = c->block_size, start = off - off % bs;
 	unsigned char *blk = malloc(bs);
@@ -1088,10 +1103,11 @@ static int iscsi_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 	if ((r = iscsi_check_alive(c, "zero")) < 0)
 		return r;
 	if (c->read_only)
-		return iscsi_read_only_error(c, "zero");
+		return iscsi_read_only_error("zero");
 	if (c->zeroes == NULL) {
 		errno = ENOTSUP;
-		nd_error("iSCSI LUN %d does not support WRITE SAME(16)", c->lun);
+		nd_error("iSCSI LUN %d does not support WRITE SAME(16)",
+			 c->lun);
 		return -ENOTSUP;
 	}
 	if (chunk > 0xffffffffu)
@@ -1111,10 +1127,11 @@ static int iscsi_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 		end -= n;
 	}
 	for (lba = off / bs, last = end / bs; lba < last;) {
-		uint32_t n = (uint32_t)(last - lba < chunk ? last - lba : chunk);
+		uint32_t n =
+		    (uint32_t)(last - lba < chunk ? last - lba : chunk);
 		CLEANUP_TASK struct scsi_task *t = iscsi_writesame16_task(
-			c->ctx, c->lun, lba, c->zeroes, (uint32_t)bs, n, 0,
-			unmap, 0, 0, iscsi_done_cb, iscsi_arm(c));
+		    c->ctx, c->lun, lba, c->zeroes, (uint32_t)bs, n, 0, unmap,
+		    0, 0, iscsi_done_cb, iscsi_arm(c));
 
 		r = iscsi_exec(c, &t, "WRITE SAME(16)");
 		if (r < 0)
@@ -1127,34 +1144,34 @@ static int iscsi_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 }
 
 static const struct nd_optdesc iscsi_options[] = {
-	{"transport", "tcp (the only one)"},
-	{"portal", "HOST[:PORT] of the target, IPv6 as [ADDR]:PORT (3260)"},
-	{"target", "target IQN"},
-	{"lun", "logical unit number (0)"},
-	{"user", "CHAP user name"},
-	{"password", "CHAP password (prefer password-file)"},
-	{"password-file", "file holding the CHAP password"},
-	{"initiator-name", "initiator IQN (iqn.2008-11.org.linux-kvm:NAME)"},
-	{"header-digest", "crc32c, none, crc32c-none, none-crc32c"},
-	{"target-user", "mutual CHAP: user name the target answers with"},
-	{"target-password", "mutual CHAP: the target's password"},
-	{"target-password-file", "mutual CHAP: file holding it"},
-	{NULL, NULL},
+    {"transport", "tcp (the only one)"},
+    {"portal", "HOST[:PORT] of the target, IPv6 as [ADDR]:PORT (3260)"},
+    {"target", "target IQN"},
+    {"lun", "logical unit number (0)"},
+    {"user", "CHAP user name"},
+    {"password", "CHAP password (prefer password-file)"},
+    {"password-file", "file holding the CHAP password"},
+    {"initiator-name", "initiator IQN (iqn.2008-11.org.linux-kvm:NAME)"},
+    {"header-digest", "crc32c, none, crc32c-none, none-crc32c"},
+    {"target-user", "mutual CHAP: user name the target answers with"},
+    {"target-password", "mutual CHAP: the target's password"},
+    {"target-password-file", "mutual CHAP: file holding it"},
+    {NULL, NULL},
 };
 
 static const struct nd_backend iscsi_backend = {
-	.name = "iscsi",
-	.drivers = iscsi_drivers,
-	.schemes = iscsi_schemes,
-	.description = "iSCSI LUNs (disks, cdroms) through libiscsi",
-	.options = iscsi_options,
-	.open = iscsi_open,
-	.close = iscsi_close,
-	.pread = iscsi_pread,
-	.pwrite = iscsi_pwrite,
-	.flush = iscsi_flush,
-	.trim = iscsi_trim,
-	.zero = iscsi_zero,
+    .name = "iscsi",
+    .drivers = iscsi_drivers,
+    .schemes = iscsi_schemes,
+    .description = "iSCSI LUNs (disks, cdroms) through libiscsi",
+    .options = iscsi_options,
+    .open = iscsi_open,
+    .close = iscsi_close,
+    .pread = iscsi_pread,
+    .pwrite = iscsi_pwrite,
+    .flush = iscsi_flush,
+    .trim = iscsi_trim,
+    .zero = iscsi_zero,
 };
 
 ND_BACKEND_REGISTER(iscsi_backend)

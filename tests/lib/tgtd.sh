@@ -57,28 +57,28 @@ tgt() {
     tgtadm -C "$(_tgt_ctl "$port")" --lld iscsi "$@"
 }
 
-tgtd_start() {
-    local port=$1
-    shift
-    local portals=${*:-127.0.0.1:$port} dir ctl n pid
+# _tgt_launch PORT PORTALS: one try at starting tgtd; 0 once it answers
+# tgtadm and listens (bounded, 20 s)
+_tgt_launch() {
+    local port=$1 portals=$2 dir ctl n pid
     dir=$(_tgt_dir)
     ctl=$(_tgt_ctl "$port")
-    _tgt_log=$dir/tgtd.$port.log
-    command -v tgtd >/dev/null && command -v tgtadm >/dev/null || {
-        echo "SKIP: tgt (tgtd, tgtadm) is not installed" >&2
-        declare -F fail >/dev/null && exit 77
-        return 1
-    }
-    mkdir -p /var/run/tgtd "$dir"
     rm -f "/var/run/tgtd/socket.$ctl" "/var/run/tgtd/socket.$ctl.lock"
     # In a subshell, so the daemon is not our child: once it exits there
-    # is no zombie left for "is it alive" to see.
-    (tgtd -f -C "$ctl" --iscsi "portal=${portals// /,portal=}" \
-        </dev/null >>"$_tgt_log" 2>&1 &
-        echo $! >"$dir/tgtd.$port.pid")
-    declare -F cleanup_fn >/dev/null && cleanup_fn "tgtd_stop $port"
-    pid=$(cat "$dir/tgtd.$port.pid")
-    for n in $(seq 1 100); do
+    # is no zombie left for "is it alive" to see. It keeps none of our
+    # file descriptors beyond 0-2 (a pipe held open would block a reader).
+    (
+        for fd in $(ls /proc/$BASHPID/fd); do
+            [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+        done 2>/dev/null
+        exec tgtd -f -C "$ctl" --iscsi "portal=${portals// /,portal=}" \
+            </dev/null >>"$_tgt_log" 2>&1
+    ) &
+    pid=$!
+    echo "$pid" >"$dir/tgtd.$port.pid"
+    echo "$pid" >>"$dir/tgtd.$port.pids"
+    # under load a fresh tgtd was seen to take more than 10 s
+    for n in $(seq 1 200); do
         if tgt "$port" --mode sys --op show >/dev/null 2>&1 &&
             ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
             return 0
@@ -86,7 +86,31 @@ tgtd_start() {
         _tgt_alive "$pid" || break
         sleep 0.1
     done
-    _tgt_fail "tgtd on port $port did not start"
+    {
+        echo "tgtd (pid $pid) on port $port is not up after $n tries:"
+        echo "  process: $(cat "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1-3)"
+        echo "  listening: $(ss -Hltnp "sport = :$port" 2>/dev/null)"
+        echo "  tgtadm: $(tgt "$port" --mode sys --op show 2>&1 | head -n 1)"
+    } >&2
+    tgtd_stop "$port"
+    return 1
+}
+
+tgtd_start() {
+    local port=$1
+    shift
+    local portals=${*:-127.0.0.1:$port}
+    _tgt_log=$(_tgt_dir)/tgtd.$port.log
+    command -v tgtd >/dev/null && command -v tgtadm >/dev/null || {
+        echo "SKIP: tgt (tgtd, tgtadm) is not installed" >&2
+        declare -F fail >/dev/null && exit 77
+        return 1
+    }
+    mkdir -p /var/run/tgtd "$(_tgt_dir)"
+    declare -F cleanup_fn >/dev/null && cleanup_fn "tgtd_stop $port"
+    # A second try: once in a long while a fresh tgtd never answered.
+    _tgt_launch "$port" "$portals" || _tgt_launch "$port" "$portals" ||
+        _tgt_fail "tgtd on port $port did not start"
 }
 
 tgt_target() {
@@ -150,9 +174,8 @@ _tgt_drop() {
 tgtd_stop() {
     local port=$1 dir pid tid n
     dir=$(_tgt_dir)
-    [ -s "$dir/tgtd.$port.pid" ] || return 0
-    pid=$(cat "$dir/tgtd.$port.pid")
-    if _tgt_alive "$pid"; then
+    pid=$(cat "$dir/tgtd.$port.pid" 2>/dev/null)
+    if [ -n "$pid" ] && _tgt_alive "$pid"; then
         tgt "$port" --op update --mode sys --name State -v offline \
             >/dev/null 2>&1
         # A LUN with commands in flight refuses the delete ("still
@@ -180,6 +203,16 @@ tgtd_stop() {
             done
         fi
     fi
+    # Any earlier tgtd of this port still around (one that came up too
+    # late for _tgt_launch, say) goes by its PID.
+    for pid in $(cat "$dir/tgtd.$port.pids" 2>/dev/null); do
+        _tgt_alive "$pid" || continue
+        kill -KILL "$pid" 2>/dev/null
+        for n in $(seq 1 50); do
+            _tgt_alive "$pid" || break
+            sleep 0.1
+        done
+    done
     rm -f "$dir/tgtd.$port.pid" "/var/run/tgtd/socket.$(_tgt_ctl "$port")" \
         "/var/run/tgtd/socket.$(_tgt_ctl "$port").lock"
 }
