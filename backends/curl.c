@@ -45,12 +45,12 @@ struct curl_xfer {
 	CURL *easy;
 	char *dst;
 	size_t want, got;
-	size_t junk;	   /* bytes of an unwanted body dropped */
-	bool allow_200;	   /* a 200 (whole file) is the right answer */
-	bool overflow;	   /* the server sent more than asked */
-	bool ranges;	   /* Accept-Ranges: bytes */
+	size_t junk;	     /* bytes of an unwanted body dropped */
+	bool allow_200;	     /* a 200 (whole file) is the right answer */
+	bool overflow;	     /* the server sent more than asked */
+	bool ranges;	     /* Accept-Ranges: bytes */
 	int64_t range_total; /* from Content-Range: bytes a-b/TOTAL, or -1 */
-	char reason[64];   /* the status line's reason phrase */
+	char reason[64];     /* the status line's reason phrase */
 };
 
 /* One FTP RETR kept open from some offset. */
@@ -114,15 +114,15 @@ static double curl_now(void)
 
 static void curl_sleep(double s)
 {
-	struct timespec ts = { (time_t)s, (long)((s - (time_t)s) * 1e9) };
+	struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
 
 	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
 		;
 }
 
 /* The one place libcurl's error text becomes an nd_error. */
-static int curl_fail(const struct curl_conn *c, const char *errbuf,
-		     CURLcode rc, int err)
+static int curl_fail(const struct curl_conn *c, const char *errbuf, CURLcode rc,
+		     int err)
 {
 	const char *why = errbuf && errbuf[0] ? errbuf : curl_easy_strerror(rc);
 	char hint[96] = "";
@@ -158,10 +158,8 @@ static bool curl_transient(CURLcode rc)
 	case CURLE_FTP_CANT_GET_HOST:
 	case CURLE_FTP_WEIRD_PASV_REPLY:
 	case CURLE_FTP_WEIRD_227_FORMAT:
-	case CURLE_WEIRD_SERVER_REPLY:
-		return true;
-	default:
-		return false;
+	case CURLE_WEIRD_SERVER_REPLY: return true;
+	default: return false;
 	}
 }
 
@@ -202,8 +200,7 @@ static int curl_status_fail(const struct curl_conn *c, long code, int err)
  * before "***", or the whole length when nothing is secret. */
 static size_t curl_secret_cut(const char *line, size_t n)
 {
-	static const char *const marks[] = { "authorization:", "cookie:",
-					     NULL };
+	static const char *const marks[] = {"authorization:", "cookie:", NULL};
 	size_t cut = n;
 
 	if (n >= 5 && strncasecmp(line, "PASS ", 5) == 0)
@@ -357,7 +354,7 @@ static int curl_http_size(struct curl_conn *c)
 	} else if (code != 403 && code != 405 && code != 501) {
 		/* 403/405/501: some servers (signed URLs) refuse HEAD only. */
 		return curl_status_fail(c, code,
-					code == 404 || code == 410 ? ENOENT
+					code == 404 || code == 410   ? ENOENT
 					: code == 401 || code == 403 ? EACCES
 					: code >= 500 || code == 429 ? ENOTCONN
 								     : EIO);
@@ -372,13 +369,15 @@ static int curl_http_size(struct curl_conn *c)
 		return 0;
 	}
 	if (code == 206) {
-		nd_error("%s: the server answered a byte range without the file's size (Content-Range: bytes 0-0/*)",
-			 c->label);
+		nd_error(
+		    "%s: the server answered a byte range without the file's size (Content-Range: bytes 0-0/*)",
+		    c->label);
 		return -EIO;
 	}
 	if (code == 200) {
-		nd_error("%s: the server does not support byte ranges (it answered a Range request with the whole file); netdiskfs needs them",
-			 c->label);
+		nd_error(
+		    "%s: the server does not support byte ranges (it answered a Range request with the whole file); netdiskfs needs them",
+		    c->label);
 		return -EOPNOTSUPP;
 	}
 	if (code == 416 && len == 0) {
@@ -386,7 +385,7 @@ static int curl_http_size(struct curl_conn *c)
 		return 0;
 	}
 	return curl_status_fail(c, code,
-				code == 404 || code == 410 ? ENOENT
+				code == 404 || code == 410   ? ENOENT
 				: code == 401 || code == 403 ? EACCES
 				: code >= 500 || code == 429 ? ENOTCONN
 							     : EIO);
@@ -404,8 +403,9 @@ static int curl_http_pread(struct curl_conn *c, void *buf, size_t len,
 		 off + len - 1);
 	rc = curl_http_perform(c, range, buf, len, whole, &code);
 	if (c->x.overflow) {
-		nd_error("%s: the server sent more than the %zu bytes asked for at offset %" PRIu64,
-			 c->label, len, off);
+		nd_error(
+		    "%s: the server sent more than the %zu bytes asked for at offset %" PRIu64,
+		    c->label, len, off);
 		return -EIO;
 	}
 	if (rc != CURLE_OK && rc != CURLE_WRITE_ERROR)
@@ -414,8 +414,10 @@ static int curl_http_pread(struct curl_conn *c, void *buf, size_t len,
 	if (code == 206 || (code == 200 && whole)) {
 		if (rc == CURLE_OK && c->x.got == len)
 			return 0;
-		nd_error("%s: the server sent %zu of the %zu bytes asked for at offset %" PRIu64 " (did the file change?)",
-			 c->label, c->x.got, len, off);
+		nd_error(
+		    "%s: the server sent %zu of the %zu bytes asked for at offset %" PRIu64
+		    " (did the file change?)",
+		    c->label, c->x.got, len, off);
 		return -EIO;
 	}
 	if (code == 429) {
@@ -429,8 +431,10 @@ static int curl_http_pread(struct curl_conn *c, void *buf, size_t len,
 	if (code >= 500)
 		return curl_status_fail(c, code, EAGAIN);
 	if (code == 200) {
-		nd_error("%s: the server ignored the byte range at offset %" PRIu64 " and sent the whole file",
-			 c->label, off);
+		nd_error(
+		    "%s: the server ignored the byte range at offset %" PRIu64
+		    " and sent the whole file",
+		    c->label, off);
 		return -EIO;
 	}
 	return curl_status_fail(c, code, EIO);
@@ -599,8 +603,7 @@ static int curl_stream_pump(struct curl_stream *s, bool whole, double limit)
 			last = curl_now();
 		} else if (curl_now() - last > limit) {
 			snprintf(s->errbuf, sizeof s->errbuf,
-				 "no answer from the server for %.1f s",
-				 limit);
+				 "no answer from the server for %.1f s", limit);
 			s->result = CURLE_OPERATION_TIMEDOUT;
 			curl_stream_stop(s);
 			return -1;
@@ -620,8 +623,8 @@ static int curl_stream_read(struct curl_conn *c, struct curl_stream *s,
 		uint64_t lpos = s->net_pos - s->left_len;
 		if (off >= lpos && off < s->net_pos) {
 			size_t skip = off - lpos;
-			size_t k = s->left_len - skip < len ? s->left_len - skip
-							    : len;
+			size_t k =
+			    s->left_len - skip < len ? s->left_len - skip : len;
 			memcpy(buf, s->left + s->left_start + skip, k);
 			s->left_start += skip + k;
 			s->left_len -= skip + k;
@@ -659,7 +662,9 @@ static int curl_stream_read(struct curl_conn *c, struct curl_stream *s,
 		s->dst = NULL;
 		rc = s->result;
 		if (rc == CURLE_OK) {
-			nd_error("%s: the file ended at offset %" PRIu64 ", before the %zu bytes asked for at %" PRIu64 " (did it change?)",
+			nd_error("%s: the file ended at offset %" PRIu64
+				 ", before the %zu bytes asked for at %" PRIu64
+				 " (did it change?)",
 				 c->label, s->net_pos, len, off);
 			return -EIO;
 		}
@@ -771,10 +776,11 @@ static int curl_ftp_size(struct curl_conn *c)
 	curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, 0L);
 	if (r < 0)
 		return curl_fail(c, s->errbuf, s->result,
-				 s->result == CURLE_REMOTE_FILE_NOT_FOUND ? ENOENT
-				 : s->result == CURLE_LOGIN_DENIED	  ? EACCES
-				 : curl_transient(s->result)		  ? ENOTCONN
-									  : EIO);
+				 s->result == CURLE_REMOTE_FILE_NOT_FOUND
+				     ? ENOENT
+				 : s->result == CURLE_LOGIN_DENIED ? EACCES
+				 : curl_transient(s->result)	   ? ENOTCONN
+								   : EIO);
 	curl_easy_getinfo(s->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
 	if (len < 0) {
 		nd_error("%s: the server did not tell the file's size (SIZE)",
@@ -823,28 +829,29 @@ static int curl_url_for(const struct nd_opts *o, const char *driver,
 	if (!u)
 		return -ENOMEM;
 	if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) !=
-		    CURLUE_OK ||
+		CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
 		nd_error("url: not a valid URL");
 		goto out;
 	}
 	if (strcasecmp(scheme, driver) != 0) {
-		nd_error("url: the scheme %s does not match driver=%s",
-			 scheme, driver);
+		nd_error("url: the scheme %s does not match driver=%s", scheme,
+			 driver);
 		goto out;
 	}
 	if (mode && strcmp(mode, "auto") && strcmp(mode, "implicit") &&
 	    strcmp(mode, "explicit")) {
-		nd_error("ftps-mode: expected auto, implicit or explicit, not '%s'",
-			 mode);
+		nd_error(
+		    "ftps-mode: expected auto, implicit or explicit, not '%s'",
+		    mode);
 		goto out;
 	}
 	if (strcasecmp(driver, "ftps") == 0) {
 		/* auto: implicit TLS on port 990 (the ftps:// default, as
 		 * QEMU does), explicit AUTH TLS on any other port. Without a
 		 * port, explicit TLS goes to ftp's port 21. */
-		bool has_port = curl_url_get(u, CURLUPART_PORT, &port, 0) ==
-				CURLUE_OK;
+		bool has_port =
+		    curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK;
 		if (mode && strcmp(mode, "auto"))
 			*explicit_tls = strcmp(mode, "explicit") == 0;
 		else
@@ -879,13 +886,13 @@ out:
 	return r;
 }
 
-#define CURL_SET(opt, val)                                                    \
-	do {                                                                  \
-		CURLcode rc_ = curl_easy_setopt(c->easy, opt, val);           \
-		if (rc_ != CURLE_OK) {                                        \
-			r = curl_fail(c, NULL, rc_, EINVAL);                  \
-			goto out;                                             \
-		}                                                             \
+#define CURL_SET(opt, val)                                                     \
+	do {                                                                   \
+		CURLcode rc_ = curl_easy_setopt(c->easy, opt, val);            \
+		if (rc_ != CURLE_OK) {                                         \
+			r = curl_fail(c, NULL, rc_, EINVAL);                   \
+			goto out;                                              \
+		}                                                              \
 	} while (0)
 
 /* Every option of the handle, from the entry's set. */
@@ -978,8 +985,7 @@ out:
 	return r;
 }
 
-static int curl_open(const struct nd_opts *o, void **conn,
-		     struct nd_info *info)
+static int curl_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 {
 	const char *driver = nd_opt_get(o, "driver");
 	const char *url = nd_opt_get(o, "url");
@@ -1002,8 +1008,8 @@ static int curl_open(const struct nd_opts *o, void **conn,
 	c = calloc(1, sizeof *c);
 	if (!c)
 		return -ENOMEM;
-	c->kind = strncasecmp(driver, "ftp", 3) == 0 ? CURL_KIND_FTP
-						      : CURL_KIND_HTTP;
+	c->kind =
+	    strncasecmp(driver, "ftp", 3) == 0 ? CURL_KIND_FTP : CURL_KIND_HTTP;
 	/* The core names the entry in front of every message. */
 	c->label = nd_redact(url);
 	if (!c->label) {
@@ -1017,7 +1023,8 @@ static int curl_open(const struct nd_opts *o, void **conn,
 		goto fail;
 	}
 	if (!(c->timeout > 0) || c->timeout > 86400) {
-		nd_error("timeout: must be more than 0 and at most 86400 seconds");
+		nd_error(
+		    "timeout: must be more than 0 and at most 86400 seconds");
 		r = -EINVAL;
 		goto fail;
 	}
@@ -1102,35 +1109,35 @@ static void curl_shutdown(void)
 	}
 }
 
-static const char *const curl_drivers[] = { "http", "https", "ftp", "ftps",
-					    NULL };
+static const char *const curl_drivers[] = {"http", "https", "ftp", "ftps",
+					   NULL};
 
 static const struct nd_optdesc curl_options[] = {
-	{ "url", "the file's URL (http, https, ftp, ftps)" },
-	{ "username", "user name for the server" },
-	{ "password", "password (better: password-file)" },
-	{ "password-file", "file whose first line is the password" },
-	{ "sslverify", "verify the server's TLS certificate (on)" },
-	{ "cookie", "cookie(s) sent with HTTP(S) requests, ';'-separated" },
-	{ "cookie-file", "file whose first line is the cookie" },
-	{ "cainfo", "CA certificate bundle to verify the server with" },
-	{ "capath", "directory of CA certificates" },
-	{ "proxy", "proxy URL (default: the *_proxy environment)" },
-	{ "ftps-mode", "ftps: auto (implicit on port 990), implicit, explicit" },
-	{ NULL, NULL },
+    {"url", "the file's URL (http, https, ftp, ftps)"},
+    {"username", "user name for the server"},
+    {"password", "password (better: password-file)"},
+    {"password-file", "file whose first line is the password"},
+    {"sslverify", "verify the server's TLS certificate (on)"},
+    {"cookie", "cookie(s) sent with HTTP(S) requests, ';'-separated"},
+    {"cookie-file", "file whose first line is the cookie"},
+    {"cainfo", "CA certificate bundle to verify the server with"},
+    {"capath", "directory of CA certificates"},
+    {"proxy", "proxy URL (default: the *_proxy environment)"},
+    {"ftps-mode", "ftps: auto (implicit on port 990), implicit, explicit"},
+    {NULL, NULL},
 };
 
 static const struct nd_backend curl_backend = {
-	.name = "curl",
-	.drivers = curl_drivers,
-	.schemes = curl_drivers,
-	.description = "read-only files over HTTP, HTTPS, FTP and FTPS (libcurl)",
-	.options = curl_options,
-	.open = curl_open,
-	.close = curl_close,
-	.pread = curl_pread,
-	.pwrite = curl_pwrite,
-	.shutdown = curl_shutdown,
+    .name = "curl",
+    .drivers = curl_drivers,
+    .schemes = curl_drivers,
+    .description = "read-only files over HTTP, HTTPS, FTP and FTPS (libcurl)",
+    .options = curl_options,
+    .open = curl_open,
+    .close = curl_close,
+    .pread = curl_pread,
+    .pwrite = curl_pwrite,
+    .shutdown = curl_shutdown,
 };
 
 ND_BACKEND_REGISTER(curl_backend);
