@@ -291,6 +291,15 @@ static const char *nbd_op_name(enum nbd_op op)
 	return "?";
 }
 
+/* Describe a request for a message (only on the error paths). */
+static const char *nbd_what(char *buf, size_t n, enum nbd_op op, uint64_t len,
+			    uint64_t off)
+{
+	snprintf(buf, n, "%s of %" PRIu64 " bytes at %" PRIu64, nbd_op_name(op),
+		 len, off);
+	return buf;
+}
+
 /* Submit one command and wait for its completion (or the deadline). */
 static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
 		   uint64_t off, uint32_t flags)
@@ -301,14 +310,12 @@ static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
 	int64_t cookie = -1;
 	char what[96];
 
-	snprintf(what, sizeof what, "%s of %" PRIu64 " bytes at %" PRIu64,
-		 nbd_op_name(op), len, off);
 	pthread_cond_init(&r.cond, NULL);
 	pthread_mutex_lock(&c->mu);
 	if (c->dead) {
 		pthread_mutex_unlock(&c->mu);
 		pthread_cond_destroy(&r.cond);
-		return nbd_lost(c, what);
+		return nbd_lost(c, nbd_what(what, sizeof what, op, len, off));
 	}
 	r.deadline = nbd_now() + c->timeout;
 	r.prev = c->tail;
@@ -342,8 +349,10 @@ static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
 		pthread_mutex_unlock(&c->mu);
 		pthread_cond_destroy(&r.cond);
 		if (nbd_handle_gone(c))
-			return nbd_lost(c, what);
-		rc = nbd_fail(c->name, what);
+			return nbd_lost(
+			    c, nbd_what(what, sizeof what, op, len, off));
+		rc = nbd_fail(c->name,
+			      nbd_what(what, sizeof what, op, len, off));
 		return rc;
 	}
 	/* A send that could not finish at once needs the dispatcher to wait
@@ -366,19 +375,20 @@ static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
 	 * libnbd failed the command because the connection died, maybe a
 	 * moment before the handle reports itself dead. */
 	if (killed || r.err == ENOTCONN || nbd_handle_gone(c))
-		return nbd_lost(c, what);
+		return nbd_lost(c, nbd_what(what, sizeof what, op, len, off));
 	if (r.err == ESHUTDOWN) {
 		/* The server is going away (nbdkit answers this way while it
 		 * drains on SIGTERM): drop the connection so the core opens a
 		 * new one, as the NBD protocol asks of clients. */
 		shutdown(c->sock, SHUT_RDWR);
 		nbd_poke(c);
-		nbd_lost(c, what);
+		nbd_lost(c, nbd_what(what, sizeof what, op, len, off));
 		nd_error("%s: nbd: %s: the server is shutting down", c->name,
 			 what);
 		errno = ENOTCONN;
 		return -ENOTCONN;
 	}
+	nbd_what(what, sizeof what, op, len, off);
 	errno = r.err;
 	nd_error("%s: nbd: %s: server replied: %m", c->name, what);
 	return -r.err;
