@@ -66,6 +66,7 @@ bad() {
         fail "$name: the mount succeeded"
     fi
     mountpoint -q "$TMP/mnt-$name" && { fusermount3 -u "$TMP/mnt-$name"; fail "$name: mounted"; }
+    check_sanitizers "$TMP/$name.out"
     grep -q "$want" "$TMP/$name.out" || { cat "$TMP/$name.out"; fail "$name: no message matching '$want'"; }
     echo "ok: $name: $(grep -m1 "$want" "$TMP/$name.out")"
 }
