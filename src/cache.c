@@ -19,6 +19,7 @@ enum { B_LOADING, B_VALID, B_FAILED };
 struct nd_slab {
 	unsigned refs;
 	size_t size;
+	struct nd_slab *next; /* in the free pool */
 	char mem[];
 };
 
@@ -46,6 +47,10 @@ struct nd_cache {
 	size_t nbuckets;
 	struct nd_block *lru_head, *lru_tail; /* head = most recent */
 	struct nd_ra ra;
+	/* Freed slabs kept for reuse (already faulted in); their bytes count
+	 * in `used`, so the budget bounds them too. */
+	struct nd_slab *pool[2]; /* one block; one readahead run */
+	uint64_t pooled;
 	unsigned jobs; /* readahead jobs in flight */
 	uint64_t hits, misses, evictions;
 	uint32_t ra_chunk; /* bytes per readahead request */
@@ -100,12 +105,46 @@ static void touch(struct nd_cache *c, struct nd_block *b)
 	}
 }
 
+/* The pool list for slabs of SIZE, or NULL for odd sizes. */
+static struct nd_slab **pool_for(struct nd_cache *c, size_t size)
+{
+	if (size == c->bs)
+		return &c->pool[0];
+	if (size == c->ra_chunk)
+		return &c->pool[1];
+	return NULL;
+}
+
+static void slab_release(struct nd_cache *c, struct nd_slab *sl)
+{
+	struct nd_slab **pool = pool_for(c, sl->size);
+	if (pool && c->pooled + sl->size <= c->budget / 4) {
+		sl->next = *pool;
+		*pool = sl;
+		c->pooled += sl->size;
+		return;
+	}
+	c->used -= sl->size;
+	free(sl);
+}
+
+/* Give pooled slabs back to the system until NEED bytes fit LIMIT. */
+static void pool_trim(struct nd_cache *c, uint64_t need, uint64_t limit)
+{
+	for (int i = 0; i < 2; i++)
+		while (c->pool[i] && c->used + need > limit) {
+			struct nd_slab *sl = c->pool[i];
+			c->pool[i] = sl->next;
+			c->pooled -= sl->size;
+			c->used -= sl->size;
+			free(sl);
+		}
+}
+
 static void block_free(struct nd_cache *c, struct nd_block *b)
 {
-	if (--b->slab->refs == 0) {
-		c->used -= b->slab->size;
-		free(b->slab);
-	}
+	if (--b->slab->refs == 0)
+		slab_release(c, b->slab);
 	free(b);
 }
 
@@ -133,11 +172,13 @@ static void unpin(struct nd_cache *c, struct nd_block *b)
 static void make_room(struct nd_cache *c, uint64_t need, uint64_t limit)
 {
 	struct nd_block *b = c->lru_tail;
+	pool_trim(c, need, limit);
 	while (c->used + need > limit && b) {
 		struct nd_block *prev = b->prev;
 		if (b->pins == 0 && b->state == B_VALID && !b->dirty) {
 			unhash(c, b);
 			c->evictions++;
+			pool_trim(c, need, limit);
 		}
 		b = prev;
 	}
@@ -147,6 +188,14 @@ static struct nd_slab *new_slab(struct nd_cache *c, unsigned nblocks)
 {
 	size_t size = (size_t)nblocks << c->shift;
 	struct nd_slab *sl;
+	struct nd_slab **pool = pool_for(c, size);
+	if (pool && *pool) {
+		sl = *pool;
+		*pool = sl->next;
+		c->pooled -= size;
+		sl->refs = 0;
+		return sl; /* already counted in used */
+	}
 	make_room(c, size, c->budget);
 	sl = malloc(sizeof *sl + size);
 	if (!sl)
@@ -383,6 +432,7 @@ void nd_cache_free(struct nd_cache *c)
 		pthread_cond_wait(&c->cond, &c->lock);
 	while (c->lru_head)
 		unhash(c, c->lru_head);
+	pool_trim(c, 0, 0);
 	pthread_mutex_unlock(&c->lock);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->cond);

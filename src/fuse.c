@@ -713,7 +713,7 @@ int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
 	if (on_ready)
 		on_ready(arg);
 	cfg = fuse_loop_cfg_create();
-	fuse_loop_cfg_set_max_threads(cfg, 32);
+	fuse_loop_cfg_set_max_threads(cfg, 16);
 	fuse_loop_cfg_set_idle_threads(cfg, 8);
 	ret = fuse_session_loop_mt(fs->se, cfg) != 0;
 	fuse_loop_cfg_destroy(cfg);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -586,6 +587,11 @@ int main(int argc, char **argv)
 	int c;
 
 	cli.ready_fd = -1;
+	/* The memory bound is the cache budget: cache slabs are mmap'ed and
+	 * go back to the system when evicted; few arenas keep the rest of
+	 * the heap from growing one arena per thread. */
+	mallopt(M_ARENA_MAX, 2);
+	mallopt(M_MMAP_THRESHOLD, 60 << 10);
 	nd_opts_init(&cli.defaults, "*");
 	atexit(cli_free);
 	cli.fuse_argv = calloc(2, sizeof(char *));

@@ -37,14 +37,15 @@ requires() {
     command -v "$1" >/dev/null 2>&1 || { echo "SKIP: $1 not installed" >&2; exit 77; }
 }
 
-# wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds (bounded).
+# wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds, for at
+# most SECONDS of wall time however slow CMD is.
 wait_for() {
-    local n=$(( $1 * 10 )); shift
-    while ((n-- > 0)); do
+    local end=$(( $(date +%s%N) + $1 * 1000000000 )); shift
+    while :; do
         "$@" >/dev/null 2>&1 && return 0
+        [ "$(date +%s%N)" -lt $end ] || return 1
         sleep 0.1
     done
-    return 1
 }
 
 # A TCP port that nothing listens on now, in a range no test server uses.
