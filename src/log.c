@@ -46,14 +46,18 @@ void nd_log(int priority, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	/* Whatever a caller passed, no URL password reaches a log. */
+	char *clean = strstr(msg, "://") ? nd_redact(msg) : NULL;
+	const char *out = clean ? clean : msg;
 	if (log_foreground) {
 		pthread_mutex_lock(&log_lock);
 		fprintf(stderr, "%s: %s%s\n", log_prog, prio_name(priority),
-			msg);
+			out);
 		pthread_mutex_unlock(&log_lock);
 	} else {
-		syslog(priority, "%s", msg);
+		syslog(priority, "%s", out);
 	}
+	free(clean);
 	errno = saved;
 }
 
