@@ -35,10 +35,15 @@ _tgt_fail() {
 _tgt_dir() { echo "${TGT_DIR:-$TMP}"; }
 _tgt_ctl() { echo $(($1 % 20000 + 10000)); }
 # Is PID a live tgtd (not a zombie, not a reused PID)?
-_tgt_alive() {
+_tgt_is_tgtd() {
     local st
     st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
     [[ $st == *"(tgtd) "[!ZX]* ]]
+}
+# The same, or just after the launch our subshell about to exec tgtd.
+_tgt_alive() {
+    _tgt_is_tgtd "$1" && return 0
+    [[ $(cat "/proc/$1/stat" 2>/dev/null) == *") "[!ZX]" $$ "* ]]
 }
 
 tgt_free_port() {
@@ -206,10 +211,10 @@ tgtd_stop() {
     # Any earlier tgtd of this port still around (one that came up too
     # late for _tgt_launch, say) goes by its PID.
     for pid in $(cat "$dir/tgtd.$port.pids" 2>/dev/null); do
-        _tgt_alive "$pid" || continue
+        _tgt_is_tgtd "$pid" || continue
         kill -KILL "$pid" 2>/dev/null
         for n in $(seq 1 50); do
-            _tgt_alive "$pid" || break
+            _tgt_is_tgtd "$pid" || break
             sleep 0.1
         done
     done
