@@ -9,10 +9,11 @@
  * FTP(S): a ranged RETR makes libcurl drop the control connection, so one
  * request per read would cost a login each time. Instead one thread-safe
  * connection object holds up to `connections` streams, each an open RETR
- * from some offset driven through its own multi handle. A read continues
- * the stream that ends where it starts (queueing behind the reads already
- * heading there), reads over a small gap, and only starts a new RETR
- * (REST + RETR) on a real seek. The core shares that one object.
+ * from some offset driven through its own multi handle. Reads join the
+ * stream heading their way (readahead windows arrive in parallel and out
+ * of order: a stream serves its queue lowest offset first), small gaps
+ * are read over, and only a real seek starts a new RETR (REST + RETR).
+ * The core shares that one object between its threads.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -53,6 +54,12 @@ struct curl_xfer {
 	char reason[64];     /* the status line's reason phrase */
 };
 
+/* A read waiting for its turn on an FTP stream. */
+struct curl_waiter {
+	struct curl_waiter *next;
+	uint64_t off, end;
+};
+
 /* One FTP RETR kept open from some offset. */
 struct curl_stream {
 	struct curl_conn *c;
@@ -68,10 +75,12 @@ struct curl_stream {
 	char *dst;
 	size_t want, got;
 	uint64_t discard; /* bytes to drop before dst */
-	/* under c->lock: reads queued on this stream, served in order */
-	uint64_t next_pos; /* where the stream is after the queued reads */
-	unsigned long tail, head;
-	unsigned users;
+	/* under c->lock: the reads on this stream, lowest offset first */
+	bool busy;		     /* a read owns the stream */
+	struct curl_waiter *owner;   /* that read */
+	struct curl_waiter *waiters; /* the reads after it, by offset */
+	uint64_t end;	  /* end of the read served now, or where it stands */
+	uint64_t max_end; /* the furthest end of all its reads */
 	uint64_t last_use;
 	char errbuf[CURL_ERROR_SIZE];
 };
@@ -682,25 +691,31 @@ static int curl_stream_read(struct curl_conn *c, struct curl_stream *s,
 	return 0;
 }
 
-/* Under c->lock: the stream a read at OFF should use, or NULL to wait. */
-static int curl_stream_pick(struct curl_conn *c, uint64_t off,
+/* Under c->lock: the stream a read of LEN bytes at OFF should use, or NULL
+ * to wait. Readahead sends a sequential reader's windows in parallel and
+ * not always in order; a stream takes every read at or after the one it
+ * serves now and not far past the last one queued, and serves them lowest
+ * offset first, so they all come out of one RETR. */
+static int curl_stream_pick(struct curl_conn *c, uint64_t off, size_t len,
 			    struct curl_stream **out)
 {
+	uint64_t slack = 4 * (uint64_t)len, best_gap = UINT64_MAX;
 	struct curl_stream *best = NULL;
 	unsigned i;
 
+	if (slack < CURL_SKIP_MAX)
+		slack = CURL_SKIP_MAX;
 	*out = NULL;
-	for (i = 0; i < c->nstreams; i++)
-		if (c->streams[i].next_pos == off) {
-			*out = &c->streams[i];
-			return 0;
-		}
 	for (i = 0; i < c->nstreams; i++) {
 		struct curl_stream *s = &c->streams[i];
-		if ((s->users || s->running) && s->next_pos < off &&
-		    off - s->next_pos <= CURL_SKIP_MAX &&
-		    (!best || s->next_pos > best->next_pos))
+		bool open = s->busy || s->running || s->left_len;
+		uint64_t gap = off > s->max_end ? off - s->max_end : 0;
+		if (off < s->end || gap > slack || (!open && off != s->end))
+			continue;
+		if (gap < best_gap) {
 			best = s;
+			best_gap = gap;
+		}
 	}
 	if (best) {
 		*out = best;
@@ -710,7 +725,7 @@ static int curl_stream_pick(struct curl_conn *c, uint64_t off,
 		return curl_stream_new(c, out);
 	for (i = 0; i < c->nstreams; i++) {
 		struct curl_stream *s = &c->streams[i];
-		if (!s->users && (!best || s->last_use < best->last_use))
+		if (!s->busy && (!best || s->last_use < best->last_use))
 			best = s;
 	}
 	*out = best;
@@ -720,13 +735,13 @@ static int curl_stream_pick(struct curl_conn *c, uint64_t off,
 static int curl_ftp_pread(struct curl_conn *c, void *buf, size_t len,
 			  uint64_t off)
 {
+	struct curl_waiter me = {NULL, off, off + len};
 	struct curl_stream *s;
-	unsigned long ticket;
 	int r;
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
-		r = curl_stream_pick(c, off, &s);
+		r = curl_stream_pick(c, off, len, &s);
 		if (r < 0 || s)
 			break;
 		pthread_cond_wait(&c->cond, &c->lock);
@@ -735,19 +750,37 @@ static int curl_ftp_pread(struct curl_conn *c, void *buf, size_t len,
 		pthread_mutex_unlock(&c->lock);
 		return r;
 	}
-	ticket = s->tail++;
-	s->users++;
-	s->next_pos = off + len;
-	while (s->head != ticket)
+	if (!s->busy) {
+		s->busy = true;
+		s->owner = &me;
+		s->end = me.end;
+		s->max_end = me.end;
+	} else {
+		struct curl_waiter **w = &s->waiters;
+		while (*w && (*w)->off <= off)
+			w = &(*w)->next;
+		me.next = *w;
+		*w = &me;
+		if (me.end > s->max_end)
+			s->max_end = me.end;
+	}
+	while (s->owner != &me)
 		pthread_cond_wait(&c->cond, &c->lock);
 	pthread_mutex_unlock(&c->lock);
 
 	r = curl_stream_read(c, s, buf, len, off);
 
 	pthread_mutex_lock(&c->lock);
-	s->head++;
-	s->users--;
 	s->last_use = ++c->clock;
+	if (s->waiters) {
+		s->owner = s->waiters;
+		s->waiters = s->owner->next;
+		s->end = s->owner->end;
+	} else {
+		s->busy = false;
+		s->owner = NULL;
+		s->max_end = s->end;
+	}
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
 	return r;
@@ -788,7 +821,7 @@ static int curl_ftp_size(struct curl_conn *c)
 		return -EIO;
 	}
 	c->size = len;
-	s->next_pos = 0;
+	s->end = s->max_end = 0;
 	s->net_pos = 0;
 	return 0;
 }
@@ -972,8 +1005,9 @@ static int curl_configure(struct curl_conn *c, const struct nd_opts *o,
 		/* libcurl 7.88 does not resume the TLS session on the data
 		 * connection of a second transfer over a kept FTPS control
 		 * connection, and servers that require that (vsftpd) then
-		 * close the data connection: log in afresh each RETR. */
-		CURL_SET(CURLOPT_FORBID_REUSE, 1L);
+		 * close the data connection: log in afresh each RETR.
+		 * (FORBID_REUSE would do too, but leaks in libcurl.) */
+		CURL_SET(CURLOPT_FRESH_CONNECT, 1L);
 	}
 	if (nd_debug_enabled) {
 		CURL_SET(CURLOPT_DEBUGFUNCTION, curl_debug_cb);
