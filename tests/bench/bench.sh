@@ -1,5 +1,5 @@
 #!/bin/bash
-# bench.sh [--quick] [--pairs N] [--only REGEX] [--out DIR]: netdiskfs side
+# bench.sh [--quick] [--pairs N] [--only REGEX] [--out DIR] [--perf]: netdiskfs side
 # by side with nbdfuse, qemu-storage-daemon, httpdirfs, sshfs and the raw
 # protocol clients (nbdcopy, curl, sftp, scp, iscsi-perf, glusterfs), on
 # this machine, against the same servers (loopback only) and the same
@@ -15,7 +15,10 @@
 # (every single run) and logs/ (logs of runs that failed).
 #
 # --quick: a 64 MiB image, one round, two NBD scenarios (the smoke run of
-# `make check`). Every run is under a watchdog; a peer that cannot run
+# `make check`). --perf: record `perf record -g` of the netdiskfs daemon
+# during its first run of each scenario, and a profile summary per
+# scenario in perf/ (the figures of those runs include perf's overhead).
+# Every run is under a watchdog; a peer that cannot run
 # (not installed, fails, hangs) is reported with the reason. The whole run
 # is kept under 15 minutes: scenarios that would start after the time
 # budget are reported as skipped.
@@ -26,14 +29,15 @@
 . "$TOP/tests/lib/glusterd.sh"
 export LC_ALL=C
 
-QUICK=0 PAIRS= ONLY= OUT=${BENCH_OUT:-$TOP/tests/bench/out}
+QUICK=0 PAIRS= ONLY= OUT=${BENCH_OUT:-$TOP/tests/bench/out} PERF=0
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) QUICK=1 ;;
     --pairs) PAIRS=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --out) OUT=$2; shift ;;
-    *) echo "usage: $0 [--quick] [--pairs N] [--only REGEX] [--out DIR]" >&2; exit 2 ;;
+    --perf) PERF=1 ;;
+    *) echo "usage: $0 [--quick] [--pairs N] [--only REGEX] [--out DIR] [--perf]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -52,8 +56,12 @@ UNMOUNT_WAIT=10               # seconds for a daemon to exit once unmounted
 [ "$(id -u)" = 0 ] || fail "the benchmark needs root (FUSE mounts of peers, drop_caches, tmpfs)"
 
 mkdir -p "$OUT"
-rm -rf "$OUT/logs"
+rm -rf "$OUT/logs" "$OUT/perf"
 mkdir -p "$OUT/logs"
+if [ $PERF = 1 ]; then
+    have perf || fail "--perf: perf is not installed"
+    mkdir -p "$OUT/perf"
+fi
 RUNS=$OUT/runs.tsv TOOLS=$TMP/tools.tsv SCENS=$TMP/scens.tsv
 printf 'scenario\ttool\tpair\tstatus\tvalue\tnd_rss_kib\tnd_cpu_s\tnote\n' >"$RUNS"
 printf 'scenario\tunit\tdescription\n' >"$SCENS"
@@ -380,7 +388,9 @@ run_one() {
     else
         drop_caches
         for f in raw.out raw.err dd.err fio.out fio.err; do : >"$TMP/$f"; done
+        [ "$name" = netdiskfs ] && [ "$pair" = 1 ] && perf_start
         res=$(eval "${SC_WORK[$name]}")
+        perf_stop
         if [ "$name" = netdiskfs ] && [ -n "$DPID" ]; then
             rss=$(awk '/^VmHWM/ { print $2 }' /proc/"$DPID"/status 2>/dev/null)
             cpu=$(awk '{ printf "%.2f", ($14 + $15) / 100 }' /proc/"$DPID"/stat 2>/dev/null)
@@ -398,6 +408,30 @@ run_one() {
     record "$name" "$pair" "$status" "$value" "$rss" "$cpu" "$note"
     printf '   %-22s %-5s %8s %s%s\n' "$name" "$status" "$value" "${rss:+ (RSS $((rss / 1024)) MiB, CPU ${cpu}s)}" "${note:+ [$note]}"
     [ "$status" = ok ]
+}
+
+# --perf: profile the netdiskfs daemon during one workload.
+PERF_PID=
+perf_start() {
+    [ $PERF = 1 ] && [ -n "$DPID" ] || return 0
+    perf record -F 999 -g -p "$DPID" -o "$OUT/perf/$SC.data" >"$OUT/perf/$SC.record.log" 2>&1 &
+    PERF_PID=$!
+    sleep 0.5
+}
+perf_stop() {
+    [ -n "$PERF_PID" ] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null
+    wait "$PERF_PID" 2>/dev/null
+    PERF_PID=
+    {
+        echo "== $SC: netdiskfs daemon, self time by DSO and symbol"
+        perf report -i "$OUT/perf/$SC.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null |
+            grep -E '^ +[0-9.]+%' | head -n 40
+        echo
+        echo "== $SC: inclusive time (children) by symbol"
+        perf report -i "$OUT/perf/$SC.data" --children --sort symbol --stdio -g none 2>/dev/null |
+            grep -E '^ +[0-9.]+%' | head -n 60
+    } >"$OUT/perf/$SC.txt"
 }
 
 # Run the declared scenario: PAIRS rounds, every tool once per round. A
