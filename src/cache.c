@@ -510,10 +510,9 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 			if (missed) {
 				c->misses++;
 				nd_debug("cache miss at %llu+%zu (readahead "
-					 "window %llu, fetched to %llu)",
+					 "window %llu)",
 					 (unsigned long long)off, len,
-					 (unsigned long long)c->ra.window,
-					 (unsigned long long)c->ra.frontier);
+					 (unsigned long long)nd_ra_window(&c->ra));
 			}
 			else
 				c->hits++;
@@ -793,7 +792,7 @@ void nd_cache_get_stats(struct nd_cache *c, struct nd_cache_stats *s)
 	s->evictions = c->evictions;
 	s->used = c->used;
 	s->budget = c->budget;
-	s->window = c->ra.window;
+	s->window = nd_ra_window(&c->ra);
 	s->dirty = c->dirty_bytes;
 	pthread_mutex_unlock(&c->lock);
 }

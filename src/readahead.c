@@ -2,6 +2,7 @@
  * on a random read) and a small pool of worker threads. */
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "log.h"
 #include "readahead.h"
@@ -15,53 +16,86 @@ void nd_ra_init(struct nd_ra *ra, uint64_t init, uint64_t max)
 
 void nd_ra_scheduled(struct nd_ra *ra, uint64_t end)
 {
-	if (end > ra->frontier)
-		ra->frontier = end;
+	struct nd_ra_stream *s = &ra->s[ra->cur];
+	if (end > s->frontier)
+		s->frontier = end;
 }
 
 void nd_ra_reset(struct nd_ra *ra)
 {
-	ra->next = 0;
-	ra->window = 0;
-	ra->frontier = 0;
-	ra->seq = 0;
+	memset(ra->s, 0, sizeof ra->s);
+	ra->tick = 0;
+	ra->cur = 0;
+}
+
+uint64_t nd_ra_window(const struct nd_ra *ra)
+{
+	uint64_t w = 0;
+	for (unsigned i = 0; i < ND_RA_STREAMS; i++)
+		if (ra->s[i].window > w)
+			w = ra->s[i].window;
+	return w;
+}
+
+/* Is a read of [off, off+len) the continuation of stream S? The kernel
+ * sends several reads of one stream at once, so they arrive a little out
+ * of order: near the expected offset counts. */
+static bool continues(const struct nd_ra_stream *s, uint64_t off,
+		      uint64_t len)
+{
+	uint64_t tol = len * 4 > (64u << 10) ? len * 4 : (64u << 10);
+	if (s->window > tol)
+		tol = s->window;
+	if (s->seq == 0)
+		return false;
+	return off + len + tol > s->next && off < s->next + tol;
 }
 
 bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
 		  uint64_t size, uint64_t *start, uint64_t *end)
 {
-	/* The kernel sends several reads of one stream at once, so they
-	 * arrive a little out of order: near the expected offset counts. */
-	uint64_t tol = len * 4 > (64u << 10) ? len * 4 : (64u << 10);
-	if (ra->window > tol)
-		tol = ra->window;
-	bool seq = off + len + tol > ra->next && off < ra->next + tol &&
-		   !(ra->next == 0 && off != 0 && ra->seq == 0);
+	struct nd_ra_stream *s = NULL;
+	unsigned i, oldest = 0;
 
 	if (ra->init == 0)
 		return false;
-	if (seq) {
-		ra->seq++;
-		if (ra->seq >= 2)
-			ra->window = ra->window ? ra->window * 2 : ra->init;
-		if (ra->window > ra->max)
-			ra->window = ra->max;
-		if (off + len > ra->next)
-			ra->next = off + len;
-	} else {
-		ra->seq = 1;
-		ra->window = 0;
-		ra->frontier = 0;
-		ra->next = off + len;
+	ra->tick++;
+	for (i = 0; i < ND_RA_STREAMS; i++) {
+		if (continues(&ra->s[i], off, len)) {
+			s = &ra->s[i];
+			break;
+		}
+		if (ra->s[i].used < ra->s[oldest].used)
+			oldest = i;
 	}
-	if (!ra->window)
+	if (s) {
+		s->seq++;
+		if (s->seq >= 2)
+			s->window = s->window ? s->window * 2 : ra->init;
+		if (s->window > ra->max)
+			s->window = ra->max;
+		if (off + len > s->next)
+			s->next = off + len;
+	} else {
+		/* A new stream, or a random read: it replaces the stream
+		 * read least recently. */
+		i = oldest;
+		s = &ra->s[i];
+		s->seq = 1;
+		s->window = 0;
+		s->frontier = 0;
+		s->next = off + len;
+	}
+	s->used = ra->tick;
+	ra->cur = i;
+	if (!s->window)
 		return false;
-	uint64_t want = ra->next + ra->window;
-	uint64_t from = ra->frontier > ra->next ? ra->frontier : ra->next;
+	uint64_t want = s->next + s->window;
+	uint64_t from = s->frontier > s->next ? s->frontier : s->next;
 	if (want > size)
 		want = size;
 	/* Fetch in batches of at least a quarter window. */
-	if (want <= from || (want - from < ra->window / 4 && want < size))
+	if (want <= from || (want - from < s->window / 4 && want < size))
 		return false;
 	*start = from;
 	*end = want;

@@ -216,6 +216,25 @@ int main(void)
 	CHECK(st.window > 0, "readahead window is 0");
 	(void)before;
 
+	/* Two interleaved sequential readers each keep their readahead. */
+	nd_cache_free(c);
+	c = nd_cache_new(d, 8u << 20);
+	reset();
+	for (uint64_t off = 0; off < 4 * BS; off += 16384) {
+		read_check(c, off, 16384);
+		read_check(c, (8u << 20) + off, 16384);
+	}
+	settle();
+	nd_cache_get_stats(c, &st);
+	misses = st.misses;
+	for (uint64_t off = 4 * BS; off < 8 * BS; off += 16384) {
+		read_check(c, off, 16384);
+		read_check(c, (8u << 20) + off, 16384);
+	}
+	nd_cache_get_stats(c, &st);
+	CHECK(st.misses == misses, "two streams: %llu misses after readahead",
+	      (unsigned long long)(st.misses - misses));
+
 	/* Eviction keeps to the budget. */
 	for (uint64_t off = 0; off < DISK; off += BS)
 		read_check(c, (off * 7919) % DISK / BS * BS, BS);
