@@ -783,7 +783,7 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 	const char *digest = nd_opt_get(o, "header-digest");
 	const char *iname = nd_opt_get(o, "initiator-name");
 	enum iscsi_header_digest hd = ISCSI_HEADER_DIGEST_NONE_CRC32C;
-	double timeout, open_timeout;
+	double timeout;
 	char defname[256];
 	struct iscsi_conn *c;
 	uint64_t lun;
@@ -813,8 +813,7 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 	}
 	if (nd_opt_uint(o, "lun", 0, 0, 16383, &lun) < 0 ||
 	    nd_opt_bool(o, "ro", false, &ro) < 0 ||
-	    nd_opt_seconds(o, "timeout", 0, &timeout) < 0 ||
-	    nd_opt_seconds(o, "open-timeout", 0, &open_timeout) < 0)
+	    nd_opt_seconds(o, "timeout", 0, &timeout) < 0)
 		return -EINVAL;
 	if (iname == NULL || iname[0] == '\0') {
 		if (o->name && o->name[0])
@@ -862,9 +861,8 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 		r = -errno;
 		goto fail;
 	}
-	r = iscsi_login(c, portal, target,
-			iscsi_now() +
-			    (open_timeout > 0 ? open_timeout : c->bound));
+	/* one attempt, bounded like a command; the core retries opens */
+	r = iscsi_login(c, portal, target, iscsi_now() + c->bound);
 	iscsi_forget_secrets(c);
 	if (r < 0)
 		goto fail;

@@ -35,15 +35,10 @@ _tgt_fail() {
 _tgt_dir() { echo "${TGT_DIR:-$TMP}"; }
 _tgt_ctl() { echo $(($1 % 20000 + 10000)); }
 # Is PID a live tgtd (not a zombie, not a reused PID)?
-_tgt_is_tgtd() {
+_tgt_alive() {
     local st
     st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
     [[ $st == *"(tgtd) "[!ZX]* ]]
-}
-# The same, or just after the launch our subshell about to exec tgtd.
-_tgt_alive() {
-    _tgt_is_tgtd "$1" && return 0
-    [[ $(cat "/proc/$1/stat" 2>/dev/null) == *") "[!ZX]" $$ "* ]]
 }
 
 tgt_free_port() {
@@ -69,18 +64,26 @@ _tgt_launch() {
     dir=$(_tgt_dir)
     ctl=$(_tgt_ctl "$port")
     rm -f "/var/run/tgtd/socket.$ctl" "/var/run/tgtd/socket.$ctl.lock"
-    # In a subshell, so the daemon is not our child: once it exits there
-    # is no zombie left for "is it alive" to see. It keeps none of our
-    # file descriptors beyond 0-2 (a pipe held open would block a reader).
+    # Started by a subshell that exits once tgtd runs, so the daemon is not
+    # our child (a plain "wait" in a test would wait for it, and once it
+    # exits there is no zombie left for "is it alive" to see). It keeps
+    # none of our file descriptors beyond 0-2.
     (
-        for fd in $(ls /proc/$BASHPID/fd); do
-            [ "$fd" -gt 2 ] && eval "exec $fd>&-"
-        done 2>/dev/null
-        exec tgtd -f -C "$ctl" --iscsi "portal=${portals// /,portal=}" \
-            </dev/null >>"$_tgt_log" 2>&1
-    ) &
-    pid=$!
-    echo "$pid" >"$dir/tgtd.$port.pid"
+        (
+            for fd in $(ls /proc/$BASHPID/fd); do
+                [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+            done 2>/dev/null
+            exec tgtd -f -C "$ctl" --iscsi "portal=${portals// /,portal=}" \
+                </dev/null >>"$_tgt_log" 2>&1
+        ) &
+        for n in $(seq 1 100); do
+            [ "$(cat /proc/$!/comm 2>/dev/null)" = tgtd ] && break
+            [ -d /proc/$! ] || break
+            sleep 0.05
+        done
+        echo $! >"$dir/tgtd.$port.pid"
+    )
+    pid=$(cat "$dir/tgtd.$port.pid")
     echo "$pid" >>"$dir/tgtd.$port.pids"
     # under load a fresh tgtd was seen to take more than 10 s
     for n in $(seq 1 200); do
@@ -211,10 +214,10 @@ tgtd_stop() {
     # Any earlier tgtd of this port still around (one that came up too
     # late for _tgt_launch, say) goes by its PID.
     for pid in $(cat "$dir/tgtd.$port.pids" 2>/dev/null); do
-        _tgt_is_tgtd "$pid" || continue
+        _tgt_alive "$pid" || continue
         kill -KILL "$pid" 2>/dev/null
         for n in $(seq 1 50); do
-            _tgt_is_tgtd "$pid" || break
+            _tgt_alive "$pid" || break
             sleep 0.1
         done
     done
