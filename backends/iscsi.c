@@ -3,7 +3,9 @@
  *
  * One connection = one iscsi_context = one logged-in session to one LUN.
  * The core pools connections (thread_safe is false), so requests overlap
- * across sessions. Every command runs on the async API under our own poll
+ * across sessions; within a session a read or write goes out as up to
+ * ISCSI_PIPE commands in flight at once. Every command runs on the async
+ * API under our own poll
  * loop with a deadline (the entry's timeout=, or ISCSI_BOUND when it is 0),
  * so nothing waits forever on a dead or stopped target. libiscsi's own
  * reconnect logic is switched off (it sleeps and retries forever): when a
@@ -38,6 +40,10 @@
 #define ISCSI_MAX_REQUEST_CAP (8u << 20)
 /* Largest single UNMAP / WRITE SAME when the LUN reports no limit. */
 #define ISCSI_DEFAULT_MAX_TRIM (64u << 20)
+/* A read or write is cut into at most ISCSI_PIPE commands of at least
+ * ISCSI_PIECE bytes, all in flight at once on the session. */
+#define ISCSI_PIPE 8
+#define ISCSI_PIECE (128u << 10)
 
 /* Pseudo statuses for iscsi_fail, beside libiscsi's SCSI_STATUS_*. */
 #define ISCSI_ST_STALLED 0x0f100000 /* our own deadline passed */
@@ -70,10 +76,12 @@ struct iscsi_conn {
 	char *secret[2];    /* during open only: scrubbed from messages */
 	/* Completion slots live here, not on the stack: a stalled command is
 	 * abandoned and its callback may still fire when the context dies. */
-	struct iscsi_wait connect_wait, wait;
-	struct iscsi_wait *last;  /* the slot of the step that ran last */
-	struct scsi_task *orphan; /* a stalled task, freed after the context */
-	unsigned char *zeroes;	  /* one block of zeroes for WRITE SAME */
+	struct iscsi_wait connect_wait, wait, io[ISCSI_PIPE];
+	struct iscsi_wait *last; /* the slot of the step that ran last */
+	/* Stalled tasks, freed after the context (the connection is dead
+	 * once one is parked, so no more than one batch ever is). */
+	struct scsi_task *orphans[ISCSI_PIPE];
+	unsigned char *zeroes; /* one block of zeroes for WRITE SAME */
 };
 
 static const char *const iscsi_drivers[] = {"iscsi", NULL};
@@ -272,15 +280,26 @@ static void iscsi_done_cb(struct iscsi_context *ctx, int status,
 		snprintf(w->err, sizeof w->err, "%s", iscsi_get_error(ctx));
 }
 
-/* Drive the context until W completes or DEADLINE passes. 0 when W is done
- * (look at w->status), else ISCSI_ST_STALLED or ISCSI_ST_LOST. */
-static int iscsi_pump(struct iscsi_conn *c, struct iscsi_wait *w,
+static bool iscsi_all_done(const struct iscsi_wait *w, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (!w[i].done)
+			return false;
+	return true;
+}
+
+/* Drive the context until the N slots at W complete or DEADLINE passes.
+ * 0 when they are done (look at each status), else ISCSI_ST_STALLED or
+ * ISCSI_ST_LOST. */
+static int iscsi_pump(struct iscsi_conn *c, struct iscsi_wait *w, int n,
 		      double deadline)
 {
-	while (!w->done) {
+	while (!iscsi_all_done(w, n)) {
 		double left = deadline - iscsi_now();
 		struct pollfd pfd;
-		int ms, n, revents = 0;
+		int ms, k, revents = 0;
 
 		if (left <= 0)
 			return ISCSI_ST_STALLED;
@@ -294,29 +313,35 @@ static int iscsi_pump(struct iscsi_conn *c, struct iscsi_wait *w,
 			/* libiscsi asks for a pause (see iscsi_which_events) */
 			poll(NULL, 0, ms < 100 ? ms : 100);
 		} else {
-			n = poll(&pfd, 1, ms);
-			if (n < 0 && errno != EINTR)
+			k = poll(&pfd, 1, ms);
+			if (k < 0 && errno != EINTR)
 				return ISCSI_ST_LOST;
-			if (n > 0)
+			if (k > 0)
 				revents = pfd.revents;
 		}
 		/* revents 0 still runs libiscsi's timeout scan */
-		if (iscsi_service(c->ctx, revents) < 0 && !w->done)
+		if (iscsi_service(c->ctx, revents) < 0 && !iscsi_all_done(w, n))
 			return ISCSI_ST_LOST;
 	}
 	return 0;
 }
 
-/* A command that never completed is still referenced by libiscsi: park it
- * until the context is destroyed (the connection is dead by then, so at
- * most one is ever parked). */
-static void iscsi_orphan(struct iscsi_conn *c, struct scsi_task **tp)
+/* A command that never completed (W not done) is still referenced by
+ * libiscsi: park it until the context is destroyed; *TP becomes NULL. */
+static void iscsi_orphan(struct iscsi_conn *c, struct scsi_task **tp,
+			 const struct iscsi_wait *w)
 {
-	if (*tp == NULL || c->wait.done)
+	int i;
+
+	if (*tp == NULL || w->done)
 		return;
-	if (c->orphan)
-		scsi_free_scsi_task(c->orphan);
-	c->orphan = *tp;
+	for (i = 0; i < ISCSI_PIPE; i++) {
+		if (c->orphans[i] == NULL) {
+			c->orphans[i] = *tp;
+			break;
+		}
+	}
+	/* no room (cannot happen): leaking beats a use after free */
 	*tp = NULL;
 }
 
@@ -330,9 +355,9 @@ static int iscsi_exec(struct iscsi_conn *c, struct scsi_task **tp,
 
 	if (*tp == NULL)
 		return iscsi_fail(c, ISCSI_ST_LIBRARY, NULL, "%s", what);
-	r = iscsi_pump(c, &c->wait, iscsi_now() + c->bound);
+	r = iscsi_pump(c, &c->wait, 1, iscsi_now() + c->bound);
 	if (r != 0) {
-		iscsi_orphan(c, tp);
+		iscsi_orphan(c, tp, &c->wait);
 		return iscsi_fail(c, r, *tp, "%s", what);
 	}
 	if (c->wait.status != SCSI_STATUS_GOOD)
@@ -494,7 +519,7 @@ static int iscsi_login(struct iscsi_conn *c, const char *portal,
 		    0)
 			return iscsi_fail(c, ISCSI_ST_CONNECT, NULL,
 					  "connect to %s", addr);
-		r = iscsi_pump(c, &c->connect_wait, deadline);
+		r = iscsi_pump(c, &c->connect_wait, 1, deadline);
 		if (r == 0 && c->connect_wait.status != SCSI_STATUS_GOOD)
 			r = ISCSI_ST_CONNECT;
 		if (r != 0)
@@ -503,7 +528,7 @@ static int iscsi_login(struct iscsi_conn *c, const char *portal,
 		if (iscsi_login_async(c->ctx, iscsi_done_cb, iscsi_arm(c)) != 0)
 			return iscsi_fail(c, ISCSI_ST_LIBRARY, NULL,
 					  "login to %s on %s", target, addr);
-		r = iscsi_pump(c, &c->wait, deadline);
+		r = iscsi_pump(c, &c->wait, 1, deadline);
 		if (r != 0)
 			return iscsi_fail(c, r, NULL, "login to %s on %s",
 					  target, addr);
@@ -527,9 +552,9 @@ static int iscsi_login(struct iscsi_conn *c, const char *portal,
 		if (t == NULL)
 			return iscsi_fail(c, ISCSI_ST_LIBRARY, NULL,
 					  "TEST UNIT READY");
-		r = iscsi_pump(c, &c->wait, deadline);
+		r = iscsi_pump(c, &c->wait, 1, deadline);
 		if (r != 0) {
-			iscsi_orphan(c, &t);
+			iscsi_orphan(c, &t, &c->wait);
 			return iscsi_fail(c, r, t, "TEST UNIT READY");
 		}
 		if (c->wait.status == SCSI_STATUS_GOOD)
@@ -909,6 +934,7 @@ fail:
 static void iscsi_close(void *conn)
 {
 	struct iscsi_conn *c = conn;
+	int i;
 
 	if (c == NULL)
 		return;
@@ -916,12 +942,13 @@ static void iscsi_close(void *conn)
 		if (!c->dead && iscsi_is_logged_in(c->ctx) &&
 		    iscsi_logout_async(c->ctx, iscsi_done_cb, iscsi_arm(c)) ==
 			0)
-			iscsi_pump(c, &c->wait,
+			iscsi_pump(c, &c->wait, 1,
 				   iscsi_now() + ISCSI_LOGOUT_BOUND);
 		iscsi_destroy_context(c->ctx);
 	}
-	if (c->orphan)
-		scsi_free_scsi_task(c->orphan);
+	for (i = 0; i < ISCSI_PIPE; i++)
+		if (c->orphans[i])
+			scsi_free_scsi_task(c->orphans[i]);
 	free(c->zeroes);
 	free(c->name);
 	free(c);
@@ -941,42 +968,103 @@ static int iscsi_check_range(struct iscsi_conn *c, const char *what,
 	return -EINVAL;
 }
 
+/* Queue one READ or WRITE of LEN bytes at OFF with BUF, completing in W. */
+static struct scsi_task *iscsi_rw_task(struct iscsi_conn *c, bool write,
+				       unsigned char *buf, uint32_t len,
+				       uint64_t off, bool fua,
+				       struct iscsi_wait *w)
+{
+	uint64_t lba = off / c->block_size;
+	int bs = (int)c->block_size;
+	struct scsi_task *t;
+
+	if (write)
+		return c->use16
+			   ? iscsi_write16_task(c->ctx, c->lun, lba, buf, len,
+						bs, 0, 0, fua, 0, 0,
+						iscsi_done_cb, w)
+			   : iscsi_write10_task(c->ctx, c->lun, (uint32_t)lba,
+						buf, len, bs, 0, 0, fua, 0, 0,
+						iscsi_done_cb, w);
+	t = c->use16 ? iscsi_read16_task(c->ctx, c->lun, lba, len, bs, 0, 0, 0,
+					 0, 0, iscsi_done_cb, w)
+		     : iscsi_read10_task(c->ctx, c->lun, (uint32_t)lba, len, bs,
+					 0, 0, 0, 0, 0, iscsi_done_cb, w);
+	/* straight into the caller's buffer: no copy */
+	if (t && scsi_task_add_data_in_buffer(t, (int)len, buf) != 0) {
+		iscsi_scsi_cancel_task(c->ctx, t);
+		scsi_free_scsi_task(t);
+		return NULL;
+	}
+	return t;
+}
+
+/* A read or write as up to ISCSI_PIPE commands in flight at once on this
+ * session (the target works on them in parallel), under one deadline. */
+static int iscsi_rw(struct iscsi_conn *c, bool write, unsigned char *buf,
+		    size_t len, uint64_t off, bool fua)
+{
+	struct scsi_task *t[ISCSI_PIPE] = {NULL};
+	const char *what = write ? (c->use16 ? "WRITE(16)" : "WRITE(10)")
+				 : (c->use16 ? "READ(16)" : "READ(10)");
+	size_t bs = c->block_size, piece, done = 0;
+	int n = 0, i, r = 0, pr;
+
+	piece = len / ISCSI_PIPE > ISCSI_PIECE ? len / ISCSI_PIPE : ISCSI_PIECE;
+	piece = (piece + bs - 1) / bs * bs;
+	while (done < len && n < ISCSI_PIPE) {
+		size_t l = len - done < piece || n == ISCSI_PIPE - 1
+			       ? len - done
+			       : piece;
+
+		t[n] =
+		    iscsi_rw_task(c, write, buf + done, (uint32_t)l, off + done,
+				  fua, iscsi_arm_slot(c, &c->io[n]));
+		if (t[n] == NULL) {
+			r = iscsi_fail(c, ISCSI_ST_LIBRARY, NULL,
+				       "%s of %zu bytes at %" PRIu64, what, l,
+				       off + done);
+			break;
+		}
+		done += l;
+		n++;
+	}
+	/* whatever was queued runs to its end, even after a failure */
+	pr = iscsi_pump(c, c->io, n, iscsi_now() + c->bound);
+	for (i = 0; i < n; i++) {
+		if (pr != 0) {
+			iscsi_orphan(c, &t[i], &c->io[i]);
+		} else if (r == 0 && c->io[i].status != SCSI_STATUS_GOOD) {
+			c->last = &c->io[i];
+			r = iscsi_fail(c, c->io[i].status, t[i], "%s", what);
+		} else if (r == 0 && !write &&
+			   t[i]->residual_status == SCSI_RESIDUAL_UNDERFLOW &&
+			   t[i]->residual) {
+			errno = EIO;
+			nd_error("iSCSI %s at %" PRIu64
+				 " came back %zu bytes short",
+				 what, off, t[i]->residual);
+			r = -EIO;
+		}
+	}
+	if (pr != 0)
+		r = iscsi_fail(c, pr, NULL, "%s of %zu bytes at %" PRIu64, what,
+			       len, off);
+	for (i = 0; i < n; i++)
+		if (t[i])
+			scsi_free_scsi_task(t[i]);
+	return r;
+}
+
 static int iscsi_pread(void *conn, void *buf, size_t len, uint64_t off)
 {
 	struct iscsi_conn *c = conn;
-	CLEANUP_TASK struct scsi_task *t = NULL;
-	uint64_t lba = off / c->block_size;
 	int r;
 
 	if ((r = iscsi_check_alive(c, "read")) < 0 ||
 	    (r = iscsi_check_range(c, "read", len, off)) < 0)
 		return r;
-	if (c->use16)
-		t = iscsi_read16_task(c->ctx, c->lun, lba, (uint32_t)len,
-				      (int)c->block_size, 0, 0, 0, 0, 0,
-				      iscsi_done_cb, iscsi_arm(c));
-	else
-		t = iscsi_read10_task(c->ctx, c->lun, (uint32_t)lba,
-				      (uint32_t)len, (int)c->block_size, 0, 0,
-				      0, 0, 0, iscsi_done_cb, iscsi_arm(c));
-	/* straight into the caller's buffer: no copy */
-	if (t && scsi_task_add_data_in_buffer(t, (int)len, buf) != 0) {
-		iscsi_scsi_cancel_task(c->ctx, t);
-		errno = ENOMEM;
-		nd_error("iSCSI read: out of memory");
-		return -ENOMEM;
-	}
-	r = iscsi_exec(c, &t, c->use16 ? "READ(16)" : "READ(10)");
-	if (r < 0)
-		return r;
-	if (t->residual_status == SCSI_RESIDUAL_UNDERFLOW && t->residual) {
-		errno = EIO;
-		nd_error("iSCSI read of %zu bytes at %" PRIu64
-			 " came back %zu bytes short",
-			 len, off, t->residual);
-		return -EIO;
-	}
-	return 0;
+	return iscsi_rw(c, false, buf, len, off, false);
 }
 
 static int iscsi_read_only_error(const char *what)
@@ -1005,10 +1093,7 @@ static int iscsi_pwrite(void *conn, const void *buf, size_t len, uint64_t off,
 			unsigned flags)
 {
 	struct iscsi_conn *c = conn;
-	CLEANUP_TASK struct scsi_task *t = NULL;
-	uint64_t lba = off / c->block_size;
 	bool fua = (flags & ND_FUA) != 0;
-	unsigned char *data = (unsigned char *)(uintptr_t)buf;
 	int r;
 
 	if ((r = iscsi_check_alive(c, "write")) < 0)
@@ -1017,17 +1102,9 @@ static int iscsi_pwrite(void *conn, const void *buf, size_t len, uint64_t off,
 		return iscsi_read_only_error("write");
 	if ((r = iscsi_check_range(c, "write", len, off)) < 0)
 		return r;
-	if (c->use16)
-		t = iscsi_write16_task(c->ctx, c->lun, lba, data, (uint32_t)len,
-				       (int)c->block_size, 0, 0,
-				       fua && c->dpofua, 0, 0, iscsi_done_cb,
-				       iscsi_arm(c));
-	else
-		t = iscsi_write10_task(c->ctx, c->lun, (uint32_t)lba, data,
-				       (uint32_t)len, (int)c->block_size, 0, 0,
-				       fua && c->dpofua, 0, 0, iscsi_done_cb,
-				       iscsi_arm(c));
-	r = iscsi_exec(c, &t, c->use16 ? "WRITE(16)" : "WRITE(10)");
+	/* libiscsi only reads the data out of BUF */
+	r = iscsi_rw(c, true, (unsigned char *)(uintptr_t)buf, len, off,
+		     fua && c->dpofua);
 	if (r == 0 && fua && !c->dpofua)
 		r = iscsi_flush(c);
 	return r;
