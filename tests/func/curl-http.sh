@@ -1,7 +1,8 @@
 #!/bin/bash
 # HTTP through every URL form reads the bytes nginx serves: http://,
 # http://[::1], a 302 redirect, a query string, json:{...} (flat and
-# nested), driver=/url= and file.driver=/file.url= keys, readahead=. The
+# nested), driver=/url= and file.driver=/file.url= keys, readahead=,
+# proxy= (nginx as a forward proxy). The
 # files are mode 0444 and every write fails with EROFS.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nginx.sh"
@@ -22,13 +23,14 @@ jsonflat   json:{"file.driver":"http","file.url":"$U/disk.img","file.readahead":
 jsonnest   json:{"file":{"driver":"http","url":"$U/disk.img","timeout":10}}
 explicit   driver=http,url=$U/disk.img,readahead=128K
 dotted     file.driver=http,file.url=$U/disk.img,file.sslverify=off
+viaproxy   $U/disk.img  proxy=$NGINX_PROXY_URL
 TAB
 
 "$ND" --print-config "$TMP/tab" > "$TMP/config" 2>&1 || { cat "$TMP/config"; fail "--print-config failed"; }
 grep -q "^readahead=64k" "$TMP/config" || { cat "$TMP/config"; fail "readahead from json: is not in the option set"; }
 
 nd_mount "$TMP/tab" "$TMP/mnt"
-for e in plain ipv6 moved query jsonflat jsonnest explicit dotted; do
+for e in plain ipv6 moved query jsonflat jsonnest explicit dotted viaproxy; do
     cmp "$TMP/mnt/$e" "$NGINX_ROOT/disk.img" || { show_log "$TMP/mnt.log"; fail "$e differs from the served file"; }
     echo "ok: $e"
 done
@@ -48,7 +50,9 @@ if grep ' /disk.img' "$NGINX_DIR/access.log" | grep '" 200 ' | grep -v '^\S* - -
     fail "a request fetched the whole file (200 instead of 206)"
 fi
 grep -q '" 206 ' "$NGINX_DIR/access.log" || fail "no ranged request (206) in nginx's log"
-echo "ok: query string, redirect and byte ranges seen by nginx"
+grep -q '"GET http://127.0.0.1:[0-9]*/disk.img HTTP/1.1" 206 ' "$NGINX_DIR/proxy.log" ||
+    { cat "$NGINX_DIR/proxy.log"; fail "proxy= did not send ranged requests through the proxy"; }
+echo "ok: query string, redirect, byte ranges and proxy= seen by nginx"
 
 # Read-only: mode 0444 and EROFS on every kind of write.
 mode=$(stat -c %a "$TMP/mnt/plain")

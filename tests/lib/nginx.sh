@@ -8,6 +8,8 @@
 #   NGINX_CA    the certificate (self-signed: it is its own CA)
 #   NGINX_USER / NGINX_PASS  basic-auth account for /auth/
 #   NGINX_COOKIE  the cookie /cookie/ wants (session=...)
+#   NGINX_PROXY_URL  http://127.0.0.1:PROXYPORT, a forward proxy to this
+#               server (its log: $NGINX_DIR/proxy.log)
 #   NGINX_PID   the master's PID
 # Locations: / (plain), /auth/ (basic auth), /cookie/ (403 without the
 # cookie), /noranges/ (no byte ranges), /slow/ (at most $NGINX_REQ_RATE
@@ -78,6 +80,14 @@ http {
             rewrite ^/moved/(.*)\$ /\$1 redirect;
         }
     }
+    server {
+        listen 127.0.0.1:$NGINX_PROXY_PORT;
+        access_log $d/proxy.log;
+        location / {
+            proxy_pass http://127.0.0.1:$NGINX_PORT;
+            proxy_buffering off;
+        }
+    }
 }
 EOF
 }
@@ -88,7 +98,7 @@ nginx_start() {
     requires nginx
     requires openssl
     requires curl
-    mkdir -p "$NGINX_ROOT"
+    mkdir -p "$NGINX_DIR" "$NGINX_ROOT"
     local d=$NGINX_DIR
     if [ ! -s "$d/cert.pem" ]; then
         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
@@ -101,6 +111,8 @@ nginx_start() {
     NGINX_CA=$d/cert.pem
     [ -n "${NGINX_PORT:-}" ] || NGINX_PORT=$(free_port)
     [ -n "${NGINX_TLS_PORT:-}" ] || NGINX_TLS_PORT=$(free_port)
+    [ -n "${NGINX_PROXY_PORT:-}" ] || NGINX_PROXY_PORT=$(free_port)
+    NGINX_PROXY_URL=http://127.0.0.1:$NGINX_PROXY_PORT
     NGINX_URL=http://127.0.0.1:$NGINX_PORT
     NGINX_URL6=http://[::1]:$NGINX_PORT
     NGINX_TLS_URL=https://localhost:$NGINX_TLS_PORT
