@@ -1,9 +1,10 @@
 #!/bin/bash
 # CHAP against tgtd: credentials from the URL (user%password@), from
 # user= + password-file=, from LIBISCSI_CHAP_USERNAME/PASSWORD, and mutual
-# CHAP (target-user= + target-password-file=). A wrong password fails with
-# a clear error naming the entry and never showing the password, while the
-# other entries of the same mount keep working.
+# CHAP (target-user= + target-password-file=). A wrong password (or a
+# target that does not prove itself) fails with a clear error naming the
+# entry and never showing a password, while the other entries of the same
+# mount keep working; libiscsi's own debug log shows no password either.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/tgtd.sh"
 
@@ -26,6 +27,7 @@ tgt_chap "$P" 3 tgtuser Target-Secret-333 outgoing
 printf 'Alice-Secret-1\n' > "$TMP/alice.pw"
 printf 'Bob-Secret-22\n' > "$TMP/bob.pw"
 printf 'Target-Secret-333\n' > "$TMP/target.pw"
+printf 'Target-Guess-4444\n' > "$TMP/target-wrong.pw"
 chmod 600 "$TMP"/*.pw
 
 cat > "$TMP/tab" <<TAB
@@ -34,6 +36,7 @@ url      iscsi://alice%Alice-Secret-1@127.0.0.1:$P/$IQN:chap/1
 file     iscsi://127.0.0.1:$P/$IQN:chap/1  user=alice,password-file=$TMP/alice.pw
 mutual   iscsi://127.0.0.1:$P/$IQN:mutual/1  user=bob,password-file=$TMP/bob.pw,target-user=tgtuser,target-password-file=$TMP/target.pw
 wrongpw  iscsi://alice%Wrong-Guess-9@127.0.0.1:$P/$IQN:chap/1
+badtgt   iscsi://127.0.0.1:$P/$IQN:mutual/1  user=bob,password-file=$TMP/bob.pw,target-user=tgtuser,target-password-file=$TMP/target-wrong.pw
 nocreds  iscsi://127.0.0.1:$P/$IQN:chap/1
 TAB
 chmod 600 "$TMP/tab"
@@ -49,11 +52,14 @@ grep "wrongpw" "$TMP/mnt.log" | grep -qi "authentication failure" ||
     { show_log "$TMP/mnt.log"; fail "no authentication error naming the entry 'wrongpw'"; }
 grep "nocreds" "$TMP/mnt.log" | grep -qi "authentication failure" ||
     { show_log "$TMP/mnt.log"; fail "no authentication error naming the entry 'nocreds'"; }
-grep -e "Wrong-Guess-9" -e "Alice-Secret-1" -e "Bob-Secret-22" -e "Target-Secret-333" "$TMP/mnt.log" &&
+grep "badtgt" "$TMP/mnt.log" | grep -qi "CHAP_R" ||
+    { show_log "$TMP/mnt.log"; fail "no error about the target's CHAP answer naming the entry 'badtgt'"; }
+grep -e "Wrong-Guess-9" -e "Alice-Secret-1" -e "Bob-Secret-22" -e "Target-Secret-333" -e "Target-Guess-4444" "$TMP/mnt.log" &&
     fail "a password appears in the log"
 tr '\0' ' ' < "/proc/$(cat "$TMP/mnt.pid")/cmdline" | grep -q "Secret" && fail "a password appears in the command line"
 if cat "$TMP/mnt/wrongpw" > /dev/null 2>&1; then fail "the entry with the wrong password is readable"; fi
 echo "ok: wrong password: $(grep -m1 wrongpw "$TMP/mnt.log")"
+echo "ok: target fails mutual CHAP: $(grep -m1 badtgt "$TMP/mnt.log")"
 # ... and the others still work afterwards.
 cmp "$TMP/mnt/open" "$TMP/open.img" && cmp "$TMP/mnt/url" "$TMP/chap.img" || fail "the good entries broke"
 pattern "$TMP/w" 1
@@ -64,10 +70,13 @@ nd_unmount "$TMP/mnt"
 
 # Credentials from the environment, as QEMU takes them.
 echo "env iscsi://127.0.0.1:$P/$IQN:chap/1" > "$TMP/tab-env"
-LIBISCSI_CHAP_USERNAME=alice LIBISCSI_CHAP_PASSWORD=Alice-Secret-1 nd_mount "$TMP/tab-env" "$TMP/mnt-env"
+LIBISCSI_CHAP_USERNAME=alice LIBISCSI_CHAP_PASSWORD=Alice-Secret-1 LIBISCSI_DEBUG=10 \
+    nd_mount "$TMP/tab-env" "$TMP/mnt-env" -d
 cmp "$TMP/mnt-env/env" "$TMP/chap.img" || { show_log "$TMP/mnt-env.log"; fail "CHAP from the environment: bytes differ"; }
 nd_unmount "$TMP/mnt-env"
-echo "ok: CHAP from LIBISCSI_CHAP_USERNAME/LIBISCSI_CHAP_PASSWORD"
+grep -q "libiscsi.*login successful" "$TMP/mnt-env.log" || { show_log "$TMP/mnt-env.log"; fail "-d does not show libiscsi's log"; }
+grep -q "Alice-Secret-1" "$TMP/mnt-env.log" && fail "the password appears in the debug log"
+echo "ok: CHAP from LIBISCSI_CHAP_USERNAME/LIBISCSI_CHAP_PASSWORD; libiscsi's log (level 10) under -d, without the password"
 
 # With --strict the bad entry is fatal, and the message names it.
 if timeout 30 "$ND" --strict "$TMP/tab" "$TMP/mnt" -f > "$TMP/strict.log" 2>&1; then
