@@ -4,7 +4,8 @@
 # and in the backing files), a read-only LUN (EROFS on write), a LUN with
 # 4096-byte blocks taking unaligned writes of odd sizes, a cdrom LUN
 # (2048-byte blocks, 10-byte commands) read back byte-exact and read-only,
-# fsync, and a punched hole on a thin-provisioned LUN.
+# a LUN write-protected on the target while mounted (EROFS from the sense
+# data), fsync, and a punched hole on a thin-provisioned LUN.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/tgtd.sh"
 
@@ -76,6 +77,18 @@ fi
 grep -q "Read-only file system" "$TMP/ro.err" || { cat "$TMP/ro.err"; fail "the write to the read-only LUN did not fail with EROFS"; }
 same "$TMP/ro.img" "$TMP/ro.orig" "the read-only LUN's backing file changed"
 echo "ok: read-only LUN: $(tail -n1 "$TMP/ro.err")"
+
+# Write-protected on the target after the mount: the target's DATA
+# PROTECT sense reaches the writer as EROFS, and nothing changes.
+tgt "$P" --mode logicalunit --op update --tid 1 --lun 2 --params readonly=1 ||
+    fail "tgtadm: cannot make LUN 2 read-only"
+if dd if="$TMP/w1" of="$M/d2" bs=64k count=1 oflag=direct conv=notrunc status=none 2>"$TMP/wp.err"; then
+    fail "a write to a LUN write-protected on the target succeeded"
+fi
+grep -q "Read-only file system" "$TMP/wp.err" || { cat "$TMP/wp.err"; show_log "$M.log"; fail "the write to the write-protected LUN did not fail with EROFS"; }
+same "$TMP/d2.img" "$TMP/d2.orig" "d2 changed while write-protected"
+tgt "$P" --mode logicalunit --op update --tid 1 --lun 2 --params readonly=0
+echo "ok: LUN write-protected on the target: $(tail -n1 "$TMP/wp.err")"
 
 # 4096-byte blocks: unaligned writes of odd sizes land byte-exact.
 for w in 1:0 513:4095 4097:8191 12345:777777 1:4194303 100000:2000001; do
