@@ -2,8 +2,8 @@
 # HTTP through every URL form reads the bytes nginx serves: http://,
 # http://[::1], a 302 redirect, a query string, json:{...} (flat and
 # nested), driver=/url= and file.driver=/file.url= keys, readahead=,
-# proxy= (nginx as a forward proxy). The
-# files are mode 0444 and every write fails with EROFS.
+# proxy= (nginx as a forward proxy). The files are mode 0444 and every
+# write fails with EROFS.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nginx.sh"
 

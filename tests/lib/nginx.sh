@@ -15,7 +15,8 @@
 # cookie), /noranges/ (no byte ranges), /slow/ (at most $NGINX_REQ_RATE
 # requests a second, the rest queued: small ranged requests are not slowed
 # by limit_rate, whose first second is free),
-# /moved/X (302 to /X), /busy/ (always 503).
+# /moved/X (302 to /X), /busy/ (always 503), /flaky/ (503, 429 with
+# Retry-After: 1, or 404 while $NGINX_DIR/flaky-503, -429 or -404 exists).
 
 NGINX_DIR=$TMP/nginx
 NGINX_ROOT=$NGINX_DIR/www
@@ -75,6 +76,15 @@ http {
         }
         location /busy/ {
             return 503;
+        }
+        location /flaky/ {
+            if (-f $d/flaky-503) { return 503; }
+            if (-f $d/flaky-429) {
+                add_header Retry-After 1 always;
+                return 429;
+            }
+            if (-f $d/flaky-404) { return 404; }
+            alias $NGINX_ROOT/;
         }
         location /moved/ {
             rewrite ^/moved/(.*)\$ /\$1 redirect;
