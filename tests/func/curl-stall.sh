@@ -4,9 +4,11 @@
 # EIO within reconnect-delay plus a few timeouts, the daemon and its status
 # file stay responsive, and once nginx runs again the same entry reads the
 # right bytes. An entry whose server accepts and never answers fails at
-# mount within its timeout and does not hold the other entries up.
+# mount within its timeout and does not hold the other entries up. The
+# same for FTP with vsftpd and its sessions frozen mid-stream.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nginx.sh"
+. "$TOP/tests/lib/vsftpd.sh"
 requires python3
 
 nginx_start
@@ -44,7 +46,7 @@ F=$TMP/mnt/stall
 dd if="$F" of="$TMP/first" bs=64k count=4 iflag=direct status=none || fail "first read failed"
 cmp "$TMP/first" <(head -c 262144 "$NGINX_ROOT/disk.img") || fail "first read differs"
 
-workers=$(nginx_workers)
+workers=$(echo $(nginx_workers))
 [ -n "$workers" ] || fail "no nginx workers found"
 kill -STOP "$NGINX_PID" $workers
 cleanup_fn "kill -CONT $NGINX_PID $workers 2>/dev/null"
@@ -72,3 +74,32 @@ cmp "$TMP/again" <(dd if="$NGINX_ROOT/disk.img" bs=64k count=4 skip=200 status=n
 cmp "$F" "$NGINX_ROOT/disk.img" || fail "the whole file differs after resume"
 echo "ok: nginx resumed: reads work and match"
 nd_unmount "$TMP/mnt"
+
+# FTP: vsftpd and its sessions frozen in the middle of a stream.
+vsftpd_start plain
+cp "$NGINX_ROOT/disk.img" "$FTP_ROOT/disk.img"
+echo "ftp $FTP_URL/disk.img  username=$FTP_USER,password-file=$FTP_PASSFILE,timeout=1,reconnect-delay=3" > "$TMP/tab2"
+chmod 600 "$TMP/tab2"
+nd_mount "$TMP/tab2" "$TMP/mnt2"
+F=$TMP/mnt2/ftp
+dd if="$F" of="$TMP/first" bs=64k count=4 iflag=direct status=none || fail "first FTP read failed"
+cmp "$TMP/first" <(head -c 262144 "$NGINX_ROOT/disk.img") || fail "first FTP read differs"
+ftppids=$(echo $(_vsftpd_tree "$(cat "$FTP_DIR/vsftpd-$FTP_N.pid")"))
+kill -STOP $ftppids
+cleanup_fn "kill -CONT $ftppids 2>/dev/null"
+start=$(date +%s%N)
+if timeout 60 dd if="$F" of=/dev/null bs=64k count=1 skip=100 iflag=direct status=none 2>"$TMP/dd.err"; then
+    fail "an FTP read from a stopped server succeeded"
+fi
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+grep -q "Input/output error" "$TMP/dd.err" || { cat "$TMP/dd.err"; show_log "$TMP/mnt2.log"; fail "the FTP read did not fail with EIO"; }
+[ $ms -le 9000 ] || fail "the FTP read took $ms ms to fail (bound: 9000 ms)"
+echo "ok: stopped FTP server: EIO after $ms ms"
+kill -0 "$(cat "$TMP/mnt2.pid")" || fail "the daemon died"
+kill -CONT $ftppids
+dd if="$F" of="$TMP/again" bs=64k count=4 skip=100 iflag=direct status=none ||
+    { show_log "$TMP/mnt2.log"; fail "FTP read after vsftpd resumed failed"; }
+cmp "$TMP/again" <(dd if="$NGINX_ROOT/disk.img" bs=64k count=4 skip=100 status=none) || fail "FTP bytes differ after resume"
+cmp "$F" "$NGINX_ROOT/disk.img" || fail "the whole FTP file differs after resume"
+echo "ok: vsftpd resumed: FTP reads work and match"
+nd_unmount "$TMP/mnt2"
