@@ -16,6 +16,8 @@
 #include <inttypes.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -956,6 +958,32 @@ static void iscsi_close(void *conn)
 
 /* ---- I/O ------------------------------------------------------------ */
 
+/* libiscsi sends write data with writev(), which raises SIGPIPE when the
+ * target has closed the connection: while we write, SIGPIPE stays pending
+ * on this thread and is then dropped, whatever the process does with it. */
+static void iscsi_sigpipe_hold(sigset_t *old)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, old);
+}
+
+static void iscsi_sigpipe_release(const sigset_t *old)
+{
+	const struct timespec zero = {0, 0};
+	sigset_t set;
+
+	if (sigismember(old, SIGPIPE))
+		return;
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	while (sigtimedwait(&set, NULL, &zero) > 0)
+		;
+	pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
 static int iscsi_check_range(struct iscsi_conn *c, const char *what,
 			     uint64_t len, uint64_t off)
 {
@@ -1094,6 +1122,7 @@ static int iscsi_pwrite(void *conn, const void *buf, size_t len, uint64_t off,
 {
 	struct iscsi_conn *c = conn;
 	bool fua = (flags & ND_FUA) != 0;
+	sigset_t old;
 	int r;
 
 	if ((r = iscsi_check_alive(c, "write")) < 0)
@@ -1103,8 +1132,10 @@ static int iscsi_pwrite(void *conn, const void *buf, size_t len, uint64_t off,
 	if ((r = iscsi_check_range(c, "write", len, off)) < 0)
 		return r;
 	/* libiscsi only reads the data out of BUF */
+	iscsi_sigpipe_hold(&old);
 	r = iscsi_rw(c, true, (unsigned char *)(uintptr_t)buf, len, off,
 		     fua && c->dpofua);
+	iscsi_sigpipe_release(&old);
 	if (r == 0 && fua && !c->dpofua)
 		r = iscsi_flush(c);
 	return r;
@@ -1174,6 +1205,7 @@ static int iscsi_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 	uint64_t bs = c->block_size, end = off + len, lba, last;
 	uint64_t chunk = c->max_ws ? c->max_ws : ISCSI_DEFAULT_MAX_TRIM / bs;
 	int r, unmap = (flags & ND_MAY_TRIM) ? 1 : 0;
+	sigset_t old;
 
 	if ((r = iscsi_check_alive(c, "zero")) < 0)
 		return r;
@@ -1201,7 +1233,9 @@ static int iscsi_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 			return r;
 		end -= n;
 	}
-	for (lba = off / bs, last = end / bs; lba < last;) {
+	r = 0;
+	iscsi_sigpipe_hold(&old);
+	for (lba = off / bs, last = end / bs; lba < last && r == 0;) {
 		uint32_t n =
 		    (uint32_t)(last - lba < chunk ? last - lba : chunk);
 		CLEANUP_TASK struct scsi_task *t = iscsi_writesame16_task(
@@ -1209,10 +1243,11 @@ static int iscsi_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 		    0, 0, iscsi_done_cb, iscsi_arm(c));
 
 		r = iscsi_exec(c, &t, "WRITE SAME(16)");
-		if (r < 0)
-			return r;
 		lba += n;
 	}
+	iscsi_sigpipe_release(&old);
+	if (r < 0)
+		return r;
 	if (flags & ND_FUA)
 		return iscsi_flush(c);
 	return 0;
