@@ -591,6 +591,9 @@ int main(int argc, char **argv)
 	 * go back to the system when evicted; few arenas keep the rest of
 	 * the heap from growing one arena per thread. */
 	mallopt(M_ARENA_MAX, 2);
+	/* A peer that closed its socket is an error return, never a death,
+	 * including during the final writeback after unmount. */
+	signal(SIGPIPE, SIG_IGN);
 	mallopt(M_MMAP_THRESHOLD, 60 << 10);
 	nd_opts_init(&cli.defaults, "*");
 	atexit(cli_free);

@@ -48,11 +48,13 @@ wait_for() {
     done
 }
 
-# A TCP port that nothing listens on now, in a range no test server uses.
+# A TCP port that nothing listens on now. Below the kernel's ephemeral
+# range (32768 up), so a reconnecting client can never take it as its own
+# source port while the server is down.
 free_port() {
     local p
     for _ in $(seq 1 200); do
-        p=$(( 20000 + RANDOM % 20000 ))
+        p=$(( 20000 + RANDOM % 12000 ))
         ss -Hltn "sport = :$p" 2>/dev/null | grep -q . || { echo $p; return 0; }
     done
     fail "no free port"
