@@ -97,6 +97,7 @@ struct curl_conn {
 	/* FTP */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	pthread_mutex_t dup_lock; /* the template is copied by one at a time */
 	bool locks_ready;
 	struct curl_stream *streams;
 	unsigned nstreams, max_streams;
@@ -489,7 +490,9 @@ static int curl_stream_handle(struct curl_stream *s)
 {
 	struct curl_conn *c = s->c;
 
+	pthread_mutex_lock(&c->dup_lock);
 	s->easy = curl_easy_duphandle(c->easy);
+	pthread_mutex_unlock(&c->dup_lock);
 	if (!s->easy) {
 		nd_error("%s: cannot copy a curl handle", c->label);
 		return -ENOMEM;
@@ -621,6 +624,14 @@ static int curl_stream_pump(struct curl_stream *s, bool whole, double limit)
 	}
 }
 
+/* How far ahead of a stream a read of LEN bytes is still read over rather
+ * than started afresh. */
+static uint64_t curl_slack(size_t len)
+{
+	return 4 * (uint64_t)len > CURL_SKIP_MAX ? 4 * (uint64_t)len
+						 : CURL_SKIP_MAX;
+}
+
 /* Serve one read from stream S, which this thread owns for now. */
 static int curl_stream_read(struct curl_conn *c, struct curl_stream *s,
 			    char *buf, size_t len, uint64_t off)
@@ -650,7 +661,7 @@ static int curl_stream_read(struct curl_conn *c, struct curl_stream *s,
 		CURLcode rc;
 
 		if (!s->running || at < s->net_pos ||
-		    at - s->net_pos > CURL_SKIP_MAX) {
+		    at - s->net_pos > curl_slack(len)) {
 			int r = curl_stream_start(s, at);
 			if (r < 0)
 				return r;
@@ -699,12 +710,10 @@ static int curl_stream_read(struct curl_conn *c, struct curl_stream *s,
 static int curl_stream_pick(struct curl_conn *c, uint64_t off, size_t len,
 			    struct curl_stream **out)
 {
-	uint64_t slack = 4 * (uint64_t)len, best_gap = UINT64_MAX;
+	uint64_t slack = curl_slack(len), best_gap = UINT64_MAX;
 	struct curl_stream *best = NULL;
 	unsigned i;
 
-	if (slack < CURL_SKIP_MAX)
-		slack = CURL_SKIP_MAX;
 	*out = NULL;
 	for (i = 0; i < c->nstreams; i++) {
 		struct curl_stream *s = &c->streams[i];
@@ -841,6 +850,7 @@ static void curl_close(void *conn)
 		curl_easy_cleanup(c->easy);
 	if (c->locks_ready) {
 		pthread_mutex_destroy(&c->lock);
+		pthread_mutex_destroy(&c->dup_lock);
 		pthread_cond_destroy(&c->cond);
 	}
 	free(c->label);
@@ -1086,6 +1096,7 @@ static int curl_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 			goto fail;
 		}
 		pthread_mutex_init(&c->lock, NULL);
+		pthread_mutex_init(&c->dup_lock, NULL);
 		pthread_cond_init(&c->cond, NULL);
 		c->locks_ready = true;
 		r = curl_ftp_size(c);
