@@ -11,8 +11,9 @@ VSFTPD_EXTRA=local_max_rate=8000000
 
 nginx_start
 pattern "$NGINX_ROOT/disk.img" 32
-# /slow/: 16 requests a second, so the copy lasts a few seconds.
-echo "slow $NGINX_URL/slow/disk.img  reconnect-delay=15,timeout=2" > "$TMP/tab"
+# /slow/: 16 requests a second, and a 4 MiB cache bounds how much one
+# request may fetch, so the copy lasts a few seconds.
+echo "slow $NGINX_URL/slow/disk.img  reconnect-delay=15,timeout=2,cache-size=4M" > "$TMP/tab"
 nd_mount "$TMP/tab" "$TMP/mnt"
 
 dd if="$TMP/mnt/slow" of="$TMP/copy" bs=1M status=none 2>"$TMP/dd.err" &
