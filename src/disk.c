@@ -125,16 +125,15 @@ int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *c)
 	c->connections = u;
 	if (c->readahead % 512) {
 		errno = EINVAL;
-		nd_error("entry '%s': readahead=%s: must be a multiple of 512",
-			 o->name, nd_opt_get(o, "readahead"));
+		nd_error("readahead=%s: must be a multiple of 512",
+			 nd_opt_get(o, "readahead"));
 		return -1;
 	}
 	if (c->block_size < 4096 || c->block_size > (16u << 20) ||
 	    (c->block_size & (c->block_size - 1))) {
 		errno = EINVAL;
-		nd_error("entry '%s': block-size=%s: must be a power of two "
-			 "from 4K to 16M",
-			 o->name, nd_opt_get(o, "block-size"));
+		nd_error("block-size=%s: must be a power of two from 4K to 16M",
+			 nd_opt_get(o, "block-size"));
 		return -1;
 	}
 	if (!cache || strcmp(cache, "writethrough") == 0)
@@ -145,9 +144,8 @@ int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *c)
 		c->cache = ND_CACHE_NONE;
 	else {
 		errno = EINVAL;
-		nd_error("entry '%s': cache=%s: expected writethrough, "
-			 "writeback or none",
-			 o->name, cache);
+		nd_error("cache=%s: expected writethrough, writeback or none",
+			 cache);
 		return -1;
 	}
 	return 0;
@@ -237,8 +235,8 @@ static int open_conn(struct nd_disk *d, void **h)
 	if (info.size != d->info.size) {
 		d->be->close(*h);
 		*h = NULL;
-		nd_error("entry '%s': the disk changed size (%llu, was %llu)",
-			 d->name, (unsigned long long)info.size,
+		nd_error("the disk changed size (%llu, was %llu)",
+			 (unsigned long long)info.size,
 			 (unsigned long long)d->info.size);
 		return -EIO;
 	}
@@ -447,7 +445,7 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 	pthread_cond_init(&d->cond, NULL);
 	d->be = driver ? nd_backend_find(driver) : NULL;
 	if (!d->be) {
-		nd_error("entry '%s': driver '%s' is not compiled in", d->name,
+		nd_error("driver '%s' is not compiled in",
 			 driver ? driver : "(none)");
 		r = -ENOTSUP;
 		goto fail;
@@ -476,9 +474,9 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 	if (d->cfg.offset > d->info.size ||
 	    (d->cfg.size && d->cfg.offset + d->cfg.size > d->info.size)) {
 		d->be->close(h);
-		nd_error("entry '%s': offset/size reach past the end of the "
-			 "disk (%llu bytes)",
-			 d->name, (unsigned long long)d->info.size);
+		nd_error("offset/size reach past the end of the disk (%llu "
+			 "bytes)",
+			 (unsigned long long)d->info.size);
 		r = -EINVAL;
 		goto fail;
 	}

@@ -155,7 +155,7 @@ static int opt_bad(const struct nd_opts *o, const char *key, const char *val,
 		   const char *why)
 {
 	errno = EINVAL;
-	nd_error("entry '%s': %s=%s: %s", o->name, key, val, why);
+	nd_error("%s=%s: %s", key, val, why);
 	return -1;
 }
 
@@ -325,7 +325,7 @@ int nd_opt_secret(const struct nd_opts *o, const char *key, char **out)
 		return 0;
 	*out = read_secret_file(path);
 	if (!*out) {
-		nd_error("entry '%s': %s=%s: %m", o->name, fkey, path);
+		nd_error("%s=%s: %m", fkey, path);
 		return -1;
 	}
 	return 0;

@@ -23,14 +23,14 @@ out=$("$ND" --print-config "$TMP/bad.tab" 2>&1); rc=$?
 echo "$out"
 [ $rc = 1 ] || fail "--print-config exit $rc"
 for want in "bad.tab:4: entry 'nourl' has no URL" \
-            "bad.tab:5: entry 'x1': entry 'x1': readahead=1000: must be a multiple of 512" \
+            "bad.tab:5: entry 'x1': readahead=1000: must be a multiple of 512" \
             "bad.tab:6: entry 'x2': unknown option 'bogus-key'" \
             "bad.tab:7: entry 'x3': unknown URL scheme 'gopher'" \
             "bad.tab:8: entry 'good' is already defined at" \
             "bad.tab:9: entry 'x4'" \
             "bad.tab:10: unterminated double quote" \
             "bad.tab:11: entry 'x6': key 'export' is given twice" \
-            "bad.tab:12: entry 'x7': entry 'x7': cache=sometimes"; do
+            "bad.tab:12: entry 'x7': cache=sometimes"; do
     echo "$out" | grep -qF "$want" || fail "missing: $want"
 done
 mkdir -p "$TMP/mnt"
