@@ -8,6 +8,7 @@
 #include <linux/falloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +27,12 @@
 #define META_NAME ".netdiskfs"
 #define MAX_IO (1u << 20)
 
-/* Per open file. */
+/* Per open file. Requests hold a reference: the kernel may send RELEASE
+ * while a READ of the same file is still being answered (its reader
+ * exited), so the last holder frees it. */
 struct handle {
+	atomic_uint refs;
+	struct nd_fs *fs;
 	struct nd_fs_entry *e;
 	bool wrote;
 	char *text; /* status snapshot */
@@ -403,6 +408,34 @@ full:
 	free(buf);
 }
 
+static struct handle *handle_get(struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	atomic_fetch_add(&h->refs, 1);
+	return h;
+}
+
+/* The last reference closes the entry's share (freeing an entry that was
+ * removed by a reload and is now unused) and the handle. */
+static void handle_put(struct handle *h)
+{
+	struct nd_fs_entry *victim = NULL;
+	if (atomic_fetch_sub(&h->refs, 1) != 1)
+		return;
+	if (h->e) {
+		pthread_rwlock_wrlock(&h->fs->lock);
+		if (--h->e->opens == 0 && h->e->removed) {
+			entry_unlink(h->fs, h->e);
+			victim = h->e;
+		}
+		pthread_rwlock_unlock(&h->fs->lock);
+	}
+	free(h->text);
+	free(h);
+	if (victim)
+		entry_free(victim);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct nd_fs *fs = FS(req);
@@ -414,6 +447,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	atomic_init(&h->refs, 1);
+	h->fs = fs;
 	if (ino == INO_STATUS) {
 		if (wr)
 			err = EACCES;
@@ -450,7 +485,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+static void do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
@@ -491,7 +526,15 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	fuse_reply_err(req, r == -ENOTSUP ? EOPNOTSUPP : -r);
 }
 
-static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct handle *h = handle_get(fi);
+	do_read(req, ino, size, off, fi);
+	handle_put(h);
+}
+
+static void do_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
@@ -526,12 +569,20 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	fuse_reply_write(req, size);
 }
 
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct handle *h = handle_get(fi);
+	do_write(req, ino, buf, size, off, fi);
+	handle_put(h);
+}
+
 static int entry_sync(struct nd_fs_entry *e)
 {
 	return e->cache ? nd_cache_flush(e->cache) : nd_disk_flush(e->disk);
 }
 
-static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+static void do_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		     struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
@@ -542,10 +593,18 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	fuse_reply_err(req, r < 0 ? -r : 0);
 }
 
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	struct handle *h = handle_get(fi);
+	do_fsync(req, ino, datasync, fi);
+	handle_put(h);
+}
+
 /* close(2): what this handle wrote reaches the server's flush. With
  * cache=writeback dirty blocks stay until fsync or the last close
  * (release), since every close of a dup'ed descriptor lands here. */
-static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void do_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	int r = 0;
@@ -560,31 +619,25 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, r < 0 ? -r : 0);
 }
 
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct handle *h = handle_get(fi);
+	do_flush(req, ino, fi);
+	handle_put(h);
+}
+
 static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
-	struct nd_fs *fs = FS(req);
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	struct nd_fs_entry *victim = NULL;
 
-	if (h->e) {
-		if (h->wrote)
-			entry_sync(h->e);
-		pthread_rwlock_wrlock(&fs->lock);
-		if (--h->e->opens == 0 && h->e->removed) {
-			entry_unlink(fs, h->e);
-			victim = h->e;
-		}
-		pthread_rwlock_unlock(&fs->lock);
-	}
-	free(h->text);
-	free(h);
+	if (h->e && h->wrote)
+		entry_sync(h->e);
 	fuse_reply_err(req, 0);
-	if (victim)
-		entry_free(victim);
+	handle_put(h);
 }
 
-static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
+static void do_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 			 off_t len, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
@@ -628,6 +681,14 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 	if (r == 0)
 		h->wrote = true;
 	fuse_reply_err(req, r < 0 ? (r == -ENOTSUP ? EOPNOTSUPP : -r) : 0);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
+			 off_t len, struct fuse_file_info *fi)
+{
+	struct handle *h = handle_get(fi);
+	do_fallocate(req, ino, mode, off, len, fi);
+	handle_put(h);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
