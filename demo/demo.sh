@@ -15,6 +15,23 @@ parts=() started=() failed=()
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+# demo_stop_pidfile FILE...: stop each process named by a pidfile (SIGTERM,
+# then SIGKILL after 5 s) and remove the pidfile. For the parts' _stop.
+demo_stop_pidfile() {
+    local f pid n
+    for f in "$@"; do
+        [ -s "$f" ] || continue
+        pid=$(cat "$f")
+        kill "$pid" 2>/dev/null
+        for n in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+        rm -f "$f"
+    done
+}
+
 cleanup() {
     if mountpoint -q "$DEMO_MNT" 2>/dev/null; then
         fusermount3 -u "$DEMO_MNT" 2>/dev/null || fusermount3 -u -z "$DEMO_MNT"

@@ -137,15 +137,5 @@ demo_curl_check() {
 demo_curl_stop() {
     local dir pid n name
     dir=$(_demo_curl_dir)
-    for name in nginx vsftpd; do
-        [ -s "$dir/$name.pid" ] || continue
-        pid=$(cat "$dir/$name.pid")
-        kill "$pid" 2>/dev/null
-        for n in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-        rm -f "$dir/$name.pid"
-    done
+    demo_stop_pidfile "$dir/nginx.pid" "$dir/vsftpd.pid"
 }

@@ -63,16 +63,6 @@ demo_nbd_check() {
 demo_nbd_stop() {
     local dir name pid n
     dir=$(_demo_nbd_dir)
-    for name in unix tcp; do
-        [ -s "$dir/$name.pid" ] || continue
-        pid=$(cat "$dir/$name.pid")
-        kill "$pid" 2>/dev/null
-        for n in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-        rm -f "$dir/$name.pid"
-    done
+    demo_stop_pidfile "$dir/unix.pid" "$dir/tcp.pid"
     rm -f "$dir/nbd.sock"
 }

@@ -84,16 +84,6 @@ demo_ssh_check() {
 demo_ssh_stop() {
     local dir pid n f
     dir=$(_demo_ssh_dir)
-    for f in sshd agent; do
-        [ -s "$dir/$f.pid" ] || continue
-        pid=$(cat "$dir/$f.pid")
-        kill "$pid" 2>/dev/null
-        for n in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-        rm -f "$dir/$f.pid"
-    done
+    demo_stop_pidfile "$dir/sshd.pid" "$dir/agent.pid"
     rm -f "$dir/agent.sock"
 }
