@@ -167,36 +167,44 @@ static void unpin(struct nd_cache *c, struct nd_block *b)
 		block_free(c, b);
 }
 
-/* Evict least recently used clean, unpinned blocks until NEED more bytes
- * fit under LIMIT. When none can go the budget is overshot briefly. */
-static void make_room(struct nd_cache *c, uint64_t need, uint64_t limit)
-{
-	struct nd_block *b = c->lru_tail;
-	pool_trim(c, need, limit);
-	while (c->used + need > limit && b) {
-		struct nd_block *prev = b->prev;
-		if (b->pins == 0 && b->state == B_VALID && !b->dirty) {
-			unhash(c, b);
-			c->evictions++;
-			pool_trim(c, need, limit);
-		}
-		b = prev;
-	}
-}
-
-static struct nd_slab *new_slab(struct nd_cache *c, unsigned nblocks)
+/* Memory for NBLOCKS blocks within LIMIT bytes of cache: a pooled slab
+ * of that size (no new memory, no page faults), else a new one once the
+ * pool of the other size and then the least recently used clean, unpinned
+ * blocks have made room. When nothing more can go: NULL, or with MUST a
+ * brief overshoot of the budget. */
+static struct nd_slab *new_slab(struct nd_cache *c, unsigned nblocks,
+				uint64_t limit, bool must)
 {
 	size_t size = (size_t)nblocks << c->shift;
-	struct nd_slab *sl;
-	struct nd_slab **pool = pool_for(c, size);
-	if (pool && *pool) {
-		sl = *pool;
-		*pool = sl->next;
-		c->pooled -= size;
-		sl->refs = 0;
-		return sl; /* already counted in used */
+	struct nd_slab **pool = pool_for(c, size), *sl;
+	struct nd_block *b = c->lru_tail;
+
+	for (;;) {
+		if (pool && *pool) {
+			sl = *pool;
+			*pool = sl->next;
+			c->pooled -= size;
+			sl->refs = 0;
+			return sl; /* already counted in used */
+		}
+		if (c->used + size <= limit)
+			break;
+		if (c->pooled) {
+			pool_trim(c, size, limit);
+			continue;
+		}
+		while (b && !(b->pins == 0 && b->state == B_VALID && !b->dirty))
+			b = b->prev;
+		if (!b) {
+			if (must)
+				break;
+			return NULL;
+		}
+		struct nd_block *prev = b->prev;
+		unhash(c, b);
+		c->evictions++;
+		b = prev;
 	}
-	make_room(c, size, c->budget);
 	sl = malloc(sizeof *sl + size);
 	if (!sl)
 		return NULL;
@@ -213,7 +221,7 @@ static struct nd_block *new_block(struct nd_cache *c, uint64_t idx,
 	struct nd_block *b = calloc(1, sizeof *b);
 	if (!b)
 		return NULL;
-	if (!sl && !(sl = new_slab(c, 1))) {
+	if (!sl && !(sl = new_slab(c, 1, c->budget, true))) {
 		free(b);
 		return NULL;
 	}
@@ -348,11 +356,8 @@ static size_t ra_schedule(struct nd_cache *c, uint64_t start, uint64_t end,
 			size_t n = per;
 			if (n > last - idx + 1)
 				n = last - idx + 1;
-			make_room(c, n << c->shift, limit);
-			if (c->used + (n << c->shift) > limit)
-				break;
 			j = malloc(sizeof *j + per * sizeof(struct nd_block *));
-			sl = j ? new_slab(c, n) : NULL;
+			sl = j ? new_slab(c, n, limit, false) : NULL;
 			if (!sl) {
 				free(j);
 				j = NULL;
