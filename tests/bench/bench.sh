@@ -59,7 +59,7 @@ mkdir -p "$OUT"
 rm -rf "$OUT/logs" "$OUT/perf"
 mkdir -p "$OUT/logs"
 if [ $PERF = 1 ]; then
-    have perf || fail "--perf: perf is not installed"
+    command -v perf >/dev/null || fail "--perf: perf is not installed"
     mkdir -p "$OUT/perf"
 fi
 RUNS=$OUT/runs.tsv TOOLS=$TMP/tools.tsv SCENS=$TMP/scens.tsv
