@@ -28,6 +28,9 @@ struct nd_block {
 	char *data;
 	struct nd_slab *slab;
 	uint32_t len; /* bytes of the disk in this block (short at the end) */
+	/* The bytes [vs, ve) hold data: all of it, or for a block fetched by
+	 * a random read only the 4K-aligned part that read touched. */
+	uint32_t vs, ve;
 	uint8_t state;
 	bool dirty, stale, hashed;
 	uint32_t gen; /* bumped by every write into a dirty block */
@@ -232,12 +235,20 @@ static struct nd_block *new_block(struct nd_cache *c, uint64_t idx,
 	b->state = B_LOADING;
 	uint64_t start = idx << c->shift;
 	b->len = c->size - start < c->bs ? c->size - start : c->bs;
+	b->vs = 0;
+	b->ve = b->len;
 	size_t h = bucket(c, idx);
 	b->hnext = c->hash[h];
 	c->hash[h] = b;
 	b->hashed = true;
 	lru_push(c, b);
 	return b;
+}
+
+/* Does B hold the block-relative bytes [s, e)? */
+static bool covers(const struct nd_block *b, uint64_t s, uint64_t e)
+{
+	return b->state == B_VALID && s >= b->vs && e <= b->ve;
 }
 
 /* --- loading ---------------------------------------------------------- */
@@ -257,7 +268,10 @@ static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 		if (blk[i]->data != blk[0]->data + ((size_t)i << c->shift))
 			contiguous = false;
 	}
-	if (contiguous) {
+	if (n == 1 && (blk[0]->vs || blk[0]->ve < blk[0]->len)) {
+		r = nd_disk_pread(c->disk, blk[0]->data + blk[0]->vs,
+				  blk[0]->ve - blk[0]->vs, off + blk[0]->vs);
+	} else if (contiguous) {
 		r = nd_disk_pread(c->disk, blk[0]->data, total, off);
 	} else {
 		tmp = malloc(total);
@@ -491,17 +505,43 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		return -ENOMEM;
 	}
 
+	/* A small read that looks random fetches only the 4K-aligned part it
+	 * touches: a whole block would move 16 times the data. */
+	bool partial = false, do_ra = false;
 	for (int attempt = 0;; attempt++) {
 		bool missed = false;
 		pthread_mutex_lock(&c->lock);
+		if (attempt == 0) {
+			do_ra = nd_ra_update(&c->ra, off, len, c->size,
+					     &ra_start, &ra_end);
+			partial = n == 1 && len <= c->bs / 4 &&
+				  nd_ra_random(&c->ra);
+		}
+		if (attempt >= MAX_RETRIES / 2)
+			partial = false; /* make progress with whole blocks */
 		for (size_t i = 0; i < n; i++) {
 			struct nd_block *b = lookup(c, first + i);
+			uint64_t bstart = (first + i) << c->shift;
+			uint64_t s = off > bstart ? off - bstart : 0;
+			uint64_t e = off + len - bstart;
+			if (e > c->bs)
+				e = c->bs;
 			mine[i] = false;
+			if (b && b->state == B_VALID && !covers(b, s, e)) {
+				unhash(c, b); /* a partial block: refetch */
+				b = NULL;
+			}
 			if (!b) {
 				b = new_block(c, first + i, NULL, 0);
 				if (!b) {
 					err = -ENOMEM;
 					break;
+				}
+				if (partial) {
+					b->vs = s & ~4095ull;
+					b->ve = (e + 4095) & ~4095ull;
+					if (b->ve > b->len)
+						b->ve = b->len;
 				}
 				mine[i] = true;
 				missed = true;
@@ -518,11 +558,10 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 					 "window %llu)",
 					 (unsigned long long)off, len,
 					 (unsigned long long)nd_ra_window(&c->ra));
-			}
-			else
+			} else {
 				c->hits++;
-			if (nd_ra_update(&c->ra, off, len, c->size, &ra_start,
-					 &ra_end))
+			}
+			if (do_ra)
 				njobs = ra_schedule(c, ra_start, ra_end, jobs,
 						    MAX_RA_JOBS);
 		}
@@ -539,6 +578,11 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		bool retry = false;
 		for (size_t i = 0; i < n; i++) {
 			struct nd_block *b = ref->blk[i];
+			uint64_t bstart = (first + i) << c->shift;
+			uint64_t s = off > bstart ? off - bstart : 0;
+			uint64_t e = off + len - bstart;
+			if (e > c->bs)
+				e = c->bs;
 			while (b->state == B_LOADING)
 				pthread_cond_wait(&c->cond, &c->lock);
 			if (b->state == B_FAILED) {
@@ -546,12 +590,16 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 					retry = true;
 				else if (!err)
 					err = b->err;
+			} else if (!covers(b, s, e)) {
+				retry = true; /* another reader's partial block */
 			}
 		}
 		pthread_mutex_unlock(&c->lock);
-		if (err || !retry || attempt >= MAX_RETRIES)
+		if (!err && retry && attempt >= MAX_RETRIES)
+			err = -EIO;
+		if (err || !retry)
 			break;
-		/* Raced with a write: drop the pins and read again. */
+		/* Raced with a write or a partial block: read again. */
 		pthread_mutex_lock(&c->lock);
 		for (size_t i = 0; i < ref->n; i++)
 			unpin(c, ref->blk[i]);
@@ -649,12 +697,14 @@ static int wb_get(struct nd_cache *c, uint64_t idx, bool whole,
 		}
 		while (b->state == B_LOADING)
 			pthread_cond_wait(&c->cond, &c->lock);
-		if (b->state == B_VALID) {
+		if (b->state == B_VALID && b->vs == 0 && b->ve == b->len) {
 			touch(c, b);
 			*out = b;
 			return 0;
 		}
-		int err = b->err;
+		int err = b->state == B_VALID ? -EAGAIN : b->err;
+		if (b->state == B_VALID && b->hashed)
+			unhash(c, b); /* partial: fetch it whole */
 		unpin(c, b);
 		if (err != -EAGAIN)
 			return err;

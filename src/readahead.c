@@ -28,6 +28,11 @@ void nd_ra_reset(struct nd_ra *ra)
 	ra->cur = 0;
 }
 
+bool nd_ra_random(const struct nd_ra *ra)
+{
+	return ra->init && ra->s[ra->cur].seq <= 1;
+}
+
 uint64_t nd_ra_window(const struct nd_ra *ra)
 {
 	uint64_t w = 0;

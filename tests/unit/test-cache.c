@@ -1,6 +1,7 @@
 /* test-cache: drive the block cache with an in-process counting backend:
  * a hit costs no backend call, sequential reads trigger readahead, random
- * reads do not, eviction keeps to the budget, adjacent misses coalesce,
+ * reads do not and fetch only the 4K pages they touch, eviction keeps to
+ * the budget, adjacent misses coalesce,
  * concurrent readers fetch a block once, writes are visible to the next
  * read, writeback holds writes until flush. */
 #include <pthread.h>
@@ -192,8 +193,20 @@ int main(void)
 	for (size_t i = 0; i < 8; i++)
 		read_check(c, offs[i] * BS + 17, 4096);
 	settle();
-	CHECK(bytes_read == 8 * BS, "random: %lu bytes fetched for 8 blocks",
+	/* Each 4096-byte read at +17 touches two 4K pages: only those. */
+	CHECK(bytes_read == 8 * 8192, "random: %lu bytes fetched for 8 reads",
 	      (unsigned long)bytes_read);
+	/* A later read needing more of such a block fetches it whole. */
+	reset();
+	read_check(c, offs[2] * BS, BS);
+	CHECK(bytes_read == BS, "upgrade of a partial block: %lu bytes",
+	      (unsigned long)bytes_read);
+	struct nd_cache_stats st;
+	nd_cache_get_stats(c, &st);
+	uint64_t misses = st.misses;
+	read_check(c, offs[2] * BS + 30000, 4096);
+	nd_cache_get_stats(c, &st);
+	CHECK(st.misses == misses, "read inside an upgraded block missed");
 
 	/* Sequential reads trigger readahead: later reads are hits. */
 	nd_cache_free(c);
@@ -205,9 +218,8 @@ int main(void)
 	CHECK(bytes_read > 4 * BS, "sequential: only %lu bytes fetched",
 	      (unsigned long)bytes_read);
 	unsigned before = preads;
-	struct nd_cache_stats st;
 	nd_cache_get_stats(c, &st);
-	uint64_t misses = st.misses;
+	misses = st.misses;
 	for (uint64_t off = 2 * BS; off < 4 * BS; off += 4096)
 		read_check(c, off, 4096);
 	nd_cache_get_stats(c, &st);
