@@ -1,5 +1,6 @@
 #!/bin/bash
-# bench.sh [--quick] [--pairs N] [--only REGEX] [--out DIR] [--perf]: netdiskfs side
+# bench.sh [--quick] [--pairs N] [--only REGEX] [--out DIR] [--perf]
+#          [--report-only]: netdiskfs side
 # by side with nbdfuse, qemu-storage-daemon, httpdirfs, sshfs and the raw
 # protocol clients (nbdcopy, curl, sftp, scp, iscsi-perf, glusterfs), on
 # this machine, against the same servers (loopback only) and the same
@@ -18,6 +19,8 @@
 # `make check`). --perf: record `perf record -g` of the netdiskfs daemon
 # during its first run of each scenario, and a profile summary per
 # scenario in perf/ (the figures of those runs include perf's overhead).
+# --report-only: print the table again and rewrite bench.csv, bench.md and
+# bench.png from the runs.tsv, scenarios.tsv and meta.tsv of --out.
 # Every run is under a watchdog; a peer that cannot run
 # (not installed, fails, hangs) is reported with the reason. The whole run
 # is kept under 15 minutes: scenarios that would start after the time
@@ -29,7 +32,7 @@
 . "$TOP/tests/lib/glusterd.sh"
 export LC_ALL=C
 
-QUICK=0 PAIRS= ONLY= OUT=${BENCH_OUT:-$TOP/tests/bench/out} PERF=0
+QUICK=0 PAIRS= ONLY= OUT=${BENCH_OUT:-$TOP/tests/bench/out} PERF=0 REPORT_ONLY=0
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) QUICK=1 ;;
@@ -37,7 +40,8 @@ while [ $# -gt 0 ]; do
     --only) ONLY=$2; shift ;;
     --out) OUT=$2; shift ;;
     --perf) PERF=1 ;;
-    *) echo "usage: $0 [--quick] [--pairs N] [--only REGEX] [--out DIR] [--perf]" >&2; exit 2 ;;
+    --report-only) REPORT_ONLY=1 ;;
+    *) echo "usage: $0 [--quick] [--pairs N] [--only REGEX] [--out DIR] [--perf] [--report-only]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -52,34 +56,37 @@ CACHE_MIB=256                 # netdiskfs's default cache-size
 RSS_LIMIT_MIB=$((CACHE_MIB + 64))
 MOUNT_WAIT=20                 # seconds for a mount to come up
 UNMOUNT_WAIT=10               # seconds for a daemon to exit once unmounted
-[ -x "$ND" ] || fail "no netdiskfs binary at $ND (make netdiskfs)"
-[ "$(id -u)" = 0 ] || fail "the benchmark needs root (FUSE mounts of peers, drop_caches, tmpfs)"
-
-mkdir -p "$OUT"
-rm -rf "$OUT/logs" "$OUT/perf"
-mkdir -p "$OUT/logs"
-if [ $PERF = 1 ]; then
-    command -v perf >/dev/null || fail "--perf: perf is not installed"
-    mkdir -p "$OUT/perf"
-fi
-RUNS=$OUT/runs.tsv TOOLS=$TMP/tools.tsv SCENS=$TMP/scens.tsv
-printf 'scenario\ttool\tpair\tstatus\tvalue\tnd_rss_kib\tnd_cpu_s\tnote\n' >"$RUNS"
-printf 'scenario\tunit\tdescription\n' >"$SCENS"
-printf 'scenario\ttool\ttarget\n' >"$TOOLS"
-
-# --- the image on a private tmpfs ----------------------------------------
-T=$TMP/img
-mkdir -p "$T"
-mount -t tmpfs -o size=$((IMG_MIB * 3 + WRITE_MIB * 2 + 256))m,mode=755 netdiskfs-bench "$T" ||
-    fail "cannot mount a tmpfs on $T"
-cleanup_fn "umount '$T' 2>/dev/null || umount -l '$T'"
+RUNS=$OUT/runs.tsv TOOLS=$OUT/tools.tsv SCENS=$OUT/scenarios.tsv META=$OUT/meta.tsv
+MNT=$TMP/mnt QSDF=$TMP/qsd.img T=$TMP/img
 IMG=$T/disk.img
-head -c $((IMG_MIB << 20)) /dev/urandom >"$IMG"
-head -c $((WRITE_MIB << 20)) /dev/urandom >"$T/src.img"
-chmod 644 "$IMG" "$T/src.img"
-MNT=$TMP/mnt QSDF=$TMP/qsd.img
-mkdir -p "$MNT"
-touch "$QSDF"
+
+# A fresh output directory and the image on a private tmpfs.
+setup() {
+    [ -x "$ND" ] || fail "no netdiskfs binary at $ND (make netdiskfs)"
+    [ "$(id -u)" = 0 ] || fail "the benchmark needs root (FUSE mounts of peers, drop_caches, tmpfs)"
+    mkdir -p "$OUT"
+    rm -rf "$OUT/logs" "$OUT/perf"
+    mkdir -p "$OUT/logs"
+    if [ $PERF = 1 ]; then
+        command -v perf >/dev/null || fail "--perf: perf is not installed"
+        mkdir -p "$OUT/perf"
+    fi
+    printf 'scenario\ttool\tpair\tstatus\tvalue\tnd_rss_kib\tnd_cpu_s\tnote\n' >"$RUNS"
+    printf 'scenario\tunit\tdescription\n' >"$SCENS"
+    printf 'scenario\ttool\ttarget\n' >"$TOOLS"
+    printf 'date\tmachine\timage_mib\trounds\tnetdiskfs\n%s\t%s\t%s\t%s\t%s\n' \
+        "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(machine)" "$IMG_MIB" "$PAIRS" \
+        "$("$ND" --version 2>/dev/null | head -n 1)$(git -C "$TOP" describe --always --dirty 2>/dev/null | sed 's/^/, commit /')" >"$META"
+
+    mkdir -p "$T" "$MNT"
+    touch "$QSDF"
+    mount -t tmpfs -o size=$((IMG_MIB * 3 + WRITE_MIB * 2 + 256))m,mode=755 netdiskfs-bench "$T" ||
+        fail "cannot mount a tmpfs on $T"
+    cleanup_fn "umount '$T' 2>/dev/null || umount -l '$T'"
+    head -c $((IMG_MIB << 20)) /dev/urandom >"$IMG"
+    head -c $((WRITE_MIB << 20)) /dev/urandom >"$T/src.img"
+    chmod 644 "$IMG" "$T/src.img"
+}
 
 have() { command -v "$1" >/dev/null 2>&1; }
 now() { echo "$EPOCHREALTIME"; }
@@ -798,12 +805,12 @@ machine() {
 }
 
 report() {
-    local date mach
-    date=$(date -u '+%Y-%m-%d %H:%M UTC')
-    mach=$(machine)
+    local date mach img rounds ver
+    [ -s "$META" ] && [ -s "$RUNS" ] || { echo "no results in $OUT"; return 1; }
+    IFS=$'\t' read -r date mach img rounds ver < <(sed -n 2p "$META")
     awk -F'\t' -v OFS=',' -v rsslim="$RSS_LIMIT_MIB" -v csv="$OUT/bench.csv" \
         -v md="$OUT/bench.md" -v txt="$OUT/bench.txt" -v dat="$TMP/chart.dat" \
-        -v head="netdiskfs bench, $date, $mach, image $IMG_MIB MiB on tmpfs, $PAIRS round(s)" '
+        -v head="netdiskfs bench, $date, $mach, image $img MiB on tmpfs, $rounds round(s), $ver" '
     function median(a, n,   i, j, t) {
         for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
         return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
@@ -816,7 +823,7 @@ report() {
     {
         key = $1 SUBSEP $2
         if ($4 == "ok") { n[key]++; vals[key, n[key]] = $5 }
-        else if (!(key in why)) why[key] = $4 ": " $8
+        else { bad[key]++; if (!(key in why)) why[key] = $4 ": " $8 }
         if ($8 != "" && $4 == "ok" && !(key in note)) note[key] = $8
         if ($6 != "" && $6 > rss[$1]) rss[$1] = $6
         if ($2 == "all") why[key] = $4 ": " $8
@@ -861,6 +868,8 @@ report() {
                     verdict = (rs + 0 <= rsslim + 0) ? "met" : "MISSED"
                 }
                 nt2 = (nn > 0) ? note[key] : why[key]
+                if (nn > 0 && bad[key] > 0)
+                    nt2 = (nt2 != "" ? nt2 "; " : "") bad[key] " of " nn + bad[key] " runs " why[key]
                 printf "%-19s %-22s %8s %-5s %-13s %7s %-8s %-7s %6s  %s\n", (t == 1 ? id : ""), name, \
                     (nn ? fmt(med) : "-"), (nn ? u : ""), (nn ? fmt(mn) "-" fmt(mx) : ""), \
                     (ratio != "" ? ratio "x" : ""), tgs, verdict, (rs != "" ? rs "M" : ""), nt2 > txt
@@ -877,7 +886,7 @@ report() {
         for (s = 1; s <= ns; s++) printf "  %-20s %s\n", sid[s], sdesc[sid[s]] > txt
     }' "$SCENS" "$TOOLS" "$RUNS"
     { printf '**%s** — %s; image %s MiB on tmpfs; %s round(s); median of the runs.\n\n' \
-        "$date" "$mach" "$IMG_MIB" "$PAIRS"; cat "$OUT/bench.md"; } >"$TMP/bench.md"
+        "$date" "$mach; $ver" "$img" "$rounds"; cat "$OUT/bench.md"; } >"$TMP/bench.md"
     mv "$TMP/bench.md" "$OUT/bench.md"
     cat "$OUT/bench.txt"
     chart
@@ -916,6 +925,11 @@ EOF
 }
 
 # --- main --------------------------------------------------------------------
+if [ $REPORT_ONLY = 1 ]; then
+    report
+    exit
+fi
+setup
 echo "netdiskfs bench: $(machine)"
 echo "image $IMG_MIB MiB on tmpfs, $PAIRS round(s), output in $OUT"
 trap report_and_exit EXIT
