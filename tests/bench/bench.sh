@@ -209,7 +209,7 @@ dd_result() {
     local err=$1 rc=$2 v
     v=$(awk '/bytes.*copied/ { b = $1; for (i = 1; i <= NF; i++) if ($i == "s,") s = $(i - 1) }
         END { if (b > 0 && s > 0) printf "%.1f", b / s / 1e6 }' "$err")
-    if [ $rc = 137 ] || [ $rc = 124 -a -z "$v" ]; then
+    if [ $rc = 137 ] || { [ $rc = 124 ] && [ -z "$v" ]; }; then
         echo "hung no progress within ${SEQ_CAP}s (watchdog)"
     elif [ -z "$v" ]; then
         echo "error $(grep -v records "$err" | head -n 1)"
@@ -334,18 +334,18 @@ r_iscsiperf() {
 
 # --- scenario runner -------------------------------------------------------
 SC= SC_TOOLS=()
-declare -A SC_MOUNT SC_WORK SC_TARGET SC_SKIP
+declare -A SC_MOUNT SC_WORK SC_SKIP
 
 # scenario ID UNIT DESCRIPTION: start declaring a scenario.
 scenario() {
     SC=$1 SC_TOOLS=()
-    SC_MOUNT=() SC_WORK=() SC_TARGET=() SC_SKIP=()
+    SC_MOUNT=() SC_WORK=() SC_SKIP=()
     printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$SCENS"
 }
 # tool NAME MOUNT-CMD|- WORK-CMD [TARGET-RATIO]: add a tool (netdiskfs first).
 tool() {
     SC_TOOLS+=("$1")
-    SC_MOUNT[$1]=$2 SC_WORK[$1]=$3 SC_TARGET[$1]=${4:--}
+    SC_MOUNT[$1]=$2 SC_WORK[$1]=$3
     printf '%s\t%s\t%s\n' "$SC" "$1" "${4:--}" >>"$TOOLS"
 }
 
@@ -679,7 +679,7 @@ vsftpd_bench_start() {
     FTP_USER=ndbench$$
     FTP_PASS=bench-$RANDOM$RANDOM
     echo "$FTP_PASS" >"$d/password"
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         useradd -M -d "$T" -s /bin/bash "$FTP_USER" 2>/dev/null && break
         id "$FTP_USER" >/dev/null 2>&1 && break
         sleep 0.1
