@@ -671,7 +671,7 @@ ssh_scenarios() {
 # --- (8) FTP, iSCSI, Gluster -------------------------------------------------
 VSFTPD_PID= FTP_USER= FTP_PASS= FTP_PORT=0
 vsftpd_bench_start() {
-    local d=$TMP/vsftpd i
+    local d=$TMP/vsftpd
     have vsftpd || { echo "not installed: vsftpd"; return 1; }
     mkdir -p "$d/empty"
     chmod 755 "$d/empty"
