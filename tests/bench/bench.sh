@@ -913,6 +913,7 @@ set ylabel "ratio netdiskfs / peer"
 set xtics rotate by -60 left
 set key top left
 set bmargin 18
+set rmargin 10
 plot "$TMP/chart.dat" using 0:2:xtic(1) with boxes title "netdiskfs / peer", \
      "" using 0:3 with points pt 7 ps 1.2 lc rgb "red" title "target", \
      1 with lines lc rgb "black" dt 2 notitle
