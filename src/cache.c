@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "cache.h"
 #include "log.h"
@@ -20,8 +21,30 @@ struct nd_slab {
 	unsigned refs;
 	size_t size;
 	struct nd_slab *next; /* in the free pool */
-	char mem[];
+	char *mem;	      /* mmap'ed: back to the system when freed */
 };
+
+static struct nd_slab *slab_alloc(size_t size)
+{
+	struct nd_slab *sl = malloc(sizeof *sl);
+	if (!sl)
+		return NULL;
+	sl->mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (sl->mem == MAP_FAILED) {
+		free(sl);
+		return NULL;
+	}
+	sl->refs = 0;
+	sl->size = size;
+	return sl;
+}
+
+static void slab_free(struct nd_slab *sl)
+{
+	munmap(sl->mem, sl->size);
+	free(sl);
+}
 
 struct nd_block {
 	uint64_t idx;
@@ -128,7 +151,7 @@ static void slab_release(struct nd_cache *c, struct nd_slab *sl)
 		return;
 	}
 	c->used -= sl->size;
-	free(sl);
+	slab_free(sl);
 }
 
 /* Give pooled slabs back to the system until NEED bytes fit LIMIT. */
@@ -140,7 +163,7 @@ static void pool_trim(struct nd_cache *c, uint64_t need, uint64_t limit)
 			c->pool[i] = sl->next;
 			c->pooled -= sl->size;
 			c->used -= sl->size;
-			free(sl);
+			slab_free(sl);
 		}
 }
 
@@ -208,11 +231,9 @@ static struct nd_slab *new_slab(struct nd_cache *c, unsigned nblocks,
 		c->evictions++;
 		b = prev;
 	}
-	sl = malloc(sizeof *sl + size);
+	sl = slab_alloc(size);
 	if (!sl)
 		return NULL;
-	sl->refs = 0;
-	sl->size = size;
 	c->used += size;
 	return sl;
 }
@@ -397,7 +418,7 @@ static size_t ra_schedule(struct nd_cache *c, uint64_t start, uint64_t end,
 			/* Empty (a block allocation failed): its slab too. */
 			if (sl && sl->refs == 0) {
 				c->used -= sl->size;
-				free(sl);
+				slab_free(sl);
 			}
 			free(j);
 		}
