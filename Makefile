@@ -72,8 +72,7 @@ check-asan: deps
 demo: deps netdiskfs
 	demo/demo.sh
 
-bench: netdiskfs
-	@BENCH=1 tests/lib/install-deps.sh
+bench: deps netdiskfs
 	tests/bench/bench.sh $(if $(QUICK),--quick)
 
 # install: the daemon in $(PREFIX)/bin, the mount(8) helpers in $(SBINDIR),

@@ -20,6 +20,7 @@ enum { B_LOADING, B_VALID, B_FAILED };
 struct nd_slab {
 	unsigned refs;
 	size_t size;
+	uint64_t first; /* index of its first block */
 	struct nd_slab *next; /* in the free pool */
 	char *mem;	      /* mmap'ed: back to the system when freed */
 };
@@ -193,6 +194,44 @@ static void unpin(struct nd_cache *c, struct nd_block *b)
 		block_free(c, b);
 }
 
+/* A readahead run cut short by a block already cached: give the unused
+ * tail of its slab back at once. */
+static void slab_shrink(struct nd_cache *c, struct nd_slab *sl,
+			unsigned nblocks)
+{
+	size_t size = (size_t)nblocks << c->shift;
+	if (size >= sl->size)
+		return;
+	munmap(sl->mem + size, sl->size - size);
+	c->used -= sl->size - size;
+	sl->size = size;
+}
+
+static bool evictable(const struct nd_block *b)
+{
+	return b->pins == 0 && b->state == B_VALID && !b->dirty;
+}
+
+/* Evict B and the other blocks of its slab (fetched together, they age
+ * together; evicting one alone would free no memory). Returns the LRU
+ * block before B that is still cached, to go on from. */
+static struct nd_block *evict_slab(struct nd_cache *c, struct nd_block *b)
+{
+	struct nd_slab *sl = b->slab;
+	uint64_t n = sl->size >> c->shift;
+	struct nd_block *prev = b->prev;
+	for (uint64_t k = 0; k < n; k++) {
+		struct nd_block *x = lookup(c, sl->first + k);
+		if (!x || x->slab != sl || !evictable(x))
+			continue;
+		while (prev && prev->slab == sl)
+			prev = prev->prev; /* about to go too */
+		unhash(c, x);
+		c->evictions++;
+	}
+	return prev;
+}
+
 /* Memory for NBLOCKS blocks within LIMIT bytes of cache: a pooled slab
  * of that size (no new memory, no page faults), else a new one once the
  * pool of the other size and then the least recently used clean, unpinned
@@ -219,17 +258,14 @@ static struct nd_slab *new_slab(struct nd_cache *c, unsigned nblocks,
 			pool_trim(c, size, limit);
 			continue;
 		}
-		while (b && !(b->pins == 0 && b->state == B_VALID && !b->dirty))
+		while (b && !evictable(b))
 			b = b->prev;
 		if (!b) {
 			if (must)
 				break;
 			return NULL;
 		}
-		struct nd_block *prev = b->prev;
-		unhash(c, b);
-		c->evictions++;
-		b = prev;
+		b = evict_slab(c, b);
 	}
 	sl = slab_alloc(size);
 	if (!sl)
@@ -249,6 +285,8 @@ static struct nd_block *new_block(struct nd_cache *c, uint64_t idx,
 		free(b);
 		return NULL;
 	}
+	if (k == 0)
+		sl->first = idx;
 	sl->refs++;
 	b->slab = sl;
 	b->data = sl->mem + ((size_t)k << c->shift);
@@ -382,6 +420,7 @@ static size_t ra_schedule(struct nd_cache *c, uint64_t start, uint64_t end,
 		struct nd_block *b = lookup(c, idx);
 		if (b) {
 			if (j) {
+				slab_shrink(c, sl, j->n);
 				jobs[njobs++] = j;
 				j = NULL;
 			}
@@ -412,8 +451,10 @@ static size_t ra_schedule(struct nd_cache *c, uint64_t start, uint64_t end,
 		}
 	}
 	if (j) {
-		if (j->n && njobs < maxjobs)
+		if (j->n && njobs < maxjobs) {
+			slab_shrink(c, sl, j->n);
 			jobs[njobs++] = j;
+		}
 		else {
 			/* Empty (a block allocation failed): its slab too. */
 			if (sl && sl->refs == 0) {
@@ -459,7 +500,7 @@ struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
 	if (max > (64u << 20))
 		max = 64u << 20;
 	nd_ra_init(&c->ra, d->cfg.readahead, max);
-	c->ra_chunk = c->bs > (512u << 10) ? c->bs : (512u << 10);
+	c->ra_chunk = c->bs > (256u << 10) ? c->bs : (256u << 10);
 	return c;
 }
 

@@ -44,13 +44,13 @@ uint64_t nd_ra_window(const struct nd_ra *ra)
 
 /* Is a read of [off, off+len) the continuation of stream S? The kernel
  * sends several reads of one stream at once, so they arrive a little out
- * of order: near the expected offset counts. */
+ * of order: within a few request sizes of the expected offset counts.
+ * (Not within the window: random reads near a big stream would then keep
+ * its readahead running and evict what they are reading.) */
 static bool continues(const struct nd_ra_stream *s, uint64_t off,
 		      uint64_t len)
 {
 	uint64_t tol = len * 4 > (64u << 10) ? len * 4 : (64u << 10);
-	if (s->window > tol)
-		tol = s->window;
 	if (s->seq == 0)
 		return false;
 	return off + len + tol > s->next && off < s->next + tol;

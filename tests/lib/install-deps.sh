@@ -1,5 +1,6 @@
 #!/bin/sh
-# Install every Debian package netdiskfs needs to build, test and demo.
+# Install every Debian package netdiskfs needs to build, test, demo and
+# benchmark (the benchmark's smoke run is part of make check).
 # Idempotent: only runs apt-get when something is missing.
 set -e
 PKGS="build-essential pkg-config clang libfuse3-dev fuse3 libjansson-dev
@@ -7,8 +8,8 @@ libcurl4-openssl-dev libnbd-dev libiscsi-dev libssh-dev libglusterfs-dev
 nbdkit libnbd-bin python3-libnbd gnutls-bin tgt libiscsi-bin
 openssh-server openssh-client glusterfs-server glusterfs-client
 nginx-light openssl vsftpd fio xxd groff-base man-db psmisc iproute2
-libclang-rt-14-dev genisoimage curl procps"
-[ "${BENCH:-0}" = 1 ] && PKGS="$PKGS qemu-system-common qemu-block-extra qemu-utils httpdirfs sshfs gnuplot-nox"
+libclang-rt-14-dev genisoimage curl procps
+qemu-system-common qemu-block-extra qemu-utils httpdirfs sshfs gnuplot-nox"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
