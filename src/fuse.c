@@ -534,21 +534,27 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	handle_put(h);
 }
 
+/* The entry behind H if it may be written; else NULL, the error replied. */
+static struct nd_fs_entry *writable(fuse_req_t req, struct handle *h)
+{
+	if (!h->e)
+		fuse_reply_err(req, EBADF);
+	else if (h->e->disk->ro)
+		fuse_reply_err(req, EROFS);
+	else
+		return h->e;
+	return NULL;
+}
+
 static void do_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	struct nd_fs_entry *e = h->e;
+	struct nd_fs_entry *e = writable(req, h);
 	int r;
 
-	if (!e) {
-		fuse_reply_err(req, EBADF);
+	if (!e)
 		return;
-	}
-	if (e->disk->ro) {
-		fuse_reply_err(req, EROFS);
-		return;
-	}
 	/* The disk never grows: a write at the end is ENOSPC, one that
 	 * crosses it is short. */
 	if ((uint64_t)off >= e->disk->size) {
@@ -641,18 +647,12 @@ static void do_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 			 off_t len, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	struct nd_fs_entry *e = h->e;
+	struct nd_fs_entry *e = writable(req, h);
 	uint64_t size;
 	int r;
 
-	if (!e) {
-		fuse_reply_err(req, EBADF);
+	if (!e)
 		return;
-	}
-	if (e->disk->ro) {
-		fuse_reply_err(req, EROFS);
-		return;
-	}
 	size = e->disk->size;
 	if (off < 0 || len <= 0) {
 		fuse_reply_err(req, EINVAL);
