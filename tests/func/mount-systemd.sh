@@ -91,7 +91,7 @@ unit_cmd ExecStart
 echo "+ ${cmd[*]}"
 NOTIFY_SOCKET=$NOTIFY "${cmd[@]}" >"$TMP/daemon.log" 2>&1 &
 MAINPID=$!
-cleanup_fn "mountpoint -q '$MNT' && umount -l '$MNT'; kill $MAINPID 2>/dev/null"
+cleanup_fn "is_mounted '$MNT' && umount -l '$MNT'; kill $MAINPID 2>/dev/null"
 wait $listener || { show_log "$TMP/daemon.log"; fail "no READY=1 from the daemon"; }
 cat "$TMP/notify.out"
 grep -qx "READY mounted=True" "$TMP/notify.out" || fail "READY=1 came before the mount was live"

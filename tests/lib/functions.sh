@@ -11,15 +11,21 @@ chmod 755 "$TMP"
 _cleanups=()
 _nd_mounts=()
 
+# Is DIR a mount point? Unlike mountpoint(1) this also holds for a FUSE
+# mount whose daemon died ("Transport endpoint is not connected").
+is_mounted() {
+    local d
+    d=$(realpath -m "$1")
+    awk -v d="$d" '$2 == d { found = 1 } END { exit !found }' /proc/self/mounts
+}
+
 # Run CMD at exit, last registered first.
 cleanup_fn() { _cleanups+=("$*"); }
 
 _run_cleanups() {
     local rc=$? i m
     for m in "${_nd_mounts[@]}"; do
-        if mountpoint -q "$m" 2>/dev/null; then
-            fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
-        fi
+        is_mounted "$m" && { fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; }
     done
     for ((i = ${#_cleanups[@]} - 1; i >= 0; i--)); do
         eval "${_cleanups[$i]}" || true
