@@ -274,6 +274,23 @@ static struct nd_slab *new_slab(struct nd_cache *c, unsigned nblocks,
 	return sl;
 }
 
+/* Bytes of the disk in block IDX (short at the end). */
+static uint32_t block_len(const struct nd_cache *c, uint64_t idx)
+{
+	uint64_t start = idx << c->shift;
+	return c->size - start < c->bs ? c->size - start : c->bs;
+}
+
+/* The part of block IDX that [off, off+len) covers, as [*s, *e) relative
+ * to the block's start. */
+static void block_span(const struct nd_cache *c, uint64_t idx, uint64_t off,
+		       uint64_t len, uint64_t *s, uint64_t *e)
+{
+	uint64_t start = idx << c->shift, blen = block_len(c, idx);
+	*s = off > start ? off - start : 0;
+	*e = off + len - start < blen ? off + len - start : blen;
+}
+
 /* A LOADING block for IDX using block K of slab SL (NULL: a new slab). */
 static struct nd_block *new_block(struct nd_cache *c, uint64_t idx,
 				  struct nd_slab *sl, unsigned k)
@@ -292,8 +309,7 @@ static struct nd_block *new_block(struct nd_cache *c, uint64_t idx,
 	b->data = sl->mem + ((size_t)k << c->shift);
 	b->idx = idx;
 	b->state = B_LOADING;
-	uint64_t start = idx << c->shift;
-	b->len = c->size - start < c->bs ? c->size - start : c->bs;
+	b->len = block_len(c, idx);
 	b->vs = 0;
 	b->ve = b->len;
 	size_t h = bucket(c, idx);
@@ -583,11 +599,8 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 			partial = false; /* make progress with whole blocks */
 		for (size_t i = 0; i < n; i++) {
 			struct nd_block *b = lookup(c, first + i);
-			uint64_t bstart = (first + i) << c->shift;
-			uint64_t s = off > bstart ? off - bstart : 0;
-			uint64_t e = off + len - bstart;
-			if (e > c->bs)
-				e = c->bs;
+			uint64_t s, e;
+			block_span(c, first + i, off, len, &s, &e);
 			mine[i] = false;
 			if (b && b->state == B_VALID && !covers(b, s, e)) {
 				unhash(c, b); /* a partial block: refetch */
@@ -640,11 +653,8 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		bool retry = false;
 		for (size_t i = 0; i < n; i++) {
 			struct nd_block *b = ref->blk[i];
-			uint64_t bstart = (first + i) << c->shift;
-			uint64_t s = off > bstart ? off - bstart : 0;
-			uint64_t e = off + len - bstart;
-			if (e > c->bs)
-				e = c->bs;
+			uint64_t s, e;
+			block_span(c, first + i, off, len, &s, &e);
 			while (b->state == B_LOADING)
 				pthread_cond_wait(&c->cond, &c->lock);
 			if (b->state == B_FAILED) {
@@ -674,11 +684,8 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		return err;
 	}
 	for (size_t i = 0; i < n; i++) {
-		uint64_t bstart = (first + i) << c->shift;
-		uint64_t s = off > bstart ? off - bstart : 0;
-		uint64_t e = off + len - bstart;
-		if (e > ref->blk[i]->len)
-			e = ref->blk[i]->len;
+		uint64_t s, e;
+		block_span(c, first + i, off, len, &s, &e);
 		ref->iov[i].iov_base = ref->blk[i]->data + s;
 		ref->iov[i].iov_len = e - s;
 	}
@@ -720,11 +727,8 @@ static void update_cached(struct nd_cache *c, const void *data, size_t len,
 			b->stale = true;
 			continue;
 		}
-		uint64_t bstart = idx << c->shift;
-		uint64_t s = off > bstart ? off - bstart : 0;
-		uint64_t e = off + len - bstart;
-		if (e > b->len)
-			e = b->len;
+		uint64_t bstart = idx << c->shift, s, e;
+		block_span(c, idx, off, len, &s, &e);
 		if (data)
 			memcpy(b->data + s, (const char *)data + (bstart + s - off),
 			       e - s);
@@ -833,14 +837,10 @@ static int wb_write(struct nd_cache *c, const void *buf, size_t len,
 
 	pthread_mutex_lock(&c->lock);
 	for (uint64_t idx = first; idx <= last && r == 0; idx++) {
-		uint64_t bstart = idx << c->shift;
-		uint64_t s = off > bstart ? off - bstart : 0;
-		uint64_t blen = c->size - bstart < c->bs ? c->size - bstart : c->bs;
-		uint64_t e = off + len - bstart;
+		uint64_t bstart = idx << c->shift, s, e;
 		struct nd_block *b = NULL;
-		if (e > blen)
-			e = blen;
-		r = wb_get(c, idx, s == 0 && e == blen, &b);
+		block_span(c, idx, off, len, &s, &e);
+		r = wb_get(c, idx, s == 0 && e == block_len(c, idx), &b);
 		if (r < 0)
 			break;
 		memcpy(b->data + s, (const char *)buf + (bstart + s - off), e - s);

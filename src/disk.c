@@ -99,10 +99,6 @@ static bool any_backend_takes(const char *key)
 	return false;
 }
 
-static bool is_default_origin(const char *origin)
-{
-	return strncmp(origin, "-o", 2) == 0 || strstr(origin, "defaults");
-}
 
 int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *c)
 {
@@ -168,7 +164,7 @@ int nd_disk_check_opts(struct nd_opts *o)
 			i++;
 			continue;
 		}
-		if (is_default_origin(o->v[i].origin) &&
+		if (nd_opt_is_default(&o->v[i]) &&
 		    any_backend_takes(o->v[i].key)) {
 			nd_opt_del(o, o->v[i].key);
 			continue;

@@ -235,8 +235,7 @@ static uint64_t global_budget(const struct nd_table *t)
 	for (size_t i = 0; i < t->n; i++) {
 		const struct nd_opt *p = nd_opt_find(&t->e[i].opts, "cache-size");
 		uint64_t v;
-		if (p && (strncmp(p->origin, "-o", 2) == 0 ||
-			  strstr(p->origin, "defaults")) &&
+		if (p && nd_opt_is_default(p) &&
 		    nd_parse_size(p->val, &v) == 0)
 			return v;
 	}
@@ -276,8 +275,7 @@ static int open_entries(struct nd_fs *fs, const struct nd_table *t,
 		}
 		const struct nd_opt *cs = nd_opt_find(&t->e[i].opts, "cache-size");
 		uint64_t budget = share;
-		if (cs && strncmp(cs->origin, "-o", 2) != 0 &&
-		    !strstr(cs->origin, "defaults"))
+		if (cs && !nd_opt_is_default(cs))
 			budget = op[i].disk->cfg.cache_size;
 		if (nd_fs_add(fs, t->e[i].name, t->e[i].url, op[i].disk,
 			      budget) < 0) {

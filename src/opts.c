@@ -267,6 +267,11 @@ int nd_opt_seconds(const struct nd_opts *o, const char *key, double def,
 	return 0;
 }
 
+bool nd_opt_is_default(const struct nd_opt *p)
+{
+	return strncmp(p->origin, "-o", 2) == 0 || strstr(p->origin, "defaults");
+}
+
 bool nd_opt_is_secret(const char *key)
 {
 	const char *last = strrchr(key, '.');

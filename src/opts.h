@@ -63,6 +63,10 @@ int nd_opt_seconds(const struct nd_opts *o, const char *key, double def,
 int nd_opt_secret(const struct nd_opts *o, const char *key, char **out);
 void nd_secret_free(char *s);
 
+/* Did P come from the defaults (a "*" line of the table, or -o) rather
+ * than the entry itself? */
+bool nd_opt_is_default(const struct nd_opt *p);
+
 /* True for keys whose values never appear in output: password, cookie... */
 bool nd_opt_is_secret(const char *key);
 
