@@ -30,6 +30,10 @@ struct nd_info {
 	uint32_t block_size;  /* requests must be aligned to it; 0/1 = any */
 	uint32_t max_request; /* largest single request in bytes; 0 = none */
 	uint32_t max_trim;    /* largest trim/zero in bytes; 0 = max_request */
+	/* Bytes per readahead request this protocol is fastest with (each
+	 * request has a fixed cost: an HTTP GET, an RPC); 0 = the core's
+	 * default (256 KiB). */
+	uint32_t opt_request;
 	bool read_only;
 	bool can_flush;
 	bool can_trim;

@@ -1113,6 +1113,9 @@ static int curl_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 	info->read_only = true;
 	info->can_multi_conn = true;
 	/* FTP: one shared object owns the streams and locks them itself. */
+	/* Each request costs a GET or a trip through a stream's queue: 2 MiB
+	 * readahead requests read about twice as fast as 256 KiB ones. */
+	info->opt_request = 2u << 20;
 	info->thread_safe = c->kind == CURL_KIND_FTP;
 	info->max_connections = c->kind == CURL_KIND_FTP ? 1 : 0;
 	nd_debug("%s: size %" PRIu64 "%s", c->label, c->size,

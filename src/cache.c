@@ -36,6 +36,12 @@ static struct nd_slab *slab_alloc(size_t size)
 		free(sl);
 		return NULL;
 	}
+#ifdef MADV_HUGEPAGE
+	/* Whole huge pages: one page fault per 2 MiB instead of 512, and
+	 * fewer TLB misses in the copies. Only a hint. */
+	if (size % (2u << 20) == 0)
+		madvise(sl->mem, size, MADV_HUGEPAGE);
+#endif
 	sl->refs = 0;
 	sl->size = size;
 	return sl;
@@ -489,6 +495,22 @@ static size_t ra_schedule(struct nd_cache *c, uint64_t start, uint64_t end,
 
 /* --- public ----------------------------------------------------------- */
 
+/* Bytes per readahead request: the backend's preference, a whole number
+ * of blocks, at least 256 KiB and at most a sixteenth of the budget. */
+static uint32_t ra_chunk_for(const struct nd_cache *c, uint32_t want)
+{
+	uint64_t n = want ? want : 256u << 10;
+	const char *e = getenv("ND_RA_CHUNK");
+	if (e)
+		n = strtoull(e, NULL, 0);
+	if (n < (256u << 10))
+		n = 256u << 10;
+	if (n > c->budget / 16)
+		n = c->budget / 16;
+	n &= ~((uint64_t)c->bs - 1);
+	return n > c->bs ? (uint32_t)n : c->bs;
+}
+
 struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
 {
 	struct nd_cache *c = calloc(1, sizeof *c);
@@ -516,7 +538,7 @@ struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
 	if (max > (64u << 20))
 		max = 64u << 20;
 	nd_ra_init(&c->ra, d->cfg.readahead, max);
-	c->ra_chunk = c->bs > (256u << 10) ? c->bs : (256u << 10);
+	c->ra_chunk = ra_chunk_for(c, d->info.opt_request);
 	return c;
 }
 

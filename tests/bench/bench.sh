@@ -1,6 +1,6 @@
 #!/bin/bash
-# bench.sh [--quick] [--pairs N] [--only REGEX] [--out DIR] [--perf]
-#          [--report-only]: netdiskfs side
+# bench.sh [--quick] [--pairs N] [--only REGEX] [--tools REGEX] [--out DIR]
+#          [--perf] [--report-only]: netdiskfs side
 # by side with nbdfuse, qemu-storage-daemon, httpdirfs, sshfs and the raw
 # protocol clients (nbdcopy, curl, sftp, scp, iscsi-perf, glusterfs), on
 # this machine, against the same servers (loopback only) and the same
@@ -18,7 +18,10 @@
 # --quick: a 64 MiB image, one round, two NBD scenarios (the smoke run of
 # `make check`). --perf: record `perf record -g` of the netdiskfs daemon
 # during its first run of each scenario, and a profile summary per
-# scenario in perf/ (the figures of those runs include perf's overhead).
+# scenario in perf/ (the figures of those runs include perf's overhead;
+# PERF_CALLGRAPH="--call-graph dwarf" for libraries without frame
+# pointers). --tools REGEX: run only the tools whose name matches (when
+# tuning one side; the table then lacks the other ratios).
 # --report-only: print the table again and rewrite bench.csv, bench.md and
 # bench.png from the runs.tsv, scenarios.tsv and meta.tsv of --out.
 # Every run is under a watchdog; a peer that cannot run
@@ -32,16 +35,17 @@
 . "$TOP/tests/lib/glusterd.sh"
 export LC_ALL=C
 
-QUICK=0 PAIRS= ONLY= OUT=${BENCH_OUT:-$TOP/tests/bench/out} PERF=0 REPORT_ONLY=0
+QUICK=0 PAIRS= ONLY= TOOLSEL= OUT=${BENCH_OUT:-$TOP/tests/bench/out} PERF=0 REPORT_ONLY=0
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) QUICK=1 ;;
     --pairs) PAIRS=$2; shift ;;
     --only) ONLY=$2; shift ;;
+    --tools) TOOLSEL=$2; shift ;;
     --out) OUT=$2; shift ;;
     --perf) PERF=1 ;;
     --report-only) REPORT_ONLY=1 ;;
-    *) echo "usage: $0 [--quick] [--pairs N] [--only REGEX] [--out DIR] [--perf] [--report-only]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--pairs N] [--only REGEX] [--tools REGEX] [--out DIR] [--perf] [--report-only]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -421,7 +425,7 @@ run_one() {
 PERF_PID=
 perf_start() {
     [ $PERF = 1 ] && [ -n "$DPID" ] || return 0
-    perf record -F 999 -g -p "$DPID" -o "$OUT/perf/$SC.data" >"$OUT/perf/$SC.record.log" 2>&1 &
+    perf record -F 999 ${PERF_CALLGRAPH:--g} -p "$DPID" -o "$OUT/perf/$SC.data" >"$OUT/perf/$SC.record.log" 2>&1 &
     PERF_PID=$!
     sleep 0.5
 }
@@ -453,6 +457,7 @@ run_scenario() {
         fi
         for t in "${SC_TOOLS[@]}"; do
             [ -n "${SC_SKIP[$t]:-}" ] && continue
+            [ -z "$TOOLSEL" ] || [[ $t =~ $TOOLSEL ]] || continue
             run_one "$t" "$pair" || SC_SKIP[$t]=1
         done
     done
