@@ -2,6 +2,7 @@
  * per entry and a hidden .netdiskfs/status. Reads reply straight from the
  * pinned cache blocks (fuse_reply_iov: no bounce buffer). */
 #include "fuse_ver.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -749,7 +750,6 @@ int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
 		 char **argv, void (*on_ready)(void *), void *arg)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct fuse_loop_config *cfg = NULL;
 	int ret = 1;
 
 	fs->mountpoint = strdup(mountpoint);
@@ -773,11 +773,7 @@ int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
 	}
 	if (on_ready)
 		on_ready(arg);
-	cfg = fuse_loop_cfg_create();
-	fuse_loop_cfg_set_max_threads(cfg, 16);
-	fuse_loop_cfg_set_idle_threads(cfg, 8);
-	ret = fuse_session_loop_mt(fs->se, cfg) != 0;
-	fuse_loop_cfg_destroy(cfg);
+	ret = nd_loop_run(fs->se, 16) != 0;
 	fuse_session_unmount(fs->se);
 out_signals:
 	fuse_remove_signal_handlers(fs->se);

@@ -1,0 +1,150 @@
+/* loop.c: the FUSE request loop.
+ *
+ * Like libfuse's multithreaded loop: threads block reading /dev/fuse, the
+ * kernel wakes one per request, and a new thread starts when none is left
+ * waiting (up to a maximum). One difference: a thread that has just
+ * answered a request first watches /dev/fuse for a short while (poll with
+ * no timeout, yielding the CPU in between) before it blocks. A program
+ * reading with O_DIRECT, 4 KiB at a time, sends its next request a few
+ * microseconds after each answer; a thread already running picks it up at
+ * once, where a sleeping one has to be woken on another CPU first (on a
+ * small virtual machine that wake-up was half of the round trip). One
+ * thread watches at a time, and never for long, so an idle daemon sleeps. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "fuse_ver.h"
+#include "log.h"
+#include "loop.h"
+
+#define SPIN_NS 100000ull /* watch this long after answering a request */
+#define CHECK_MS 250	  /* how often the main thread checks for exit */
+
+struct loop {
+	struct fuse_session *se;
+	int fd;
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* signalled when the loop should end */
+	pthread_t tid[ND_LOOP_MAX_THREADS];
+	unsigned threads, avail, max;
+	atomic_bool watching; /* a thread is watching /dev/fuse */
+	bool stop;
+	int err;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Watch for a request for up to SPIN_NS, unless another thread does. */
+static void watch(struct loop *l)
+{
+	if (atomic_exchange(&l->watching, true))
+		return;
+	struct pollfd p = {.fd = l->fd, .events = POLLIN};
+	uint64_t from = now_ns();
+	while (poll(&p, 1, 0) == 0 && now_ns() - from < SPIN_NS)
+		sched_yield();
+	atomic_store(&l->watching, false);
+}
+
+static void *worker(void *arg);
+
+/* Lock held. */
+static void start_thread(struct loop *l)
+{
+	if (!l->stop && l->threads < l->max &&
+	    pthread_create(&l->tid[l->threads], NULL, worker, l) == 0)
+		l->threads++;
+}
+
+static void free_buf(void *arg)
+{
+	free(((struct fuse_buf *)arg)->mem);
+}
+
+static void *worker(void *arg)
+{
+	struct loop *l = arg;
+	struct fuse_buf buf = {.mem = NULL};
+	volatile bool answered = false; /* kept across cancellation points */
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	pthread_cleanup_push(free_buf, &buf);
+	pthread_mutex_lock(&l->lock);
+	while (!l->stop) {
+		l->avail++;
+		pthread_mutex_unlock(&l->lock);
+		if (answered)
+			watch(l);
+		/* The end of the loop cancels threads waiting here. */
+		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+		int r = fuse_session_receive_buf(l->se, &buf);
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+		pthread_mutex_lock(&l->lock);
+		l->avail--;
+		if (r > 0 && !fuse_session_exited(l->se)) {
+			if (l->avail == 0)
+				start_thread(l);
+			pthread_mutex_unlock(&l->lock);
+			fuse_session_process_buf(l->se, &buf);
+			answered = true;
+			pthread_mutex_lock(&l->lock);
+			continue;
+		}
+		if (r == -EINTR && !fuse_session_exited(l->se))
+			continue; /* an interrupted request */
+		if (r < 0 && r != -EINTR && !l->err)
+			l->err = r;
+		l->stop = true;
+		pthread_cond_broadcast(&l->cond);
+	}
+	pthread_mutex_unlock(&l->lock);
+	pthread_cleanup_pop(1);
+	return NULL;
+}
+
+int nd_loop_run(struct fuse_session *se, unsigned max_threads)
+{
+	struct loop l = {.se = se, .fd = fuse_session_fd(se)};
+
+	l.max = max_threads < ND_LOOP_MAX_THREADS ? max_threads
+						  : ND_LOOP_MAX_THREADS;
+	atomic_init(&l.watching, false);
+	pthread_mutex_init(&l.lock, NULL);
+	pthread_cond_init(&l.cond, NULL);
+	pthread_mutex_lock(&l.lock);
+	start_thread(&l);
+	/* A signal handler can only mark the session exited: look. */
+	while (!l.stop && l.threads && !fuse_session_exited(se)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += CHECK_MS * 1000000l;
+		if (ts.tv_nsec >= 1000000000l) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000l;
+		}
+		pthread_cond_timedwait(&l.cond, &l.lock, &ts);
+	}
+	l.stop = true;
+	unsigned n = l.threads;
+	pthread_mutex_unlock(&l.lock);
+	/* Threads waiting for a request go now; those answering one finish
+	 * it first (cancellation is off while they do). */
+	for (unsigned i = 0; i < n; i++)
+		pthread_cancel(l.tid[i]);
+	for (unsigned i = 0; i < n; i++)
+		pthread_join(l.tid[i], NULL);
+	pthread_mutex_destroy(&l.lock);
+	pthread_cond_destroy(&l.cond);
+	fuse_session_reset(se);
+	return l.err && l.err != -ENODEV ? -1 : 0;
+}
