@@ -592,7 +592,6 @@ int main(int argc, char **argv)
 	/* A peer that closed its socket is an error return, never a death,
 	 * including during the final writeback after unmount. */
 	signal(SIGPIPE, SIG_IGN);
-	mallopt(M_MMAP_THRESHOLD, 60 << 10);
 	nd_opts_init(&cli.defaults, "*");
 	atexit(cli_free);
 	cli.fuse_argv = calloc(2, sizeof(char *));

@@ -121,7 +121,10 @@ wait_mount() {
 
 # The netdiskfs daemon on a one-entry table: m_nd URL [OPTS].
 m_nd() {
-    echo "d $1 ${2:-}" >"$TMP/tab"
+    local opts=${2:-}
+    # ND_BENCH_OPTS: extra entry options, for tuning runs (not in the table).
+    [ -n "${ND_BENCH_OPTS:-}" ] && opts=${opts:+$opts,}$ND_BENCH_OPTS
+    echo "d $1 $opts" >"$TMP/tab"
     rm -f "$TMP/nd.pid"
     "$ND" "$TMP/tab" "$MNT" -f --pidfile "$TMP/nd.pid" >"$MLOG" 2>&1 &
     DPID=$! UMNT=$MNT UKIND=fuse MF=$MNT/d
