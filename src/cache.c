@@ -500,9 +500,6 @@ static size_t ra_schedule(struct nd_cache *c, uint64_t start, uint64_t end,
 static uint32_t ra_chunk_for(const struct nd_cache *c, uint32_t want)
 {
 	uint64_t n = want ? want : 256u << 10;
-	const char *e = getenv("ND_RA_CHUNK");
-	if (e)
-		n = strtoull(e, NULL, 0);
 	if (n < (256u << 10))
 		n = 256u << 10;
 	if (n > c->budget / 16)

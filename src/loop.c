@@ -8,8 +8,10 @@
  * reading with O_DIRECT, 4 KiB at a time, sends its next request a few
  * microseconds after each answer; a thread already running picks it up at
  * once, where a sleeping one has to be woken on another CPU first (on a
- * small virtual machine that wake-up was half of the round trip). One
- * thread watches at a time, and never for long, so an idle daemon sleeps. */
+ * small virtual machine that wake-up was half of the round trip). Only a
+ * request answered quickly (from the cache) is followed by watching; one
+ * thread watches at a time, and never for long, so an idle daemon sleeps
+ * and a busy one does not spend CPU on it. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -23,6 +25,8 @@
 #include "loop.h"
 
 #define SPIN_NS 100000ull /* watch this long after answering a request */
+#define QUICK_NS 20000ull /* ... answered this fast (not a long copy or a
+			     wait on the network: nothing to gain there) */
 #define CHECK_MS 250	  /* how often the main thread checks for exit */
 
 struct loop {
@@ -75,7 +79,8 @@ static void *worker(void *arg)
 {
 	struct loop *l = arg;
 	struct fuse_buf buf = {.mem = NULL};
-	volatile bool answered = false; /* kept across cancellation points */
+	/* Answered a request quickly: watch for the next one. */
+	volatile bool answered = false;
 
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 	pthread_cleanup_push(free_buf, &buf);
@@ -95,8 +100,9 @@ static void *worker(void *arg)
 			if (l->avail == 0)
 				start_thread(l);
 			pthread_mutex_unlock(&l->lock);
+			uint64_t t0 = now_ns();
 			fuse_session_process_buf(l->se, &buf);
-			answered = true;
+			answered = now_ns() - t0 < QUICK_NS;
 			pthread_mutex_lock(&l->lock);
 			continue;
 		}
