@@ -1,0 +1,95 @@
+#!/bin/bash
+# explain.sh [--rounds N]: the two measurements behind the targets that
+# `make bench` misses (tests/bench/README.md, "What bounds netdiskfs").
+# Run as root, on a machine doing nothing else.
+#
+# (a) placement: sequential 4 KiB O_DIRECT reads (fio, psync, 3 s) of an
+#     entry whose data is already in netdiskfs's cache (a file:// image on
+#     tmpfs, read once), so only the FUSE round trip is left: with the
+#     scheduler free, with the daemon and fio on the same CPU, and on
+#     different CPUs (taskset). Shows what a wake-up on another CPU costs.
+# (b) CPU per GiB: reading the same 1 GiB over HTTP from nginx on loopback
+#     with `curl -o /dev/null` and with `dd` from a netdiskfs mount: wall
+#     time and the CPU seconds of every process involved (from
+#     /proc/PID/stat), to show where a 2-core machine's time goes.
+. "$(dirname "$0")/../lib/functions.sh"
+. "$TOP/tests/lib/nginx.sh"
+export LC_ALL=C
+ROUNDS=2
+[ "${1:-}" = --rounds ] && ROUNDS=$2
+[ "$(id -u)" = 0 ] || fail "needs root (tmpfs, drop_caches, FUSE)"
+for t in fio taskset nginx curl; do requires $t; done
+NGINX_ROOT=$TMP/fs/www IMG=$TMP/fs/www/disk.img
+[ -x "$ND" ] || fail "no netdiskfs binary at $ND (make netdiskfs)"
+
+mkdir -p "$TMP/fs"
+mount -t tmpfs -o size=1100M tmpfs "$TMP/fs" || fail "cannot mount a tmpfs"
+cleanup_fn "umount -l '$TMP/fs'"
+mkdir -p "$NGINX_ROOT"
+head -c 1024M /dev/urandom >"$IMG"
+
+# cpu_of PID...: user+system seconds (in ticks) summed over the PIDs.
+cpu_of() {
+    local p t=0
+    for p in "$@"; do
+        [ -r /proc/$p/stat ] || continue
+        t=$((t + $(awk '{ print $14 + $15 }' /proc/$p/stat)))
+    done
+    echo $t
+}
+ticks() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
+# mbs NS: MB/s for 1 GiB in NS nanoseconds.
+mbs() { awk -v ns="$1" 'BEGIN { printf "%.0f", 1073741824 * 1000 / ns }'; }
+
+echo "== (a) 4 KiB O_DIRECT reads from netdiskfs's cache, by CPU placement"
+nd_mount "file://$IMG" "$TMP/m" -o cache-size=512M
+dd if="$TMP/m/disk.img" of=/dev/null bs=1M count=256 iflag=direct status=none
+DP=$(cat "$TMP/m.pid")
+fio4k() {
+    "$@" fio --name=p --filename="$TMP/m/disk.img" --rw=read --bs=4k --direct=1 \
+        --ioengine=psync --size=256m --runtime=3 --time_based --output-format=terse 2>/dev/null |
+        awk -F';' '{ printf "%.1f", $7 * 1.024 / 1000 }' # terse field 7: KiB/s
+}
+for ((r = 1; r <= ROUNDS; r++)); do
+    free=$(fio4k)
+    taskset -a -p -c 0 "$DP" >/dev/null
+    same=$(fio4k taskset -c 0)
+    other=$(fio4k taskset -c 1)
+    taskset -a -p -c 0-$(($(nproc) - 1)) "$DP" >/dev/null
+    printf '   round %d: free %s MB/s   same CPU %s MB/s   different CPUs %s MB/s\n' \
+        "$r" "$free" "$same" "$other"
+done
+nd_unmount "$TMP/m"
+hp=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+[ -r $hp ] && echo "   (guest_halt_poll_ns = $(cat $hp): an idle vCPU halts at once, so waking it costs an exit to the host)"
+
+echo "== (b) CPU seconds to read 1 GiB over HTTP (nginx on loopback)"
+nginx_start
+URL=$NGINX_URL/disk.img
+ngx_pids() { pgrep -P "$NGINX_PID" | tr '\n' ' '; echo "$NGINX_PID"; }
+for ((r = 1; r <= ROUNDS; r++)); do
+    n0=$(cpu_of $(ngx_pids)) t0=$(date +%s%N)
+    curl -s -o /dev/null -w '%{size_download}' "$URL" >"$TMP/curl.out" &
+    cp=$!
+    c=0
+    while kill -0 $cp 2>/dev/null; do c=$(cpu_of $cp); sleep 0.02; done
+    wait $cp
+    t1=$(date +%s%N) n1=$(cpu_of $(ngx_pids))
+    printf '   round %d: curl -o /dev/null  %5s MB/s   CPU s: curl >=%s nginx %s\n' "$r" \
+        "$(mbs $((t1 - t0)))" "$(ticks "$c")" "$(ticks $((n1 - n0)))"
+
+    nd_mount "$URL" "$TMP/h"
+    echo 3 >/proc/sys/vm/drop_caches
+    DP=$(cat "$TMP/h.pid")
+    d0=$(cpu_of "$DP") n0=$(cpu_of $(ngx_pids)) t0=$(date +%s%N)
+    dd if="$TMP/h/disk.img" of=/dev/null bs=1M status=none &
+    ddp=$!
+    c=0
+    while kill -0 $ddp 2>/dev/null; do c=$(cpu_of $ddp); sleep 0.02; done
+    wait $ddp
+    t1=$(date +%s%N) d1=$(cpu_of "$DP") n1=$(cpu_of $(ngx_pids))
+    printf '   round %d: netdiskfs + dd     %5s MB/s   CPU s: netdiskfs %s dd >=%s nginx %s\n' "$r" \
+        "$(mbs $((t1 - t0)))" "$(ticks $((d1 - d0)))" "$(ticks "$c")" "$(ticks $((n1 - n0)))"
+    nd_unmount "$TMP/h"
+done
+echo "(MB/s = 10^6 bytes/s; '>=': sampled every 20 ms while the process ran)"
