@@ -12,8 +12,11 @@
 #     with `curl -o /dev/null` and with `dd` from a netdiskfs mount: wall
 #     time and the CPU seconds of every process involved (from
 #     /proc/PID/stat), to show where a 2-core machine's time goes.
+# (c) the same for iSCSI: `dd` from a netdiskfs mount of a tgtd LUN, with
+#     tgtd's CPU seconds.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nginx.sh"
+. "$TOP/tests/lib/tgtd.sh"
 export LC_ALL=C
 ROUNDS=2
 [ "${1:-}" = --rounds ] && ROUNDS=$2
@@ -63,6 +66,23 @@ nd_unmount "$TMP/m"
 hp=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 [ -r $hp ] && echo "   (guest_halt_poll_ns = $(cat $hp): an idle vCPU halts at once, so waking it costs an exit to the host)"
 
+# nd_dd URL: read all of the entry URL with dd; sets ND_RESULT to "MB/s,
+# CPU seconds of the daemon, of dd, of the server PIDs in SERVER_PIDS".
+nd_dd() {
+    local d0 d1 n0 n1 t0 t1 ddp c=0
+    nd_mount "$1" "$TMP/x"
+    echo 3 >/proc/sys/vm/drop_caches
+    DP=$(cat "$TMP/x.pid")
+    d0=$(cpu_of "$DP") n0=$(cpu_of $SERVER_PIDS) t0=$(date +%s%N)
+    dd if="$TMP/x/$(ls "$TMP/x")" of=/dev/null bs=1M status=none &
+    ddp=$!
+    while kill -0 $ddp 2>/dev/null; do c=$(cpu_of $ddp); sleep 0.02; done
+    wait $ddp
+    t1=$(date +%s%N) d1=$(cpu_of "$DP") n1=$(cpu_of $SERVER_PIDS)
+    nd_unmount "$TMP/x"
+    ND_RESULT="$(mbs $((t1 - t0))) $(ticks $((d1 - d0))) $(ticks "$c") $(ticks $((n1 - n0)))"
+}
+
 echo "== (b) CPU seconds to read 1 GiB over HTTP (nginx on loopback)"
 nginx_start
 URL=$NGINX_URL/disk.img
@@ -78,18 +98,28 @@ for ((r = 1; r <= ROUNDS; r++)); do
     printf '   round %d: curl -o /dev/null  %5s MB/s   CPU s: curl >=%s nginx %s\n' "$r" \
         "$(mbs $((t1 - t0)))" "$(ticks "$c")" "$(ticks $((n1 - n0)))"
 
-    nd_mount "$URL" "$TMP/h"
-    echo 3 >/proc/sys/vm/drop_caches
-    DP=$(cat "$TMP/h.pid")
-    d0=$(cpu_of "$DP") n0=$(cpu_of $(ngx_pids)) t0=$(date +%s%N)
-    dd if="$TMP/h/disk.img" of=/dev/null bs=1M status=none &
-    ddp=$!
-    c=0
-    while kill -0 $ddp 2>/dev/null; do c=$(cpu_of $ddp); sleep 0.02; done
-    wait $ddp
-    t1=$(date +%s%N) d1=$(cpu_of "$DP") n1=$(cpu_of $(ngx_pids))
-    printf '   round %d: netdiskfs + dd     %5s MB/s   CPU s: netdiskfs %s dd >=%s nginx %s\n' "$r" \
-        "$(mbs $((t1 - t0)))" "$(ticks $((d1 - d0)))" "$(ticks "$c")" "$(ticks $((n1 - n0)))"
-    nd_unmount "$TMP/h"
+    SERVER_PIDS=$(ngx_pids)
+    nd_dd "$URL"
+    read -r rate dcpu ddcpu scpu <<<"$ND_RESULT"
+    printf '   round %d: netdiskfs + dd     %5s MB/s   CPU s: netdiskfs %s dd >=%s nginx %s\n' \
+        "$r" "$rate" "$dcpu" "$ddcpu" "$scpu"
 done
+
+echo "== (c) CPU seconds to read 1 GiB over iSCSI (tgtd on loopback)"
+if command -v tgtd >/dev/null; then
+    port=$(tgt_free_port)
+    tgtd_start "$port"
+    tgt_target "$port" 1 iqn.2026-01.org.netdiskfs:explain
+    tgt_lun "$port" 1 1 "$IMG" readonly
+    SERVER_PIDS=$(cat "$TMP/tgtd.$port.pid" 2>/dev/null || pgrep -x tgtd | head -n 1)
+    for ((r = 1; r <= ROUNDS; r++)); do
+        nd_dd "iscsi://127.0.0.1:$port/iqn.2026-01.org.netdiskfs:explain/1"
+        read -r rate dcpu ddcpu scpu <<<"$ND_RESULT"
+        printf '   round %d: netdiskfs + dd     %5s MB/s   CPU s: netdiskfs %s dd >=%s tgtd %s\n' \
+            "$r" "$rate" "$dcpu" "$ddcpu" "$scpu"
+    done
+    tgtd_stop "$port"
+else
+    echo "   tgtd not installed"
+fi
 echo "(MB/s = 10^6 bytes/s; '>=': sampled every 20 ms while the process ran)"
