@@ -978,6 +978,17 @@ static int curl_configure(struct curl_conn *c, const struct nd_opts *o,
 	CURL_SET(CURLOPT_USERAGENT, "netdiskfs libcurl/" LIBCURL_VERSION);
 	CURL_SET(CURLOPT_BUFFERSIZE, (long)CURL_BUFFER_SIZE);
 	CURL_SET(CURLOPT_TCP_KEEPALIVE, 1L);
+#if defined(__x86_64__) && defined(CURLOPT_TLS13_CIPHERS)
+	/* With AES instructions AES-128-GCM costs both ends about a third
+	 * less than OpenSSL's first choice AES-256-GCM; same suites, new
+	 * order. Only a preference: a TLS library without it ignores it. */
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul"))
+		(void)curl_easy_setopt(c->easy, CURLOPT_TLS13_CIPHERS,
+				       "TLS_AES_128_GCM_SHA256:"
+				       "TLS_AES_256_GCM_SHA384:"
+				       "TLS_CHACHA20_POLY1305_SHA256");
+#endif
 	/* timeout bounds the connect and every wait for the server's next
 	 * byte, never a whole (large) transfer. */
 	CURL_SET(CURLOPT_CONNECTTIMEOUT_MS, (long)(c->timeout * 1000));
