@@ -4,7 +4,7 @@
  * kernel wakes one per request, and a new thread starts when none is left
  * waiting (up to a maximum). One difference: a thread that has just
  * answered a request first watches /dev/fuse for a short while (poll with
- * no timeout, yielding the CPU in between) before it blocks. A program
+ * a zero timeout, yielding the CPU in between) before it blocks. A program
  * reading with O_DIRECT, 4 KiB at a time, sends its next request a few
  * microseconds after each answer; a thread already running picks it up at
  * once, where a sleeping one has to be woken on another CPU first (on a
@@ -17,11 +17,12 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "fuse_ver.h"
-#include "log.h"
 #include "loop.h"
 
 #define SPIN_NS 100000ull /* watch this long after answering a request */
