@@ -2,7 +2,7 @@
 # Source it first thing: `. "$(dirname "$0")/../lib/functions.sh"`.
 # Provides: $TOP (repo), $ND (the daemon), $TMP (private temp dir, removed at
 # exit), requires, cleanup_fn, fail, free_port, nd_mount, nd_unmount,
-# wait_for, pattern.
+# wait_for, pattern, expect_eio.
 set -u
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 ND=${ND:-$TOP/netdiskfs}
@@ -69,6 +69,21 @@ free_port() {
 # pattern FILE SIZE_MiB: write a reproducible pseudo-random file.
 pattern() {
     head -c $(( $2 * 1048576 )) /dev/urandom > "$1"
+}
+
+# expect_eio BOUND_MS LOG WHAT FILE SKIP: a one-block (64 KiB) O_DIRECT
+# read of FILE at block SKIP must fail with EIO within BOUND_MS of wall
+# time (LOG is shown when it fails otherwise). Sets EIO_MS.
+expect_eio() {
+    local bound=$1 log=$2 what=$3 file=$4 skip=$5 start
+    start=$(date +%s%N)
+    if timeout 60 dd if="$file" of=/dev/null bs=64k count=1 skip="$skip" iflag=direct status=none 2>"$TMP/eio.err"; then
+        fail "$what: the read succeeded"
+    fi
+    EIO_MS=$(( ($(date +%s%N) - start) / 1000000 ))
+    grep -q "Input/output error" "$TMP/eio.err" ||
+        { cat "$TMP/eio.err"; show_log "$log"; fail "$what: the read did not fail with EIO"; }
+    [ "$EIO_MS" -le "$bound" ] || fail "$what: the read took $EIO_MS ms to fail (bound: $bound ms)"
 }
 
 # Print a log file under a header (for failures).
