@@ -33,10 +33,11 @@ head -c 1024M /dev/urandom >"$IMG"
 
 # cpu_of PID...: user+system seconds (in ticks) summed over the PIDs.
 cpu_of() {
-    local p t=0
+    local p t=0 v
     for p in "$@"; do
-        [ -r /proc/$p/stat ] || continue
-        t=$((t + $(awk '{ print $14 + $15 }' /proc/$p/stat)))
+        # A process may end between the listing and the read: counts 0.
+        v=$(awk '{ print $14 + $15 }' /proc/$p/stat 2>/dev/null)
+        t=$((t + ${v:-0}))
     done
     echo $t
 }
@@ -66,21 +67,32 @@ nd_unmount "$TMP/m"
 hp=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 [ -r $hp ] && echo "   (guest_halt_poll_ns = $(cat $hp): an idle vCPU halts at once, so waking it costs an exit to the host)"
 
+# sampled CMD...: run CMD in the background until it ends; sets SAMPLED to
+# its CPU ticks as last seen (sampled every 20 ms while it ran).
+sampled() {
+    local pid v
+    "$@" &
+    pid=$! SAMPLED=0
+    while kill -0 $pid 2>/dev/null; do
+        v=$(cpu_of $pid)
+        ((v > 0)) && SAMPLED=$v # not the 0 of a process just gone
+        sleep 0.02
+    done
+    wait $pid
+}
+
 # nd_dd URL: read all of the entry URL with dd; sets ND_RESULT to "MB/s,
 # CPU seconds of the daemon, of dd, of the server PIDs in SERVER_PIDS".
 nd_dd() {
-    local d0 d1 n0 n1 t0 t1 ddp c=0
+    local d0 d1 n0 n1 t0 t1
     nd_mount "$1" "$TMP/x"
     echo 3 >/proc/sys/vm/drop_caches
     DP=$(cat "$TMP/x.pid")
     d0=$(cpu_of "$DP") n0=$(cpu_of $SERVER_PIDS) t0=$(date +%s%N)
-    dd if="$TMP/x/$(ls "$TMP/x")" of=/dev/null bs=1M status=none &
-    ddp=$!
-    while kill -0 $ddp 2>/dev/null; do c=$(cpu_of $ddp); sleep 0.02; done
-    wait $ddp
+    sampled dd if="$TMP/x/$(ls "$TMP/x")" of=/dev/null bs=1M status=none
     t1=$(date +%s%N) d1=$(cpu_of "$DP") n1=$(cpu_of $SERVER_PIDS)
     nd_unmount "$TMP/x"
-    ND_RESULT="$(mbs $((t1 - t0))) $(ticks $((d1 - d0))) $(ticks "$c") $(ticks $((n1 - n0)))"
+    ND_RESULT="$(mbs $((t1 - t0))) $(ticks $((d1 - d0))) $(ticks "$SAMPLED") $(ticks $((n1 - n0)))"
 }
 
 echo "== (b) CPU seconds to read 1 GiB over HTTP (nginx on loopback)"
@@ -89,14 +101,10 @@ URL=$NGINX_URL/disk.img
 ngx_pids() { pgrep -P "$NGINX_PID" | tr '\n' ' '; echo "$NGINX_PID"; }
 for ((r = 1; r <= ROUNDS; r++)); do
     n0=$(cpu_of $(ngx_pids)) t0=$(date +%s%N)
-    curl -s -o /dev/null -w '%{size_download}' "$URL" >"$TMP/curl.out" &
-    cp=$!
-    c=0
-    while kill -0 $cp 2>/dev/null; do c=$(cpu_of $cp); sleep 0.02; done
-    wait $cp
+    sampled curl -s -o /dev/null "$URL"
     t1=$(date +%s%N) n1=$(cpu_of $(ngx_pids))
     printf '   round %d: curl -o /dev/null  %5s MB/s   CPU s: curl >=%s nginx %s\n' "$r" \
-        "$(mbs $((t1 - t0)))" "$(ticks "$c")" "$(ticks $((n1 - n0)))"
+        "$(mbs $((t1 - t0)))" "$(ticks "$SAMPLED")" "$(ticks $((n1 - n0)))"
 
     SERVER_PIDS=$(ngx_pids)
     nd_dd "$URL"
