@@ -12,9 +12,15 @@ PKGS := fuse3 jansson libcurl $(BACKEND_PKGS)
 CORE_SRCS := $(filter-out src/main.c,$(sort $(wildcard src/*.c)))
 WARN := -Wall -Wextra -Wshadow -Wvla -Wno-unused-parameter -Werror
 CFLAGS ?= -O2 -g
-ND_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread -Isrc -Ibackends \
-	$(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(SANFLAGS)
-ND_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread -lm $(SANFLAGS)
+# pkg-config runs when a recipe first needs it, never while the Makefile
+# is read: on a fresh machine the libraries arrive with the deps step, which
+# every compile and link waits for (order-only prerequisite).
+PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell $(PKG_CONFIG) --cflags $(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS = $(eval PKG_LIBS := $$(shell $(PKG_CONFIG) --libs $(PKGS)))$(PKG_LIBS)
+PKG_CONFIG ?= pkg-config
+ND_CFLAGS = -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread -Isrc -Ibackends \
+	$(PKG_CFLAGS) $(SANFLAGS)
+ND_LIBS = $(PKG_LIBS) -pthread -lm $(SANFLAGS)
 
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(BACKEND_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
@@ -27,7 +33,7 @@ all: netdiskfs
 deps:
 	@tests/lib/install-deps.sh
 
-$(BUILD)/netdiskfs: $(CORE_OBJS) $(BUILD)/src/main.o
+$(BUILD)/netdiskfs: $(CORE_OBJS) $(BUILD)/src/main.o | deps
 	@echo "  LD      $@"
 	@$(CC) -o $@ $^ $(ND_LIBS)
 
@@ -35,22 +41,22 @@ $(BUILD)/netdiskfs: $(CORE_OBJS) $(BUILD)/src/main.o
 netdiskfs: $(BUILD)/netdiskfs
 	@cp $< $@.tmp && mv -f $@.tmp $@
 
-$(BUILD)/%.o: %.c $(wildcard src/*.h src/util/*.h backends/*.h)
+$(BUILD)/%.o: %.c $(wildcard src/*.h src/util/*.h backends/*.h) | deps
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	@$(CC) $(ND_CFLAGS) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/unit/%: tests/unit/%.c $(CORE_OBJS)
+$(BUILD)/tests/unit/%: tests/unit/%.c $(CORE_OBJS) | deps
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	@$(CC) $(ND_CFLAGS) $(CFLAGS) -o $@ $^ $(ND_LIBS)
 
 # The fuzz target needs clang's libFuzzer; it runs for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 20
-$(BUILD)/fuzz-parse: tests/fuzz/fuzz-parse.c src/url.c src/opts.c src/log.c src/table.c
+$(BUILD)/fuzz-parse: tests/fuzz/fuzz-parse.c src/url.c src/opts.c src/log.c src/table.c | deps
 	@mkdir -p $(dir $@)
 	clang -std=gnu11 -g -O1 -Wall -Werror -D_GNU_SOURCE -Isrc -Ibackends -fsanitize=fuzzer,address,undefined \
-		$(shell pkg-config --cflags jansson libcurl) -o $@ $^ $(shell pkg-config --libs jansson libcurl) -pthread
+		$(shell $(PKG_CONFIG) --cflags jansson libcurl) -o $@ $^ $(shell $(PKG_CONFIG) --libs jansson libcurl) -pthread
 
 fuzz: $(BUILD)/fuzz-parse
 	mkdir -p $(BUILD)/fuzz-corpus
