@@ -53,7 +53,9 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(CORE_OBJS) | deps
 
 # The fuzz target needs clang's libFuzzer; it runs for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 20
-$(BUILD)/fuzz-parse: tests/fuzz/fuzz-parse.c src/url.c src/opts.c src/log.c src/table.c | deps
+# The parser and every backend's URL file: no protocol library is linked.
+URL_SRCS := src/url.c src/opts.c src/log.c src/table.c $(wildcard backends/*-url.c)
+$(BUILD)/fuzz-parse: tests/fuzz/fuzz-parse.c $(URL_SRCS) | deps
 	@mkdir -p $(dir $@)
 	clang -std=gnu11 -g -O1 -Wall -Werror -D_GNU_SOURCE -Isrc -Ibackends -fsanitize=fuzzer,address,undefined \
 		$(shell $(PKG_CONFIG) --cflags jansson libcurl) -o $@ $^ $(shell $(PKG_CONFIG) --libs jansson libcurl) -pthread

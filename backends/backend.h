@@ -73,6 +73,39 @@ struct nd_backend {
 	void (*shutdown)(void);
 };
 
+/* A protocol's URL grammar: its schemes and legacy forms turned into the
+ * canonical option set, and its keys normalised (aliases, defaults such as
+ * ports, the structure it needs). It lives in a library-free file of the
+ * backend (backends/NAME-url.c), so the parser, its fuzzer and
+ * --print-config link no protocol library. Helpers: src/url.h. */
+struct nd_proto {
+	const char *name;	    /* driver= it sets; NULL: the one given */
+	const char *const *drivers; /* driver= values it normalises */
+	const char *const *schemes; /* URL schemes it parses, lower case */
+	const char *legacy;	    /* prefix of a form without "://" */
+	/* URL (its scheme lower-cased in SCHEME, NULL for a legacy form) ->
+	 * keys nd_opt_add'ed to O with ORIGIN. 0 or -1 with an nd_error. */
+	int (*parse)(const char *scheme, const char *url, struct nd_opts *o,
+		     const char *origin);
+	/* After the entry's options are merged in. 0 or -1 with an nd_error. */
+	int (*normalize)(struct nd_opts *o);
+	/* Optional: the file name a legacy form is shown as (malloc'd);
+	 * without it, the last path component. */
+	char *(*basename)(const char *url);
+};
+
+void nd_proto_register(const struct nd_proto *p);
+const struct nd_proto *nd_proto_by_scheme(const char *scheme);
+const struct nd_proto *nd_proto_by_driver(const char *driver);
+/* For a legacy form: the protocol whose prefix URL starts with. */
+const struct nd_proto *nd_proto_by_legacy(const char *url);
+
+#define ND_PROTO_REGISTER(p)                                                  \
+	static void __attribute__((constructor)) nd_register_##p(void)       \
+	{                                                                     \
+		nd_proto_register(&(p));                                      \
+	}
+
 void nd_backend_register(const struct nd_backend *b);
 const struct nd_backend *nd_backend_find(const char *driver);
 /* NULL-terminated list, in registration order. */

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "readahead.h"
 #include "table.h"
+#include "url.h"
 #include "util/cleanup.h"
 
 #define VERSION "0.1"
@@ -173,20 +174,10 @@ static int add_o(const char *list)
 	return ret;
 }
 
-static bool is_url(const char *s)
-{
-	size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-			     "0123456789+.-");
-	size_t k = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-			     "0123456789._-");
-	return strncmp(s + n, "://", 3) == 0 || strncmp(s, "nbd:", 4) == 0 ||
-	       strncmp(s, "json:", 5) == 0 || (k && s[k] == '=');
-}
-
 /* Load SOURCE: errors go to stderr as FILE:LINE: message. */
 static int load(struct nd_table *t)
 {
-	if (is_url(cli.source))
+	if (nd_url_is_device(cli.source))
 		return nd_table_from_url(cli.source, &cli.defaults,
 					 nd_disk_check_opts, t, stderr);
 	return nd_table_load(cli.source, &cli.defaults, nd_disk_check_opts, t,
@@ -323,7 +314,7 @@ static void reload(void)
 	FILE *errs = open_memstream(&buf, &len);
 	int nerr;
 
-	if (is_url(cli.source) || !errs) {
+	if (nd_url_is_device(cli.source) || !errs) {
 		if (errs)
 			fclose(errs);
 		free(buf);
@@ -508,7 +499,7 @@ static int mount_main(void)
 	free((char *)cli.mountpoint);
 	cli.mountpoint = mnt;
 	/* SIGHUP re-reads the table after daemonize() did chdir("/"). */
-	if (!is_url(cli.source)) {
+	if (!nd_url_is_device(cli.source)) {
 		char *abs = realpath(cli.source, NULL);
 		if (abs) {
 			free((char *)cli.source); /* strdup'd by main() */

@@ -200,6 +200,13 @@ int main(void)
 
 	/* Errors name the line and the problem. */
 	expect_error("x gopher://h/x", "unknown URL scheme 'gopher'");
+	expect_error("x nbd+foo://h/x", "unknown URL scheme 'nbd+foo'");
+	/* A NUL would cut a name short: refused wherever it is decoded. */
+	expect_error("x ssh://h/a%00b.img", "a NUL byte is not allowed");
+	expect_error("x nbd://h/exp%00x", "a NUL byte is not allowed");
+	expect_error("x gluster://h/vol/a%00.img", "a NUL byte is not allowed");
+	expect_error("x file:///a%00b", "a NUL byte is not allowed");
+	expect_error("x nbd+unix:///e?socket=/run/a%00b", "a NUL byte is not allowed");
 	expect_error("x json:{\"driver\":\"vmdk\",\"file\":{\"driver\":\"file\","
 		     "\"filename\":\"/i\"}}",
 		     "netdiskfs exposes raw bytes");
