@@ -10,7 +10,7 @@ BACKEND_SRCS := $(sort $(wildcard backends/*.c))
 BACKEND_PKGS := $(shell sed -n 's|^/\* pkg-config: \(.*\) \*/$$|\1|p' $(BACKEND_SRCS))
 PKGS := fuse3 jansson libcurl $(BACKEND_PKGS)
 CORE_SRCS := $(filter-out src/main.c,$(sort $(wildcard src/*.c)))
-WARN := -Wall -Wextra -Wshadow -Wvla -Wno-unused-parameter -Werror
+WARN := -Wall -Wextra -Wshadow -Wvla -Wformat=2 -Wmissing-prototypes -Wno-unused-parameter -Werror
 CFLAGS ?= -O2 -g
 # pkg-config runs when a recipe first needs it, never while the Makefile
 # is read: on a fresh machine the libraries arrive with the deps step, which

@@ -18,13 +18,6 @@
 #include "url.h"
 #include "util/cleanup.h"
 
-int nd_url_error(const char *fmt, const char *a)
-{
-	errno = EINVAL;
-	nd_error(fmt, a);
-	return -1;
-}
-
 char *nd_url_decode(const char *s, size_t len)
 {
 	int outlen;
@@ -34,7 +27,7 @@ char *nd_url_decode(const char *s, size_t len)
 		return NULL;
 	/* A NUL would silently cut a path or a name short. */
 	if (memchr(t, 0, (size_t)outlen))
-		nd_url_error("'%s' in a URL: a NUL byte is not allowed",
+		(void)nd_url_error("'%s' in a URL: a NUL byte is not allowed",
 			     "%00");
 	else
 		r = strdup(t);

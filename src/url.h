@@ -5,7 +5,10 @@
 #ifndef ND_URL_H
 #define ND_URL_H
 
+#include <errno.h>
 #include <stdbool.h>
+
+#include "log.h"
 
 #include "opts.h"
 
@@ -52,8 +55,8 @@ char *nd_url_host(const char *h);
  * pairs "from", "to" of keys to rename, NULL-terminated (or NULL). */
 int nd_url_add_query(const char *query, struct nd_opts *o, const char *origin,
 		     const char *const *map);
-/* errno = EINVAL, nd_error(FMT, A), -1. */
-int nd_url_error(const char *fmt, const char *a);
+/* nd_error(FMT, ...) with errno = EINVAL; the value is -1. */
+#define nd_url_error(...) (errno = EINVAL, nd_error(__VA_ARGS__), -1)
 
 /* Rename key OLD to NEW, keeping its origin (an error if both are given
  * with different values). */
