@@ -27,7 +27,7 @@ char *nd_url_decode(const char *s, size_t len)
 		return NULL;
 	/* A NUL would silently cut a path or a name short. */
 	if (memchr(t, 0, (size_t)outlen))
-		(void)nd_url_error("'%s' in a URL: a NUL byte is not allowed",
+		nd_url_error("'%s' in a URL: a NUL byte is not allowed",
 			     "%00");
 	else
 		r = strdup(t);

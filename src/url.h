@@ -56,7 +56,7 @@ char *nd_url_host(const char *h);
 int nd_url_add_query(const char *query, struct nd_opts *o, const char *origin,
 		     const char *const *map);
 /* nd_error(FMT, ...) with errno = EINVAL; the value is -1. */
-#define nd_url_error(...) (errno = EINVAL, nd_error(__VA_ARGS__), -1)
+#define nd_url_error(...) ({ errno = EINVAL; nd_error(__VA_ARGS__); -1; })
 
 /* Rename key OLD to NEW, keeping its origin (an error if both are given
  * with different values). */
