@@ -8,8 +8,8 @@ CC ?= cc
 # Each backend names its pkg-config modules in a line "/* pkg-config: ... */".
 BACKEND_SRCS := $(sort $(wildcard backends/*.c))
 BACKEND_PKGS := $(shell sed -n 's|^/\* pkg-config: \(.*\) \*/$$|\1|p' $(BACKEND_SRCS))
-PKGS := fuse3 jansson libcurl $(BACKEND_PKGS)
-CORE_SRCS := $(filter-out src/main.c,$(sort $(wildcard src/*.c)))
+PKGS := fuse3 jansson libcurl zlib libzstd $(BACKEND_PKGS)
+CORE_SRCS := $(filter-out src/main.c,$(sort $(wildcard src/*.c src/layers/*.c)))
 WARN := -Wall -Wextra -Wshadow -Wvla -Wformat=2 -Wmissing-prototypes -Wno-unused-parameter -Werror
 CFLAGS ?= -O2 -g
 # pkg-config runs when a recipe first needs it, never while the Makefile
@@ -41,7 +41,7 @@ $(BUILD)/netdiskfs: $(CORE_OBJS) $(BUILD)/src/main.o | deps
 netdiskfs: $(BUILD)/netdiskfs
 	@cp $< $@.tmp && mv -f $@.tmp $@
 
-$(BUILD)/%.o: %.c $(wildcard src/*.h src/util/*.h backends/*.h) | deps
+$(BUILD)/%.o: %.c $(wildcard src/*.h src/util/*.h src/layers/*.h backends/*.h) | deps
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	@$(CC) $(ND_CFLAGS) $(CFLAGS) -c -o $@ $<
@@ -60,6 +60,13 @@ $(BUILD)/fuzz-parse: tests/fuzz/fuzz-parse.c $(URL_SRCS) | deps
 	clang -std=gnu11 -g -O1 -Wall -Werror -D_GNU_SOURCE -Isrc -Ibackends -fsanitize=fuzzer,address,undefined \
 		$(shell $(PKG_CONFIG) --cflags jansson libcurl) -o $@ $^ $(shell $(PKG_CONFIG) --libs jansson libcurl) -pthread
 
+# The qcow2 layer on its own, over an in-memory container.
+QCOW2_SRCS := src/layers/qcow2.c src/layers/layer.c src/log.c
+$(BUILD)/fuzz-qcow2: tests/fuzz/fuzz-qcow2.c $(QCOW2_SRCS) | deps
+	@mkdir -p $(dir $@)
+	clang -std=gnu11 -g -O1 -Wall -Werror -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined \
+		$(shell $(PKG_CONFIG) --cflags zlib libzstd) -o $@ $^ $(shell $(PKG_CONFIG) --libs zlib libzstd) -pthread
+
 fuzz: $(BUILD)/fuzz-parse
 	mkdir -p $(BUILD)/fuzz-corpus
 	cp tests/fuzz/corpus/* $(BUILD)/fuzz-corpus/
@@ -70,8 +77,10 @@ unit: deps netdiskfs $(UNIT_BINS)
 func: deps netdiskfs
 
 check: deps
-	$(MAKE) netdiskfs $(UNIT_BINS) $(BUILD)/fuzz-parse
-	@ND=$(CURDIR)/$(BUILD)/netdiskfs FUZZ_BIN=$(CURDIR)/$(BUILD)/fuzz-parse tests/run-tests.sh $(UNIT_BINS) tests/fuzz/run-fuzz.sh $(FUNC_TESTS)
+	$(MAKE) netdiskfs $(UNIT_BINS) $(BUILD)/fuzz-parse $(BUILD)/fuzz-qcow2
+	@ND=$(CURDIR)/$(BUILD)/netdiskfs FUZZ_BIN=$(CURDIR)/$(BUILD)/fuzz-parse \
+		FUZZ_QCOW2_BIN=$(CURDIR)/$(BUILD)/fuzz-qcow2 \
+		tests/run-tests.sh $(UNIT_BINS) tests/fuzz/run-fuzz.sh tests/fuzz/run-fuzz-qcow2.sh $(FUNC_TESTS)
 
 check-asan: deps
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \

@@ -1,0 +1,192 @@
+/* layer.c: the layer calls with their range checks, and the local-file
+ * layer (a file or block device read with pread/pwrite: local backing
+ * files of a format, and the base of the layers' unit tests). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "layer.h"
+#include "log.h"
+
+static int out_of_range(struct nd_layer *l, uint64_t len, uint64_t off)
+{
+	if (off > l->size || len > l->size - off) {
+		errno = EIO;
+		nd_error("%s: request at %llu (+%llu) past the end (%llu)",
+			 l->ops->name, (unsigned long long)off,
+			 (unsigned long long)len, (unsigned long long)l->size);
+		return -EIO;
+	}
+	return 0;
+}
+
+int nd_layer_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off)
+{
+	int r = out_of_range(l, len, off);
+	return r ? r : len ? l->ops->pread(l, buf, len, off) : 0;
+}
+
+static int read_only(struct nd_layer *l)
+{
+	errno = EROFS;
+	nd_error("%s: read-only", l->ops->name);
+	return -EROFS;
+}
+
+int nd_layer_pwrite(struct nd_layer *l, const void *buf, size_t len,
+		    uint64_t off)
+{
+	int r = out_of_range(l, len, off);
+	if (r)
+		return r;
+	if (l->ro || !l->ops->pwrite)
+		return read_only(l);
+	return len ? l->ops->pwrite(l, buf, len, off) : 0;
+}
+
+int nd_layer_zero(struct nd_layer *l, uint64_t len, uint64_t off)
+{
+	int r = out_of_range(l, len, off);
+	if (r)
+		return r;
+	if (l->ro || !l->ops->zero)
+		return read_only(l);
+	return len ? l->ops->zero(l, len, off) : 0;
+}
+
+int nd_layer_flush(struct nd_layer *l)
+{
+	return l->ops->flush && !l->ro ? l->ops->flush(l) : 0;
+}
+
+void nd_layer_close(struct nd_layer *l)
+{
+	if (l)
+		l->ops->close(l);
+}
+
+/* --- the local-file layer ---------------------------------------------- */
+
+struct file_layer {
+	struct nd_layer l;
+	int fd;
+	char *path;
+};
+
+static int file_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off)
+{
+	struct file_layer *f = (struct file_layer *)l;
+	while (len) {
+		ssize_t n = pread(f->fd, buf, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			nd_error("%s: read at %llu: %m", f->path,
+				 (unsigned long long)off);
+			return -errno;
+		}
+		buf = (char *)buf + n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int file_pwrite(struct nd_layer *l, const void *buf, size_t len,
+		       uint64_t off)
+{
+	struct file_layer *f = (struct file_layer *)l;
+	while (len) {
+		ssize_t n = pwrite(f->fd, buf, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			nd_error("%s: write at %llu: %m", f->path,
+				 (unsigned long long)off);
+			return -errno;
+		}
+		buf = (const char *)buf + n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int file_zero(struct nd_layer *l, uint64_t len, uint64_t off)
+{
+	struct file_layer *f = (struct file_layer *)l;
+	static const char zeroes[65536];
+	if (fallocate(f->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)off, (off_t)len) == 0)
+		return 0;
+	while (len) {
+		size_t n = len < sizeof zeroes ? (size_t)len : sizeof zeroes;
+		int r = file_pwrite(l, zeroes, n, off);
+		if (r)
+			return r;
+		len -= n;
+		off += n;
+	}
+	return 0;
+}
+
+static int file_flush(struct nd_layer *l)
+{
+	struct file_layer *f = (struct file_layer *)l;
+	if (fdatasync(f->fd) == 0)
+		return 0;
+	nd_error("%s: fdatasync: %m", f->path);
+	return -errno;
+}
+
+static void file_close(struct nd_layer *l)
+{
+	struct file_layer *f = (struct file_layer *)l;
+	close(f->fd);
+	free(f->path);
+	free(f);
+}
+
+static const struct nd_layer_ops file_ops = {
+	.name = "file",
+	.pread = file_pread,
+	.pwrite = file_pwrite,
+	.zero = file_zero,
+	.flush = file_flush,
+	.close = file_close,
+};
+
+int nd_layer_file_open(const char *path, bool ro, struct nd_layer **out)
+{
+	struct file_layer *f = calloc(1, sizeof *f);
+	struct stat st;
+	off_t end;
+
+	if (!f || !(f->path = strdup(path))) {
+		free(f);
+		return -ENOMEM;
+	}
+	f->fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (f->fd < 0 || fstat(f->fd, &st) < 0 ||
+	    (end = lseek(f->fd, 0, SEEK_END)) < 0) {
+		int e = errno;
+		nd_error("%s: %m", path);
+		if (f->fd >= 0)
+			close(f->fd);
+		free(f->path);
+		free(f);
+		return -e;
+	}
+	f->l.ops = &file_ops;
+	f->l.size = (uint64_t)end;
+	f->l.ro = ro;
+	*out = &f->l;
+	return 0;
+}

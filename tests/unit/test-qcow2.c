@@ -1,0 +1,239 @@
+/* test-qcow2: the qcow2 layer decodes images made by qemu-img and qemu-io
+ * in every variant (v2, v3, cluster sizes 512 B to 2 MiB, zero clusters,
+ * deflate and zstd compression, extended L2 entries, a backing chain with
+ * relative names, an internal snapshot) to exactly the bytes of
+ * `qemu-img convert -O raw`; hostile images give errors, never a crash. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "layers/layer.h"
+#include "layers/qcow2.h"
+#include "log.h"
+
+static int failures;
+static char dir[] = "/tmp/netdiskfs-qcow2.XXXXXX";
+
+static void fail(const char *what, const char *why)
+{
+	printf("FAIL: %s: %s\n", what, why);
+	failures++;
+}
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof cmd, fmt, ap);
+	va_end(ap);
+	char full[4200];
+	snprintf(full, sizeof full, "cd %s && (%s) >/dev/null 2>qemu.err", dir,
+		 cmd);
+	if (system(full) != 0) {
+		printf("command failed: %s\n", cmd);
+		(void)system("cat /tmp/netdiskfs-qcow2.*/qemu.err");
+		exit(1);
+	}
+	return 0;
+}
+
+/* Backing files: relative names resolve in the image's directory; a
+ * qcow2 (probed by its magic, or named by the format) is decoded too. */
+static int open_any(const char *path, unsigned depth, struct nd_layer **out);
+
+static int open_backing(const char *name, const char *format, unsigned depth,
+			void *arg, struct nd_layer **out)
+{
+	char path[2048];
+	snprintf(path, sizeof path, "%s/%s", (const char *)arg, name);
+	return open_any(name[0] == '/' ? name : path, depth, out);
+}
+
+static int open_any(const char *path, unsigned depth, struct nd_layer **out)
+{
+	struct nd_layer *f;
+	char magic[4] = { 0 };
+	struct nd_qcow2_opts o = { .open_backing = open_backing,
+				   .arg = dir,
+				   .depth = depth };
+	int r = nd_layer_file_open(path, true, &f);
+	if (r)
+		return r;
+	if (f->size >= 4 && nd_layer_pread(f, magic, 4, 0) == 0 &&
+	    nd_qcow2_probe(magic))
+		return nd_qcow2_open(f, &o, out);
+	*out = f;
+	return 0;
+}
+
+/* Decode IMG in odd-sized chunks and compare with qemu-img's raw. */
+static void compare(const char *what, const char *img, const char *snapshot)
+{
+	char path[2048], raw[2048], err[512] = "";
+	struct nd_layer *f, *q;
+	struct nd_qcow2_opts o = { .open_backing = open_backing, .arg = dir,
+				   .snapshot = snapshot, .l2_cache_bytes = 1 };
+	snprintf(path, sizeof path, "%s/%s", dir, img);
+	snprintf(raw, sizeof raw, "%s/%s.raw", dir, img);
+	if (snapshot)
+		sh("qemu-img convert -l snapshot.name=%s -O raw %s %s.raw",
+		   snapshot, img, img);
+	else
+		sh("qemu-img convert -O raw %s %s.raw", img, img);
+	FILE *want = fopen(raw, "rb");
+	if (nd_layer_file_open(path, true, &f) || nd_qcow2_open(f, &o, &q)) {
+		fail(what, nd_get_error());
+		if (want)
+			fclose(want);
+		return;
+	}
+	size_t chunk = 65536 * 3 + 4096 + 512 + 7;
+	char *a = malloc(chunk), *b = malloc(chunk);
+	uint64_t off = 0;
+	while (off < q->size) {
+		size_t n = q->size - off < chunk ? (size_t)(q->size - off) : chunk;
+		if (nd_layer_pread(q, a, n, off) != 0) {
+			snprintf(err, sizeof err, "read at %llu: %s",
+				 (unsigned long long)off, nd_get_error());
+			break;
+		}
+		if (fread(b, 1, n, want) != n || memcmp(a, b, n) != 0) {
+			snprintf(err, sizeof err, "bytes differ in [%llu, +%zu)",
+				 (unsigned long long)off, n);
+			break;
+		}
+		off += n;
+	}
+	if (!*err && fgetc(want) != EOF)
+		snprintf(err, sizeof err, "size %llu is short of qemu-img's",
+			 (unsigned long long)q->size);
+	if (*err)
+		fail(what, err);
+	free(a);
+	free(b);
+	fclose(want);
+	nd_layer_close(q);
+}
+
+/* Opening IMG or reading it fails cleanly (with ERRNO, 0 = any). */
+static void expect_bad(const char *what, const char *img, int want_errno)
+{
+	char path[2048];
+	struct nd_layer *f, *q;
+	struct nd_qcow2_opts o = { .open_backing = open_backing, .arg = dir };
+	char buf[65536];
+	int r;
+
+	snprintf(path, sizeof path, "%s/%s", dir, img);
+	if (nd_layer_file_open(path, true, &f)) {
+		fail(what, "cannot open the file");
+		return;
+	}
+	r = nd_qcow2_open(f, &o, &q);
+	if (r == 0) {
+		for (uint64_t off = 0; r == 0 && off < q->size; off += sizeof buf)
+			r = nd_layer_pread(q, buf,
+					   q->size - off < sizeof buf
+						   ? (size_t)(q->size - off)
+						   : sizeof buf,
+					   off);
+		nd_layer_close(q);
+	}
+	if (r == 0 || (want_errno && r != -want_errno))
+		fail(what, r ? nd_get_error() : "accepted");
+}
+
+static void variants(void)
+{
+	const char *w = "-c 'write -P 0x11 0 64k' -c 'write -P 0x22 1000k 300k' "
+			"-c 'write -P 0x33 7M 1M' -c 'write -P 0x44 3M 512'";
+	sh("qemu-img create -f qcow2 -o compat=0.10 v2.qcow2 8M && "
+	   "qemu-io -f qcow2 %s v2.qcow2", w);
+	compare("v2", "v2.qcow2", NULL);
+	sh("qemu-img create -f qcow2 v3.qcow2 8M && qemu-io -f qcow2 %s "
+	   "-c 'write -z 1M 64k' -c 'write -z -u 7M 128k' v3.qcow2", w);
+	compare("v3 with zero clusters", "v3.qcow2", NULL);
+	sh("qemu-img create -f qcow2 -o cluster_size=512 c512.qcow2 8M && "
+	   "qemu-io -f qcow2 %s c512.qcow2", w);
+	compare("512-byte clusters", "c512.qcow2", NULL);
+	sh("qemu-img create -f qcow2 -o cluster_size=2M c2m.qcow2 8M && "
+	   "qemu-io -f qcow2 %s c2m.qcow2", w);
+	compare("2 MiB clusters", "c2m.qcow2", NULL);
+	sh("(seq 1 400000; head -c 1M /dev/urandom; seq 5 300000) | "
+	   "head -c 6M > text.raw && truncate -s 8M text.raw && "
+	   "qemu-img convert -c -O qcow2 -f raw text.raw deflate.qcow2 && "
+	   "qemu-img convert -c -O qcow2 -o compression_type=zstd -f raw "
+	   "text.raw zstd.qcow2");
+	compare("deflate compressed", "deflate.qcow2", NULL);
+	compare("zstd compressed", "zstd.qcow2", NULL);
+	sh("qemu-img create -f qcow2 -o extended_l2=on,cluster_size=64k "
+	   "-b text.raw -F raw ext.qcow2 && qemu-io -f qcow2 "
+	   "-c 'write -P 0x55 4k 2k' -c 'write -P 0x66 70k 6k' "
+	   "-c 'write -z 200k 8k' -c 'write -P 0x77 1M 64k' ext.qcow2");
+	compare("extended L2 entries over a backing file", "ext.qcow2", NULL);
+}
+
+static void chain_and_snapshot(void)
+{
+	sh("head -c 4M /dev/urandom > base.raw && "
+	   "qemu-img create -f qcow2 -b base.raw -F raw mid.qcow2 && "
+	   "qemu-io -f qcow2 -c 'write -P 0x21 1M 100k' mid.qcow2 && "
+	   "qemu-img create -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2 6M && "
+	   "qemu-io -f qcow2 -c 'write -P 0x31 1050k 10k' "
+	   "-c 'write -P 0x32 5M 4k' top.qcow2");
+	compare("3-deep backing chain, relative names", "top.qcow2", NULL);
+	sh("qemu-img create -f qcow2 snap.qcow2 4M && "
+	   "qemu-io -f qcow2 -c 'write -P 0x41 0 1M' snap.qcow2 && "
+	   "qemu-img snapshot -c s1 snap.qcow2 && "
+	   "qemu-io -f qcow2 -c 'write -P 0x42 512k 1M' snap.qcow2");
+	compare("snapshot s1", "snap.qcow2", "s1");
+	compare("active layer after a snapshot", "snap.qcow2", NULL);
+}
+
+static void hostile(void)
+{
+	sh("cp v3.qcow2 trunc.qcow2 && truncate -s 1000 trunc.qcow2");
+	expect_bad("truncated image", "trunc.qcow2", EIO);
+	/* L1[0] -> an L2 table far past the end of the file. */
+	sh("cp v3.qcow2 l2far.qcow2 && "
+	   "off=$(od -An -tx1 -j40 -N8 v3.qcow2 | tr -d ' ') && "
+	   "printf '\\x80\\x00\\x00\\x7f\\x00\\x00\\x00\\x00' | dd of=l2far.qcow2 "
+	   "bs=1 seek=$((0x$off)) conv=notrunc status=none");
+	expect_bad("L2 table past the end", "l2far.qcow2", EIO);
+	sh("qemu-img create -f qcow2 -u -b loop2.qcow2 -F qcow2 loop1.qcow2 1M && "
+	   "qemu-img create -f qcow2 -u -b loop1.qcow2 -F qcow2 loop2.qcow2 1M");
+	expect_bad("a loop of backing files", "loop1.qcow2", ELOOP);
+	/* A virtual size of 2^62 with a one-entry L1 table. */
+	sh("cp v3.qcow2 huge.qcow2 && printf '\\x40\\0\\0\\0\\0\\0\\0\\0' | "
+	   "dd of=huge.qcow2 bs=1 seek=24 conv=notrunc status=none");
+	expect_bad("a huge virtual size", "huge.qcow2", EIO);
+	sh("qemu-img create -f qcow2 -o encrypt.format=luks,"
+	   "encrypt.key-secret=s0 --object secret,id=s0,data=x enc.qcow2 1M");
+	expect_bad("an encrypted image", "enc.qcow2", ENOTSUP);
+	sh("head -c 65536 /dev/zero > notq.img");
+	expect_bad("not a qcow2 image", "notq.img", EIO);
+}
+
+int main(void)
+{
+	if (system("command -v qemu-img >/dev/null && command -v qemu-io "
+		   ">/dev/null") != 0) {
+		printf("SKIP: qemu-img or qemu-io not installed\n");
+		return 77;
+	}
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	variants();
+	chain_and_snapshot();
+	hostile();
+	sh("rm -rf %s", dir);
+	printf("test-qcow2: %s\n", failures ? "FAILED" : "ok");
+	return failures ? 1 : 0;
+}
