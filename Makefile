@@ -8,7 +8,7 @@ CC ?= cc
 # Each backend names its pkg-config modules in a line "/* pkg-config: ... */".
 BACKEND_SRCS := $(sort $(wildcard backends/*.c))
 BACKEND_PKGS := $(shell sed -n 's|^/\* pkg-config: \(.*\) \*/$$|\1|p' $(BACKEND_SRCS))
-PKGS := fuse3 jansson libcurl zlib libzstd $(BACKEND_PKGS)
+PKGS := fuse3 jansson libcurl zlib libzstd libxxhash $(BACKEND_PKGS)
 CORE_SRCS := $(filter-out src/main.c,$(sort $(wildcard src/*.c src/layers/*.c)))
 WARN := -Wall -Wextra -Wshadow -Wvla -Wformat=2 -Wmissing-prototypes -Wno-unused-parameter -Werror
 CFLAGS ?= -O2 -g

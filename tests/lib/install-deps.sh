@@ -4,7 +4,7 @@
 # Idempotent: only runs apt-get when something is missing.
 set -e
 PKGS="build-essential pkg-config clang libfuse3-dev fuse3 libjansson-dev
-libcurl4-openssl-dev zlib1g-dev libzstd-dev libnbd-dev libiscsi-dev libssh-dev libglusterfs-dev
+libcurl4-openssl-dev zlib1g-dev libzstd-dev libxxhash-dev libnbd-dev libiscsi-dev libssh-dev libglusterfs-dev
 nbdkit libnbd-bin python3-libnbd gnutls-bin tgt libiscsi-bin
 openssh-server openssh-client glusterfs-server glusterfs-client
 nginx-light openssl vsftpd fio xxd groff-base man-db psmisc iproute2

@@ -1,0 +1,669 @@
+/* tier.c: the persistent cache tier (cache-dir=).
+ *
+ * Under CACHE-DIR, each entry has a directory named by a hash of its
+ * identity (canonical options without secrets, never the table name):
+ *   meta    identity, disk size, block size, the server's validator
+ *   data    block N at N * block size (sparse)
+ *   map     block N's checksum at N * 8 (0: absent), mapped in memory
+ *   lock    held (flock) by the one mount using the directory
+ *   writer  exists while a mount that writes the disk has it open
+ *
+ * A block is served only if XXH3 of its bytes, seeded with its number,
+ * equals its map record. Data and record are written without an fsync:
+ * after a crash or a power loss a record either matches its data, or it
+ * does not and the block is fetched again. What checksums cannot catch is
+ * a block this mount wrote to the server whose old copy survives a crash:
+ * so a writing mount marks the directory (writer) before its first write
+ * and clears the mark only at a clean close; a marked directory found at
+ * mount is dropped whole.
+ *
+ * The caller never puts bytes that a write may have made stale (the
+ * memory cache knows: a block written while it was being fetched). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "log.h"
+#include "tier.h"
+
+struct nd_tier {
+	char *path; /* CACHE-DIR/KEY */
+	int lock_fd, data_fd, map_fd;
+	uint32_t bs;
+	uint64_t size, nblocks, max_blocks;
+	bool writable, writer_marked;
+	char validator[128];
+
+	pthread_mutex_t lock; /* protects everything below and map stores */
+	uint64_t *map;	      /* mmap'ed records */
+	uint8_t *flags;	      /* per block: PRESENT, REF */
+	uint64_t used, hand, hits, misses;
+	bool on;
+	char state[160];
+};
+
+#define PRESENT 1u
+#define REF 2u
+
+static uint64_t block_sum(const void *buf, size_t len, uint64_t idx)
+{
+	uint64_t s = XXH3_64bits_withSeed(buf, len, idx);
+	return s ? s : 1; /* 0 means absent */
+}
+
+static char *path_of(const struct nd_tier *t, const char *file)
+{
+	char *p;
+	return asprintf(&p, "%s/%s", t->path, file) < 0 ? NULL : p;
+}
+
+/* Turn the tier off for this mount: one log line, reads go to the server. */
+static void tier_off(struct nd_tier *t, const char *what, int err)
+{
+	pthread_mutex_lock(&t->lock);
+	if (t->on) {
+		t->on = false;
+		snprintf(t->state, sizeof t->state, "off: %s: %s", what,
+			 strerror(err));
+		nd_warn("cache-dir %s: disk tier off (%s: %s); reads go to "
+			"the server",
+			t->path, what, strerror(err));
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+static int fsync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = fd < 0 ? -1 : fsync(fd);
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+/* --- meta ----------------------------------------------------------------- */
+
+static char *meta_text(const struct nd_tier_cfg *c)
+{
+	char *s;
+	if (asprintf(&s,
+		     "netdiskfs-cache 1\nsize=%" PRIu64 "\nblock-size=%" PRIu32
+		     "\nvalidator=%s\nidentity=%s\n",
+		     c->size, c->block_size, c->validator ? c->validator : "",
+		     c->identity) < 0)
+		return NULL;
+	return s;
+}
+
+static char *read_small(const char *path)
+{
+	char *buf = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size < 65536 &&
+	    (buf = calloc(1, (size_t)st.st_size + 1)) &&
+	    read(fd, buf, (size_t)st.st_size) != st.st_size) {
+		free(buf);
+		buf = NULL;
+	}
+	if (fd >= 0)
+		close(fd);
+	return buf;
+}
+
+static int write_meta(struct nd_tier *t, const char *text)
+{
+	char *tmp = path_of(t, "meta.tmp"), *dst = path_of(t, "meta");
+	int fd = tmp ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)
+		     : -1;
+	int r = -1;
+	if (fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text) &&
+	    fsync(fd) == 0 && rename(tmp, dst) == 0 && fsync_dir(t->path) == 0)
+		r = 0;
+	if (fd >= 0)
+		close(fd);
+	free(tmp);
+	free(dst);
+	return r;
+}
+
+/* --- open ------------------------------------------------------------------ */
+
+/* Does line KEY= of meta texts A and B have the same value? */
+static bool same_field(const char *a, const char *b, const char *key)
+{
+	const char *x = strstr(a, key), *y = strstr(b, key);
+	size_t nx = x ? strcspn(x, "\n") : 0, ny = y ? strcspn(y, "\n") : 0;
+	return nx == ny && (!x || memcmp(x, y, nx) == 0);
+}
+
+/* Why the data there cannot be used, or NULL. */
+static const char *stale_reason(struct nd_tier *t, const char *want)
+{
+	char *have_path = path_of(t, "meta"), *w = path_of(t, "writer");
+	char *have = have_path ? read_small(have_path) : NULL;
+	const char *why = NULL;
+	if (!have)
+		why = "new";
+	else if (w && access(w, F_OK) == 0)
+		why = "a mount that wrote the disk did not close it cleanly";
+	else if (!same_field(have, want, "\nvalidator="))
+		why = "the server's validator changed";
+	else if (strcmp(have, want) != 0)
+		why = "the disk's size or block size changed";
+	free(have);
+	free(have_path);
+	free(w);
+	return why;
+}
+
+static int open_file(struct nd_tier *t, const char *name, bool reset)
+{
+	char *p = path_of(t, name);
+	int fd = p ? open(p, O_RDWR | O_CREAT | O_CLOEXEC | (reset ? O_TRUNC : 0),
+			  0600)
+		   : -1;
+	free(p);
+	return fd;
+}
+
+static int map_setup(struct nd_tier *t)
+{
+	size_t len = t->nblocks * 8;
+	if (ftruncate(t->map_fd, (off_t)len) == -1 ||
+	    (errno = posix_fallocate(t->map_fd, 0, (off_t)len)) != 0)
+		return -1;
+	t->map = mmap(NULL, len ? len : 8, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      t->map_fd, 0);
+	if (t->map == MAP_FAILED) {
+		t->map = NULL;
+		return -1;
+	}
+	for (uint64_t i = 0; i < t->nblocks; i++)
+		if (t->map[i]) {
+			t->flags[i] = PRESENT;
+			t->used++;
+		}
+	return 0;
+}
+
+static uint64_t default_limit(const struct nd_tier_cfg *c)
+{
+	struct statvfs vfs;
+	uint64_t lim = c->limit;
+	if (!lim && statvfs(c->dir, &vfs) == 0)
+		lim = (uint64_t)vfs.f_bavail * vfs.f_frsize / 10;
+	return lim < c->size ? lim : c->size;
+}
+
+static int tier_setup(struct nd_tier *t, const struct nd_tier_cfg *c)
+{
+	char *want = meta_text(c);
+	const char *why = want ? stale_reason(t, want) : "out of memory";
+	bool reset = why != NULL;
+	int r = -1;
+
+	if (reset && strcmp(why, "new") != 0)
+		nd_info("cache-dir %s: cached blocks dropped: %s", t->path, why);
+	t->data_fd = open_file(t, "data", reset);
+	t->map_fd = open_file(t, "map", reset);
+	if (t->data_fd < 0 || t->map_fd < 0 || !want)
+		goto out;
+	if (reset) {
+		char *w = path_of(t, "writer");
+		if (w)
+			unlink(w);
+		free(w);
+		if (write_meta(t, want) == -1)
+			goto out;
+	}
+	r = map_setup(t);
+out:
+	free(want);
+	return r;
+}
+
+static struct nd_tier *tier_new(const struct nd_tier_cfg *c)
+{
+	struct nd_tier *t = calloc(1, sizeof *t);
+	if (!t)
+		return NULL;
+	t->lock_fd = t->data_fd = t->map_fd = -1;
+	t->bs = c->block_size;
+	t->size = c->size;
+	t->nblocks = (c->size + c->block_size - 1) / c->block_size;
+	uint64_t lim = default_limit(c);
+	t->max_blocks = lim >= c->size ? t->nblocks : lim / c->block_size;
+	t->writable = c->writable;
+	snprintf(t->validator, sizeof t->validator, "%s",
+		 c->validator ? c->validator : "");
+	pthread_mutex_init(&t->lock, NULL);
+	if (asprintf(&t->path, "%s/%016llx", c->dir,
+		     (unsigned long long)XXH3_64bits(c->identity,
+						     strlen(c->identity))) < 0 ||
+	    !(t->flags = calloc(t->nblocks ? t->nblocks : 1, 1))) {
+		free(t->flags);
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+static void tier_free(struct nd_tier *t)
+{
+	if (t->map)
+		munmap(t->map, t->nblocks ? t->nblocks * 8 : 8);
+	for (int *fd = &t->lock_fd; fd <= &t->map_fd; fd++)
+		if (*fd >= 0)
+			close(*fd);
+	pthread_mutex_destroy(&t->lock);
+	free(t->flags);
+	free(t->path);
+	free(t);
+}
+
+static void evict_to(struct nd_tier *t, uint64_t max);
+
+int nd_tier_open(const struct nd_tier_cfg *c, struct nd_tier **out)
+{
+	struct nd_tier *t;
+	char *lock;
+
+	*out = NULL;
+	if (!c->block_size || !c->identity) {
+		errno = EINVAL;
+		nd_error("cache-dir: no block size or identity");
+		return -1;
+	}
+	mkdir(c->dir, 0700);
+	if (!(t = tier_new(c)))
+		return -1;
+	mkdir(t->path, 0700);
+	lock = path_of(t, "lock");
+	t->lock_fd = lock ? open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
+	free(lock);
+	if (t->lock_fd < 0 || flock(t->lock_fd, LOCK_EX | LOCK_NB) == -1) {
+		nd_warn("cache-dir %s: %s; this mount works without the disk "
+			"tier",
+			t->path,
+			errno == EWOULDBLOCK ? "in use by another mount"
+					     : strerror(errno));
+		tier_free(t);
+		return 0;
+	}
+	if (tier_setup(t, c) == -1) {
+		nd_warn("cache-dir %s: %s; this mount works without the disk "
+			"tier",
+			t->path, strerror(errno));
+		tier_free(t);
+		return 0;
+	}
+	t->on = true;
+	snprintf(t->state, sizeof t->state, "on");
+	pthread_mutex_lock(&t->lock);
+	evict_to(t, t->max_blocks); /* a smaller limit than last time */
+	pthread_mutex_unlock(&t->lock);
+	*out = t;
+	return 0;
+}
+
+void nd_tier_close(struct nd_tier *t)
+{
+	if (!t)
+		return;
+	/* Data and map durable first; only then the writer mark goes. */
+	if (t->on && msync(t->map, t->nblocks * 8, MS_SYNC) == 0 &&
+	    fdatasync(t->data_fd) == 0 && t->writer_marked) {
+		char *w = path_of(t, "writer");
+		if (w && unlink(w) == 0)
+			fsync_dir(t->path);
+		free(w);
+	}
+	tier_free(t);
+}
+
+/* --- blocks ---------------------------------------------------------------- */
+
+/* Forget block I (called with the lock held). */
+static void forget(struct nd_tier *t, uint64_t i)
+{
+	if (t->flags[i] & PRESENT)
+		t->used--;
+	t->flags[i] = 0;
+	t->map[i] = 0;
+}
+
+/* Clock: evict unreferenced blocks until at most MAX are present. */
+static void evict_to(struct nd_tier *t, uint64_t max)
+{
+	for (uint64_t steps = 0; t->used > max && steps < 3 * t->nblocks;
+	     steps++) {
+		uint64_t i = t->hand;
+		t->hand = (t->hand + 1) % t->nblocks;
+		if (!(t->flags[i] & PRESENT))
+			continue;
+		if (t->flags[i] & REF) {
+			t->flags[i] &= (uint8_t)~REF;
+			continue;
+		}
+		forget(t, i);
+		fallocate(t->data_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			  (off_t)(i * t->bs), t->bs);
+	}
+}
+
+bool nd_tier_get(struct nd_tier *t, uint64_t idx, void *buf, size_t len)
+{
+	uint64_t sum = 0;
+	ssize_t n;
+
+	if (!t || idx >= t->nblocks)
+		return false;
+	pthread_mutex_lock(&t->lock);
+	if (t->on && (t->flags[idx] & PRESENT))
+		sum = t->map[idx];
+	if (!sum)
+		t->misses++;
+	pthread_mutex_unlock(&t->lock);
+	if (!sum)
+		return false;
+	n = pread(t->data_fd, buf, len, (off_t)(idx * t->bs));
+	if (n < 0)
+		tier_off(t, "read", errno);
+	bool ok = n == (ssize_t)len && block_sum(buf, len, idx) == sum;
+	pthread_mutex_lock(&t->lock);
+	if (ok) {
+		t->flags[idx] |= REF;
+		t->hits++;
+	} else {
+		t->misses++;
+		if (t->on && t->map[idx] == sum) /* bad on disk: fetch again */
+			forget(t, idx);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return ok;
+}
+
+void nd_tier_put(struct nd_tier *t, uint64_t idx, const void *buf, size_t len)
+{
+	uint64_t sum = block_sum(buf, len, idx);
+	bool go;
+
+	if (!t || idx >= t->nblocks || t->max_blocks == 0)
+		return;
+	pthread_mutex_lock(&t->lock);
+	go = t->on && t->map[idx] != sum;
+	if (go) {
+		if (!(t->flags[idx] & PRESENT))
+			evict_to(t, t->max_blocks - 1);
+		if (!(t->flags[idx] & PRESENT))
+			t->used++;
+		t->flags[idx] = PRESENT | REF;
+		t->map[idx] = 0; /* not valid until the data is there */
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (!go)
+		return;
+	if (pwrite(t->data_fd, buf, len, (off_t)(idx * t->bs)) != (ssize_t)len) {
+		tier_off(t, "write", errno ? errno : ENOSPC);
+		return;
+	}
+	pthread_mutex_lock(&t->lock);
+	if (t->on && (t->flags[idx] & PRESENT) && t->map[idx] == 0)
+		t->map[idx] = sum;
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void mark_writer(struct nd_tier *t)
+{
+	char *w = path_of(t, "writer");
+	int fd = w ? open(w, O_WRONLY | O_CREAT | O_CLOEXEC, 0600) : -1;
+	if (fd < 0 || fsync(fd) == -1 || fsync_dir(t->path) == -1)
+		tier_off(t, "marking the writer", errno);
+	if (fd >= 0)
+		close(fd);
+	free(w);
+}
+
+void nd_tier_invalidate(struct nd_tier *t, uint64_t idx)
+{
+	bool mark;
+	if (!t || idx >= t->nblocks)
+		return;
+	pthread_mutex_lock(&t->lock);
+	mark = t->on && !t->writer_marked;
+	t->writer_marked = true;
+	pthread_mutex_unlock(&t->lock);
+	if (mark)
+		mark_writer(t);
+	pthread_mutex_lock(&t->lock);
+	if (t->on)
+		forget(t, idx);
+	pthread_mutex_unlock(&t->lock);
+}
+
+bool nd_tier_has(struct nd_tier *t, uint64_t idx)
+{
+	bool r;
+	if (!t || idx >= t->nblocks)
+		return false;
+	pthread_mutex_lock(&t->lock);
+	r = t->on && (t->flags[idx] & PRESENT) && t->map[idx];
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+void nd_tier_get_stats(struct nd_tier *t, struct nd_tier_stats *s)
+{
+	memset(s, 0, sizeof *s);
+	if (!t)
+		return;
+	pthread_mutex_lock(&t->lock);
+	s->present = t->used * t->bs;
+	s->limit = t->max_blocks * t->bs;
+	s->hits = t->hits;
+	s->misses = t->misses;
+	s->on = t->on;
+	snprintf(s->state, sizeof s->state, "%s", t->state);
+	snprintf(s->validator, sizeof s->validator, "%s", t->validator);
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* --- netdiskfs cache ls|verify|drop ---------------------------------------- */
+
+/* Call FN for every entry directory of DIR whose key or identity holds
+ * NAME (all when NAME is NULL). */
+static int each_entry(const char *dir, const char *name, FILE *out,
+		      int (*fn)(const char *path, const char *meta, FILE *out))
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int r = 0, n = 0;
+
+	if (!d) {
+		nd_error("cache-dir %s: %m", dir);
+		return -1;
+	}
+	while ((e = readdir(d)) && r >= 0) {
+		char *path = NULL, *mp = NULL, *meta = NULL;
+		if (e->d_name[0] == '.' ||
+		    asprintf(&path, "%s/%s", dir, e->d_name) < 0)
+			continue;
+		if (asprintf(&mp, "%s/meta", path) >= 0 && (meta = read_small(mp)) &&
+		    strncmp(meta, "netdiskfs-cache 1\n", 18) == 0 &&
+		    (!name || strstr(e->d_name, name) || strstr(meta, name))) {
+			int x = fn(path, meta, out);
+			r = x < 0 ? x : r > x ? r : x;
+			n++;
+		}
+		free(meta);
+		free(mp);
+		free(path);
+	}
+	closedir(d);
+	if (name && n == 0 && r == 0) {
+		nd_error("cache-dir %s: no entry matches '%s'", dir, name);
+		return -1;
+	}
+	return r;
+}
+
+static const char *field(const char *meta, const char *key, int *len)
+{
+	const char *p = strstr(meta, key);
+	p = p ? p + strlen(key) : "";
+	*len = (int)strcspn(p, "\n");
+	return p;
+}
+
+/* The entry at PATH locked for a tool, its records mapped: 0, or 1 when
+ * a mount holds it. */
+struct tool_view {
+	int lock_fd, data_fd;
+	uint64_t *map;
+	uint64_t nblocks, bs, size;
+};
+
+static int view_open(const char *path, const char *meta, struct tool_view *v)
+{
+	char *lp = NULL, *dp = NULL, *mp = NULL;
+	int len, map_fd = -1, r = -1;
+	struct stat st;
+
+	memset(v, 0, sizeof *v);
+	v->lock_fd = v->data_fd = -1;
+	v->size = strtoull(field(meta, "\nsize=", &len), NULL, 10);
+	v->bs = strtoull(field(meta, "\nblock-size=", &len), NULL, 10);
+	if (asprintf(&lp, "%s/lock", path) < 0 || asprintf(&dp, "%s/data", path) < 0 ||
+	    asprintf(&mp, "%s/map", path) < 0 || !v->bs)
+		goto out;
+	v->lock_fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (v->lock_fd < 0 || flock(v->lock_fd, LOCK_EX | LOCK_NB) == -1) {
+		r = errno == EWOULDBLOCK ? 1 : -1;
+		goto out;
+	}
+	v->data_fd = open(dp, O_RDWR | O_CLOEXEC);
+	map_fd = open(mp, O_RDWR | O_CLOEXEC);
+	if (v->data_fd < 0 || map_fd < 0 || fstat(map_fd, &st) == -1)
+		goto out;
+	v->nblocks = (uint64_t)st.st_size / 8;
+	if (v->nblocks) {
+		v->map = mmap(NULL, v->nblocks * 8, PROT_READ | PROT_WRITE,
+			      MAP_SHARED, map_fd, 0);
+		if (v->map == MAP_FAILED)
+			v->map = NULL;
+	}
+	r = v->nblocks && !v->map ? -1 : 0;
+out:
+	if (map_fd >= 0)
+		close(map_fd);
+	free(lp);
+	free(dp);
+	free(mp);
+	return r;
+}
+
+static void view_close(struct tool_view *v)
+{
+	if (v->map)
+		munmap(v->map, v->nblocks * 8);
+	if (v->data_fd >= 0)
+		close(v->data_fd);
+	if (v->lock_fd >= 0)
+		close(v->lock_fd);
+}
+
+static int ls_one(const char *path, const char *meta, FILE *out)
+{
+	struct tool_view v;
+	uint64_t n = 0;
+	int il, vl, r = view_open(path, meta, &v);
+	const char *id = field(meta, "\nidentity=", &il);
+	const char *val = field(meta, "\nvalidator=", &vl);
+
+	for (uint64_t i = 0; r == 0 && i < v.nblocks; i++)
+		n += v.map[i] != 0;
+	fprintf(out, "%s  %s  size=%" PRIu64 " cached=%" PRIu64 " validator=%.*s  %.*s\n",
+		strrchr(path, '/') + 1, r == 1 ? "in-use" : "idle", v.size,
+		n * v.bs, vl, val, il, id);
+	view_close(&v);
+	return r < 0 ? r : 0;
+}
+
+static int verify_one(const char *path, const char *meta, FILE *out)
+{
+	struct tool_view v;
+	uint64_t good = 0, bad = 0;
+	int r = view_open(path, meta, &v);
+	char *buf = r == 0 ? malloc(v.bs) : NULL;
+
+	if (r == 1)
+		fprintf(out, "%s: in use by a mount, not checked\n", path);
+	for (uint64_t i = 0; buf && i < v.nblocks; i++) {
+		if (!v.map[i])
+			continue;
+		size_t len = (i + 1) * v.bs <= v.size ? v.bs : v.size - i * v.bs;
+		if (pread(v.data_fd, buf, len, (off_t)(i * v.bs)) == (ssize_t)len &&
+		    block_sum(buf, len, i) == v.map[i]) {
+			good++;
+		} else {
+			v.map[i] = 0; /* fetched again when read */
+			bad++;
+		}
+	}
+	if (buf)
+		fprintf(out, "%s: %" PRIu64 " blocks good, %" PRIu64 " bad (forgotten)\n",
+			strrchr(path, '/') + 1, good, bad);
+	free(buf);
+	view_close(&v);
+	return r < 0 ? r : bad ? 1 : 0;
+}
+
+static int drop_one(const char *path, const char *meta, FILE *out)
+{
+	struct tool_view v;
+	static const char *const files[] = { "data", "map", "meta", "writer",
+					     "lock", NULL };
+	int r = view_open(path, meta, &v);
+	if (r == 1) {
+		nd_error("%s: in use by a mount", path);
+		r = -1;
+	}
+	for (int i = 0; r == 0 && files[i]; i++) {
+		char *p;
+		if (asprintf(&p, "%s/%s", path, files[i]) >= 0) {
+			unlink(p);
+			free(p);
+		}
+	}
+	if (r == 0 && rmdir(path) == 0)
+		fprintf(out, "dropped %s\n", strrchr(path, '/') + 1);
+	view_close(&v);
+	return r;
+}
+
+int nd_tier_ls(const char *dir, const char *name, FILE *out)
+{
+	return each_entry(dir, name, out, ls_one);
+}
+
+int nd_tier_verify(const char *dir, const char *name, FILE *out)
+{
+	return each_entry(dir, name, out, verify_one);
+}
+
+int nd_tier_drop(const char *dir, const char *name, FILE *out)
+{
+	return each_entry(dir, name, out, drop_one);
+}

@@ -1,0 +1,59 @@
+/* tier.h: the persistent second tier of an entry's block cache: whole
+ * cache blocks copied into a directory that survives unmount, crash and
+ * reboot, each served only while its checksum matches. */
+#ifndef ND_TIER_H
+#define ND_TIER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct nd_tier;
+
+struct nd_tier_cfg {
+	const char *dir;       /* cache-dir= */
+	uint64_t limit;	       /* cache-dir-size=; 0: 10% of the free space */
+	uint32_t block_size;   /* the memory cache's block */
+	uint64_t size;	       /* of the disk */
+	const char *identity;  /* canonical options without secrets */
+	const char *validator; /* what the server says of the object, or "" */
+	bool writable;	       /* this mount writes the disk */
+};
+
+/* Open or create the entry's data under DIR. 0 with *out NULL when the
+ * tier cannot be used (another mount holds it, the directory fails): the
+ * reason is logged once and the entry works without it. -1 with an
+ * nd_error only for a configuration that can never work. */
+int nd_tier_open(const struct nd_tier_cfg *cfg, struct nd_tier **out);
+/* A clean close: what is there stays valid for the next mount. */
+void nd_tier_close(struct nd_tier *t);
+
+/* Block IDX (LEN bytes: the block size, or less for the last block) into
+ * BUF: true when it was there and its checksum matched. */
+bool nd_tier_get(struct nd_tier *t, uint64_t idx, void *buf, size_t len);
+/* Keep a copy of block IDX, evicting older blocks past the limit. */
+void nd_tier_put(struct nd_tier *t, uint64_t idx, const void *buf,
+		 size_t len);
+/* This mount is about to write block IDX: forget it (the new bytes are
+ * put again once written). The first call of a mount marks the tier
+ * "in use by a writer", so a crash before the clean close drops it. */
+void nd_tier_invalidate(struct nd_tier *t, uint64_t idx);
+/* Is block IDX present (not checked)? */
+bool nd_tier_has(struct nd_tier *t, uint64_t idx);
+
+struct nd_tier_stats {
+	uint64_t present, limit, hits, misses;
+	bool on;
+	char state[160]; /* "on", or "off: why" */
+	char validator[128];
+};
+void nd_tier_get_stats(struct nd_tier *t, struct nd_tier_stats *s);
+
+/* netdiskfs cache ls|verify|drop CACHE-DIR [NAME]: NAME matches an
+ * entry's key or a part of its identity. 0, or 1 when verify found bad
+ * blocks (it forgets them), -1 on an error. */
+int nd_tier_ls(const char *dir, const char *name, FILE *out);
+int nd_tier_verify(const char *dir, const char *name, FILE *out);
+int nd_tier_drop(const char *dir, const char *name, FILE *out);
+
+#endif
