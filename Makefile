@@ -61,7 +61,7 @@ $(BUILD)/fuzz-parse: tests/fuzz/fuzz-parse.c $(URL_SRCS) | deps
 		$(shell $(PKG_CONFIG) --cflags jansson libcurl) -o $@ $^ $(shell $(PKG_CONFIG) --libs jansson libcurl) -pthread
 
 # The qcow2 layer on its own, over an in-memory container.
-QCOW2_SRCS := src/layers/qcow2.c src/layers/layer.c src/log.c
+QCOW2_SRCS := $(wildcard src/layers/qcow2*.c) src/layers/layer.c src/log.c
 $(BUILD)/fuzz-qcow2: tests/fuzz/fuzz-qcow2.c $(QCOW2_SRCS) | deps
 	@mkdir -p $(dir $@)
 	clang -std=gnu11 -g -O1 -Wall -Werror -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined \

@@ -62,6 +62,19 @@ int nd_layer_flush(struct nd_layer *l)
 	return l->ops->flush && !l->ro ? l->ops->flush(l) : 0;
 }
 
+int nd_layer_grow(struct nd_layer *l, uint64_t size)
+{
+	if (size <= l->size)
+		return 0;
+	if (l->ro || !l->ops->grow) {
+		errno = ENOSPC;
+		nd_error("%s: cannot grow to %llu bytes", l->ops->name,
+			 (unsigned long long)size);
+		return -ENOSPC;
+	}
+	return l->ops->grow(l, size);
+}
+
 void nd_layer_close(struct nd_layer *l)
 {
 	if (l)
@@ -146,6 +159,18 @@ static int file_flush(struct nd_layer *l)
 	return -errno;
 }
 
+static int file_grow(struct nd_layer *l, uint64_t size)
+{
+	struct file_layer *f = (struct file_layer *)l;
+	if (ftruncate(f->fd, (off_t)size) == -1) {
+		nd_error("%s: grow to %llu: %m", f->path,
+			 (unsigned long long)size);
+		return -errno;
+	}
+	l->size = size;
+	return 0;
+}
+
 static void file_close(struct nd_layer *l)
 {
 	struct file_layer *f = (struct file_layer *)l;
@@ -161,6 +186,7 @@ static const struct nd_layer_ops file_ops = {
 	.zero = file_zero,
 	.flush = file_flush,
 	.close = file_close,
+	.grow = file_grow,
 };
 
 int nd_layer_file_open(const char *path, bool ro, struct nd_layer **out)

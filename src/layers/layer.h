@@ -20,6 +20,9 @@ struct nd_layer_ops {
 	int (*zero)(struct nd_layer *l, uint64_t len, uint64_t off);
 	int (*flush)(struct nd_layer *l);
 	void (*close)(struct nd_layer *l);
+	/* Optional: make the layer SIZE bytes long (SIZE > its size). A
+	 * format that allocates at the end of its container needs it. */
+	int (*grow)(struct nd_layer *l, uint64_t size);
 };
 
 /* Embedded first in every layer's own struct. */
@@ -37,6 +40,8 @@ int nd_layer_pwrite(struct nd_layer *l, const void *buf, size_t len,
 int nd_layer_zero(struct nd_layer *l, uint64_t len, uint64_t off);
 int nd_layer_flush(struct nd_layer *l);
 void nd_layer_close(struct nd_layer *l);
+/* -ENOSPC when the layer cannot grow. */
+int nd_layer_grow(struct nd_layer *l, uint64_t size);
 
 /* A local file or block device as a layer (tests, local backing files).
  * RO opens it read-only. */

@@ -12,6 +12,7 @@ struct nd_qcow2_opts {
 	uint64_t l2_cache_bytes; /* 0: 32 MiB (256 GiB at 64 KiB clusters) */
 	const char *snapshot;	 /* ID or name, shown read-only; NULL: active */
 	bool no_backing;	 /* backing=off: unallocated reads as zeroes */
+	bool writable;		 /* open for writing (else read-only) */
 	/* Open the backing file NAME (as written in the header; FORMAT is
 	 * the backing format extension or NULL) as a layer of its own,
 	 * already decoded. NULL: an image with a backing file is refused
@@ -23,7 +24,7 @@ struct nd_qcow2_opts {
 };
 
 /* Decode the image in FILE, which the new layer owns from then on (also
- * on failure). The layer is read-only for now. 0 or -errno with an
+ * on failure), read-only unless O->writable. 0 or -errno with an
  * nd_error naming what is wrong with the image. */
 int nd_qcow2_open(struct nd_layer *file, const struct nd_qcow2_opts *o,
 		  struct nd_layer **out);

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "layers/layer.h"
@@ -219,6 +221,148 @@ static void hostile(void)
 	expect_bad("not a qcow2 image", "notq.img", EIO);
 }
 
+/* --- writes ---------------------------------------------------------------- */
+
+static struct nd_layer *open_rw(const char *img)
+{
+	char path[2048];
+	struct nd_layer *f, *q = NULL;
+	struct nd_qcow2_opts o = { .open_backing = open_backing, .arg = dir,
+				   .writable = true, .l2_cache_bytes = 1 };
+	snprintf(path, sizeof path, "%s/%s", dir, img);
+	if (nd_layer_file_open(path, false, &f) || nd_qcow2_open(f, &o, &q))
+		fail(img, nd_get_error());
+	return q;
+}
+
+/* Random writes and zeroes through the layer and into a raw model; the
+ * image must then pass qemu-img check (leaks allowed: exit 3) and equal
+ * the model for qemu-img compare. */
+static void write_variant(const char *what, const char *create)
+{
+	char model[2048];
+	unsigned char buf[200000];
+	sh("rm -f w.qcow2 && %s && qemu-img convert -O raw w.qcow2 model.raw",
+	   create);
+	snprintf(model, sizeof model, "%s/model.raw", dir);
+	struct nd_layer *q = open_rw("w.qcow2");
+	FILE *m = fopen(model, "r+b");
+	if (!q || !m)
+		goto out;
+	for (int i = 0; i < 300; i++) {
+		uint64_t off = (uint64_t)rand() % q->size;
+		size_t len = 1 + (size_t)rand() % (rand() % 4 ? 5000 : sizeof buf);
+		if (len > q->size - off)
+			len = (size_t)(q->size - off);
+		int zero = rand() % 6 == 0;
+		for (size_t k = 0; k < len; k++)
+			buf[k] = zero ? 0 : (unsigned char)rand();
+		int r = zero ? nd_layer_zero(q, len, off)
+			     : nd_layer_pwrite(q, buf, len, off);
+		if (r) {
+			fail(what, nd_get_error());
+			break;
+		}
+		if (fseek(m, (long)off, SEEK_SET) || fwrite(buf, 1, len, m) != len)
+			break;
+	}
+	if (nd_layer_flush(q))
+		fail(what, nd_get_error());
+out:
+	if (m)
+		fclose(m);
+	nd_layer_close(q);
+	char cmd[4096];
+	snprintf(cmd, sizeof cmd, "cd %s && qemu-img check -q w.qcow2 >check.out "
+		 "2>&1; rc=$?; [ $rc = 0 ] || [ $rc = 3 ] || { cat check.out; "
+		 "exit 1; } && qemu-img compare -q -f qcow2 -F raw w.qcow2 "
+		 "model.raw", dir);
+	if (system(cmd) != 0)
+		fail(what, "qemu-img check or compare failed");
+}
+
+static void writes(void)
+{
+	write_variant("write v3", "qemu-img create -q -f qcow2 w.qcow2 8M");
+	write_variant("write v2", "qemu-img create -q -f qcow2 -o compat=0.10 "
+				  "w.qcow2 8M");
+	write_variant("write 4k clusters, 1-bit refcounts",
+		      "qemu-img create -q -f qcow2 -o cluster_size=4k,"
+		      "refcount_bits=1 w.qcow2 8M");
+	write_variant("write 2M clusters, 64-bit refcounts",
+		      "qemu-img create -q -f qcow2 -o cluster_size=2M,"
+		      "refcount_bits=64 w.qcow2 8M");
+	write_variant("write over a backing file",
+		      "qemu-img create -q -f qcow2 -b text.raw -F raw w.qcow2");
+	write_variant("write over compressed clusters",
+		      "cp deflate.qcow2 w.qcow2");
+	write_variant("write an image with a snapshot",
+		      "cp snap.qcow2 w.qcow2");
+	/* The snapshot's bytes did not change. */
+	sh("qemu-img convert -l snapshot.name=s1 -O raw w.qcow2 a.raw && "
+	   "qemu-img convert -l snapshot.name=s1 -O raw snap.qcow2 b.raw && "
+	   "cmp a.raw b.raw");
+	sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on lazy.qcow2 1M");
+	struct nd_layer *f, *q;
+	struct nd_qcow2_opts o = { .writable = true };
+	char path[2048];
+	snprintf(path, sizeof path, "%s/lazy.qcow2", dir);
+	if (nd_layer_file_open(path, false, &f) == 0 &&
+	    nd_qcow2_open(f, &o, &q) != -EROFS)
+		fail("lazy refcounts", "a writable open must be refused");
+}
+
+/* kill -9 during flushed writes: qemu-img check finds no corruption and
+ * every flushed write reads back. */
+static void write_crash(void)
+{
+	for (int round = 0; round < 3; round++) {
+		int fds[2];
+		sh("rm -f c.qcow2 && qemu-img create -q -f qcow2 c.qcow2 16M");
+		if (pipe(fds))
+			exit(1);
+		pid_t pid = fork();
+		if (pid == 0) {
+			struct nd_layer *q = open_rw("c.qcow2");
+			unsigned char b[65536];
+			for (unsigned e = 1; q; e++) {
+				memset(b, (int)(e & 0xff), sizeof b);
+				uint64_t off = (uint64_t)(e * 7919 % 250) * 65536 +
+					       (e % 3) * 4096;
+				if (nd_layer_pwrite(q, b, sizeof b - 8192, off) ||
+				    nd_layer_flush(q) ||
+				    write(fds[1], &e, sizeof e) != sizeof e)
+					_exit(1);
+			}
+			_exit(1);
+		}
+		close(fds[1]);
+		usleep(50000 + (unsigned)rand() % 300000);
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		unsigned e, last = 0;
+		while (read(fds[0], &e, sizeof e) == sizeof e)
+			last = e;
+		close(fds[0]);
+		char cmd[4096];
+		snprintf(cmd, sizeof cmd, "cd %s && qemu-img check -q c.qcow2 "
+			 ">check.out 2>&1; rc=$?; [ $rc = 0 ] || [ $rc = 3 ] || "
+			 "{ cat check.out; exit 1; }", dir);
+		if (last == 0 || system(cmd) != 0)
+			fail("kill -9 during writes", "corrupt, or nothing written");
+		/* The last flushed write reads back. */
+		struct nd_layer *q = open_rw("c.qcow2");
+		unsigned char got[65536 - 8192];
+		uint64_t off = (uint64_t)(last * 7919 % 250) * 65536 +
+			       (last % 3) * 4096;
+		if (q && (nd_layer_pread(q, got, sizeof got, off) ||
+			  got[0] != (last & 0xff) ||
+			  got[sizeof got - 1] != (last & 0xff)))
+			fail("kill -9 during writes", "the last flushed write is lost");
+		nd_layer_close(q);
+	}
+}
+
 int main(void)
 {
 	if (system("command -v qemu-img >/dev/null && command -v qemu-io "
@@ -233,6 +377,8 @@ int main(void)
 	variants();
 	chain_and_snapshot();
 	hostile();
+	writes();
+	write_crash();
 	sh("rm -rf %s", dir);
 	printf("test-qcow2: %s\n", failures ? "FAILED" : "ok");
 	return failures ? 1 : 0;

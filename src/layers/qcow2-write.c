@@ -1,0 +1,362 @@
+/* qcow2-write.c: writing a qcow2 image: cluster allocation with refcount
+ * updates, copy-on-write of partial clusters (from the backing file, a
+ * compressed or shared cluster, or zeroes), new L2 tables, L1 and L2
+ * updates, and zero clusters.
+ *
+ * Crash consistency as QEMU keeps it, by write order alone: the refcounts
+ * of newly allocated clusters are made durable before any L1 or L2 entry
+ * points at them, and a new L2 table is durable before the L1 entry that
+ * names it. A crash at any moment can leak clusters (refcount 1, no
+ * reference: `qemu-img check` lists leaks, which are harmless) but never
+ * leave a reference to a cluster whose refcount is 0. A cluster that was
+ * replaced (shared with a snapshot, compressed, or zeroed) keeps its old
+ * refcount: a leak, never a corruption. Data written is durable after
+ * flush (the container's flush), like a disk's write cache.
+ *
+ * Every write holds meta_lock for its whole duration (allocation, data
+ * and metadata), so writers never race on an allocation; readers do not
+ * take it. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "qcow2-int.h"
+
+#define GROW_STEP (1u << 20) /* the container grows by at least this */
+
+/* --- refcounts ----------------------------------------------------------- */
+
+static uint64_t per_block(const struct qcow2 *q)
+{
+	return (q->cluster_size * 8) >> q->refcount_order;
+}
+
+static uint64_t rc_get(const struct qcow2 *q, const uint8_t *b, uint64_t i)
+{
+	unsigned bits = 1u << q->refcount_order;
+	if (bits < 8)
+		return b[i * bits / 8] >> (i * bits % 8) & ((1u << bits) - 1);
+	uint64_t v = 0;
+	for (unsigned k = 0; k < bits / 8; k++)
+		v = v << 8 | b[i * (bits / 8) + k];
+	return v;
+}
+
+static void rc_set(const struct qcow2 *q, uint8_t *b, uint64_t i, uint64_t v)
+{
+	unsigned bits = 1u << q->refcount_order;
+	if (bits < 8) {
+		uint8_t *p = &b[i * bits / 8];
+		unsigned sh = i * bits % 8, mask = ((1u << bits) - 1) << sh;
+		*p = (uint8_t)((*p & ~mask) | (v << sh & mask));
+		return;
+	}
+	for (unsigned k = bits / 8; k-- > 0; v >>= 8)
+		b[i * (bits / 8) + k] = (uint8_t)v;
+}
+
+static int write_at(struct qcow2 *q, const void *buf, size_t len, uint64_t off)
+{
+	if (off + len > q->file->size) {
+		uint64_t want = off + len > q->file->size + GROW_STEP
+					? off + len
+					: q->file->size + GROW_STEP;
+		int r = nd_layer_grow(q->file, want);
+		if (r)
+			return r;
+	}
+	return nd_layer_pwrite(q->file, buf, len, off);
+}
+
+static int rb_load(struct qcow2 *q, uint64_t off)
+{
+	if (q->rb_off == off)
+		return 0;
+	q->rb_off = 0;
+	int r = qcow2_file_read(q, q->rbuf, q->cluster_size, off,
+				"refcount block offset");
+	if (r == 0)
+		q->rb_off = off;
+	return r;
+}
+
+/* Set cluster K's refcount to V in its (loaded) block, on disk too. */
+static int rc_store(struct qcow2 *q, uint64_t k, uint64_t v)
+{
+	uint64_t i = k % per_block(q);
+	size_t byte = (size_t)((i << q->refcount_order) / 8) & ~(size_t)511;
+	rc_set(q, q->rbuf, i, v);
+	return write_at(q, q->rbuf + byte,
+			q->cluster_size < 512 + byte ? q->cluster_size - byte
+						     : 512,
+			q->rb_off + byte);
+}
+
+/* A refcount block for table entry RT at cluster K, which it describes
+ * itself (refcount 1); durable before the table names it. */
+static int new_refblock(struct qcow2 *q, uint64_t rt, uint64_t k)
+{
+	uint8_t e[8];
+	int r;
+	memset(q->rbuf, 0, q->cluster_size);
+	rc_set(q, q->rbuf, k % per_block(q), 1);
+	q->rb_off = 0;
+	if ((r = write_at(q, q->rbuf, q->cluster_size, k << q->cluster_bits)) ||
+	    (r = nd_layer_flush(q->file)))
+		return r;
+	q->rb_off = k << q->cluster_bits;
+	q->rtable[rt] = q->rb_off;
+	put_be64(e, q->rb_off);
+	if ((r = write_at(q, e, 8, q->rt_off + rt * 8)))
+		return r;
+	return nd_layer_flush(q->file);
+}
+
+/* Take a free cluster (refcount 0) for a new use: *OFF is its offset. */
+static int alloc_cluster(struct qcow2 *q, uint64_t *off)
+{
+	for (uint64_t k = q->free_hint;; k++) {
+		uint64_t rt = k / per_block(q);
+		int r;
+		if (rt >= q->rt_entries) {
+			errno = ENOSPC;
+			nd_error("qcow2: the refcount table is full (growing it "
+				 "is not supported yet)");
+			return -ENOSPC;
+		}
+		if (!q->rtable[rt]) {
+			if ((r = new_refblock(q, rt, k)))
+				return r;
+			continue; /* K holds the new block now */
+		}
+		if ((r = rb_load(q, q->rtable[rt])))
+			return r;
+		if (rc_get(q, q->rbuf, k % per_block(q)) == 0) {
+			if ((r = rc_store(q, k, 1)))
+				return r;
+			q->free_hint = k + 1;
+			*off = k << q->cluster_bits;
+			return 0;
+		}
+	}
+}
+
+int qcow2_write_init(struct qcow2 *q, uint64_t rt_off, uint32_t rt_clusters,
+		     unsigned refcount_order, uint64_t autoclear)
+{
+	uint64_t len = (uint64_t)rt_clusters << q->cluster_bits;
+	int r;
+
+	if (rt_off & (q->cluster_size - 1) || !rt_clusters ||
+	    len > (64u << 20))
+		return qcow2_corrupt("refcount table offset or size", rt_off);
+	q->refcount_order = refcount_order;
+	q->rt_off = rt_off;
+	q->rt_entries = len / 8;
+	if (!(q->rtable = malloc(len)) || !(q->rbuf = malloc(q->cluster_size)))
+		return -ENOMEM;
+	if ((r = qcow2_file_read(q, q->rtable, len, rt_off,
+				 "refcount table offset")))
+		return r;
+	for (uint64_t i = 0; i < q->rt_entries; i++) {
+		q->rtable[i] = be64((const uint8_t *)&q->rtable[i]) &
+			       L1E_OFFSET_MASK;
+		if (q->rtable[i] & (q->cluster_size - 1))
+			return qcow2_corrupt("unaligned refcount block", i);
+	}
+	if (autoclear) { /* the bits this writer does not keep */
+		uint8_t zero[8] = { 0 };
+		if ((r = write_at(q, zero, 8, 88)) ||
+		    (r = nd_layer_flush(q->file)))
+			return r;
+	}
+	return 0;
+}
+
+/* --- writing clusters ---------------------------------------------------- */
+
+/* What to do with one guest cluster of a write. */
+struct step {
+	uint64_t c;	    /* guest cluster */
+	uint64_t in, n;	    /* bytes of it written */
+	uint64_t l2off;	    /* its L2 table (0: a new one, see l2new) */
+	bool inplace;	    /* an allocated cluster of its own: overwrite */
+	uint64_t host;	    /* where its data goes */
+};
+
+/* Cluster C's L2 table and entry (0, 0 when there is no table). */
+static int lookup(struct qcow2 *q, uint64_t c, uint64_t *l2off, uint64_t *e)
+{
+	uint64_t l1i = c >> q->l2_bits, bitmap;
+	*e = 0;
+	*l2off = l1i < q->l1_size ? q->l1[l1i] & L1E_OFFSET_MASK : 0;
+	if (l1i >= q->l1_size)
+		return qcow2_corrupt("write past the L1 table, cluster", c);
+	if (!*l2off)
+		return 0;
+	return qcow2_l2_entry(q, *l2off, c & ((1ull << q->l2_bits) - 1), e,
+			      &bitmap);
+}
+
+static bool own_cluster(uint64_t e)
+{
+	return (e & L2E_COPIED) && !(e & L2E_COMPRESSED) &&
+	       (e & L2E_OFFSET_MASK) && !(e & L2E_ZERO);
+}
+
+/* The bytes of guest cluster C as they read now, with BUF's N bytes at
+ * IN laid over them (a whole cluster; past the disk's end: zeroes). */
+static int cow_fill(struct qcow2 *q, uint8_t *out, const uint8_t *buf,
+		    const struct step *s)
+{
+	uint64_t start = s->c << q->cluster_bits;
+	uint64_t have = q->l.size - start < q->cluster_size ? q->l.size - start
+							    : q->cluster_size;
+	memset(out, 0, q->cluster_size);
+	int r = qcow2_pread(&q->l, out, have, start);
+	if (r == 0)
+		memcpy(out + s->in, buf, s->n);
+	return r;
+}
+
+/* Write the data of every step, whole clusters for new ones. */
+static int write_data(struct qcow2 *q, const uint8_t *buf,
+		      const struct step *st, size_t n)
+{
+	uint8_t *tmp = NULL;
+	int r = 0;
+	for (size_t i = 0; i < n && r == 0; buf += st[i].n, i++) {
+		if (st[i].inplace || st[i].n == q->cluster_size) {
+			r = write_at(q, buf, st[i].n, st[i].host + st[i].in *
+							       !!st[i].inplace);
+			continue;
+		}
+		if (!tmp && !(tmp = malloc(q->cluster_size)))
+			return -ENOMEM;
+		if ((r = cow_fill(q, tmp, buf, &st[i])) == 0)
+			r = write_at(q, tmp, q->cluster_size, st[i].host);
+	}
+	free(tmp);
+	return r;
+}
+
+/* Point cluster C's entry at E: a new L2 table when it has none (made
+ * durable, then named in L1), else the 8 bytes in the table. */
+static int set_entry(struct qcow2 *q, uint64_t c, uint64_t e)
+{
+	uint64_t l1i = c >> q->l2_bits, idx = c & ((1ull << q->l2_bits) - 1);
+	uint64_t l2off = q->l1[l1i] & L1E_OFFSET_MASK, t;
+	uint8_t be[8];
+	int r;
+
+	put_be64(be, e);
+	if (l2off) {
+		if ((r = write_at(q, be, 8, l2off + idx * 8)) == 0)
+			qcow2_l2_update(q, l2off, idx, e);
+		return r;
+	}
+	uint8_t *tbl = calloc(1, q->cluster_size);
+	if (!tbl)
+		return -ENOMEM;
+	memcpy(tbl + idx * 8, be, 8);
+	if ((r = alloc_cluster(q, &t)) || (r = nd_layer_flush(q->file)) ||
+	    (r = write_at(q, tbl, q->cluster_size, t)) ||
+	    (r = nd_layer_flush(q->file)))
+		goto out;
+	put_be64(be, t | L1E_COPIED);
+	if ((r = write_at(q, be, 8, q->l1_off + l1i * 8)) == 0)
+		q->l1[l1i] = t | L1E_COPIED;
+out:
+	free(tbl);
+	return r;
+}
+
+/* Plan the clusters of [off, off+len): which are overwritten in place and
+ * which get a new cluster (allocated here; their refcounts are durable
+ * when this returns). */
+static int plan(struct qcow2 *q, size_t len, uint64_t off, struct step *st,
+		size_t *n)
+{
+	bool allocated = false;
+	int r;
+	for (*n = 0; len; (*n)++) {
+		struct step *s = &st[*n];
+		uint64_t e;
+		s->c = off >> q->cluster_bits;
+		s->in = off & (q->cluster_size - 1);
+		s->n = q->cluster_size - s->in < len ? q->cluster_size - s->in
+						     : len;
+		if ((r = lookup(q, s->c, &s->l2off, &e)))
+			return r;
+		s->inplace = own_cluster(e);
+		if (s->inplace)
+			s->host = e & L2E_OFFSET_MASK;
+		else if ((r = alloc_cluster(q, &s->host)))
+			return r;
+		allocated |= !s->inplace;
+		off += s->n;
+		len -= s->n;
+	}
+	return allocated ? nd_layer_flush(q->file) : 0;
+}
+
+int qcow2_pwrite(struct nd_layer *l, const void *buf, size_t len,
+		 uint64_t off)
+{
+	struct qcow2 *q = (struct qcow2 *)l;
+	size_t max = len / q->cluster_size + 2, n = 0;
+	struct step *st = malloc(max * sizeof *st);
+	int r;
+
+	if (!st)
+		return -ENOMEM;
+	pthread_mutex_lock(&q->meta_lock);
+	r = plan(q, len, off, st, &n);
+	if (r == 0)
+		r = write_data(q, buf, st, n);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		if (!st[i].inplace)
+			r = set_entry(q, st[i].c, st[i].host | L2E_COPIED);
+	pthread_mutex_unlock(&q->meta_lock);
+	free(st);
+	return r;
+}
+
+/* Whole clusters of a v3 image become zero clusters (no data written);
+ * the rest is written as zeroes. */
+int qcow2_zero(struct nd_layer *l, uint64_t len, uint64_t off)
+{
+	struct qcow2 *q = (struct qcow2 *)l;
+	uint8_t *z = calloc(1, q->cluster_size);
+	int r = z ? 0 : -ENOMEM;
+
+	while (r == 0 && len) {
+		uint64_t in = off & (q->cluster_size - 1), c = off >> q->cluster_bits;
+		uint64_t n = q->cluster_size - in < len ? q->cluster_size - in : len;
+		uint64_t l2off, e;
+		bool whole = n == q->cluster_size || off + n == q->l.size;
+		pthread_mutex_lock(&q->meta_lock);
+		r = lookup(q, c, &l2off, &e);
+		bool done = r || (whole && !q->backing && !l2off) ||
+			    (whole && l2off && !q->zero_flag && !e && !q->backing);
+		if (!done && whole && q->zero_flag && l2off) {
+			r = set_entry(q, c, L2E_ZERO);
+			done = true;
+		}
+		pthread_mutex_unlock(&q->meta_lock);
+		if (!done)
+			r = qcow2_pwrite(l, z, (size_t)n, off);
+		off += n;
+		len -= n;
+	}
+	free(z);
+	return r;
+}
+
+int qcow2_flush(struct nd_layer *l)
+{
+	struct qcow2 *q = (struct qcow2 *)l;
+	return nd_layer_flush(q->file);
+}
