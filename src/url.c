@@ -23,13 +23,21 @@ static int bad(const char *fmt, const char *a)
 	return -1;
 }
 
-static char *pct_decode(const char *s, size_t len)
+/* Percent-decode the value of KEY. A %00 would silently cut the C string
+ * short (a path, an export name): it is an error naming the key. */
+static char *pct_decode(const char *s, size_t len, const char *key)
 {
 	int outlen;
 	char *t = curl_easy_unescape(NULL, s, (int)len, &outlen);
 	char *r;
 	if (!t)
 		return NULL;
+	if (memchr(t, 0, (size_t)outlen)) {
+		curl_free(t);
+		errno = EINVAL;
+		nd_error("%s: %%00 (a NUL byte) is not allowed in a URL", key);
+		return NULL;
+	}
 	r = strdup(t);
 	curl_free(t);
 	return r;
@@ -207,6 +215,17 @@ static char *host_plain(const char *h)
 	return strdup(h);
 }
 
+/* Replace *V (if any) by its decoded form; false on %00. */
+static bool decode_in_place(char **v, const char *key)
+{
+	if (!*v)
+		return true;
+	char *d = pct_decode(*v, strlen(*v), key);
+	nd_secret_free(*v); /* it may be a password */
+	*v = d;
+	return d != NULL;
+}
+
 static int split_url(const char *url, struct parsed *p)
 {
 	CURLU *h = curl_url();
@@ -240,8 +259,14 @@ static int split_url(const char *url, struct parsed *p)
 		goto out;
 	}
 	p->scheme = url_part(h, CURLUPART_SCHEME, 0);
-	p->user = url_part(h, CURLUPART_USER, CURLU_URLDECODE);
-	p->password = url_part(h, CURLUPART_PASSWORD, CURLU_URLDECODE);
+	p->user = url_part(h, CURLUPART_USER, 0);
+	p->password = url_part(h, CURLUPART_PASSWORD, 0);
+	if (!decode_in_place(&p->user, "user") ||
+	    !decode_in_place(&p->password, "password")) {
+		parsed_free(p);
+		memset(p, 0, sizeof *p);
+		goto out;
+	}
 	p->host = url_part(h, CURLUPART_HOST, 0);
 	p->port = url_part(h, CURLUPART_PORT, 0);
 	p->path = url_part(h, CURLUPART_PATH, 0);
@@ -266,11 +291,12 @@ static int add_query(const char *query, struct nd_opts *o, const char *origin,
 		size_t n = strcspn(p, "&;");
 		const char *eq = memchr(p, '=', n);
 		if (n) {
-			CLEANUP_FREE char *k =
-				pct_decode(p, eq ? (size_t)(eq - p) : n);
+			CLEANUP_FREE char *k = pct_decode(
+				p, eq ? (size_t)(eq - p) : n, "URL query key");
 			CLEANUP_FREE char *v =
-				eq ? pct_decode(eq + 1, n - (eq + 1 - p))
-				   : strdup("on");
+				!k ? NULL
+				: eq ? pct_decode(eq + 1, n - (eq + 1 - p), k)
+				     : strdup("on");
 			const char *key = k;
 			if (!k || !v)
 				return -1;
@@ -301,8 +327,8 @@ static int parse_nbd_url(struct parsed *p, struct nd_opts *o,
 	if (nd_opt_add(o, "driver", "nbd", origin) == -1)
 		return -1;
 	if (p->path && p->path[0] == '/' && p->path[1]) {
-		CLEANUP_FREE char *exp = pct_decode(p->path + 1,
-						    strlen(p->path + 1));
+		CLEANUP_FREE char *exp = pct_decode(
+			p->path + 1, strlen(p->path + 1), "export");
 		if (!exp || nd_opt_add(o, "export", exp, origin) == -1)
 			return -1;
 	}
@@ -407,9 +433,12 @@ static int parse_ssh(struct parsed *p, struct nd_opts *o, const char *origin)
 			   "ssh-agent, identity= or password-file=",
 			   p->host);
 	CLEANUP_FREE char *host = host_plain(p->host);
-	CLEANUP_FREE char *path = pct_decode(p->path ? p->path : "/",
-					     strlen(p->path ? p->path : "/"));
-	if (!path || strlen(path) < 2)
+	CLEANUP_FREE char *path = pct_decode(
+		p->path ? p->path : "/", strlen(p->path ? p->path : "/"),
+		"path");
+	if (!path)
+		return -1;
+	if (strlen(path) < 2)
 		return bad("ssh://%s: missing the path of the remote file",
 			   p->host);
 	return nd_opt_add(o, "driver", "ssh", origin) ||
@@ -429,8 +458,8 @@ static int parse_gluster(struct parsed *p, struct nd_opts *o,
 	if (strcmp(type, "tcp") && strcmp(type, "unix") && strcmp(type, "rdma"))
 		return bad("unknown gluster transport '%s' (tcp, unix or rdma)",
 			   type);
-	CLEANUP_FREE char *path = pct_decode(p->path ? p->path : "",
-					     strlen(p->path ? p->path : ""));
+	CLEANUP_FREE char *path = pct_decode(
+		p->path ? p->path : "", strlen(p->path ? p->path : ""), "path");
 	if (!path)
 		return -1;
 	char *vol = path + strspn(path, "/");
@@ -532,12 +561,15 @@ static int parse_scheme_url(const char *url, struct nd_opts *o,
 		ret = parse_curl(url, &p, o, origin);
 	else if (strcmp(scheme, "file") == 0) {
 		CLEANUP_FREE char *path =
-			pct_decode(p.path ? p.path : "", strlen(p.path ? p.path : ""));
+			pct_decode(p.path ? p.path : "",
+				   strlen(p.path ? p.path : ""), "path");
 		if (p.host && strcmp(p.host, "localhost") != 0)
 			ret = bad("file://%s: only local files "
 				  "(file:///PATH)",
 				  p.host);
-		else if (!path || !*path)
+		else if (!path)
+			ret = -1;
+		else if (!*path)
 			ret = bad("%s", "file: URL without a path");
 		else
 			ret = nd_opt_add(o, "driver", "file", origin) ||
@@ -932,7 +964,7 @@ char *nd_url_basename(const char *url)
 	if (end == start || (end - start == 1 && *start == '.') ||
 	    (end - start == 2 && strncmp(start, "..", 2) == 0))
 		return strdup("disk");
-	char *name = pct_decode(start, end - start);
+	char *name = pct_decode(start, end - start, "name");
 	if (!name || strchr(name, '/') || !*name) {
 		free(name);
 		return strdup("disk");
