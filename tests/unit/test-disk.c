@@ -271,10 +271,28 @@ static void slot_wait(void)
 	nd_disk_close(d);
 }
 
+/* offset + size wraps around 2^64 to a small number: still refused. */
+static void slice_overflow(void)
+{
+	struct nd_opts o;
+	struct nd_disk *d = NULL;
+	nd_opts_init(&o, "t");
+	nd_opt_set(&o, "driver", "fake", "test");
+	nd_opts_parse_list(&o, "offset=4096b,size=18446744073709547520b",
+			   "test");
+	int r = nd_disk_open(&o, &d);
+	CHECK(r < 0 && strstr(nd_get_error(), "past the end"),
+	      "offset=4K,size=2^64-4K opened (r=%d, %s)", r, nd_get_error());
+	if (r == 0)
+		nd_disk_close(d);
+	nd_opts_free(&o);
+}
+
 int main(void)
 {
 	for (size_t i = 0; i < sizeof mem; i++)
 		mem[i] = (unsigned char)(i * 7 + i / 4096);
+	slice_overflow();
 	outage(REFUSE, "refused");
 	outage(FROZEN, "frozen");
 	slot_wait();
