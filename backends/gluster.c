@@ -54,9 +54,6 @@
 #define GLUSTER_DEFAULT_PORT 24007
 #define GLUSTER_DEFAULT_DEBUG 4
 #define GLUSTER_MAX_DEBUG 9
-/* Seconds before an operation on a silent brick fails (ping-timeout and
- * frame-timeout of the client translators) unless timeout= is given. */
-#define GLUSTER_DEFAULT_TIMEOUT 10.0
 /* Seconds open() waits for glfs_init (about 3 s per dead server). */
 #define GLUSTER_DEFAULT_OPEN_TIMEOUT 30.0
 #define GLUSTER_MAX_SERVERS 64
@@ -326,18 +323,17 @@ static int gluster_parse(const struct nd_opts *o, struct gluster_cfg *c)
 	}
 	if (c->logfile && !*c->logfile)
 		c->logfile = NULL;
-	/* A silent brick is given `timeout` seconds, else reconnect-delay:
-	 * the core's retries never last longer than that either. */
+	/* A silent brick is given `timeout` seconds (ping-timeout and
+	 * frame-timeout of the client translators). */
 	if (gluster_parse_debug(o, &c->debug) < 0 ||
 	    nd_opt_bool(o, "ro", false, &c->ro) < 0 ||
-	    nd_opt_seconds(o, "reconnect-delay", GLUSTER_DEFAULT_TIMEOUT,
-			   &c->timeout) < 0 ||
-	    nd_opt_seconds(o, "timeout", c->timeout, &c->timeout) < 0 ||
+	    nd_opt_seconds(o, "timeout", ND_DEFAULT_TIMEOUT, &c->timeout) <
+		    0 ||
 	    nd_opt_seconds(o, "open-timeout", GLUSTER_DEFAULT_OPEN_TIMEOUT,
 			   &c->open_timeout) < 0)
 		return -1;
 	if (c->timeout < 1)
-		c->timeout = GLUSTER_DEFAULT_TIMEOUT;
+		c->timeout = ND_DEFAULT_TIMEOUT;
 	if (c->open_timeout <= 0)
 		c->open_timeout = GLUSTER_DEFAULT_OPEN_TIMEOUT;
 
