@@ -333,8 +333,7 @@ static int gluster_parse(const struct nd_opts *o, struct gluster_cfg *c)
 	 * frame-timeout of the client translators). */
 	if (gluster_parse_debug(o, &c->debug) < 0 ||
 	    nd_opt_bool(o, "ro", false, &c->ro) < 0 ||
-	    nd_opt_seconds(o, "timeout", ND_DEFAULT_TIMEOUT, &c->timeout) <
-		    0 ||
+	    nd_opt_seconds(o, "timeout", ND_DEFAULT_TIMEOUT, &c->timeout) < 0 ||
 	    nd_opt_seconds(o, "open-timeout", GLUSTER_DEFAULT_OPEN_TIMEOUT,
 			   &c->open_timeout) < 0)
 		return -1;
@@ -567,7 +566,7 @@ static void gluster_stop_log(struct gluster_vol *v)
 static bool gluster_connects(int fd, const struct sockaddr *sa, socklen_t len,
 			     int ms)
 {
-	struct pollfd p = { fd, POLLOUT, 0 };
+	struct pollfd p = {fd, POLLOUT, 0};
 	int err = 0;
 	socklen_t elen = sizeof err;
 
@@ -585,26 +584,26 @@ static bool gluster_server_answers(const struct gluster_server *s, int ms)
 	bool ok = false;
 
 	if (!s->port) {
-		struct sockaddr_un un = { .sun_family = AF_UNIX };
+		struct sockaddr_un un = {.sun_family = AF_UNIX};
 		if (strlen(s->host) >= sizeof un.sun_path)
 			return false;
 		strcpy(un.sun_path, s->host);
-		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK |
-					     SOCK_CLOEXEC, 0);
+		int fd = socket(AF_UNIX,
+				SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		ok = fd >= 0 && gluster_connects(fd, (struct sockaddr *)&un,
 						 sizeof un, ms);
 		if (fd >= 0)
 			close(fd);
 		return ok;
 	}
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *a;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *a;
 	char port[16];
 	snprintf(port, sizeof port, "%d", s->port);
 	if (getaddrinfo(s->host, port, &hints, &res) != 0)
 		return false;
 	for (a = res; a && !ok; a = a->ai_next) {
-		int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK |
-						      SOCK_CLOEXEC,
+		int fd = socket(a->ai_family,
+				a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
 				a->ai_protocol);
 		if (fd < 0)
 			continue;
@@ -623,9 +622,8 @@ static void gluster_server_order(const struct gluster_vol *v, size_t *order)
 	bool *up = calloc(v->nservers, sizeof *up);
 
 	for (size_t i = 0; i < v->nservers; i++)
-		if (up && (up[i] = gluster_server_answers(&v->servers[i],
-							  v->ping_timeout *
-								  1000)))
+		if (up && (up[i] = gluster_server_answers(
+			       &v->servers[i], v->ping_timeout * 1000)))
 			order[n++] = i;
 	for (size_t i = 0; i < v->nservers; i++)
 		if (!up || !up[i])
@@ -648,7 +646,7 @@ static int gluster_connect(struct gluster_vol *v, const size_t *order,
 		return -1;
 	for (size_t k = 0; k < v->nservers; k++) {
 		const struct gluster_server *sv =
-			&v->servers[order[(first + k) % v->nservers]];
+		    &v->servers[order[(first + k) % v->nservers]];
 		*where = "glfs_set_volfile_server";
 		if (glfs_set_volfile_server(fs, sv->transport, sv->host,
 					    sv->port) < 0)
@@ -726,9 +724,9 @@ static int gluster_connect_any(struct gluster_vol *v, glfs_t **fsp,
 		pthread_mutex_unlock(&gluster_lock);
 		if (r == 0 || strcmp(*where, "glfs_init") != 0 || closing)
 			break;
-		nd_debug("gluster: volume %s: glfs_init with server %zu first "
-			 "failed (%s); trying the next one first",
-			 v->volume, order[first], strerror(e));
+		nd_debug(
+		    "gluster: volume %s: glfs_init with server %zu first failed (%s); trying the next one first",
+		    v->volume, order[first], strerror(e));
 	}
 	free(order);
 	errno = e;

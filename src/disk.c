@@ -261,10 +261,9 @@ static bool check_failed(struct nd_disk *d)
 	if (d->state == ND_RECONNECTING &&
 	    now_s() >= d->down_since + d->cfg.reconnect_delay) {
 		set_state(d, ND_FAILED, 0);
-		nd_warn("entry '%s': failed: no connection for %g s "
-			"(reconnect-delay); requests fail at once while "
-			"reconnecting goes on (%s)",
-			d->name, d->cfg.reconnect_delay, d->last_error);
+		nd_warn(
+		    "entry '%s': failed: no connection for %g s (reconnect-delay); requests fail at once while reconnecting goes on (%s)",
+		    d->name, d->cfg.reconnect_delay, d->last_error);
 		pthread_cond_broadcast(&d->cond);
 	}
 	return d->state == ND_FAILED;

@@ -27,10 +27,6 @@ struct nd_disk_cfg {
 	uint64_t offset, size;	/* slice; size 0 = to the end */
 };
 
-/* Default timeout= (seconds): below the default reconnect-delay (10), so
- * no request of an entry left at its defaults waits more than 15 s. */
-#define ND_DEFAULT_TIMEOUT 5.0
-
 /* CONNECTED: at least one live connection. RECONNECTING: none, for less
  * than reconnect-delay; requests wait for the reconnect. FAILED: none for
  * reconnect-delay; requests fail at once with EIO while the reconnect

@@ -22,7 +22,7 @@
 
 enum fake_mode { UP, REFUSE, FROZEN };
 static atomic_int mode = UP;
-static atomic_int hold_ms;	 /* an UP pread takes this long (slow, legit) */
+static atomic_int hold_ms; /* an UP pread takes this long (slow, legit) */
 static atomic_uint opens, open_conns;
 static unsigned char mem[DISK];
 
@@ -90,25 +90,25 @@ static int fake_pread(void *h, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static const char *const drivers[] = { "fake", NULL };
+static const char *const drivers[] = {"fake", NULL};
 static const struct nd_backend fake_backend = {
-	.name = "fake",
-	.drivers = drivers,
-	.open = fake_open,
-	.close = fake_close,
-	.pread = fake_pread,
+    .name = "fake",
+    .drivers = drivers,
+    .open = fake_open,
+    .close = fake_close,
+    .pread = fake_pread,
 };
 ND_BACKEND_REGISTER(fake_backend)
 
 static int failures;
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			printf("FAIL line %d: %s: ", __LINE__, #cond);        \
-			printf(__VA_ARGS__);                                  \
-			printf("\n");                                         \
-			failures++;                                           \
-		}                                                             \
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			printf("FAIL line %d: %s: ", __LINE__, #cond);         \
+			printf(__VA_ARGS__);                                   \
+			printf("\n");                                          \
+			failures++;                                            \
+		}                                                              \
 	} while (0)
 
 static struct nd_disk *disk_with(const char *extra)
@@ -157,8 +157,8 @@ static void outage(enum fake_mode m, const char *what)
 	mode = m;
 	generation++;
 	r = timed_read(d, &t);
-	printf("%s: first read after the server died: %d after %.2f s\n",
-	       what, r, t);
+	printf("%s: first read after the server died: %d after %.2f s\n", what,
+	       r, t);
 	CHECK(r == -EIO && t < 1 + 0.5 + 0.7,
 	      "%s: first read: r=%d after %.2f s (bound 1.5 s + slack)", what,
 	      r, t);
@@ -171,9 +171,10 @@ static void outage(enum fake_mode m, const char *what)
 		r = timed_read(d, &t);
 		printf("%s: read %d while failed: %d after %.3f s\n", what,
 		       i + 2, r, t);
-		CHECK(r == -EIO && t < 0.1,
-		      "%s: read while failed: r=%d after %.3f s (must fail at once)",
-		      what, r, t);
+		CHECK(
+		    r == -EIO && t < 0.1,
+		    "%s: read while failed: r=%d after %.3f s (must fail at once)",
+		    what, r, t);
 	}
 	/* Reconnecting goes on in the background. */
 	unsigned o0 = opens;
@@ -254,7 +255,7 @@ static void slot_wait(void)
 {
 	struct nd_disk *d =
 	    disk_with("connections=1,reconnect-delay=1,timeout=5");
-	struct holder h = { d, 0, 0 };
+	struct holder h = {d, 0, 0};
 	pthread_t thr;
 	double t;
 
