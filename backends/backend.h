@@ -22,6 +22,13 @@
 #include "../src/log.h"
 #include "../src/opts.h"
 
+/* Default timeout= in seconds, the one every backend bounds a request (a
+ * connect, a login, a read) by. Below the default reconnect-delay (10 s),
+ * so no request of an entry left at its defaults waits more than 15 s.
+ * The core hands open() the entry's value (this one when none is given);
+ * a backend uses this name only as its fallback. */
+#define ND_DEFAULT_TIMEOUT 5.0
+
 #define ND_FUA 1u	/* pwrite/zero: reach stable storage before returning */
 #define ND_MAY_TRIM 2u	/* zero: the backend may deallocate instead */
 

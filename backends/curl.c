@@ -93,7 +93,6 @@ struct curl_conn {
 	enum curl_kind kind;
 	char *label; /* the URL, any password redacted, for messages */
 	double timeout;
-	double retry_cap; /* the longest Retry-After we honour */
 	uint64_t size;
 	CURL *easy; /* HTTP: the handle; FTP: the template streams copy */
 	char errbuf[CURL_ERROR_SIZE];
@@ -438,8 +437,8 @@ static int curl_http_pread(struct curl_conn *c, void *buf, size_t len,
 		curl_off_t after = 0;
 		curl_easy_getinfo(c->easy, CURLINFO_RETRY_AFTER, &after);
 		if (after > 0)
-			curl_sleep(after < c->retry_cap ? (double)after
-							: c->retry_cap);
+			curl_sleep(after < c->timeout ? (double)after
+						      : c->timeout);
 		return curl_status_fail(c, code, EAGAIN);
 	}
 	if (code >= 500)
@@ -1075,8 +1074,7 @@ static int curl_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 		r = -ENOMEM;
 		goto fail;
 	}
-	if (nd_opt_seconds(o, "timeout", 5, &c->timeout) < 0 ||
-	    nd_opt_seconds(o, "reconnect-delay", 10, &c->retry_cap) < 0 ||
+	if (nd_opt_seconds(o, "timeout", ND_DEFAULT_TIMEOUT, &c->timeout) < 0 ||
 	    nd_opt_uint(o, "connections", 4, 1, 1024, &conns) < 0) {
 		r = -EINVAL;
 		goto fail;

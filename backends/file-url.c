@@ -14,7 +14,7 @@ static int file_parse_split(const struct nd_url *p, struct nd_opts *o,
 			    const char *origin)
 {
 	const char *raw = p->path ? p->path : "";
-	CLEANUP_FREE char *path = nd_url_decode(raw, strlen(raw));
+	CLEANUP_FREE char *path = nd_url_decode(raw, strlen(raw), "path");
 
 	if (p->host && strcmp(p->host, "localhost") != 0)
 		return nd_url_error("file://%s: only local files "

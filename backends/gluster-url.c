@@ -18,7 +18,7 @@ static int gluster_parse_split(const struct nd_url *p, struct nd_opts *o,
 	const char *type = strchr(p->scheme, '+');
 	type = type ? type + 1 : "tcp";
 	CLEANUP_FREE char *path = nd_url_decode(p->path ? p->path : "",
-					     strlen(p->path ? p->path : ""));
+					     strlen(p->path ? p->path : ""), "path");
 	if (!path)
 		return -1;
 	char *vol = path + strspn(path, "/");

@@ -15,7 +15,10 @@
  * ~10 s rather than N x 10 s.
  *
  * Every server of the list goes to glfs_set_volfile_server: libgfapi tries
- * the next one when one is unreachable (about 3 s per dead server).
+ * the next one when one is unreachable (about 3 s per dead server), but
+ * it changes only the host, not the transport (a dead TCP server followed
+ * by glusterd's Unix socket fails). So the servers that answer a connect
+ * go first, and if glfs_init still fails each server is put first in turn.
  * libgfapi reconnects to bricks by itself and reopens its fds, so ENOTCONN
  * from an operation returns -EAGAIN and the core retries on the same fd
  * until its deadline; a bad or stale fd returns -ENOTCONN so the core opens
@@ -43,7 +46,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,9 +60,6 @@
 #define GLUSTER_DEFAULT_PORT 24007
 #define GLUSTER_DEFAULT_DEBUG 4
 #define GLUSTER_MAX_DEBUG 9
-/* Seconds before an operation on a silent brick fails (ping-timeout and
- * frame-timeout of the client translators) unless timeout= is given. */
-#define GLUSTER_DEFAULT_TIMEOUT 10.0
 /* Seconds open() waits for glfs_init (about 3 s per dead server). */
 #define GLUSTER_DEFAULT_OPEN_TIMEOUT 30.0
 #define GLUSTER_MAX_SERVERS 64
@@ -326,18 +329,16 @@ static int gluster_parse(const struct nd_opts *o, struct gluster_cfg *c)
 	}
 	if (c->logfile && !*c->logfile)
 		c->logfile = NULL;
-	/* A silent brick is given `timeout` seconds, else reconnect-delay:
-	 * the core's retries never last longer than that either. */
+	/* A silent brick is given `timeout` seconds (ping-timeout and
+	 * frame-timeout of the client translators). */
 	if (gluster_parse_debug(o, &c->debug) < 0 ||
 	    nd_opt_bool(o, "ro", false, &c->ro) < 0 ||
-	    nd_opt_seconds(o, "reconnect-delay", GLUSTER_DEFAULT_TIMEOUT,
-			   &c->timeout) < 0 ||
-	    nd_opt_seconds(o, "timeout", c->timeout, &c->timeout) < 0 ||
+	    nd_opt_seconds(o, "timeout", ND_DEFAULT_TIMEOUT, &c->timeout) < 0 ||
 	    nd_opt_seconds(o, "open-timeout", GLUSTER_DEFAULT_OPEN_TIMEOUT,
 			   &c->open_timeout) < 0)
 		return -1;
 	if (c->timeout < 1)
-		c->timeout = GLUSTER_DEFAULT_TIMEOUT;
+		c->timeout = ND_DEFAULT_TIMEOUT;
 	if (c->open_timeout <= 0)
 		c->open_timeout = GLUSTER_DEFAULT_OPEN_TIMEOUT;
 
@@ -561,10 +562,80 @@ static void gluster_stop_log(struct gluster_vol *v)
 	v->log_started = false;
 }
 
-/* Make the glfs_t and initialise it. On failure *fsp may still hold a
- * glfs_t for the caller to glfs_fini, and *where names the failed step. */
-static int gluster_connect(struct gluster_vol *v, glfs_t **fsp,
-			   const char **where)
+/* Does FD connect within MS milliseconds? (FD is non-blocking.) */
+static bool gluster_connects(int fd, const struct sockaddr *sa, socklen_t len,
+			     int ms)
+{
+	struct pollfd p = {fd, POLLOUT, 0};
+	int err = 0;
+	socklen_t elen = sizeof err;
+
+	if (connect(fd, sa, len) == 0)
+		return true;
+	if (errno != EINPROGRESS || poll(&p, 1, ms) != 1)
+		return false;
+	return getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 &&
+	       err == 0;
+}
+
+/* Does server S accept a connection (within MS for each address)? */
+static bool gluster_server_answers(const struct gluster_server *s, int ms)
+{
+	bool ok = false;
+
+	if (!s->port) {
+		struct sockaddr_un un = {.sun_family = AF_UNIX};
+		if (strlen(s->host) >= sizeof un.sun_path)
+			return false;
+		strcpy(un.sun_path, s->host);
+		int fd = socket(AF_UNIX,
+				SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		ok = fd >= 0 && gluster_connects(fd, (struct sockaddr *)&un,
+						 sizeof un, ms);
+		if (fd >= 0)
+			close(fd);
+		return ok;
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *a;
+	char port[16];
+	snprintf(port, sizeof port, "%d", s->port);
+	if (getaddrinfo(s->host, port, &hints, &res) != 0)
+		return false;
+	for (a = res; a && !ok; a = a->ai_next) {
+		int fd = socket(a->ai_family,
+				a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+				a->ai_protocol);
+		if (fd < 0)
+			continue;
+		ok = gluster_connects(fd, a->ai_addr, a->ai_addrlen, ms);
+		close(fd);
+	}
+	freeaddrinfo(res);
+	return ok;
+}
+
+/* The order to hand the servers to libgfapi in: those that answer a
+ * connect first, each group in the list's order. */
+static void gluster_server_order(const struct gluster_vol *v, size_t *order)
+{
+	size_t n = 0;
+	bool *up = calloc(v->nservers, sizeof *up);
+
+	for (size_t i = 0; i < v->nservers; i++)
+		if (up && (up[i] = gluster_server_answers(
+			       &v->servers[i], v->ping_timeout * 1000)))
+			order[n++] = i;
+	for (size_t i = 0; i < v->nservers; i++)
+		if (!up || !up[i])
+			order[n++] = i;
+	free(up);
+}
+
+/* Make the glfs_t with the servers in ORDER, from ORDER[FIRST] on (and
+ * round), and initialise it. On failure *fsp may still hold a glfs_t for
+ * the caller to glfs_fini, and *where names the failed step. */
+static int gluster_connect(struct gluster_vol *v, const size_t *order,
+			   size_t first, glfs_t **fsp, const char **where)
 {
 	char path[PATH_MAX + 32], num[16];
 	glfs_t *fs = glfs_new(v->volume);
@@ -573,11 +644,12 @@ static int gluster_connect(struct gluster_vol *v, glfs_t **fsp,
 	*where = "glfs_new";
 	if (!fs)
 		return -1;
-	for (size_t i = 0; i < v->nservers; i++) {
+	for (size_t k = 0; k < v->nservers; k++) {
+		const struct gluster_server *sv =
+		    &v->servers[order[(first + k) % v->nservers]];
 		*where = "glfs_set_volfile_server";
-		if (glfs_set_volfile_server(fs, v->servers[i].transport,
-					    v->servers[i].host,
-					    v->servers[i].port) < 0)
+		if (glfs_set_volfile_server(fs, sv->transport, sv->host,
+					    sv->port) < 0)
 			return -1;
 	}
 	/* Keep writes that failed to sync cached so the next fsync retries
@@ -624,6 +696,43 @@ static void gluster_describe_servers(const struct gluster_vol *v, char *buf,
 	}
 }
 
+/* glfs_init with the answering servers first; when it fails, with each
+ * server first in turn (libgfapi's own failover keeps the first server's
+ * transport), until one works or unmount starts. */
+static int gluster_connect_any(struct gluster_vol *v, glfs_t **fsp,
+			       const char **where)
+{
+	size_t *order = calloc(v->nservers ? v->nservers : 1, sizeof *order);
+	int r = -1, e = 0;
+
+	*fsp = NULL;
+	*where = "out of memory";
+	if (!order) {
+		errno = ENOMEM;
+		return -1;
+	}
+	gluster_server_order(v, order);
+	for (size_t first = 0; first < v->nservers; first++) {
+		if (*fsp) {
+			glfs_fini(*fsp);
+			*fsp = NULL;
+		}
+		r = gluster_connect(v, order, first, fsp, where);
+		e = errno;
+		pthread_mutex_lock(&gluster_lock);
+		bool closing = gluster_closing;
+		pthread_mutex_unlock(&gluster_lock);
+		if (r == 0 || strcmp(*where, "glfs_init") != 0 || closing)
+			break;
+		nd_debug(
+		    "gluster: volume %s: glfs_init with server %zu first failed (%s); trying the next one first",
+		    v->volume, order[first], strerror(e));
+	}
+	free(order);
+	errno = e;
+	return r;
+}
+
 /* The init thread: glfs_init may take long (one reconnect period per dead
  * server, or forever on a server that accepts and never answers), so it
  * runs detached and reports through v->state. */
@@ -632,7 +741,7 @@ static void *gluster_init_thread(void *arg)
 	struct gluster_vol *v = arg;
 	const char *where;
 	glfs_t *fs;
-	int r = gluster_connect(v, &fs, &where);
+	int r = gluster_connect_any(v, &fs, &where);
 	int e = errno;
 	bool fini_now = false;
 

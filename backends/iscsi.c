@@ -6,7 +6,7 @@
  * across sessions; within a session a read or write goes out as up to
  * ISCSI_PIPE commands in flight at once. Every command runs on the async
  * API under our own poll
- * loop with a deadline (the entry's timeout=, or ISCSI_BOUND when it is 0),
+ * loop with a deadline (the entry's timeout=, or ND_DEFAULT_TIMEOUT when it is 0),
  * so nothing waits forever on a dead or stopped target. libiscsi's own
  * reconnect logic is switched off (it sleeps and retries forever): when a
  * session is lost or a command stalls we return -ENOTCONN and the core opens
@@ -33,9 +33,6 @@
 #include "backend.h"
 
 #define ISCSI_DEFAULT_IQN "iqn.2008-11.org.linux-kvm"
-/* Seconds any one step may take when the entry sets no timeout (QEMU's
- * timeout=0 means "none"; we still never wait forever). */
-#define ISCSI_BOUND 30.0
 /* Seconds a logout at close may take before we just drop the socket. */
 #define ISCSI_LOGOUT_BOUND 2.0
 #define ISCSI_DEFAULT_MAX_REQUEST (1u << 20)
@@ -860,7 +857,7 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 	}
 	c->lun = (int)lun;
 	c->read_only = ro;
-	c->bound = timeout > 0 ? timeout : ISCSI_BOUND;
+	c->bound = timeout > 0 ? timeout : ND_DEFAULT_TIMEOUT;
 	c->ctx = iscsi_create_context(iname);
 	if (c->ctx == NULL) {
 		errno = ENOMEM;
@@ -876,8 +873,7 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 	 * sleep and retry forever inside iscsi_service */
 	iscsi_set_noautoreconnect(c->ctx, 1);
 	iscsi_set_reconnect_max_retries(c->ctx, 0);
-	if (timeout > 0)
-		iscsi_set_timeout(c->ctx, (int)ceil(timeout));
+	iscsi_set_timeout(c->ctx, (int)ceil(c->bound));
 	if (iscsi_set_targetname(c->ctx, target) != 0 ||
 	    iscsi_set_session_type(c->ctx, ISCSI_SESSION_NORMAL) != 0 ||
 	    iscsi_set_header_digest(c->ctx, hd) != 0) {

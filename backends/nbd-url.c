@@ -73,7 +73,7 @@ static int nbd_parse_split(const char *s, const struct nd_url *p,
 		return -1;
 	if (p->path && p->path[0] == '/' && p->path[1]) {
 		CLEANUP_FREE char *exp =
-			nd_url_decode(p->path + 1, strlen(p->path + 1));
+			nd_url_decode(p->path + 1, strlen(p->path + 1), "export");
 		if (!exp || nd_opt_add(o, "export", exp, origin) == -1)
 			return -1;
 	}

@@ -35,7 +35,6 @@
 #include "backend.h"
 
 #define NBD_DEFAULT_PORT "10809"
-#define NBD_DEFAULT_TIMEOUT 30.0
 /* Largest read/write when the server gives no limit: the NBD protocol
  * document says every server must take 32 MiB (libnbd's own cap is 64). */
 #define NBD_DEFAULT_MAX_REQUEST (32u << 20)
@@ -771,7 +770,7 @@ static int nbd_open_cb(const struct nd_opts *o, void **conn,
 		nd_error("nbd: out of memory");
 		goto fail;
 	}
-	if (nd_opt_seconds(o, "timeout", NBD_DEFAULT_TIMEOUT, &c->timeout) <
+	if (nd_opt_seconds(o, "timeout", ND_DEFAULT_TIMEOUT, &c->timeout) <
 		0 ||
 	    nd_opt_bool(o, "ro", false, &ro_entry) < 0 ||
 	    nbd_tls_mode(o, &tls) < 0) {
@@ -779,7 +778,7 @@ static int nbd_open_cb(const struct nd_opts *o, void **conn,
 		goto fail;
 	}
 	if (!(c->timeout > 0))
-		c->timeout = NBD_DEFAULT_TIMEOUT;
+		c->timeout = ND_DEFAULT_TIMEOUT;
 	/* A connect that outlives reconnect-delay is useless to the core's
 	 * retry loop: give up by then (but allow a slow TLS handshake 1 s). */
 	if (nd_opt_seconds(o, "reconnect-delay", 10, &connect_limit) < 0) {

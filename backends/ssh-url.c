@@ -24,7 +24,7 @@ static int ssh_parse_split(const struct nd_url *p, struct nd_opts *o,
 			   p->host);
 	CLEANUP_FREE char *host = nd_url_host(p->host);
 	CLEANUP_FREE char *path = nd_url_decode(p->path ? p->path : "/",
-					     strlen(p->path ? p->path : "/"));
+					     strlen(p->path ? p->path : "/"), "path");
 	if (!path)
 		return -1;
 	if (strlen(path) < 2)

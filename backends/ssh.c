@@ -40,7 +40,6 @@
 #include "backend.h"
 
 #define SSH_DEFAULT_PORT 22
-#define SSH_DEFAULT_TIMEOUT 10.0 /* seconds, when timeout= is absent */
 #define SSH_CLOSE_TIMEOUT 1.0	 /* seconds for a polite close */
 #define SSH_READ_CHUNK_OPENSSH (128 * 1024) /* bytes per SFTP READ */
 #define SSH_READ_CHUNK_OTHER (64 * 1024)
@@ -470,10 +469,10 @@ static int ssh_parse(const struct nd_opts *o, struct ssh_params *p)
 		return r;
 	p->known_hosts = nd_opt_get(o, "known-hosts");
 	p->identity = nd_opt_get(o, "identity");
-	if (nd_opt_seconds(o, "timeout", SSH_DEFAULT_TIMEOUT, &p->timeout) < 0)
+	if (nd_opt_seconds(o, "timeout", ND_DEFAULT_TIMEOUT, &p->timeout) < 0)
 		return -EINVAL;
 	if (p->timeout <= 0)
-		p->timeout = SSH_DEFAULT_TIMEOUT;
+		p->timeout = ND_DEFAULT_TIMEOUT;
 	if (nd_opt_bool(o, "ro", false, &p->ro) < 0)
 		return -EINVAL;
 	return 0;

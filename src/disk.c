@@ -111,7 +111,8 @@ int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *c)
 	    nd_opt_size(o, "block-size", 64 * 1024, &c->block_size) == -1 ||
 	    nd_opt_size(o, "cache-size", 0, &c->cache_size) == -1 ||
 	    nd_opt_uint(o, "connections", 4, 1, 64, &u) == -1 ||
-	    nd_opt_seconds(o, "timeout", 0, &c->timeout) == -1 ||
+	    nd_opt_seconds(o, "timeout", ND_DEFAULT_TIMEOUT, &c->timeout) ==
+		    -1 ||
 	    nd_opt_seconds(o, "reconnect-delay", 10, &c->reconnect_delay) ==
 		    -1 ||
 	    nd_opt_seconds(o, "open-timeout", 0, &c->open_timeout) == -1 ||
@@ -119,6 +120,8 @@ int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *c)
 	    nd_opt_size(o, "size", 0, &c->size) == -1)
 		return -1;
 	c->connections = u;
+	if (!(c->timeout > 0)) /* 0: the default; never wait forever */
+		c->timeout = ND_DEFAULT_TIMEOUT;
 	if (c->readahead % 512) {
 		errno = EINVAL;
 		nd_error("readahead=%s: must be a multiple of 512",
@@ -174,16 +177,22 @@ int nd_disk_check_opts(struct nd_opts *o)
 			 driver, o->v[i].origin);
 		return -1;
 	}
+	if (nd_opt_secret_preload(o) == -1)
+		return -1;
 	return nd_disk_parse_cfg(o, &cfg);
 }
 
 /* --- the pool --------------------------------------------------------- */
 
+/* Backoff between reconnect attempts: doubling, bounded, so a server that
+ * comes back is found within BACKOFF_MAX (plus one connect). */
+#define BACKOFF_MIN 0.05
+#define BACKOFF_MAX 2.0
+
 struct nd_slot {
 	void *h;
 	unsigned users;
-	bool dead;    /* failed: close once the last user is gone */
-	bool opening; /* a thread is opening it now */
+	bool dead; /* failed: close once the last user is gone */
 };
 
 static double now_s(void)
@@ -201,9 +210,27 @@ static void sleep_s(double s)
 	nanosleep(&ts, NULL);
 }
 
+/* pthread_cond_timedwait until the monotonic time UNTIL (the conds use
+ * CLOCK_MONOTONIC, see cond_init). */
+static void wait_until(pthread_cond_t *c, pthread_mutex_t *m, double until)
+{
+	struct timespec ts = { (time_t)until,
+			       (long)((until - (time_t)until) * 1e9) };
+	pthread_cond_timedwait(c, m, &ts);
+}
+
+static void cond_init(pthread_cond_t *c)
+{
+	pthread_condattr_t a;
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(c, &a);
+	pthread_condattr_destroy(&a);
+}
+
+/* Called with d->lock held. */
 static void set_state(struct nd_disk *d, enum nd_conn_state s, int err)
 {
-	/* d->lock held */
 	if (d->state != s) {
 		d->state = s;
 		d->state_since = time(NULL);
@@ -211,8 +238,35 @@ static void set_state(struct nd_disk *d, enum nd_conn_state s, int err)
 	if (err) {
 		CLEANUP_FREE char *r = nd_redact(nd_get_error());
 		snprintf(d->last_error, sizeof d->last_error, "%s",
-			 r ? r : strerror(-err));
+			 r && *r ? r : strerror(-err));
 	}
+}
+
+/* The last connection is gone: the reconnect-delay clock starts and the
+ * reconnect thread takes over. Called with d->lock held. */
+static void conn_lost(struct nd_disk *d, int err)
+{
+	if (d->state == ND_CONNECTED) {
+		d->down_since = now_s();
+		set_state(d, ND_RECONNECTING, err);
+	}
+	pthread_cond_signal(&d->rc_cond);
+}
+
+/* No connection for reconnect-delay: the entry is failed, and every
+ * request fails at once until the reconnect thread succeeds. Called with
+ * d->lock held; true when failed. */
+static bool check_failed(struct nd_disk *d)
+{
+	if (d->state == ND_RECONNECTING &&
+	    now_s() >= d->down_since + d->cfg.reconnect_delay) {
+		set_state(d, ND_FAILED, 0);
+		nd_warn(
+		    "entry '%s': failed: no connection for %g s (reconnect-delay); requests fail at once while reconnecting goes on (%s)",
+		    d->name, d->cfg.reconnect_delay, d->last_error);
+		pthread_cond_broadcast(&d->cond);
+	}
+	return d->state == ND_FAILED;
 }
 
 /* Open a backend connection; checks it is the same disk as before. */
@@ -239,120 +293,158 @@ static int open_conn(struct nd_disk *d, void **h)
 	return 0;
 }
 
-/* Borrow a connection until DEADLINE: a free one, a shared one when the
- * backend is thread-safe, or a new one while the pool has room. */
-static int borrow(struct nd_disk *d, double deadline, struct nd_slot **out)
+/* Put a new connection H into a free slot. Called with d->lock held;
+ * false when no slot is free (H is then the caller's to close). */
+static bool install(struct nd_disk *d, void *h)
 {
-	double backoff = 0.05;
-	pthread_mutex_lock(&d->lock);
-	for (;;) {
-		struct nd_slot *best = NULL, *empty = NULL;
-		for (unsigned i = 0; i < d->maxslots; i++) {
-			struct nd_slot *s = &d->slots[i];
-			if (!s->h && !s->opening && !s->dead && s->users == 0) {
-				if (!empty && (d->nslots == 0 ||
-					       now_s() >= d->no_grow_until))
-					empty = s;
-				continue;
-			}
-			if (!s->h || s->dead || s->opening)
-				continue;
-			if (s->users == 0 ||
-			    (d->info.thread_safe &&
-			     (!best || s->users < best->users)))
-				if (!best || best->users > s->users)
-					best = s;
-		}
-		/* Prefer a free live connection; open another only when all
-		 * are busy (lazily growing the pool). */
-		if (best && (best->users == 0 || !empty)) {
-			best->users++;
-			pthread_mutex_unlock(&d->lock);
-			*out = best;
-			return 0;
-		}
-		if (empty) {
-			void *h;
-			int r;
-			empty->opening = true;
-			pthread_mutex_unlock(&d->lock);
-			r = open_conn(d, &h);
-			pthread_mutex_lock(&d->lock);
-			empty->opening = false;
-			if (r == 0) {
-				empty->h = h;
-				empty->users = 1;
-				d->nslots++;
-				if (d->state != ND_CONNECTED)
-					nd_info("entry '%s': connected", d->name);
-				set_state(d, ND_CONNECTED, 0);
-				pthread_cond_broadcast(&d->cond);
-				pthread_mutex_unlock(&d->lock);
-				*out = empty;
-				return 0;
-			}
-			/* Opening failed: back off and try again until the
-			 * deadline, unless other connections are alive: then
-			 * use those and stop growing the pool for a while. */
-			set_state(d, d->nslots ? d->state : ND_RECONNECTING, r);
-			if (d->nslots)
-				d->no_grow_until = now_s() + 5;
-			if (d->nslots == 0) {
-				if (now_s() + backoff > deadline) {
-					set_state(d, ND_FAILED, r);
-					pthread_cond_broadcast(&d->cond);
-					pthread_mutex_unlock(&d->lock);
-					return r;
-				}
-				pthread_mutex_unlock(&d->lock);
-				sleep_s(backoff);
-				backoff = backoff * 2 > 1 ? 1 : backoff * 2;
-				pthread_mutex_lock(&d->lock);
-			}
+	for (unsigned i = 0; i < d->maxslots; i++) {
+		struct nd_slot *s = &d->slots[i];
+		if (s->h)
 			continue;
-		}
-		/* All connections busy (or being opened): wait. */
-		double left = deadline - now_s();
-		if (left <= 0) {
-			pthread_mutex_unlock(&d->lock);
-			nd_error("entry '%s': no connection within the deadline",
-				 d->name);
-			return -EIO;
-		}
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		double w = left < 1 ? left : 1;
-		ts.tv_sec += (time_t)w;
-		ts.tv_nsec += (long)((w - (time_t)w) * 1e9);
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+		s->h = h;
+		s->users = 0;
+		d->nslots++;
+		if (d->state != ND_CONNECTED)
+			nd_info("entry '%s': connected again after %.1f s",
+				d->name, now_s() - d->down_since);
+		set_state(d, ND_CONNECTED, 0);
+		pthread_cond_broadcast(&d->cond);
+		return true;
 	}
+	return false;
 }
 
-static void give_back(struct nd_disk *d, struct nd_slot *s, bool failed)
+/* One attempt of the reconnect thread to open a connection (to replace
+ * the lost ones, or to grow the pool). Called with d->lock held; true
+ * when it should back off before the next. */
+static bool reconnect_once(struct nd_disk *d)
 {
-	void *close_h = NULL;
+	bool reconnect = d->nslots == 0;
+	void *h;
+
+	d->grow_wanted = false;
+	pthread_mutex_unlock(&d->lock);
+	int r = open_conn(d, &h);
+	pthread_mutex_lock(&d->lock);
+	if (r == 0) {
+		if (!install(d, h)) {
+			pthread_mutex_unlock(&d->lock);
+			d->be->close(h);
+			pthread_mutex_lock(&d->lock);
+		}
+		return false;
+	}
+	if (!reconnect || d->nslots) {
+		/* Growing failed while others live: use those a while. */
+		d->no_grow_until = now_s() + 5;
+		return false;
+	}
+	set_state(d, d->state, r);
+	nd_debug("entry '%s': reconnect failed (%s)", d->name, d->last_error);
+	check_failed(d);
+	return true;
+}
+
+/* The reconnect thread of an entry: every connection after the first is
+ * opened here, so no request ever waits on a connect, and an entry whose
+ * server is gone keeps trying with bounded backoff until close. */
+static void *reconnect_thread(void *arg)
+{
+	struct nd_disk *d = arg;
+	double backoff = BACKOFF_MIN;
 
 	pthread_mutex_lock(&d->lock);
-	if (failed && !s->dead) {
-		s->dead = true;
-		d->nslots--;
-		if (d->nslots == 0)
-			set_state(d, ND_RECONNECTING, -ENOTCONN);
-		atomic_fetch_add(&d->st.reconnects, 1);
+	while (!d->closing) {
+		if (d->nslots > 0 && !d->grow_wanted) {
+			backoff = BACKOFF_MIN;
+			pthread_cond_wait(&d->rc_cond, &d->lock);
+			continue;
+		}
+		if (!reconnect_once(d) || d->closing)
+			continue;
+		/* Wake when it is time to fail the entry, if that is
+		 * sooner than the next attempt. */
+		double until = now_s() + backoff;
+		double fail_at = d->down_since + d->cfg.reconnect_delay;
+		if (d->state == ND_RECONNECTING && fail_at < until)
+			until = fail_at;
+		wait_until(&d->rc_cond, &d->lock, until);
+		check_failed(d);
+		backoff = backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : backoff * 2;
 	}
-	if (--s->users == 0 && s->dead) {
-		close_h = s->h;
-		s->h = NULL;
-		s->dead = false;
-	}
-	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
-	if (close_h)
-		d->be->close(close_h);
+	return NULL;
+}
+
+/* A live connection to use: a free one, else (thread-safe backends) the
+ * least used. Asks the reconnect thread for one more when all are busy
+ * and the pool may grow. Called with d->lock held. */
+static struct nd_slot *pick_slot(struct nd_disk *d)
+{
+	struct nd_slot *best = NULL;
+	bool room = false;
+
+	for (unsigned i = 0; i < d->maxslots; i++) {
+		struct nd_slot *s = &d->slots[i];
+		if (!s->h) {
+			room = true;
+			continue;
+		}
+		if (s->dead)
+			continue;
+		if (s->users == 0)
+			return s;
+		if (d->info.thread_safe && (!best || s->users < best->users))
+			best = s;
+	}
+	if (room && d->nslots > 0 && now_s() >= d->no_grow_until &&
+	    !d->grow_wanted) {
+		d->grow_wanted = true;
+		pthread_cond_signal(&d->rc_cond);
+	}
+	return best;
+}
+
+/* Borrow a connection, waiting at most until UNTIL (monotonic) and, while
+ * there is no connection at all, at most until reconnect-delay after it
+ * was lost. A failed entry fails at once. */
+static int borrow(struct nd_disk *d, double until, struct nd_slot **out)
+{
+	pthread_mutex_lock(&d->lock);
+	for (;;) {
+		double end = until;
+		if (d->nslots == 0) {
+			if (check_failed(d))
+				break;
+			double fail_at = d->down_since + d->cfg.reconnect_delay;
+			end = fail_at < end ? fail_at : end;
+		}
+		struct nd_slot *s = d->nslots ? pick_slot(d) : NULL;
+		if (s) {
+			s->users++;
+			pthread_mutex_unlock(&d->lock);
+			*out = s;
+			return 0;
+		}
+		if (now_s() >= end)
+			break;
+		wait_until(&d->cond, &d->lock, end);
+	}
+	if (d->state == ND_FAILED) {
+		char since[32];
+		struct tm tm;
+		gmtime_r(&d->state_since, &tm);
+		strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
+		nd_error("entry '%s': failed since %s, reconnecting (%s)",
+			 d->name, since, d->last_error);
+	} else if (d->nslots == 0)
+		nd_error("entry '%s': no connection within reconnect-delay (%s)",
+			 d->name, d->last_error);
+	else
+		nd_error("entry '%s': no free connection within reconnect-delay",
+			 d->name);
+	pthread_mutex_unlock(&d->lock);
+	return -EIO;
 }
 
 static bool is_conn_error(int r)
@@ -360,6 +452,42 @@ static bool is_conn_error(int r)
 	return r == -ENOTCONN || r == -ECONNRESET || r == -EPIPE ||
 	       r == -ECONNREFUSED || r == -ECONNABORTED || r == -ESHUTDOWN ||
 	       r == -ETIMEDOUT || r == -EHOSTUNREACH || r == -ENETUNREACH;
+}
+
+/* Return S after a request that ended with R. A connection-level failure
+ * retires every connection of the entry, not just S: they lead to the
+ * same server, and trying each in turn would cost one timeout apiece. */
+static void give_back(struct nd_disk *d, struct nd_slot *s, int r)
+{
+	void *close_h[64];
+	unsigned n = 0;
+
+	pthread_mutex_lock(&d->lock);
+	if (r < 0)
+		set_state(d, d->state, r);
+	if (is_conn_error(r)) {
+		for (unsigned i = 0; i < d->maxslots; i++) {
+			if (d->slots[i].h && !d->slots[i].dead) {
+				d->slots[i].dead = true;
+				d->nslots--;
+			}
+		}
+		atomic_fetch_add(&d->st.reconnects, 1);
+		conn_lost(d, r);
+	}
+	s->users--;
+	for (unsigned i = 0; i < d->maxslots && n < 64; i++) {
+		struct nd_slot *t = &d->slots[i];
+		if (t->h && t->dead && t->users == 0) {
+			close_h[n++] = t->h;
+			t->h = NULL;
+			t->dead = false;
+		}
+	}
+	pthread_cond_broadcast(&d->cond);
+	pthread_mutex_unlock(&d->lock);
+	for (unsigned i = 0; i < n; i++)
+		d->be->close(close_h[i]);
 }
 
 enum op_kind { OP_READ, OP_WRITE, OP_FLUSH, OP_TRIM, OP_ZERO };
@@ -385,38 +513,38 @@ static int call_backend(struct nd_disk *d, void *h, const struct op *op)
 	return -EINVAL;
 }
 
-/* One backend request with the reconnect loop around it. */
+/* One backend request, retried on a new connection after a lost one.
+ * Waits and new attempts end reconnect-delay after the request came in,
+ * and each attempt is bounded by the backend's timeout, so no request
+ * takes longer than reconnect-delay + timeout. */
 static int run_op(struct nd_disk *d, const struct op *op)
 {
-	double deadline = now_s() + d->cfg.reconnect_delay;
-	double backoff = 0.05;
+	double until = now_s() + d->cfg.reconnect_delay;
+	double backoff = BACKOFF_MIN;
 	int r;
 
 	for (;;) {
 		struct nd_slot *s;
-		r = borrow(d, deadline, &s);
+		r = borrow(d, until, &s);
 		if (r < 0)
 			break;
 		r = call_backend(d, s->h, op);
-		bool conn_err = is_conn_error(r);
-		give_back(d, s, conn_err);
-		if (!conn_err && r != -EAGAIN)
-			break;
-		if (conn_err)
+		give_back(d, s, r);
+		if (is_conn_error(r))
 			nd_warn("entry '%s': connection lost (%s), retrying",
 				d->name, nd_get_error());
-		if (now_s() + backoff > deadline) {
+		else if (r != -EAGAIN)
+			break;
+		if (r == -EAGAIN && now_s() + backoff < until) {
+			sleep_s(backoff);
+			backoff = backoff * 2 > 1 ? 1 : backoff * 2;
+		} else if (now_s() >= until || r == -EAGAIN) {
 			r = -EIO;
 			break;
 		}
-		sleep_s(backoff);
-		backoff = backoff * 2 > 1 ? 1 : backoff * 2;
 	}
 	if (r < 0) {
 		atomic_fetch_add(&d->st.errors, 1);
-		pthread_mutex_lock(&d->lock);
-		set_state(d, d->state, r);
-		pthread_mutex_unlock(&d->lock);
 		if (is_conn_error(r) || r == -EAGAIN)
 			r = -EIO;
 	}
@@ -424,6 +552,19 @@ static int run_op(struct nd_disk *d, const struct op *op)
 }
 
 /* --- open / close ----------------------------------------------------- */
+
+/* Every backend bounds a request by the same timeout: the core's value
+ * (the default when the entry gives none) goes into the options open()
+ * reads, so no backend keeps a default of its own. */
+static int set_timeout(struct nd_disk *d)
+{
+	char v[32];
+	if (nd_opt_get(&d->opts, "timeout") &&
+	    strtod(nd_opt_get(&d->opts, "timeout"), NULL) > 0)
+		return 0;
+	snprintf(v, sizeof v, "%g", d->cfg.timeout);
+	return nd_opt_set(&d->opts, "timeout", v, "default");
+}
 
 int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 {
@@ -438,7 +579,8 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 	nd_opts_copy(&d->opts, opts);
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_mutex_init(&d->rmw_lock, NULL);
-	pthread_cond_init(&d->cond, NULL);
+	cond_init(&d->cond);
+	cond_init(&d->rc_cond);
 	d->be = driver ? nd_backend_find(driver) : NULL;
 	if (!d->be) {
 		nd_error("driver '%s' is not compiled in",
@@ -446,7 +588,7 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 		r = -ENOTSUP;
 		goto fail;
 	}
-	if (nd_disk_parse_cfg(opts, &d->cfg) == -1) {
+	if (nd_disk_parse_cfg(opts, &d->cfg) == -1 || set_timeout(d) == -1) {
 		r = -EINVAL;
 		goto fail;
 	}
@@ -468,7 +610,7 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 	if (d->info.block_size < 1)
 		d->info.block_size = 1;
 	if (d->cfg.offset > d->info.size ||
-	    (d->cfg.size && d->cfg.offset + d->cfg.size > d->info.size)) {
+	    d->cfg.size > d->info.size - d->cfg.offset) {
 		d->be->close(h);
 		nd_error("offset/size reach past the end of the disk (%llu "
 			 "bytes)",
@@ -493,6 +635,12 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 	d->nslots = 1;
 	d->state = ND_CONNECTED;
 	d->state_since = time(NULL);
+	r = -pthread_create(&d->rc_thread, NULL, reconnect_thread, d);
+	if (r < 0) {
+		d->be->close(h);
+		free(d->slots);
+		goto fail;
+	}
 	*out = d;
 	return 0;
 fail:
@@ -506,6 +654,11 @@ void nd_disk_close(struct nd_disk *d)
 {
 	if (!d)
 		return;
+	pthread_mutex_lock(&d->lock);
+	d->closing = true;
+	pthread_cond_signal(&d->rc_cond);
+	pthread_mutex_unlock(&d->lock);
+	pthread_join(d->rc_thread, NULL);
 	for (unsigned i = 0; i < d->maxslots; i++)
 		if (d->slots[i].h)
 			d->be->close(d->slots[i].h);
@@ -514,6 +667,7 @@ void nd_disk_close(struct nd_disk *d)
 	pthread_mutex_destroy(&d->lock);
 	pthread_mutex_destroy(&d->rmw_lock);
 	pthread_cond_destroy(&d->cond);
+	pthread_cond_destroy(&d->rc_cond);
 	free(d->name);
 	free(d);
 }

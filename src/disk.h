@@ -21,12 +21,16 @@ struct nd_disk_cfg {
 	uint64_t cache_size; /* 0 = share of the global budget */
 	enum nd_cache_mode cache;
 	unsigned connections;
-	double timeout;		/* 0 = the backend's own */
-	double reconnect_delay; /* how long a request retries */
+	double timeout;		/* each backend request's deadline */
+	double reconnect_delay; /* how long the entry waits for a reconnect */
 	double open_timeout;	/* how long the first open retries */
 	uint64_t offset, size;	/* slice; size 0 = to the end */
 };
 
+/* CONNECTED: at least one live connection. RECONNECTING: none, for less
+ * than reconnect-delay; requests wait for the reconnect. FAILED: none for
+ * reconnect-delay; requests fail at once with EIO while the reconnect
+ * thread keeps trying. */
 enum nd_conn_state { ND_CONNECTED, ND_RECONNECTING, ND_FAILED };
 
 struct nd_disk_stats {
@@ -45,15 +49,22 @@ struct nd_disk {
 	uint64_t size; /* what the file shows */
 	bool ro;
 
+	/* lock protects the pool, the state and the reconnect thread's
+	 * flags below; it is never held across a backend call. */
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	pthread_cond_t cond;	/* a slot freed, a connection came, state */
+	pthread_cond_t rc_cond; /* wakes the reconnect thread */
 	struct nd_slot *slots;
-	unsigned nslots, maxslots;
+	unsigned nslots, maxslots; /* nslots: live connections */
 	double no_grow_until; /* a failed pool growth pauses growing */
+	bool grow_wanted;     /* all busy: the reconnect thread opens one */
+	bool closing;	      /* nd_disk_close: the reconnect thread ends */
+	pthread_t rc_thread;  /* opens every connection after the first */
 	pthread_mutex_t rmw_lock; /* serialises unaligned writes */
 
 	enum nd_conn_state state;
-	time_t state_since;
+	time_t state_since;  /* wall clock, for status */
+	double down_since;   /* monotonic: the last connection was lost */
 	char last_error[512];
 	struct nd_disk_stats st;
 };

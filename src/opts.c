@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,29 +290,72 @@ void nd_secret_free(char *s)
 	}
 }
 
-static char *read_secret_file(const char *path)
+/* The first line of F, trailing newline dropped; "" at end of file. */
+static char *read_first_line(FILE *f)
 {
-	FILE *f;
 	char *line = NULL;
 	size_t cap = 0;
-	ssize_t n;
+	ssize_t n = getline(&line, &cap, f);
 
-	if (path[0] == '+')
-		path++;
-	f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
-	if (!f)
-		return NULL;
-	n = getline(&line, &cap, f);
-	if (f != stdin)
-		fclose(f);
 	if (n < 0) {
 		free(line);
-		line = strdup("");
-		return line;
+		return strdup("");
 	}
 	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 		line[--n] = 0;
 	return line;
+}
+
+/* password-file=-: standard input is read once, while the table is
+ * loaded (before netdiskfs turns into a daemon and stdin becomes
+ * /dev/null), and the line kept in memory for every later connection and
+ * reconnect. */
+static pthread_mutex_t stdin_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *stdin_secret;
+
+static char *stdin_line(void)
+{
+	pthread_mutex_lock(&stdin_lock);
+	if (!stdin_secret)
+		stdin_secret = read_first_line(stdin);
+	char *r = stdin_secret ? strdup(stdin_secret) : NULL;
+	pthread_mutex_unlock(&stdin_lock);
+	return r;
+}
+
+static char *read_secret_file(const char *path)
+{
+	FILE *f;
+	char *line;
+
+	if (path[0] == '+')
+		path++;
+	if (strcmp(path, "-") == 0)
+		return stdin_line();
+	f = fopen(path, "re");
+	if (!f)
+		return NULL;
+	line = read_first_line(f);
+	fclose(f);
+	return line;
+}
+
+int nd_opt_secret_preload(const struct nd_opts *o)
+{
+	for (size_t i = 0; i < o->n; i++) {
+		const char *k = o->v[i].key, *v = o->v[i].val;
+		size_t n = strlen(k);
+		if (n <= 5 || strcmp(k + n - 5, "-file") != 0 ||
+		    (strcmp(v, "-") != 0 && strcmp(v, "+-") != 0))
+			continue;
+		char *s = stdin_line();
+		if (!s) {
+			nd_error("%s=%s: %m", k, v);
+			return -1;
+		}
+		nd_secret_free(s);
+	}
+	return 0;
 }
 
 int nd_opt_secret(const struct nd_opts *o, const char *key, char **out)

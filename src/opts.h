@@ -62,6 +62,9 @@ int nd_opt_seconds(const struct nd_opts *o, const char *key, double def,
  * is given. -1 with an nd_error on a read failure. */
 int nd_opt_secret(const struct nd_opts *o, const char *key, char **out);
 void nd_secret_free(char *s);
+/* Read now what a KEY-file=- of O will need from standard input (it is
+ * read once and kept), so that it happens before daemonizing. */
+int nd_opt_secret_preload(const struct nd_opts *o);
 
 /* Did P come from the defaults (a "*" line of the table, or -o) rather
  * than the entry itself? */

@@ -30,6 +30,11 @@ static json_t *entry_json(struct nd_fs_entry *e)
 	strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
 	json_object_set_new(j, "state", json_string(state_name(d->state)));
 	json_object_set_new(j, "state_since", json_string(since));
+	json_object_set_new(j, "state_text",
+			    d->state == ND_CONNECTED
+				? json_string("connected")
+				: json_sprintf("%s since %s, reconnecting",
+					       state_name(d->state), since));
 	json_object_set_new(j, "last_error",
 			    d->last_error[0] ? json_string(d->last_error)
 					     : json_null());
@@ -150,7 +155,9 @@ int nd_status_print(const char *mountpoint)
 		printf("%-16s %-8s %-13s %8s %-3s %5lld %8s %8s %7lld %7lld %8s %s%s\n",
 		       json_string_value(json_object_get(e, "name")),
 		       json_string_value(json_object_get(e, "backend")),
-		       json_string_value(json_object_get(e, "state")), size,
+		       json_string_value(json_object_get(e, json_object_get(e, "state_text")
+								? "state_text" : "state")),
+		       size,
 		       json_is_true(json_object_get(e, "read_only")) ? "yes" : "no",
 		       (long long)json_integer_value(json_object_get(e, "connections")),
 		       rd, wr,

@@ -18,7 +18,7 @@
 #include "url.h"
 #include "util/cleanup.h"
 
-char *nd_url_decode(const char *s, size_t len)
+char *nd_url_decode(const char *s, size_t len, const char *key)
 {
 	int outlen;
 	char *t = curl_easy_unescape(NULL, s, (int)len, &outlen);
@@ -27,12 +27,23 @@ char *nd_url_decode(const char *s, size_t len)
 		return NULL;
 	/* A NUL would silently cut a path or a name short. */
 	if (memchr(t, 0, (size_t)outlen))
-		nd_url_error("'%s' in a URL: a NUL byte is not allowed",
-			     "%00");
+		nd_url_error("%s: %%00 (a NUL byte) is not allowed in a URL",
+			     key);
 	else
 		r = strdup(t);
 	curl_free(t);
 	return r;
+}
+
+/* Replace *V (if any) by its decoded form; false on %00. */
+static bool decode_in_place(char **v, const char *key)
+{
+	if (!*v)
+		return true;
+	char *d = nd_url_decode(*v, strlen(*v), key);
+	nd_secret_free(*v); /* it may be a password */
+	*v = d;
+	return d != NULL;
 }
 
 /* --- json: ---------------------------------------------------------- */
@@ -188,8 +199,14 @@ int nd_url_split(const char *url, struct nd_url *p)
 		goto out;
 	}
 	p->scheme = url_part(h, CURLUPART_SCHEME, 0);
-	p->user = url_part(h, CURLUPART_USER, CURLU_URLDECODE);
-	p->password = url_part(h, CURLUPART_PASSWORD, CURLU_URLDECODE);
+	p->user = url_part(h, CURLUPART_USER, 0);
+	p->password = url_part(h, CURLUPART_PASSWORD, 0);
+	if (!decode_in_place(&p->user, "user") ||
+	    !decode_in_place(&p->password, "password")) {
+		nd_url_free(p);
+		memset(p, 0, sizeof *p);
+		goto out;
+	}
 	p->host = url_part(h, CURLUPART_HOST, 0);
 	p->port = url_part(h, CURLUPART_PORT, 0);
 	p->path = url_part(h, CURLUPART_PATH, 0);
@@ -214,11 +231,12 @@ int nd_url_add_query(const char *query, struct nd_opts *o, const char *origin,
 		size_t n = strcspn(p, "&;");
 		const char *eq = memchr(p, '=', n);
 		if (n) {
-			CLEANUP_FREE char *k =
-				nd_url_decode(p, eq ? (size_t)(eq - p) : n);
+			CLEANUP_FREE char *k = nd_url_decode(
+				p, eq ? (size_t)(eq - p) : n, "URL query key");
 			CLEANUP_FREE char *v =
-				eq ? nd_url_decode(eq + 1, n - (eq + 1 - p))
-				   : strdup("on");
+				!k ? NULL
+				: eq ? nd_url_decode(eq + 1, n - (eq + 1 - p), k)
+				     : strdup("on");
 			const char *key = k;
 			if (!k || !v)
 				return -1;
@@ -544,7 +562,7 @@ char *nd_url_basename(const char *url)
 	if (end == start || (end - start == 1 && *start == '.') ||
 	    (end - start == 2 && strncmp(start, "..", 2) == 0))
 		return strdup("disk");
-	char *name = nd_url_decode(start, end - start);
+	char *name = nd_url_decode(start, end - start, "name");
 	if (!name || strchr(name, '/') || !*name) {
 		free(name);
 		return strdup("disk");

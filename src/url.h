@@ -39,7 +39,7 @@ char *nd_url_basename(const char *url);
 /* --- helpers for the backends' URL files ------------------------------ */
 
 /* An RFC 3986 URL split by libcurl's URL API. user and password are
- * percent-decoded; host keeps IPv6 brackets; path and query are raw. */
+ * percent-decoded (%00 refused); host keeps IPv6 brackets; path and query are raw. */
 struct nd_url {
 	char *scheme, *user, *password, *host, *port, *path, *query;
 };
@@ -47,8 +47,9 @@ struct nd_url {
  * URL has host NULL. */
 int nd_url_split(const char *url, struct nd_url *p);
 void nd_url_free(struct nd_url *p);
-/* Percent-decode LEN bytes of S (malloc'd), NULL for "%00" or no memory. */
-char *nd_url_decode(const char *s, size_t len);
+/* Percent-decode LEN bytes of S (malloc'd); NULL for no memory, or with
+ * an nd_error naming KEY for a %00 (a NUL would cut the string short). */
+char *nd_url_decode(const char *s, size_t len, const char *key);
 /* "[::1]" -> "::1"; other hosts as they are (malloc'd). */
 char *nd_url_host(const char *h);
 /* Each "k=v" of a query string, percent-decoded, nd_opt_add'ed. MAP holds

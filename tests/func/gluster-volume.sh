@@ -3,7 +3,9 @@
 # script because glusterd start-up and glfs_fini (~10 s) are slow: one
 # glusterd, one volume, one mount with an entry per URL form.
 #  - tcp URI, unix-socket URI, +rdma (served over tcp), JSON server list
-#    whose first server is a closed port, dotted file.* keys under qcow2,
+#    whose first server is a closed port, server lists whose live server
+#    has another transport than the dead first one (tcp then unix, unix
+#    then tcp), dotted file.* keys under qcow2,
 #    QEMU's json qcow2 wrapper: each reads back the file in the brick;
 #  - entries with the same volume and server list share one glfs_t;
 #  - random-offset writes and reads, byte-exact against the brick after
@@ -28,7 +30,7 @@ CLOSED=$(free_port)
 
 # A one-brick volume finds files put straight into its brick by name (they
 # get their gfid on first lookup), so the images are made in place.
-NAMES="tcp unix rdma json dotted qcow2 logged ro sync"
+NAMES="tcp unix rdma json mixed mixed2 dotted qcow2 logged ro sync"
 for n in $NAMES; do
     pattern "$B/$n.img" 4
     cp "$B/$n.img" "$TMP/$n.orig"
@@ -41,6 +43,8 @@ tcp     gluster://127.0.0.1/$VOL/tcp.img
 unix    gluster+unix:///$VOL/unix.img?socket=$S
 rdma    gluster+rdma://127.0.0.1:24007/$VOL/rdma.img
 json    json:{"driver":"gluster","volume":"$VOL","path":"json.img","server":[{"type":"tcp","host":"127.0.0.1","port":$CLOSED},{"type":"tcp","host":"127.0.0.1","port":24007}]}
+mixed   json:{"driver":"gluster","volume":"$VOL","path":"mixed.img","server":[{"type":"tcp","host":"127.0.0.1","port":$CLOSED},{"type":"unix","socket":"$S"}]}
+mixed2  json:{"driver":"gluster","volume":"$VOL","path":"mixed2.img","server":[{"type":"unix","socket":"$TMP/no.socket"},{"type":"tcp","host":"127.0.0.1","port":24007}]}
 dotted  driver=qcow2,file.driver=gluster,file.volume=$VOL,file.path=/dotted.img,file.server.0.type=tcp,file.server.0.host=127.0.0.1,file.server.0.port=24007,file.server.1.type=unix,file.server.1.socket=$S
 qcow2   json:{"driver":"qcow2","file":{"driver":"gluster","volume":"$VOL","path":"qcow2.img","server":[{"type":"unix","socket":"$S"}]}}
 logged  gluster://127.0.0.1/$VOL/logged.img  debug=9,logfile=$TMP/gfapi.log
@@ -57,16 +61,16 @@ for n in $NAMES; do
     cmp "$M/$n" "$B/$n.img" || { show_log "$M.log"; fail "$n: the mount reads other bytes than the brick"; }
 done
 grep -q "rdma transport is gone" "$M.log" || { show_log "$M.log"; fail "no warning that rdma is served over tcp"; }
-echo "ok: tcp, unix, rdma, json (first server closed), dotted and qcow2 forms read the brick's bytes"
+echo "ok: tcp, unix, rdma, json (first server closed), mixed transports (first server dead), dotted and qcow2 forms read the brick's bytes"
 
 # Sharing: one glfs_t (so one connection to the brick) per distinct
-# volume + server list + logging: tcp/rdma/ro, unix/qcow2, json, dotted,
-# logged, fault = 6 for 10 entries.
+# volume + server list + logging: tcp/rdma/ro, unix/qcow2, json, mixed,
+# mixed2, dotted, logged, fault = 8 for 12 entries.
 BPORT=$(ss -Hltnp | awk -v p="pid=$BPID," 'index($0, p) { sub(/.*:/, "", $4); print $4; exit }')
 [ -n "$BPORT" ] || fail "cannot find the brick's port"
 conns=$(ss -Htnp state established "( dport = :$BPORT )" | grep -c "pid=$NDPID,")
-[ "$conns" -eq 6 ] || { ss -Htnp state established "( dport = :$BPORT )" >&2; fail "expected 6 glfs_t connected to the brick, found $conns"; }
-echo "ok: 10 entries share 6 glfs_t"
+[ "$conns" -eq 8 ] || { ss -Htnp state established "( dport = :$BPORT )" >&2; fail "expected 8 glfs_t connected to the brick, found $conns"; }
+echo "ok: 12 entries share 8 glfs_t"
 
 # Random-offset writes (unaligned, up to 200 KB) and reads; after fsync the
 # brick holds exactly the expected bytes.
@@ -201,8 +205,8 @@ until timeout 30 cmp "$M/fault" "$B/fault.img" 2>/dev/null; do
 done
 echo "ok: recovered after the brick resumed"
 
-# Unmount: the glfs_fini calls (~10 s each) run in parallel, so six glfs_t
+# Unmount: the glfs_fini calls (~10 s each) run in parallel, so eight glfs_t
 # fit in nd_unmount's 20 s bound.
 t0=$(date +%s)
 nd_unmount "$M"
-echo "ok: unmount with 6 glfs_t took $(( $(date +%s) - t0 )) s"
+echo "ok: unmount with 8 glfs_t took $(( $(date +%s) - t0 )) s"

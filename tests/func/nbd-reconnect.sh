@@ -58,9 +58,10 @@ echo "ok: server down: EIO after $ms ms"
 mountpoint -q "$TMP/mnt" || fail "the mount went away"
 kill -0 "$(cat "$TMP/mnt.pid")" || fail "the daemon died"
 
-# Back up: the same entry reads again.
+# Back up: the same entry reads again once the background reconnect (its
+# backoff is at most 2 s) finds the server.
 nbdkit_restart r
-dd if="$TMP/mnt/down" of="$TMP/blk" bs=64k count=1 skip=300 iflag=direct status=none ||
+wait_for 10 dd if="$TMP/mnt/down" of="$TMP/blk" bs=64k count=1 skip=300 iflag=direct status=none ||
     { show_log "$TMP/mnt.log"; fail "read after the server came back failed"; }
 cmp "$TMP/blk" <(dd if="$TMP/disk.img" bs=64k count=1 skip=300 status=none) || fail "bytes differ after the restart"
 echo "ok: reads work again after the restart"

@@ -28,7 +28,7 @@ grep -q "Input/output error" "$TMP/err" || { cat "$TMP/err"; show_log "$TMP/mnt.
 grep -q "no reply from the server in 1 s" "$TMP/mnt.log" || { show_log "$TMP/mnt.log"; fail "the log does not say why"; }
 echo "ok: stopped server: EIO after $ms ms"
 
-rd 50 || { show_log "$TMP/mnt.log"; fail "read after SIGCONT failed"; }
+wait_for 10 rd 50 || { show_log "$TMP/mnt.log"; fail "read after SIGCONT failed"; }
 cmp "$TMP/out" <(dd if="$TMP/disk.img" bs=64k count=1 skip=50 status=none) || fail "bytes differ after SIGCONT"
 echo "ok: the entry reads again once the server runs"
 kill -0 "$(cat "$TMP/mnt.pid")" || fail "the daemon died"
