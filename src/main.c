@@ -19,6 +19,7 @@
 #include "log.h"
 #include "readahead.h"
 #include "table.h"
+#include "tools.h"
 #include "url.h"
 #include "util/cleanup.h"
 
@@ -587,6 +588,9 @@ int main(int argc, char **argv)
 	atexit(cli_free);
 	cli.fuse_argv = calloc(2, sizeof(char *));
 	cli.fuse_argv[cli.fuse_argc++] = strdup("netdiskfs");
+	int tool = nd_tool_main(argc, argv);
+	if (tool != ND_NOT_A_TOOL)
+		return tool;
 	if (argc >= 2 && strcmp(argv[1], "status") == 0) {
 		if (argc != 3) {
 			fprintf(stderr, "Usage: netdiskfs status MOUNTPOINT\n");

@@ -356,3 +356,66 @@ fail:
 	qcow2_close(&q->l);
 	return r;
 }
+
+/* --- netdiskfs qcow2 info ------------------------------------------------- */
+
+static void describe_snapshots(struct qcow2 *q, const struct header *h,
+			       FILE *out)
+{
+	uint64_t p = h->snapshots_off;
+	uint8_t e[40], ex[16];
+	for (uint32_t i = 0; i < h->nb_snapshots && i < 65536; i++) {
+		if (qcow2_file_read(q, e, sizeof e, p, "snapshot table offset"))
+			return;
+		uint32_t idlen = e[12] << 8 | e[13], nlen = e[14] << 8 | e[15];
+		uint32_t extra = be32(e + 36);
+		char *id = calloc(1, idlen + 1), *nm = calloc(1, nlen + 1);
+		memset(ex, 0, sizeof ex);
+		if (id && nm && extra <= 65536 &&
+		    (extra < 16 || !qcow2_file_read(q, ex, 16, p + 40, "snapshot")) &&
+		    !qcow2_file_read(q, id, idlen, p + 40 + extra, "snapshot ID") &&
+		    !qcow2_file_read(q, nm, nlen, p + 40 + extra + idlen,
+				     "snapshot name"))
+			fprintf(out, "snapshot: id=%s name=%s virtual-size=%llu\n",
+				id, nm,
+				(unsigned long long)(extra >= 16 ? be64(ex + 8)
+								  : h->size));
+		free(id);
+		free(nm);
+		p += (40 + extra + idlen + nlen + 7) & ~7ull;
+	}
+}
+
+int nd_qcow2_describe(struct nd_layer *file, FILE *out)
+{
+	struct qcow2 q = { .file = file };
+	uint8_t b[4096];
+	size_t n = file->size < sizeof b ? (size_t)file->size : sizeof b;
+	struct header h;
+	char *fmt = NULL, name[1024] = "";
+	int r;
+
+	if ((r = qcow2_file_read(&q, b, n, 0, "header")) ||
+	    (r = parse_header(b, n, file->size, &h)) ||
+	    (r = header_extensions(b, n, &h, &fmt)))
+		return r;
+	if (h.backing_off &&
+	    qcow2_file_read(&q, name, h.backing_len, h.backing_off, "backing") == 0)
+		name[h.backing_len] = 0;
+	fprintf(out, "format: qcow2 version %u\nvirtual-size: %llu\n"
+		"cluster-size: %u\ncompression: %s\nextended-l2: %s\n"
+		"dirty: %s\ncorrupt: %s\nlazy-refcounts: %s\n",
+		h.version, (unsigned long long)h.size, 1u << h.cluster_bits,
+		h.compression ? "zstd" : "deflate",
+		h.incompat & INCOMPAT_EXTL2 ? "yes" : "no",
+		h.incompat & INCOMPAT_DIRTY ? "yes" : "no",
+		h.incompat & INCOMPAT_CORRUPT ? "yes" : "no",
+		h.compat & 1 ? "yes" : "no");
+	if (*name)
+		fprintf(out, "backing-file: %s\nbacking-format: %s\n", name,
+			fmt ? fmt : "(not given)");
+	q.cluster_bits = h.cluster_bits;
+	describe_snapshots(&q, &h, out);
+	free(fmt);
+	return 0;
+}

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "layer.h"
 
@@ -28,6 +29,10 @@ struct nd_qcow2_opts {
  * nd_error naming what is wrong with the image. */
 int nd_qcow2_open(struct nd_layer *file, const struct nd_qcow2_opts *o,
 		  struct nd_layer **out);
+
+/* Print what the header of the image in FILE says (version, sizes,
+ * features, backing file, snapshots) as "key: value" lines. */
+int nd_qcow2_describe(struct nd_layer *file, FILE *out);
 
 /* Is BUF (at least 4 bytes) the start of a qcow2 image? */
 bool nd_qcow2_probe(const void *buf);
