@@ -55,7 +55,9 @@ void nd_backends_shutdown(void)
 static const char *const core_keys[] = {
 	"driver", "ro", "readahead", "block-size", "cache-size", "cache",
 	"connections", "timeout", "reconnect-delay", "open-timeout", "offset",
-	"size", "debug", NULL
+	"size", "debug", "format", "backing", "l2-cache-size", "snapshot",
+	"overlay", "overlay-create", "overlay-force", "cache-dir",
+	"cache-dir-size", "cache-dir-mode", "prefetch", NULL
 };
 
 /* "server.N.host" matches "server.12.host". */

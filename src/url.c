@@ -92,7 +92,15 @@ static int json_flatten(json_t *v, const char *prefix, struct nd_opts *o,
 		break;
 	case JSON_TRUE: s = "on"; break;
 	case JSON_FALSE: s = "off"; break;
-	default: return nd_url_error("json: key '%s' is null", prefix);
+	default:
+		/* QEMU's "backing": null: show the image alone. */
+		if (strcmp(prefix, "backing") == 0 ||
+		    (strlen(prefix) > 8 &&
+		     strcmp(prefix + strlen(prefix) - 8, ".backing") == 0)) {
+			s = "off";
+			break;
+		}
+		return nd_url_error("json: key '%s' is null", prefix);
 	}
 	if (!*prefix)
 		return nd_url_error("json: %s", "the value must be an object");
@@ -374,7 +382,9 @@ static bool is_core_key(const char *k)
 	static const char *const keys[] = {
 		"ro", "readonly", "read-only", "readahead", "block-size",
 		"cache-size", "cache", "connections", "timeout",
-		"reconnect-delay", "open-timeout", "debug", "media", NULL
+		"reconnect-delay", "open-timeout", "debug", "media", "format",
+		"overlay", "overlay-create", "overlay-force", "cache-dir",
+		"cache-dir-size", "cache-dir-mode", "prefetch", NULL
 	};
 	for (size_t i = 0; keys[i]; i++)
 		if (strcmp(k, keys[i]) == 0)
@@ -392,6 +402,48 @@ static bool is_format(const char *d)
 		if (strcmp(d, fmts[i]) == 0)
 			return true;
 	return false;
+}
+
+/* A format driver's own options (besides the core's). */
+static bool is_format_key(const char *fmt, const char *k)
+{
+	if (strcmp(fmt, "raw") == 0)
+		return !strcmp(k, "offset") || !strcmp(k, "size");
+	return !strcmp(k, "backing") || !strcmp(k, "l2-cache-size") ||
+	       !strcmp(k, "snapshot");
+}
+
+/* driver=raw|qcow2 with a protocol child (file.*): the child becomes the
+ * entry and format=qcow2 says what the file shows; raw keeps its slice. */
+static int unwrap_format(struct nd_opts *o, const char *d)
+{
+	CLEANUP_FREE char *fmt = strdup(d);
+	CLEANUP_FREE char *org = strdup(nd_opt_find(o, "driver")->origin);
+	if (!fmt || !org)
+		return -1;
+	if (strcmp(fmt, "raw") != 0 && strcmp(fmt, "qcow2") != 0)
+		return nd_url_error("driver=%s: format not supported (raw and "
+				    "qcow2 are; or use the protocol driver "
+				    "under it, file.driver=)",
+				    fmt);
+	for (size_t i = 0; i < o->n; i++) {
+		const char *k = o->v[i].key;
+		if (strncmp(k, "file.", 5) == 0 || !strcmp(k, "file") ||
+		    !strcmp(k, "driver") || is_core_key(k) ||
+		    is_format_key(fmt, k))
+			continue;
+		errno = EINVAL;
+		nd_error("driver=%s: format option '%s' is not supported", fmt,
+			 k);
+		return -1;
+	}
+	if (nd_opt_find(o, "file") == NULL && !nd_opt_get(o, "file.driver") &&
+	    !nd_opt_get(o, "file.filename"))
+		return nd_url_error("driver=%s without a protocol child "
+				    "(file.driver=...)",
+				    fmt);
+	nd_opt_del(o, "driver");
+	return strcmp(fmt, "qcow2") == 0 ? nd_opt_add(o, "format", fmt, org) : 0;
 }
 
 /* Remove KEY from O and hand its value and origin to the caller; 0 with
@@ -460,35 +512,18 @@ int nd_opts_normalize(struct nd_opts *o)
 	if (expand_url_key(o, "file") == -1)
 		return -1;
 	d = nd_opt_get(o, "driver");
-	if (d && is_format(d)) {
-		if (strcmp(d, "raw") != 0 && strcmp(d, "qcow2") != 0)
-			return nd_url_error("driver=%s: netdiskfs exposes raw bytes; use "
-				   "the protocol driver under it (file.driver=)",
-				   d);
-		/* Only raw's offset/size slice survives the unwrapping. */
-		for (size_t i = 0; i < o->n; i++) {
-			const char *k = o->v[i].key;
-			if (strncmp(k, "file.", 5) == 0 || !strcmp(k, "file") ||
-			    !strcmp(k, "driver") || is_core_key(k))
-				continue;
-			if (strcmp(d, "raw") == 0 &&
-			    (!strcmp(k, "offset") || !strcmp(k, "size")))
-				continue;
-			errno = EINVAL;
-			nd_error("driver=%s: format option '%s' is not supported "
-				 "(netdiskfs exposes raw bytes)",
-				 d, k);
-			return -1;
-		}
-		if (nd_opt_find(o, "file") == NULL &&
-		    !nd_opt_get(o, "file.driver") && !nd_opt_get(o, "file.filename"))
-			return nd_url_error("driver=%s without a protocol child "
-				   "(file.driver=...)",
-				   d);
-		nd_opt_del(o, "driver");
-	}
+	if (d && is_format(d) && unwrap_format(o, d) == -1)
+		return -1;
 	if (strip_prefix(o, "file") == -1 || expand_url_key(o, "file") == -1)
 		return -1;
+	const struct nd_opt *f = nd_opt_find(o, "format");
+	if (f && strcmp(f->val, "qcow2") != 0) {
+		if (strcmp(f->val, "raw") != 0)
+			return nd_url_error("format=%s: not supported (raw and "
+					    "qcow2 are)",
+					    f->val);
+		nd_opt_del(o, "format");
+	}
 	d = nd_opt_get(o, "driver");
 	if (!d && nd_opt_get(o, "filename"))
 		if (expand_url_key(o, "filename") == -1)

@@ -59,7 +59,8 @@ static void expect_error(const char *line, const char *fragment)
 	"driver=nbd,export=exp,server.host=192.0.2.1,server.port=30000,"      \
 	"server.type=inet"
 #define GLUSTER_CANON                                                         \
-	"debug=9,driver=gluster,logfile=/var/log/qemu-gluster.log,path=a.img," \
+	"debug=9,driver=gluster,format=qcow2,"                                 \
+	"logfile=/var/log/qemu-gluster.log,path=a.img,"                       \
 	"server.0.host=1.2.3.4,server.0.port=24007,server.0.type=tcp,"        \
 	"server.1.socket=/var/run/glusterd.socket,server.1.type=unix,"        \
 	"volume=testvol"
@@ -201,9 +202,20 @@ int main(void)
 	/* Errors name the line and the problem. */
 	expect_error("x gopher://h/x", "unknown URL scheme 'gopher'");
 	expect_error("x nbd+foo://h/x", "unknown URL scheme 'nbd+foo'");
+	/* The qcow2 format layer: format=qcow2 whichever way it is asked. */
+	expect("x nbd://h/e format=qcow2",
+	       "driver=nbd,export=e,format=qcow2,server.host=h,"
+	       "server.port=10809,server.type=inet");
+	expect("x nbd://h/e format=raw",
+	       "driver=nbd,export=e,server.host=h,server.port=10809,"
+	       "server.type=inet");
+	expect("x json:{\"driver\":\"qcow2\",\"backing\":null,\"file\":"
+	       "{\"driver\":\"file\",\"filename\":\"/i\"}}",
+	       "backing=off,driver=file,filename=/i,format=qcow2");
+	expect_error("x /i format=vmdk", "format=vmdk: not supported");
 	expect_error("x json:{\"driver\":\"vmdk\",\"file\":{\"driver\":\"file\","
 		     "\"filename\":\"/i\"}}",
-		     "netdiskfs exposes raw bytes");
+		     "format not supported (raw and qcow2 are");
 	expect_error("x nbd+unix:///e", "missing ?socket=PATH");
 	expect_error("x nbd://h:1/x export=y", "given twice");
 	expect_error("x json:{\"driver\":", "json:");
