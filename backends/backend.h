@@ -99,6 +99,11 @@ struct nd_proto {
 	/* Optional: the file name a legacy form is shown as (malloc'd);
 	 * without it, the last path component. */
 	char *(*basename)(const char *url);
+	/* Optional: O names an image (canonical keys); rewrite it to name
+	 * NAME as seen from that image's location (a qcow2 backing file:
+	 * relative to its directory; absolute on the same server). NULL:
+	 * such names cannot be resolved over this protocol. */
+	int (*relative)(struct nd_opts *o, const char *name);
 };
 
 void nd_proto_register(const struct nd_proto *p);

@@ -96,10 +96,36 @@ static int curl_normalize(struct nd_opts *o)
 static const char *const curl_names[] = { "http", "https", "ftp", "ftps",
 					  NULL };
 
+/* A backing file NAME resolved against the image's URL (RFC 3986). */
+static int curl_relative(struct nd_opts *o, const char *name)
+{
+	const struct nd_opt *u = nd_opt_find(o, "url");
+	CURLU *h = curl_url();
+	char *url = NULL;
+	CLEANUP_FREE char *org = u ? strdup(u->origin) : NULL;
+	int r = -1;
+
+	if (!u || !h)
+		goto out;
+	if (curl_url_set(h, CURLUPART_URL, u->val, 0) != CURLUE_OK ||
+	    curl_url_set(h, CURLUPART_URL, name, 0) != CURLUE_OK ||
+	    curl_url_get(h, CURLUPART_URL, &url, 0) != CURLUE_OK) {
+		nd_url_error("backing file '%s': not a URL relative to the image",
+			     name);
+		goto out;
+	}
+	r = org ? nd_opt_set(o, "url", url, org) : -1;
+out:
+	curl_free(url);
+	curl_url_cleanup(h);
+	return r;
+}
+
 const struct nd_proto curl_proto = {
 	.drivers = curl_names,
 	.schemes = curl_names,
 	.parse = curl_parse,
 	.normalize = curl_normalize,
+	.relative = curl_relative,
 };
 ND_PROTO_REGISTER(curl_proto)

@@ -54,6 +54,12 @@ static int file_normalize(struct nd_opts *o)
 static const char *const file_drivers[] = { "file", "host_device", NULL };
 static const char *const file_schemes[] = { "file", NULL };
 
+/* A backing file NAME next to the image (or NAME itself when absolute). */
+static int file_relative(struct nd_opts *o, const char *name)
+{
+	return nd_opts_relative_path(o, "filename", name, true);
+}
+
 const struct nd_proto file_proto = {
 	.name = "file",
 	.drivers = file_drivers,
@@ -61,5 +67,6 @@ const struct nd_proto file_proto = {
 	.legacy = "/",
 	.parse = file_parse,
 	.normalize = file_normalize,
+	.relative = file_relative,
 };
 ND_PROTO_REGISTER(file_proto)

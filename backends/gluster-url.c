@@ -116,11 +116,19 @@ static const char *const gluster_schemes[] = { "gluster", "gluster+tcp",
 					       "gluster+unix", "gluster+rdma",
 					       NULL };
 
+/* A backing file NAME in the same volume, next to the image (the path
+ * has no leading slash). */
+static int gluster_relative(struct nd_opts *o, const char *name)
+{
+	return nd_opts_relative_path(o, "path", name, false);
+}
+
 const struct nd_proto gluster_proto = {
 	.name = "gluster",
 	.drivers = gluster_drivers,
 	.schemes = gluster_schemes,
 	.parse = gluster_parse,
 	.normalize = gluster_normalize,
+	.relative = gluster_relative,
 };
 ND_PROTO_REGISTER(gluster_proto)

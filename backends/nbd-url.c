@@ -159,6 +159,13 @@ static const char *const nbd_schemes[] = { "nbd",  "nbd+tcp",  "nbd+unix",
 					   "nbds", "nbds+tcp", "nbds+unix",
 					   NULL };
 
+/* A backing file NAME is another export of the same server. */
+static int nbd_relative(struct nd_opts *o, const char *name)
+{
+	const char *org = nd_opt_find(o, "driver")->origin;
+	return nd_opt_set(o, "export", name + strspn(name, "/"), org);
+}
+
 const struct nd_proto nbd_proto = {
 	.name = "nbd",
 	.drivers = nbd_drivers,
@@ -166,6 +173,7 @@ const struct nd_proto nbd_proto = {
 	.legacy = "nbd:",
 	.parse = nbd_parse,
 	.normalize = nbd_normalize,
+	.relative = nbd_relative,
 	.basename = nbd_basename,
 };
 ND_PROTO_REGISTER(nbd_proto)

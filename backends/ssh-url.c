@@ -64,11 +64,18 @@ static int ssh_normalize(struct nd_opts *o)
 
 static const char *const ssh_names[] = { "ssh", NULL };
 
+/* A backing file NAME on the same server, next to the image. */
+static int ssh_relative(struct nd_opts *o, const char *name)
+{
+	return nd_opts_relative_path(o, "path", name, true);
+}
+
 const struct nd_proto ssh_proto = {
 	.name = "ssh",
 	.drivers = ssh_names,
 	.schemes = ssh_names,
 	.parse = ssh_parse,
 	.normalize = ssh_normalize,
+	.relative = ssh_relative,
 };
 ND_PROTO_REGISTER(ssh_proto)

@@ -377,14 +377,15 @@ int nd_url_parse(const char *url, struct nd_opts *o, const char *origin)
 /* --- normalisation ---------------------------------------------------- */
 
 /* Keys the core itself reads: allowed at any level of a wrapper. */
-static bool is_core_key(const char *k)
+bool nd_opt_is_core(const char *k)
 {
 	static const char *const keys[] = {
 		"ro", "readonly", "read-only", "readahead", "block-size",
 		"cache-size", "cache", "connections", "timeout",
 		"reconnect-delay", "open-timeout", "debug", "media", "format",
 		"overlay", "overlay-create", "overlay-force", "cache-dir",
-		"cache-dir-size", "cache-dir-mode", "prefetch", NULL
+		"cache-dir-size", "cache-dir-mode", "prefetch", "backing",
+		"l2-cache-size", "snapshot", NULL
 	};
 	for (size_t i = 0; keys[i]; i++)
 		if (strcmp(k, keys[i]) == 0)
@@ -429,7 +430,7 @@ static int unwrap_format(struct nd_opts *o, const char *d)
 	for (size_t i = 0; i < o->n; i++) {
 		const char *k = o->v[i].key;
 		if (strncmp(k, "file.", 5) == 0 || !strcmp(k, "file") ||
-		    !strcmp(k, "driver") || is_core_key(k) ||
+		    !strcmp(k, "driver") || nd_opt_is_core(k) ||
 		    is_format_key(fmt, k))
 			continue;
 		errno = EINVAL;
@@ -486,6 +487,28 @@ static int strip_prefix(struct nd_opts *o, const char *prefix)
 		i++;
 	}
 	return 0;
+}
+
+int nd_opts_relative_path(struct nd_opts *o, const char *key, const char *name,
+			  bool abs_slash)
+{
+	const struct nd_opt *p = nd_opt_find(o, key);
+	CLEANUP_FREE char *v = NULL;
+	CLEANUP_FREE char *org = NULL;
+	if (!p)
+		return nd_url_error("no %s= to resolve a relative name against",
+				    key);
+	if (!(org = strdup(p->origin)))
+		return -1;
+	if (name[0] == '/')
+		v = strdup(abs_slash ? name : name + strspn(name, "/"));
+	else {
+		const char *slash = strrchr(p->val, '/');
+		int dir = slash ? (int)(slash - p->val + 1) : 0;
+		if (asprintf(&v, "%.*s%s", dir, p->val, name) < 0)
+			v = NULL;
+	}
+	return v ? nd_opt_set(o, key, v, org) : -1;
 }
 
 int nd_opts_default(struct nd_opts *o, const char *key, const char *val)

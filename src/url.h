@@ -62,6 +62,14 @@ int nd_url_add_query(const char *query, struct nd_opts *o, const char *origin,
 /* Rename key OLD to NEW, keeping its origin (an error if both are given
  * with different values). */
 int nd_opts_rename(struct nd_opts *o, const char *old, const char *new);
+/* Replace the path-like KEY of O by NAME seen from its directory: NAME
+ * itself when absolute (leading slashes kept only when ABS_SLASH), else
+ * dirname(value)/NAME. For the backends' relative hooks. */
+int nd_opts_relative_path(struct nd_opts *o, const char *key, const char *name,
+			  bool abs_slash);
+/* Is KEY one of the core's own options (not a protocol's)? */
+bool nd_opt_is_core(const char *key);
+
 /* Set KEY=VAL with origin "default" unless KEY is given. */
 int nd_opts_default(struct nd_opts *o, const char *key, const char *val);
 
