@@ -6,11 +6,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "disk.h"
 #include "layers/layer.h"
 #include "layers/overlay.h"
 #include "layers/qcow2.h"
+#include "layers/stack.h"
 #include "log.h"
+#include "table.h"
 #include "tier.h"
 #include "tools.h"
 
@@ -90,8 +94,176 @@ static int overlay_diff(const char *path, const char *outp)
 	return r ? failed("overlay diff") : 0;
 }
 
+/* The base an overlay was made over, opened from SOURCE (a device URL)
+ * and the -o OPTS after it; refused unless it is the overlay's base. */
+static int open_base(const char *path, const char *source, char **opts,
+		     int nopts, bool rw, struct nd_disk **d)
+{
+	struct nd_opts defaults;
+	struct nd_table t = { 0 };
+	struct nd_overlay_info info = { 0 };
+	char *id = NULL;
+	int r = -1;
+
+	nd_opts_init(&defaults, "-o");
+	for (int i = 0; i + 1 < nopts; i += 2)
+		if (strcmp(opts[i], "-o") != 0 ||
+		    nd_opts_parse_list(&defaults, opts[i + 1], "-o") == -1)
+			goto out;
+	if (!rw && nd_opt_set(&defaults, "ro", "on", "-o") == -1)
+		goto out;
+	if (nd_overlay_info(path, &info) ||
+	    nd_table_from_url(source, &defaults, nd_disk_check_opts, &t,
+			      stderr) != 0 ||
+	    t.n != 1 || nd_disk_open(&t.e[0].opts, d) != 0)
+		goto out;
+	id = nd_stack_identity(&(*d)->opts, (*d)->size);
+	if (id && strcmp(id, info.identity) == 0) {
+		r = 0;
+	} else {
+		nd_error("%s was made over '%s', not '%s'", path,
+			 info.identity, id ? id : "?");
+		nd_disk_close(*d);
+	}
+out:
+	free(id);
+	free(info.identity);
+	nd_table_free(&t);
+	nd_opts_free(&defaults);
+	return r;
+}
+
+/* The changed runs, collected before any is forgotten. */
+struct runs {
+	size_t n, cap;
+	struct run { uint64_t off, len; bool zero; } *v;
+};
+
+static int add_run(uint64_t off, uint64_t len, bool zero, void *arg)
+{
+	struct runs *rs = arg;
+	if (rs->n == rs->cap) {
+		size_t cap = rs->cap ? rs->cap * 2 : 64;
+		struct run *v = realloc(rs->v, cap * sizeof *v);
+		if (!v)
+			return -1;
+		rs->v = v;
+		rs->cap = cap;
+	}
+	rs->v[rs->n++] = (struct run){ off, len, zero };
+	return 0;
+}
+
+/* Write run R into D, read it back and compare: 0 when D holds it. */
+static int commit_run(const char *path, struct nd_disk *d, const struct run *r,
+		      char *a, char *b)
+{
+	for (uint64_t done = 0; done < r->len;) {
+		size_t n = r->len - done < (1u << 20) ? (size_t)(r->len - done)
+						      : 1u << 20;
+		uint64_t off = r->off + done;
+		if (r->zero)
+			memset(a, 0, n);
+		if ((!r->zero && nd_overlay_read_data(path, a, n, off)) ||
+		    (r->zero ? nd_disk_zero(d, n, off, 0)
+			     : nd_disk_pwrite(d, a, n, off, 0)) ||
+		    nd_disk_flush(d) || nd_disk_pread(d, b, n, off))
+			return -1;
+		if (memcmp(a, b, n) != 0) {
+			nd_error("the base does not read back what was written "
+				 "at %llu", (unsigned long long)off);
+			return -1;
+		}
+		done += n;
+	}
+	return 0;
+}
+
+/* netdiskfs overlay commit PATH SOURCE [-o OPTS]: each changed run is
+ * written into the base, flushed, verified, then forgotten; an
+ * interrupted commit goes on where it stopped when run again. */
+static int overlay_commit(const char *path, const char *source, char **opts,
+			  int nopts)
+{
+	struct nd_disk *d;
+	struct runs rs = { 0 };
+	char *a = malloc(1u << 20), *b = malloc(1u << 20);
+	uint64_t bytes = 0;
+	int r = -1;
+
+	if (!a || !b || open_base(path, source, opts, nopts, true, &d) != 0)
+		goto out;
+	if (nd_overlay_each(path, add_run, &rs) == 0) {
+		r = 0;
+		for (size_t i = 0; r == 0 && i < rs.n; i++) {
+			r = commit_run(path, d, &rs.v[i], a, b);
+			if (r == 0)
+				r = nd_overlay_forget(path, rs.v[i].off, rs.v[i].len);
+			bytes += rs.v[i].len;
+		}
+	}
+	nd_disk_close(d);
+	if (r == 0)
+		printf("committed %zu ranges, %llu bytes\n", rs.n,
+		       (unsigned long long)bytes);
+out:
+	free(rs.v);
+	free(a);
+	free(b);
+	return r ? failed("overlay commit") : 0;
+}
+
+/* netdiskfs overlay export PATH SOURCE OUT [-o OPTS]: the whole disk as
+ * the mount shows it (base + overlay), a sparse raw file. */
+static int overlay_export(const char *path, const char *source,
+			  const char *outp, char **opts, int nopts)
+{
+	struct nd_disk *d;
+	struct nd_layer *base, *l;
+	struct nd_overlay_opts o = { .create = false };
+	char *buf = malloc(1u << 20), *zero = calloc(1, 1u << 20);
+	FILE *out = NULL;
+	int r = -1;
+
+	if (!buf || !zero || open_base(path, source, opts, nopts, false, &d))
+		goto done;
+	char *id = nd_stack_identity(&d->opts, d->size);
+	if (!id || nd_layer_cache_open(d, NULL, true, &base) ||
+	    nd_overlay_open(path, base, id, &o, &l)) {
+		free(id);
+		goto done;
+	}
+	free(id);
+	if ((out = fopen(outp, "wbx")) && ftruncate(fileno(out), (off_t)l->size) == 0) {
+		r = 0;
+		for (uint64_t off = 0; r == 0 && off < l->size; off += 1u << 20) {
+			size_t n = l->size - off < (1u << 20) ? (size_t)(l->size - off)
+							      : 1u << 20;
+			r = nd_layer_pread(l, buf, n, off);
+			if (r == 0 && memcmp(buf, zero, n) != 0 &&
+			    (fseeko(out, (off_t)off, SEEK_SET) ||
+			     fwrite(buf, 1, n, out) != n))
+				r = -1;
+		}
+	} else {
+		nd_error("%s: %m", outp);
+	}
+	if (out && fclose(out) != 0)
+		r = -1;
+	nd_layer_close(l);
+done:
+	free(buf);
+	free(zero);
+	return r ? failed("overlay export") : 0;
+}
+
 static int overlay_main(int argc, char **argv)
 {
+	if (argc >= 5 && strcmp(argv[2], "commit") == 0)
+		return overlay_commit(argv[3], argv[4], argv + 5, argc - 5);
+	if (argc >= 6 && strcmp(argv[2], "export") == 0)
+		return overlay_export(argv[3], argv[4], argv[5], argv + 6,
+				      argc - 6);
 	if (argc == 4 && strcmp(argv[2], "info") == 0)
 		return overlay_info(argv[3]);
 	if (argc == 4 && strcmp(argv[2], "discard") == 0) {
@@ -103,7 +275,9 @@ static int overlay_main(int argc, char **argv)
 	}
 	if (argc == 5 && strcmp(argv[2], "diff") == 0)
 		return overlay_diff(argv[3], argv[4]);
-	return usage("overlay info|discard PATH | overlay diff PATH OUT");
+	return usage("overlay info|discard PATH | overlay diff PATH OUT | "
+		     "overlay commit PATH SOURCE [-o OPTS] | overlay export PATH "
+		     "SOURCE OUT [-o OPTS]");
 }
 
 /* --- cache and qcow2 ------------------------------------------------------- */
