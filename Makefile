@@ -47,7 +47,7 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(CORE_OBJS)
 
 # The fuzz target needs clang's libFuzzer; it runs for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 20
-$(BUILD)/fuzz-parse: tests/fuzz/fuzz-parse.c src/url.c src/opts.c src/log.c src/table.c
+$(BUILD)/fuzz-parse: tests/fuzz/fuzz-parse.c src/url.c src/opts.c src/log.c src/secret.c src/table.c
 	@mkdir -p $(dir $@)
 	clang -std=gnu11 -g -O1 -Wall -Werror -D_GNU_SOURCE -Isrc -Ibackends -fsanitize=fuzzer,address,undefined \
 		$(shell pkg-config --cflags jansson libcurl) -o $@ $^ $(shell pkg-config --libs jansson libcurl) -pthread

@@ -55,7 +55,7 @@ void nd_backends_shutdown(void)
 static const char *const core_keys[] = {
 	"driver", "ro", "readahead", "block-size", "cache-size", "cache",
 	"connections", "timeout", "reconnect-delay", "open-timeout", "offset",
-	"size", "debug", NULL
+	"size", "debug", "uid", "gid", "mode", "umask", NULL
 };
 
 /* "server.N.host" matches "server.12.host". */

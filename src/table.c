@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "table.h"
@@ -97,16 +98,6 @@ static bool valid_name(const char *n)
 	       strcmp(n, ".netdiskfs") && strlen(n) < 256;
 }
 
-static bool has_secret(const struct nd_opts *o)
-{
-	for (size_t i = 0; i < o->n; i++)
-		if (nd_opt_is_secret(o->v[i].key) &&
-		    strncmp(o->v[i].origin, "-o", 2) != 0 &&
-		    strncmp(o->v[i].origin, "environment", 11) != 0)
-			return true;
-	return false;
-}
-
 static int add_entry(struct nd_table *t, const char *name, const char *url,
 		     const char *where, struct nd_opts *opts)
 {
@@ -154,7 +145,11 @@ static int build_entry(const char *name, const char *url, char **optf,
 	if (nd_opts_merge_defaults(o, defaults) == -1 ||
 	    (cmdline && nd_opts_merge_defaults(o, cmdline) == -1))
 		return -1;
-	return check ? check(o) : 0;
+	struct nd_perm perm;
+	if ((check && check(o) == -1) ||
+	    nd_opt_perm(o, getuid(), getgid(), false, &perm) == -1)
+		return -1;
+	return nd_opts_check_secret_files(o);
 }
 
 static void report(FILE *errs, const char *where, const char *name)
@@ -168,7 +163,7 @@ static void report(FILE *errs, const char *where, const char *name)
 }
 
 int nd_table_parse(const char *text, size_t len, const char *fname,
-		   bool others_can_read, const struct nd_opts *cmdline,
+		   bool shared, const struct nd_opts *cmdline,
 		   nd_entry_check_fn check, struct nd_table *t, FILE *errs)
 {
 	struct nd_opts defaults;
@@ -265,11 +260,13 @@ int nd_table_parse(const char *text, size_t len, const char *fname,
 			nerr++;
 			goto next;
 		}
-		if (others_can_read && has_secret(&o)) {
+		const char *sk;
+		if (shared && nd_opts_hold_secret(&o, fname, &sk)) {
 			fprintf(errs, "%s: entry '%s' holds a password or "
-				      "cookie but %s is readable by others "
-				      "(chmod o-r it, or use password-file=)\n",
-				where, f[0], fname);
+				      "other secret (%s) but %s is readable by "
+				      "its group or others (chmod go-r it, or "
+				      "use password-file=)\n",
+				where, f[0], sk, fname);
 			nd_opts_free(&o);
 			nerr++;
 			goto next;
@@ -325,7 +322,8 @@ int nd_table_load(const char *path, const struct nd_opts *cmdline,
 		return 1;
 	}
 	return nd_table_parse(buf ? buf : "", size, path,
-			      (st.st_mode & S_IROTH) != 0, cmdline, check, t,
+			      (st.st_mode & (S_IRGRP | S_IROTH)) != 0, cmdline,
+			      check, t,
 			      errs);
 }
 

@@ -110,6 +110,11 @@ static int parse_json(const char *text, struct nd_opts *o, const char *origin)
 	}
 
 	if (!root) {
+		/* jansson quotes the text "near" the error, which may be
+		 * part of a password: the position says enough. */
+		char *near = strstr(err.text, " near '");
+		if (near)
+			*near = 0;
 		errno = EINVAL;
 		nd_error("json: %s (at character %d)", err.text, err.position);
 		return -1;
@@ -588,7 +593,8 @@ static bool is_core_key(const char *k)
 	static const char *const keys[] = {
 		"ro", "readonly", "read-only", "readahead", "block-size",
 		"cache-size", "cache", "connections", "timeout",
-		"reconnect-delay", "open-timeout", "debug", "media", NULL
+		"reconnect-delay", "open-timeout", "debug", "media", "uid", "gid",
+		"mode", "umask", NULL
 	};
 	for (size_t i = 0; keys[i]; i++)
 		if (strcmp(k, keys[i]) == 0)
