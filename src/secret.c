@@ -259,7 +259,7 @@ static void rule_header(struct scan *sc)
 			size_t k = strlen(names[i]);
 			if (strncasecmp(p, names[i], k) == 0 &&
 			    (p == sc->s || !isalnum((unsigned char)p[-1]))) {
-				const char *v = p + k;
+				const char *v = p + k + strspn(p + k, " \t");
 				mark(sc, v, v + strcspn(v, "\r\n"));
 			}
 		}

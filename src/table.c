@@ -263,8 +263,8 @@ int nd_table_parse(const char *text, size_t len, const char *fname,
 		const char *sk;
 		if (shared && nd_opts_hold_secret(&o, fname, &sk)) {
 			fprintf(errs, "%s: entry '%s' holds a password or "
-				      "other secret (%s) but %s is readable by "
-				      "its group or others (chmod go-r it, or "
+				      "other credential (%s) but %s is readable "
+				      "by its group or others (chmod go-r it, or "
 				      "use password-file=)\n",
 				where, f[0], sk, fname);
 			nd_opts_free(&o);
