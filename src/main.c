@@ -90,7 +90,8 @@ static void help(void)
 	       "block-size=SIZE (64K),\n  cache-size=SIZE, "
 	       "cache=writethrough|writeback|none, connections=N (4),\n"
 	       "  timeout=SECONDS, reconnect-delay=SECONDS (10), "
-	       "open-timeout=SECONDS (0),\n  offset=SIZE, size=SIZE, debug\n");
+	       "open-timeout=SECONDS (0),\n  offset=SIZE, size=SIZE, debug, "
+	       "uid=N, gid=N, mode=OCTAL (0644), umask=OCTAL\n");
 	printf("\nBackends compiled in:\n");
 	for (const struct nd_backend *const *b = nd_backend_list(); *b; b++) {
 		printf("\n  %s: %s\n    schemes:", (*b)->name,

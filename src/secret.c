@@ -164,27 +164,26 @@ static bool in_query(const char *s, const char *k)
 }
 
 /* KEY=VALUE with a secret KEY: in a key list (a=b,password=x) the value
- * ends at a single ','; in a URL query at '&', ';', '#' or a blank
- * (libcurl refuses blanks in a URL), and since a key list may hold a URL
- * and the other way round, there at whichever comes last. */
+ * ends at a single ','; in a URL query (KEY right after '?', '&' or ';')
+ * at '&', ';', '#' or a blank (libcurl refuses blanks in a URL). A KEY
+ * after a '?' but not right after a separator may be either (a query key
+ * may hold any byte, a key list may hold a URL): there the value ends at
+ * whichever comes last. */
 static void rule_keyval(struct scan *sc)
 {
-	const char *done = sc->s;
 	for (const char *eq = strchr(sc->s, '='); eq; eq = strchr(eq + 1, '=')) {
 		const char *k = eq, *end;
-		if (eq < done)
-			continue;
 		while (k > sc->s && is_keych(k[-1]))
 			k--;
 		if (k == eq || !tail_is_secret(k, eq - k))
 			continue;
+		const char *qend = eq + 1 + strcspn(eq + 1, "&;# \t\r\n");
 		end = list_end(eq + 1);
-		if (in_query(sc->s, k)) {
-			const char *qend = eq + 1 + strcspn(eq + 1, "&;# \t\r\n");
-			end = qend > end ? qend : end;
-		}
+		if (k > sc->s && strchr("?&;", k[-1]))
+			end = qend; /* no key list item starts there */
+		else if (in_query(sc->s, k) && qend > end)
+			end = qend;
 		mark(sc, eq + 1, end);
-		done = end;
 	}
 }
 
