@@ -22,10 +22,11 @@ static bool ends_with(const char *w, size_t n, const char *suf)
 bool nd_secret_key(const char *key)
 {
 	static const char *const suffixes[] = {
-		"password", "passwd", "passphrase", "pwd", "secret", "token",
-		"key", "sig", "signature", "cookie", "cookies", "psk", "auth",
-		"authorization", "credential", "credentials", NULL
-	};
+	    "password",	 "passwd",	  "passphrase", "pwd",
+	    "secret",	 "token",	  "key",	"sig",
+	    "signature", "cookie",	  "cookies",	"psk",
+	    "auth",	 "authorization", "credential", "credentials",
+	    NULL};
 	const char *last = strrchr(key, '.');
 	const char *end, *w;
 
@@ -57,7 +58,9 @@ static void mark(struct scan *sc, const char *from, const char *to)
 
 static int hexval(int c)
 {
-	return isdigit(c) ? c - '0' : isxdigit(c) ? (tolower(c) - 'a' + 10) : -1;
+	return isdigit(c)    ? c - '0'
+	       : isxdigit(c) ? (tolower(c) - 'a' + 10)
+			     : -1;
 }
 
 /* Decode the last KEY_TAIL bytes of a key as its parser would (%XX of a
@@ -171,7 +174,8 @@ static bool in_query(const char *s, const char *k)
  * whichever comes last. */
 static void rule_keyval(struct scan *sc)
 {
-	for (const char *eq = strchr(sc->s, '='); eq; eq = strchr(eq + 1, '=')) {
+	for (const char *eq = strchr(sc->s, '='); eq;
+	     eq = strchr(eq + 1, '=')) {
 		const char *k = eq, *end;
 		while (k > sc->s && is_keych(k[-1]))
 			k--;
@@ -252,7 +256,7 @@ static void rule_json(struct scan *sc)
 /* HTTP header lines as libcurl's debug log shows them. */
 static void rule_header(struct scan *sc)
 {
-	static const char *const names[] = { "authorization:", "cookie:", NULL };
+	static const char *const names[] = {"authorization:", "cookie:", NULL};
 	for (const char *p = sc->s; *p; p++)
 		for (size_t i = 0; names[i]; i++) {
 			size_t k = strlen(names[i]);
@@ -267,7 +271,7 @@ static void rule_header(struct scan *sc)
 /* Marks of S (calloc'd, strlen(S) bytes + 1); NULL when out of memory. */
 static unsigned char *scan(const char *s)
 {
-	struct scan sc = { s, strlen(s), NULL };
+	struct scan sc = {s, strlen(s), NULL};
 	sc.m = calloc(sc.n + 1, 1);
 	if (!sc.m)
 		return NULL;
