@@ -4,6 +4,7 @@
  * defaults for every entry. */
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,14 +153,32 @@ static int build_entry(const char *name, const char *url, char **optf,
 	return nd_opts_check_secret_files(o);
 }
 
+/* Every message about the table is redacted as a whole: a line may hold
+ * a URL with its password where a name was expected. */
+static void errf(FILE *errs, const char *fmt, ...) ND_PRINTF(2, 3);
+static void errf(FILE *errs, const char *fmt, ...)
+{
+	char *msg = NULL, *clean;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	clean = msg ? nd_redact(msg) : NULL;
+	fputs(clean ? clean : "error (message withheld: out of memory)\n",
+	      errs);
+	free(clean);
+	free(msg);
+}
+
 static void report(FILE *errs, const char *where, const char *name)
 {
-	CLEANUP_FREE char *msg = nd_redact(nd_get_error());
 	if (name)
-		fprintf(errs, "%s: entry '%s': %s\n", where, name,
-			msg ? msg : "error");
+		errf(errs, "%s: entry '%s': %s\n", where, name,
+		     nd_get_error());
 	else
-		fprintf(errs, "%s: %s\n", where, msg ? msg : "error");
+		errf(errs, "%s: %s\n", where, nd_get_error());
 }
 
 int nd_table_parse(const char *text, size_t len, const char *fname,
@@ -193,9 +212,9 @@ int nd_table_parse(const char *text, size_t len, const char *fname,
 		}
 		if (memchr(line, 0, llen) || strlen(line) != llen) {
 			if (pass == 1) {
-				fprintf(errs, "%s: NUL byte in line (a disk "
-					      "image? write it as file:///PATH)\n",
-					where);
+				errf(errs, "%s: NUL byte in line (a disk "
+					   "image? write it as file:///PATH)\n",
+				     where);
 				nerr++;
 			}
 			continue;
@@ -210,7 +229,7 @@ int nd_table_parse(const char *text, size_t len, const char *fname,
 		}
 		if (err) {
 			if (pass == 1) {
-				fprintf(errs, "%s: %s\n", where, err);
+				errf(errs, "%s: %s\n", where, err);
 				nerr++;
 			}
 			goto next;
@@ -230,25 +249,25 @@ int nd_table_parse(const char *text, size_t len, const char *fname,
 			goto next;
 		}
 		if (nf < 2) {
-			fprintf(errs, "%s: entry '%s' has no URL (expected NAME "
-				      "URL [OPTIONS])\n",
-				where, f[0]);
+			errf(errs, "%s: entry '%s' has no URL (expected NAME "
+				   "URL [OPTIONS])\n",
+			     where, f[0]);
 			nerr++;
 			goto next;
 		}
 		if (!valid_name(f[0])) {
-			fprintf(errs, "%s: '%s' is not a valid entry name (a "
-				      "file name: no '/', not '.', '..' or "
-				      "'.netdiskfs')\n",
-				where, f[0]);
+			errf(errs, "%s: '%s' is not a valid entry name (a "
+				   "file name: no '/', not '.', '..' or "
+				   "'.netdiskfs')\n",
+			     where, f[0]);
 			nerr++;
 			goto next;
 		}
 		for (size_t i = 0; i < t->n; i++)
 			if (strcmp(t->e[i].name, f[0]) == 0) {
-				fprintf(errs, "%s: entry '%s' is already "
-					      "defined at %s\n",
-					where, f[0], t->e[i].where);
+				errf(errs, "%s: entry '%s' is already "
+					   "defined at %s\n",
+				     where, f[0], t->e[i].where);
 				nerr++;
 				goto next;
 			}
@@ -262,11 +281,11 @@ int nd_table_parse(const char *text, size_t len, const char *fname,
 		}
 		const char *sk;
 		if (shared && nd_opts_hold_secret(&o, fname, &sk)) {
-			fprintf(errs, "%s: entry '%s' holds a password or "
-				      "other credential (%s) but %s is readable "
-				      "by its group or others (chmod go-r it, or "
-				      "use password-file=)\n",
-				where, f[0], sk, fname);
+			errf(errs, "%s: entry '%s' holds a password or "
+				   "other credential (%s) but %s is readable "
+				   "by its group or others (chmod go-r it, or "
+				   "use password-file=)\n",
+			     where, f[0], sk, fname);
 			nd_opts_free(&o);
 			nerr++;
 			goto next;
@@ -293,11 +312,11 @@ int nd_table_load(const char *path, const struct nd_opts *cmdline,
 
 	memset(t, 0, sizeof *t);
 	if (!f) {
-		fprintf(errs, "%s: %m\n", path);
+		errf(errs, "%s: %m\n", path);
 		return 1;
 	}
 	if (fstat(fileno(f), &st) == -1 || !S_ISREG(st.st_mode)) {
-		fprintf(errs, "%s: not a regular file\n", path);
+		errf(errs, "%s: not a regular file\n", path);
 		fclose(f);
 		return 1;
 	}
@@ -306,7 +325,7 @@ int nd_table_load(const char *path, const struct nd_opts *cmdline,
 			char *nb = realloc(buf, cap = cap * 2 + 8192);
 			if (!nb) {
 				fclose(f);
-				fprintf(errs, "%s: out of memory\n", path);
+				errf(errs, "%s: out of memory\n", path);
 				return 1;
 			}
 			buf = nb;
@@ -316,9 +335,9 @@ int nd_table_load(const char *path, const struct nd_opts *cmdline,
 	} while (n > 0 && size < (64u << 20));
 	fclose(f);
 	if (buf && memchr(buf, 0, size)) {
-		fprintf(errs, "%s: binary data: this looks like a disk image, "
-			      "not a mount table (give it as file://%s)\n",
-			path, path);
+		errf(errs, "%s: binary data: this looks like a disk image, "
+			   "not a mount table (give it as file://%s)\n",
+		     path, path);
 		return 1;
 	}
 	return nd_table_parse(buf ? buf : "", size, path,

@@ -118,6 +118,8 @@ ssh2   "ssh://alice:S11-ssh-malformed@127.0.0.1/x.img"
 ks     $U/disk.img   key-secret=S13-key-secret
 nbd1   nbd://alice:S11-ssh-malformed@127.0.0.1:$DEAD/x
 js     json:{"driver":"http","url":"$U/x","password":"S3-json-pw
+http://alice:S2-http-userinfo@127.0.0.1/no-name.img
+http://alice:S2-http-userinfo@127.0.0.1/no-name.img   ro
 EOT
 chmod 600 "$TMP/bad.tab"
 "$ND" --print-config "$TMP/bad.tab" >"$TMP/bad.out" 2>&1 && fail "a bad table was accepted"
