@@ -152,6 +152,12 @@ static int add_o(const char *list)
 				arg = strdup(k);
 			else if (asprintf(&arg, "%s=%s", k, v) < 0)
 				arg = NULL;
+			/* fsname= shows in /proc/mounts, readable by all. */
+			if (arg && strcmp(k, "fsname") == 0) {
+				char *r = nd_redact(arg);
+				free(arg);
+				arg = r;
+			}
 			cli.fuse_argv = realloc(cli.fuse_argv,
 						(cli.fuse_argc + 3) * sizeof(char *));
 			cli.fuse_argv[cli.fuse_argc++] = strdup("-o");

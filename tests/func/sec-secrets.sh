@@ -5,8 +5,9 @@
 # HTTP ?token=, cookie=, proxy userinfo, --iscsi password=, json: in argv,
 # a malformed ssh:/user:PW@, LIBISCSI_CHAP_PASSWORD) never appear in
 # anything readable: the status file, `netdiskfs status`, the debug log,
-# /proc/PID/cmdline and environ, --print-config, and the errors of each
-# entry, every one made to fail (a wrong password, a 404, a refused port).
+# /proc/PID/cmdline and environ, /proc/mounts (fsname=), --print-config,
+# and the errors of each entry, every one made to fail (a wrong password,
+# a 404, a refused port).
 # A table readable by its group and a password file readable by others
 # are refused with a clear error; uid 65534 cannot read the status file.
 . "$(dirname "$0")/../lib/functions.sh"
@@ -66,7 +67,8 @@ no_secret "--print-config" "$TMP/config"
 
 echo "== mount: every entry but 'good' fails"
 MNT=$TMP/mnt
-LIBISCSI_CHAP_PASSWORD=S12-env-chap nd_mount "$TMP/tab" "$MNT" -d -o allow_other --iscsi password=S9-iscsi-opt
+LIBISCSI_CHAP_PASSWORD=S12-env-chap nd_mount "$TMP/tab" "$MNT" -d -o allow_other --iscsi password=S9-iscsi-opt \
+    -o fsname=http://pu:S8-proxy-pw@h/x
 PID=$(cat "$MNT.pid")
 cmp "$MNT/good" "$NGINX_ROOT/disk.img" || fail "good differs"
 [ "$(ls "$MNT")" = good ] || fail "entries that should have failed: $(ls "$MNT")"
@@ -89,6 +91,8 @@ no_secret "the status file" "$TMP/status.json"
 no_secret "netdiskfs status" "$TMP/status.txt"
 no_secret "/proc/PID/cmdline" "$TMP/cmdline"
 no_secret "/proc/PID/environ" "$TMP/environ"
+grep -F "$MNT" /proc/self/mounts >"$TMP/mounts"
+no_secret "/proc/mounts" "$TMP/mounts"
 
 echo "== uid 65534"
 AS_NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
