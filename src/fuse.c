@@ -826,7 +826,8 @@ static int mount_args(struct nd_fs *fs, int argc, char **argv,
 	fs->kernel_perms = !no_dp;
 	if (no_dp)
 		return 0;
-	return fuse_opt_add_arg(args, "-o") || fuse_opt_add_arg(args, "default_permissions");
+	return fuse_opt_add_arg(args, "-o") ||
+	       fuse_opt_add_arg(args, "default_permissions");
 }
 
 int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
