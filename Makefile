@@ -54,14 +54,14 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(CORE_OBJS) | deps
 # The fuzz target needs clang's libFuzzer; it runs for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 20
 # The parser and every backend's URL file: no protocol library is linked.
-URL_SRCS := src/url.c src/opts.c src/log.c src/table.c $(wildcard backends/*-url.c)
+URL_SRCS := src/url.c src/opts.c src/log.c src/secret.c src/table.c $(wildcard backends/*-url.c)
 $(BUILD)/fuzz-parse: tests/fuzz/fuzz-parse.c $(URL_SRCS) | deps
 	@mkdir -p $(dir $@)
 	clang -std=gnu11 -g -O1 -Wall -Werror -D_GNU_SOURCE -Isrc -Ibackends -fsanitize=fuzzer,address,undefined \
 		$(shell $(PKG_CONFIG) --cflags jansson libcurl) -o $@ $^ $(shell $(PKG_CONFIG) --libs jansson libcurl) -pthread
 
 # The qcow2 layer on its own, over an in-memory container.
-QCOW2_SRCS := $(wildcard src/layers/qcow2*.c) src/layers/layer.c src/log.c
+QCOW2_SRCS := $(wildcard src/layers/qcow2*.c) src/layers/layer.c src/log.c src/secret.c
 $(BUILD)/fuzz-qcow2: tests/fuzz/fuzz-qcow2.c $(QCOW2_SRCS) | deps
 	@mkdir -p $(dir $@)
 	clang -std=gnu11 -g -O1 -Wall -Werror -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined \

@@ -431,7 +431,7 @@ static int iscsi_setup_chap(struct iscsi_conn *c, const struct nd_opts *o)
 		goto out;
 	if (user == NULL && pw == NULL) {
 		const char *eu = getenv("LIBISCSI_CHAP_USERNAME");
-		const char *ep = getenv("LIBISCSI_CHAP_PASSWORD");
+		const char *ep = nd_secret_env("LIBISCSI_CHAP_PASSWORD");
 
 		if (eu && eu[0]) {
 			user = eu;
@@ -446,7 +446,7 @@ static int iscsi_setup_chap(struct iscsi_conn *c, const struct nd_opts *o)
 	}
 	if (tuser == NULL && tpw == NULL) {
 		const char *eu = getenv("LIBISCSI_CHAP_TARGET_USERNAME");
-		const char *ep = getenv("LIBISCSI_CHAP_TARGET_PASSWORD");
+		const char *ep = nd_secret_env("LIBISCSI_CHAP_TARGET_PASSWORD");
 
 		if (eu && eu[0] && ep) {
 			tuser = eu;

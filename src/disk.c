@@ -55,7 +55,7 @@ void nd_backends_shutdown(void)
 static const char *const core_keys[] = {
 	"driver", "ro", "readahead", "block-size", "cache-size", "cache",
 	"connections", "timeout", "reconnect-delay", "open-timeout", "offset",
-	"size", "debug", "format", "backing", "l2-cache-size", "snapshot",
+	"size", "debug", "uid", "gid", "mode", "umask", "format", "backing", "l2-cache-size", "snapshot",
 	"overlay", "overlay-create", "overlay-force", "cache-dir",
 	"cache-dir-size", "cache-dir-mode", "prefetch", NULL
 };

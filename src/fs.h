@@ -41,6 +41,11 @@ struct nd_fs {
 	struct fuse_session *se;
 	char *mountpoint;
 	uint64_t kernel_readahead; /* bytes, for the bdi; 0 = leave */
+	/* Set by nd_fuse_main from the mount options: other users may come
+	 * in (allow_other, allow_root), and whether the kernel checks modes
+	 * (default_permissions, on unless -o no_default_permissions). */
+	bool allow_other;
+	bool kernel_perms;
 };
 
 struct nd_fs *nd_fs_new(void);

@@ -231,11 +231,18 @@ static void fill_attr(struct nd_fs *fs, fuse_ino_t ino, struct stat *st,
 		st->st_mode = S_IFDIR | 0755;
 		st->st_nlink = ino == INO_ROOT ? 3 : 2;
 	} else if (ino == INO_STATUS) {
-		st->st_mode = S_IFREG | 0444;
+		/* Nothing secret is in it, and still: under allow_other only
+		 * the mount's owner (and root) reads it. */
+		st->st_mode = S_IFREG | (fs->allow_other ? 0600 : 0444);
 		st->st_nlink = 1;
 		st->st_size = 0; /* generated at open; read with direct_io */
 	} else {
-		st->st_mode = S_IFREG | (e->disk->ro ? 0444 : 0644);
+		struct nd_perm p = { fs->uid, fs->gid, 0 };
+		/* Checked when the table was read: cannot fail here. */
+		nd_opt_perm(&e->disk->opts, fs->uid, fs->gid, e->disk->ro, &p);
+		st->st_mode = S_IFREG | p.mode;
+		st->st_uid = p.uid;
+		st->st_gid = p.gid;
 		st->st_nlink = 1;
 		st->st_size = e->disk->size;
 		st->st_blocks = (e->disk->size + 511) / 512;
@@ -437,6 +444,47 @@ static void handle_put(struct handle *h)
 		entry_free(victim);
 }
 
+/* Is the caller in group GID (its primary or a supplementary group)? */
+static bool in_group(fuse_req_t req, const struct fuse_ctx *c, gid_t gid)
+{
+	gid_t groups[64];
+	int n = fuse_req_getgroups(req, 64, groups);
+
+	if (c->gid == gid)
+		return true;
+	for (int i = 0; i < n && i < 64; i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
+/* The kernel checks modes (default_permissions) unless the mount said
+ * no_default_permissions; then, with other users admitted, we do it at
+ * open: root passes, else the owner, group or other bits must allow the
+ * access mode. 0 or EACCES. */
+static int open_access(fuse_req_t req, struct nd_fs *fs, fuse_ino_t ino,
+		       struct nd_fs_entry *e, int flags)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	unsigned want = 0, bits;
+	struct stat st;
+
+	if (fs->kernel_perms || !fs->allow_other || c->uid == 0)
+		return 0;
+	fill_attr(fs, ino, &st, e);
+	if ((flags & O_ACCMODE) != O_WRONLY)
+		want |= 4;
+	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
+		want |= 2;
+	if (c->uid == st.st_uid)
+		bits = st.st_mode >> 6;
+	else if (in_group(req, c, st.st_gid))
+		bits = st.st_mode >> 3;
+	else
+		bits = st.st_mode;
+	return (bits & want) == want ? 0 : EACCES;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct nd_fs *fs = FS(req);
@@ -453,6 +501,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (ino == INO_STATUS) {
 		if (wr)
 			err = EACCES;
+		else if ((err = open_access(req, fs, ino, NULL, fi->flags)))
+			;
 		else {
 			h->text = nd_status_json(fs);
 			h->text_len = h->text ? strlen(h->text) : 0;
@@ -467,6 +517,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			err = ENOENT;
 		else if (wr && e->disk->ro)
 			err = EROFS;
+		else if ((err = open_access(req, fs, ino, e, fi->flags)))
+			;
 		else {
 			e->opens++;
 			h->e = e;
@@ -746,12 +798,46 @@ static void *tune_bdi(void *arg)
 	return NULL;
 }
 
+/* ARGV's mount options for libfuse, with default_permissions added
+ * unless -o no_default_permissions (which libfuse does not know) asked
+ * otherwise: with allow_other the kernel then enforces the modes the
+ * files show. Notes allow_other and the choice in FS. */
+static int mount_args(struct nd_fs *fs, int argc, char **argv,
+		      struct fuse_args *args)
+{
+	bool no_dp = false;
+
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		if (i > 0 && strcmp(argv[i - 1], "-o") == 0) {
+			fs->allow_other |= strcmp(a, "allow_other") == 0 ||
+					   strcmp(a, "allow_root") == 0;
+			if (strcmp(a, "no_default_permissions") == 0) {
+				no_dp = true;
+				continue;
+			}
+		}
+		if (strcmp(a, "-o") == 0 && i + 1 < argc &&
+		    strcmp(argv[i + 1], "no_default_permissions") == 0)
+			continue;
+		if (fuse_opt_add_arg(args, a) != 0)
+			return -1;
+	}
+	fs->kernel_perms = !no_dp;
+	if (no_dp)
+		return 0;
+	return fuse_opt_add_arg(args, "-o") ||
+	       fuse_opt_add_arg(args, "default_permissions");
+}
+
 int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
 		 char **argv, void (*on_ready)(void *), void *arg)
 {
-	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	int ret = 1;
 
+	if (mount_args(fs, argc, argv, &args) != 0)
+		goto out;
 	fs->mountpoint = strdup(mountpoint);
 	fs->se = fuse_session_new(&args, &nd_ops, sizeof nd_ops, fs);
 	if (!fs->se)

@@ -1,5 +1,6 @@
 /* log.c: one place for messages: stderr in the foreground, syslog when
- * daemonised; the thread-local error slot; redaction of credentials. */
+ * daemonised; the thread-local error slot. Both pass every message through
+ * nd_redact (secret.c), so no caller can leak a secret by forgetting to. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -46,9 +47,9 @@ void nd_log(int priority, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	/* Whatever a caller passed, no URL password reaches a log. */
-	char *clean = strstr(msg, "://") ? nd_redact(msg) : NULL;
-	const char *out = clean ? clean : msg;
+	/* Whatever a caller passed, no secret reaches a log. */
+	char *clean = nd_redact(msg);
+	const char *out = clean ? clean : "(message withheld: out of memory)";
 	if (log_foreground) {
 		pthread_mutex_lock(&log_lock);
 		fprintf(stderr, "%s: %s%s\n", log_prog, prio_name(priority),
@@ -58,6 +59,7 @@ void nd_log(int priority, const char *fmt, ...)
 		syslog(priority, "%s", out);
 	}
 	free(clean);
+	explicit_bzero(msg, sizeof msg);
 	errno = saved;
 }
 
@@ -66,9 +68,17 @@ void nd_error(const char *fmt, ...)
 	int saved = errno;
 	va_list ap;
 
+	char msg[sizeof err_buf];
 	va_start(ap, fmt);
-	vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	/* Redacted once here: the slot is copied into last_error, the
+	 * status file and log lines. */
+	char *clean = nd_redact(msg);
+	snprintf(err_buf, sizeof err_buf, "%s",
+		 clean ? clean : "(error withheld: out of memory)");
+	free(clean);
+	explicit_bzero(msg, sizeof msg);
 	if (nd_debug_enabled)
 		nd_log(LOG_DEBUG, "%s", err_buf);
 	errno = saved;
@@ -82,54 +92,4 @@ const char *nd_get_error(void)
 void nd_clear_error(void)
 {
 	err_buf[0] = 0;
-}
-
-/* Replace the password in every "scheme://user:pass@" and iSCSI's
- * "user%pass@" with ***. The string may be a whole URL or a message. */
-char *nd_redact(const char *s)
-{
-	size_t len = strlen(s);
-	char *out = malloc(len * 2 + 8), *o = out;
-	const char *p = s;
-
-	if (!out)
-		return NULL;
-	while (*p) {
-		const char *sep = strstr(p, "://");
-		if (!sep) {
-			strcpy(o, p);
-			return out;
-		}
-		sep += 3;
-		memcpy(o, p, sep - p);
-		o += sep - p;
-		p = sep;
-		/* userinfo ends at the last '@' before the next '/', space
-		 * or end of the authority. */
-		const char *end = p + strcspn(p, "/ \t\"'?#");
-		const char *at = NULL;
-		for (const char *q = p; q < end; q++)
-			if (*q == '@')
-				at = q;
-		if (at) {
-			const char *colon = memchr(p, ':', at - p);
-			const char *pct = memchr(p, '%', at - p);
-			const char *cut = colon ? colon : NULL;
-			/* iscsi://user%pass@ (QEMU's syntax). */
-			if (!cut && pct && strncmp(s, "iscsi", 5) == 0)
-				cut = pct;
-			if (!cut && pct && o - out >= 8 &&
-			    strncmp(o - 8, "iscsi://", 8) == 0)
-				cut = pct;
-			if (cut) {
-				memcpy(o, p, cut + 1 - p);
-				o += cut + 1 - p;
-				strcpy(o, "***");
-				o += 3;
-				p = at;
-			}
-		}
-	}
-	*o = 0;
-	return out;
 }

@@ -1,9 +1,12 @@
-/* log.h: messages, the thread-local error slot, and credential redaction. */
+/* log.h: messages and the thread-local error slot. Both redact secrets
+ * (secret.h) on their way in. */
 #ifndef ND_LOG_H
 #define ND_LOG_H
 
 #include <stdbool.h>
 #include <syslog.h>
+
+#include "secret.h"
 
 #define ND_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
@@ -28,10 +31,5 @@ void nd_log(int priority, const char *fmt, ...) ND_PRINTF(2, 3);
 void nd_error(const char *fmt, ...) ND_PRINTF(1, 2);
 const char *nd_get_error(void);
 void nd_clear_error(void);
-
-/* Returns a malloc'd copy of a URL-ish string with any password removed:
- * "scheme://user:secret@host" -> "scheme://user:***@host", and
- * iscsi's "user%secret@" -> "user%***@". Never NULL unless out of memory. */
-char *nd_redact(const char *s);
 
 #endif

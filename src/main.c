@@ -42,7 +42,8 @@ static int reload_pipe[2] = { -1, -1 };
 
 /* Options for libfuse, and mount(8) options that mean nothing here. */
 static const char *const fuse_keys[] = { "allow_other", "allow_root",
-					 "default_permissions", "auto_unmount",
+					 "default_permissions",
+					 "no_default_permissions", "auto_unmount",
 					 "fsname", "subtype", "max_read", NULL };
 static const char *const ignored_keys[] = {
 	"rw", "defaults", "_netdev", "nofail", "noauto", "auto", "user",
@@ -91,7 +92,8 @@ static void help(void)
 	       "block-size=SIZE (64K),\n  cache-size=SIZE, "
 	       "cache=writethrough|writeback|none, connections=N (4),\n"
 	       "  timeout=SECONDS, reconnect-delay=SECONDS (10), "
-	       "open-timeout=SECONDS (0),\n  offset=SIZE, size=SIZE, debug\n");
+	       "open-timeout=SECONDS (0),\n  offset=SIZE, size=SIZE, debug, "
+	       "uid=N, gid=N, mode=OCTAL (0644), umask=OCTAL\n");
 	printf("\nBackends compiled in:\n");
 	for (const struct nd_backend *const *b = nd_backend_list(); *b; b++) {
 		printf("\n  %s: %s\n    schemes:", (*b)->name,
@@ -105,31 +107,21 @@ static void help(void)
 	}
 }
 
-/* Overwrite passwords and cookies in our own argv so that
- * /proc/PID/cmdline never shows them (values were copied already). */
-static void scrub(char *s)
+/* Overwrite every secret in our own argv (the values were copied
+ * already), so /proc/PID/cmdline shows none: URL passwords, json: and
+ * key-list values, --iscsi password=, -o cookie=... */
+static void scrub_argv(int argc, char **argv)
 {
-	static const char *const keys[] = { "password=", "cookie=", NULL };
-	for (char *p = strstr(s, "://"); p; p = strstr(p + 1, "://")) {
-		char *auth = p + 3, *end = auth + strcspn(auth, "/?# ");
-		char *at = NULL;
-		for (char *q = auth; q < end; q++)
-			if (*q == '@')
-				at = q;
-		if (!at)
-			continue;
-		char *sep = memchr(auth, ':', at - auth);
-		if (!sep)
-			sep = memchr(auth, '%', at - auth);
-		if (sep)
-			memset(sep + 1, '*', at - sep - 1);
-	}
-	for (size_t k = 0; keys[k]; k++)
-		for (char *p = strstr(s, keys[k]); p; p = strstr(p + 1, keys[k])) {
-			char *v = p + strlen(keys[k]);
-			size_t n = strcspn(v, ",\"");
-			memset(v, '*', n);
-		}
+	for (int i = 1; i < argc; i++)
+		nd_scrub(argv[i]);
+}
+
+/* Secrets QEMU takes from the environment: kept in our memory, gone from
+ * the environment (and /proc/PID/environ) before any thread starts. */
+static void take_secret_env(void)
+{
+	nd_secret_env("LIBISCSI_CHAP_PASSWORD");
+	nd_secret_env("LIBISCSI_CHAP_TARGET_PASSWORD");
 }
 
 static int add_o(const char *list)
@@ -162,6 +154,12 @@ static int add_o(const char *list)
 				arg = strdup(k);
 			else if (asprintf(&arg, "%s=%s", k, v) < 0)
 				arg = NULL;
+			/* fsname= shows in /proc/mounts, readable by all. */
+			if (arg && strcmp(k, "fsname") == 0) {
+				char *r = nd_redact(arg);
+				free(arg);
+				arg = r;
+			}
 			cli.fuse_argv = realloc(cli.fuse_argv,
 						(cli.fuse_argc + 3) * sizeof(char *));
 			cli.fuse_argv[cli.fuse_argc++] = strdup("-o");
@@ -603,7 +601,6 @@ int main(int argc, char **argv)
 		case 'o':
 			if (add_o(optarg) == -1)
 				return 1;
-			scrub(optarg);
 			break;
 		case 'f': cli.foreground = true; break;
 		case 'd': nd_debug_enabled = true; cli.foreground = true; break;
@@ -623,22 +620,18 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
+	take_secret_env();
 	nd_log_init("netdiskfs", true);
-	if (cli.print_config) {
-		if (argc - optind != 1) {
-			usage(stderr);
-			return 2;
-		}
-		cli.source = strdup(argv[optind]);
-		return print_config();
-	}
-	if (argc - optind != 2) {
+	if (argc - optind != (cli.print_config ? 1 : 2)) {
 		usage(stderr);
 		return 2;
 	}
 	cli.source = strdup(argv[optind]);
-	cli.mountpoint = strdup(argv[optind + 1]);
-	scrub(argv[optind]);
+	if (!cli.print_config)
+		cli.mountpoint = strdup(argv[optind + 1]);
+	scrub_argv(argc, argv);
+	if (cli.print_config)
+		return print_config();
 	if (cli.pidfile) {
 		char *abs = realpath(".", NULL), *p = NULL;
 		if (cli.pidfile[0] != '/' && abs &&

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "opts.h"
@@ -275,11 +277,132 @@ bool nd_opt_is_default(const struct nd_opt *p)
 
 bool nd_opt_is_secret(const char *key)
 {
-	const char *last = strrchr(key, '.');
-	last = last ? last + 1 : key;
-	return strcmp(last, "password") == 0 || strcmp(last, "cookie") == 0 ||
-	       strcmp(last, "target-password") == 0 ||
-	       strcmp(last, "password-secret") == 0;
+	return nd_secret_key(key);
+}
+
+char *nd_opt_shown(const struct nd_opt *p)
+{
+	return nd_opt_is_secret(p->key) ? strdup("***") : nd_redact(p->val);
+}
+
+bool nd_opts_hold_secret(const struct nd_opts *o, const char *source,
+			 const char **key)
+{
+	size_t n = strlen(source);
+	for (size_t i = 0; i < o->n; i++)
+		if (strncmp(o->v[i].origin, source, n) == 0 &&
+		    (nd_opt_is_secret(o->v[i].key) ||
+		     nd_has_secret(o->v[i].val))) {
+			*key = o->v[i].key;
+			return true;
+		}
+	return false;
+}
+
+/* "password-file" -> is "password" a secret key? */
+static bool is_secret_file_key(const char *key)
+{
+	size_t n = strlen(key);
+	char stem[128];
+	if (n <= 5 || n - 5 >= sizeof stem || strcmp(key + n - 5, "-file"))
+		return false;
+	memcpy(stem, key, n - 5);
+	stem[n - 5] = 0;
+	return nd_opt_is_secret(stem);
+}
+
+static int secret_file_bad(const char *key, const char *path, mode_t mode)
+{
+	errno = EACCES;
+	nd_error("%s=%s is readable by others (mode %04o); chmod o-r %s", key,
+		 path, (unsigned)(mode & 07777), path);
+	return -1;
+}
+
+int nd_opts_check_secret_files(const struct nd_opts *o)
+{
+	for (size_t i = 0; i < o->n; i++) {
+		const char *path = o->v[i].val;
+		struct stat st;
+		if (!is_secret_file_key(o->v[i].key) || strcmp(path, "-") == 0)
+			continue;
+		if (path[0] == '+')
+			path++;
+		if (stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+		    (st.st_mode & S_IROTH))
+			return secret_file_bad(o->v[i].key, o->v[i].val,
+					       st.st_mode);
+	}
+	return 0;
+}
+
+const char *nd_secret_env(const char *name)
+{
+	static struct {
+		char *name, *val;
+	} kept[8];
+	static size_t nkept;
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	const char *r = NULL;
+
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < nkept && !r; i++)
+		if (strcmp(kept[i].name, name) == 0)
+			r = kept[i].val;
+	char *v = r ? NULL : getenv(name);
+	if (v && nkept < sizeof kept / sizeof *kept) {
+		/* v points into "NAME=VALUE": wipe it all once it is out of
+		 * the environment array. */
+		char *entry = v - strlen(name) - 1;
+		size_t len = strlen(entry);
+		kept[nkept].name = strdup(name);
+		kept[nkept].val = strdup(v);
+		if (kept[nkept].name && kept[nkept].val) {
+			r = kept[nkept++].val;
+			unsetenv(name);
+			explicit_bzero(entry, len);
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+static int perm_num(const struct nd_opts *o, const char *key, int base,
+		    unsigned long max, unsigned long *out)
+{
+	const char *s = nd_opt_get(o, key);
+	char *end;
+	if (!s)
+		return 0;
+	errno = 0;
+	*out = strtoul(s, &end, base);
+	if (!isdigit((unsigned char)*s) || *end || errno || *out > max)
+		return opt_bad(o, key, s,
+			       base == 8 ? "not an octal mode (0 to 0777)"
+					 : "not a numeric id");
+	return 1;
+}
+
+int nd_opt_perm(const struct nd_opts *o, uid_t uid, gid_t gid, bool ro,
+		struct nd_perm *out)
+{
+	unsigned long u = uid, g = gid, mode = 0644, umask = 0;
+	int has_mode, has_umask;
+
+	if (perm_num(o, "uid", 10, (uid_t)-2, &u) < 0 ||
+	    perm_num(o, "gid", 10, (gid_t)-2, &g) < 0 ||
+	    (has_mode = perm_num(o, "mode", 8, 0777, &mode)) < 0 ||
+	    (has_umask = perm_num(o, "umask", 8, 0777, &umask)) < 0)
+		return -1;
+	/* umask=: what a new file would get, as on other FUSE file
+	 * systems; an explicit mode= wins (an entry's mode= over a umask=
+	 * default). */
+	if (has_umask && !has_mode)
+		mode = 0666 & ~umask;
+	if (ro)
+		mode &= ~0222ul;
+	*out = (struct nd_perm){ u, g, mode };
+	return 0;
 }
 
 void nd_secret_free(char *s)
@@ -323,8 +446,11 @@ static char *stdin_line(void)
 	return r;
 }
 
-static char *read_secret_file(const char *path)
+/* NULL with an nd_error naming FKEY and PATH on failure. */
+static char *read_secret_file(const char *fkey, const char *path)
 {
+	const char *given = path;
+	struct stat st;
 	FILE *f;
 	char *line;
 
@@ -333,8 +459,18 @@ static char *read_secret_file(const char *path)
 	if (strcmp(path, "-") == 0)
 		return stdin_line();
 	f = fopen(path, "re");
-	if (!f)
+	if (!f) {
+		nd_error("%s=%s: %m", fkey, given);
 		return NULL;
+	}
+	/* Checked on the open file too: it may have changed since the
+	 * table was read. */
+	if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) &&
+	    (st.st_mode & S_IROTH)) {
+		fclose(f);
+		secret_file_bad(fkey, given, st.st_mode);
+		return NULL;
+	}
 	line = read_first_line(f);
 	fclose(f);
 	return line;
@@ -372,12 +508,8 @@ int nd_opt_secret(const struct nd_opts *o, const char *key, char **out)
 	path = nd_opt_get(o, fkey);
 	if (!path)
 		return 0;
-	*out = read_secret_file(path);
-	if (!*out) {
-		nd_error("%s=%s: %m", fkey, path);
-		return -1;
-	}
-	return 0;
+	*out = read_secret_file(fkey, path);
+	return *out ? 0 : -1;
 }
 
 int nd_opts_parse_list(struct nd_opts *o, const char *list,
@@ -446,16 +578,11 @@ char *nd_opts_format(const struct nd_opts *o, const char *sep)
 	if (!f)
 		return NULL;
 	for (size_t i = 0; i < o->n; i++) {
-		const char *v = o->v[i].val;
 		if (i)
 			fputs(sep, f);
-		if (nd_opt_is_secret(o->v[i].key)) {
-			fprintf(f, "%s=***", o->v[i].key);
-		} else {
-			char *r = nd_redact(v);
-			fprintf(f, "%s=%s", o->v[i].key, r ? r : "");
-			free(r);
-		}
+		char *r = nd_opt_shown(&o->v[i]);
+		fprintf(f, "%s=%s", o->v[i].key, r ? r : "***");
+		free(r);
 	}
 	fclose(f);
 	return out;

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct nd_opt {
 	char *key;
@@ -70,8 +71,41 @@ int nd_opt_secret_preload(const struct nd_opts *o);
  * than the entry itself? */
 bool nd_opt_is_default(const struct nd_opt *p);
 
-/* True for keys whose values never appear in output: password, cookie... */
+/* True for keys whose values never appear in output: password, cookie...
+ * (nd_secret_key, the one definition). */
 bool nd_opt_is_secret(const char *key);
+
+/* How P's value may be shown: "***" for a secret key, else the value with
+ * any secret inside it (a proxy URL's password, a URL's ?token=) masked.
+ * Malloc'd. */
+char *nd_opt_shown(const struct nd_opt *p);
+
+/* Does O hold a secret that came from SOURCE (an origin prefix, e.g. a
+ * table's file name)? Sets *KEY to the first such key. */
+bool nd_opts_hold_secret(const struct nd_opts *o, const char *source,
+			 const char **key);
+
+/* Every KEY-file of a secret key (password-file=, cookie-file=,
+ * tls-psk-file=...) that exists must not be readable by others: -1 with an
+ * nd_error naming the key and the file. */
+int nd_opts_check_secret_files(const struct nd_opts *o);
+
+/* A secret from the environment (LIBISCSI_CHAP_PASSWORD): read once, then
+ * removed from the environment and wiped from the memory
+ * /proc/PID/environ shows; later calls return the kept copy. NULL when
+ * unset. Call it for every such name before threads start. */
+const char *nd_secret_env(const char *name);
+
+/* An entry's file attributes: uid= and gid= (numbers; default the
+ * mounting user), mode= (octal, default 0644) or umask= (0666 & ~umask);
+ * read-only entries lose the write bits. -1 with an nd_error. */
+struct nd_perm {
+	uid_t uid;
+	gid_t gid;
+	mode_t mode;
+};
+int nd_opt_perm(const struct nd_opts *o, uid_t uid, gid_t gid, bool ro,
+		struct nd_perm *out);
 
 /* Split "k=v,k2=v2,flag" (QEMU's ",," = a literal comma; a value may hold
  * '='; a bare key means key=on) and nd_opt_add each. -1 with nd_error. */

@@ -1,4 +1,8 @@
-/* status.c: the live status file, .netdiskfs/status, as JSON. */
+/* status.c: the live status file, .netdiskfs/status, as JSON. What it
+ * shows of an entry's configuration is its canonical option set with
+ * every secret masked (nd_opt_shown) and its URL redacted; every text
+ * that may quote a URL (last_error) goes through nd_redact once more, so
+ * it holds nothing a local user should not read. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +11,33 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "log.h"
+
+/* A redacted copy of S as a JSON string (null for NULL or ""). */
+static json_t *redacted(const char *s)
+{
+	char *r;
+	json_t *j;
+
+	if (!s || !*s)
+		return json_null();
+	r = nd_redact(s);
+	j = json_string(r ? r : "***");
+	free(r);
+	return j;
+}
+
+/* The canonical options, secrets masked. */
+static json_t *options_json(const struct nd_opts *o)
+{
+	json_t *j = json_object();
+	for (size_t i = 0; i < o->n; i++) {
+		char *v = nd_opt_shown(&o->v[i]);
+		json_object_set_new(j, o->v[i].key, json_string(v ? v : "***"));
+		free(v);
+	}
+	return j;
+}
 
 static const char *state_name(enum nd_conn_state s)
 {
@@ -35,14 +66,13 @@ static json_t *entry_json(struct nd_fs_entry *e)
 				? json_string("connected")
 				: json_sprintf("%s since %s, reconnecting",
 					       state_name(d->state), since));
-	json_object_set_new(j, "last_error",
-			    d->last_error[0] ? json_string(d->last_error)
-					     : json_null());
+	json_object_set_new(j, "last_error", redacted(d->last_error));
 	json_object_set_new(j, "connections", json_integer(d->nslots));
 	pthread_mutex_unlock(&d->lock);
 	json_object_set_new(j, "name", json_string(e->name));
 	json_object_set_new(j, "backend", json_string(d->be->name));
-	json_object_set_new(j, "url", json_string(e->url_redacted ? e->url_redacted : ""));
+	json_object_set_new(j, "url", redacted(e->url_redacted));
+	json_object_set_new(j, "options", options_json(&d->opts));
 	json_object_set_new(j, "size", json_integer(d->size));
 	json_object_set_new(j, "read_only", json_boolean(d->ro));
 	json_object_set_new(j, "removed", json_boolean(e->removed));
@@ -88,10 +118,10 @@ char *nd_status_json(struct nd_fs *fs)
 		strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
 		json_object_set_new(j, "name", json_string(f->name));
 		json_object_set_new(j, "backend", json_string(f->driver));
-		json_object_set_new(j, "url", json_string(f->url_redacted ? f->url_redacted : ""));
+		json_object_set_new(j, "url", redacted(f->url_redacted));
 		json_object_set_new(j, "state", json_string("failed"));
 		json_object_set_new(j, "state_since", json_string(since));
-		json_object_set_new(j, "last_error", json_string(f->error));
+		json_object_set_new(j, "last_error", redacted(f->error));
 		json_object_set_new(j, "size", json_integer(0));
 		json_object_set_new(j, "connections", json_integer(0));
 		json_object_set_new(j, "open", json_false());
@@ -146,7 +176,8 @@ int nd_status_print(const char *mountpoint)
 	       "WRITTEN", "HITS", "MISSES", "WINDOW", "LAST ERROR");
 	json_array_foreach(entries, i, e) {
 		char size[16], rd[16], wr[16], win[16];
-		const char *le = json_string_value(json_object_get(e, "last_error"));
+		const char *le0 = json_string_value(json_object_get(e, "last_error"));
+		char *le = le0 ? nd_redact(le0) : NULL;
 		human(size, sizeof size, json_integer_value(json_object_get(e, "size")));
 		human(rd, sizeof rd, json_integer_value(json_object_get(e, "bytes_read")));
 		human(wr, sizeof wr, json_integer_value(json_object_get(e, "bytes_written")));
@@ -165,6 +196,7 @@ int nd_status_print(const char *mountpoint)
 		       (long long)json_integer_value(json_object_get(e, "cache_misses")),
 		       win, le ? le : "-",
 		       json_is_true(json_object_get(e, "removed")) ? " (removed)" : "");
+		free(le);
 	}
 	json_decref(root);
 	return 0;

@@ -4,10 +4,12 @@
  * defaults for every entry. */
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "table.h"
@@ -97,16 +99,6 @@ static bool valid_name(const char *n)
 	       strcmp(n, ".netdiskfs") && strlen(n) < 256;
 }
 
-static bool has_secret(const struct nd_opts *o)
-{
-	for (size_t i = 0; i < o->n; i++)
-		if (nd_opt_is_secret(o->v[i].key) &&
-		    strncmp(o->v[i].origin, "-o", 2) != 0 &&
-		    strncmp(o->v[i].origin, "environment", 11) != 0)
-			return true;
-	return false;
-}
-
 static int add_entry(struct nd_table *t, const char *name, const char *url,
 		     const char *where, struct nd_opts *opts)
 {
@@ -154,21 +146,43 @@ static int build_entry(const char *name, const char *url, char **optf,
 	if (nd_opts_merge_defaults(o, defaults) == -1 ||
 	    (cmdline && nd_opts_merge_defaults(o, cmdline) == -1))
 		return -1;
-	return check ? check(o) : 0;
+	struct nd_perm perm;
+	if ((check && check(o) == -1) ||
+	    nd_opt_perm(o, getuid(), getgid(), false, &perm) == -1)
+		return -1;
+	return nd_opts_check_secret_files(o);
+}
+
+/* Every message about the table is redacted as a whole: a line may hold
+ * a URL with its password where a name was expected. */
+static void errf(FILE *errs, const char *fmt, ...) ND_PRINTF(2, 3);
+static void errf(FILE *errs, const char *fmt, ...)
+{
+	char *msg = NULL, *clean;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	clean = msg ? nd_redact(msg) : NULL;
+	fputs(clean ? clean : "error (message withheld: out of memory)\n",
+	      errs);
+	free(clean);
+	free(msg);
 }
 
 static void report(FILE *errs, const char *where, const char *name)
 {
-	CLEANUP_FREE char *msg = nd_redact(nd_get_error());
 	if (name)
-		fprintf(errs, "%s: entry '%s': %s\n", where, name,
-			msg ? msg : "error");
+		errf(errs, "%s: entry '%s': %s\n", where, name,
+		     nd_get_error());
 	else
-		fprintf(errs, "%s: %s\n", where, msg ? msg : "error");
+		errf(errs, "%s: %s\n", where, nd_get_error());
 }
 
 int nd_table_parse(const char *text, size_t len, const char *fname,
-		   bool others_can_read, const struct nd_opts *cmdline,
+		   bool shared, const struct nd_opts *cmdline,
 		   nd_entry_check_fn check, struct nd_table *t, FILE *errs)
 {
 	struct nd_opts defaults;
@@ -198,9 +212,9 @@ int nd_table_parse(const char *text, size_t len, const char *fname,
 		}
 		if (memchr(line, 0, llen) || strlen(line) != llen) {
 			if (pass == 1) {
-				fprintf(errs, "%s: NUL byte in line (a disk "
-					      "image? write it as file:///PATH)\n",
-					where);
+				errf(errs, "%s: NUL byte in line (a disk "
+					   "image? write it as file:///PATH)\n",
+				     where);
 				nerr++;
 			}
 			continue;
@@ -215,7 +229,7 @@ int nd_table_parse(const char *text, size_t len, const char *fname,
 		}
 		if (err) {
 			if (pass == 1) {
-				fprintf(errs, "%s: %s\n", where, err);
+				errf(errs, "%s: %s\n", where, err);
 				nerr++;
 			}
 			goto next;
@@ -235,25 +249,25 @@ int nd_table_parse(const char *text, size_t len, const char *fname,
 			goto next;
 		}
 		if (nf < 2) {
-			fprintf(errs, "%s: entry '%s' has no URL (expected NAME "
-				      "URL [OPTIONS])\n",
-				where, f[0]);
+			errf(errs, "%s: entry '%s' has no URL (expected NAME "
+				   "URL [OPTIONS])\n",
+			     where, f[0]);
 			nerr++;
 			goto next;
 		}
 		if (!valid_name(f[0])) {
-			fprintf(errs, "%s: '%s' is not a valid entry name (a "
-				      "file name: no '/', not '.', '..' or "
-				      "'.netdiskfs')\n",
-				where, f[0]);
+			errf(errs, "%s: '%s' is not a valid entry name (a "
+				   "file name: no '/', not '.', '..' or "
+				   "'.netdiskfs')\n",
+			     where, f[0]);
 			nerr++;
 			goto next;
 		}
 		for (size_t i = 0; i < t->n; i++)
 			if (strcmp(t->e[i].name, f[0]) == 0) {
-				fprintf(errs, "%s: entry '%s' is already "
-					      "defined at %s\n",
-					where, f[0], t->e[i].where);
+				errf(errs, "%s: entry '%s' is already "
+					   "defined at %s\n",
+				     where, f[0], t->e[i].where);
 				nerr++;
 				goto next;
 			}
@@ -265,11 +279,13 @@ int nd_table_parse(const char *text, size_t len, const char *fname,
 			nerr++;
 			goto next;
 		}
-		if (others_can_read && has_secret(&o)) {
-			fprintf(errs, "%s: entry '%s' holds a password or "
-				      "cookie but %s is readable by others "
-				      "(chmod o-r it, or use password-file=)\n",
-				where, f[0], fname);
+		const char *sk;
+		if (shared && nd_opts_hold_secret(&o, fname, &sk)) {
+			errf(errs, "%s: entry '%s' holds a password or "
+				   "other credential (%s) but %s is readable "
+				   "by its group or others (chmod go-r it, or "
+				   "use password-file=)\n",
+			     where, f[0], sk, fname);
 			nd_opts_free(&o);
 			nerr++;
 			goto next;
@@ -296,11 +312,11 @@ int nd_table_load(const char *path, const struct nd_opts *cmdline,
 
 	memset(t, 0, sizeof *t);
 	if (!f) {
-		fprintf(errs, "%s: %m\n", path);
+		errf(errs, "%s: %m\n", path);
 		return 1;
 	}
 	if (fstat(fileno(f), &st) == -1 || !S_ISREG(st.st_mode)) {
-		fprintf(errs, "%s: not a regular file\n", path);
+		errf(errs, "%s: not a regular file\n", path);
 		fclose(f);
 		return 1;
 	}
@@ -309,7 +325,7 @@ int nd_table_load(const char *path, const struct nd_opts *cmdline,
 			char *nb = realloc(buf, cap = cap * 2 + 8192);
 			if (!nb) {
 				fclose(f);
-				fprintf(errs, "%s: out of memory\n", path);
+				errf(errs, "%s: out of memory\n", path);
 				return 1;
 			}
 			buf = nb;
@@ -319,13 +335,14 @@ int nd_table_load(const char *path, const struct nd_opts *cmdline,
 	} while (n > 0 && size < (64u << 20));
 	fclose(f);
 	if (buf && memchr(buf, 0, size)) {
-		fprintf(errs, "%s: binary data: this looks like a disk image, "
-			      "not a mount table (give it as file://%s)\n",
-			path, path);
+		errf(errs, "%s: binary data: this looks like a disk image, "
+			   "not a mount table (give it as file://%s)\n",
+		     path, path);
 		return 1;
 	}
 	return nd_table_parse(buf ? buf : "", size, path,
-			      (st.st_mode & S_IROTH) != 0, cmdline, check, t,
+			      (st.st_mode & (S_IRGRP | S_IROTH)) != 0, cmdline,
+			      check, t,
 			      errs);
 }
 

@@ -28,9 +28,11 @@ typedef int (*nd_entry_check_fn)(struct nd_opts *opts);
  * entries. */
 int nd_table_load(const char *path, const struct nd_opts *cmdline,
 		  nd_entry_check_fn check, struct nd_table *t, FILE *errs);
-/* The same for a text held in memory (FNAME is used in messages). */
+/* The same for a text held in memory (FNAME is used in messages). SHARED:
+ * the text is readable by others than its owner, so an entry holding a
+ * secret (nd_opts_hold_secret) is refused. */
 int nd_table_parse(const char *text, size_t len, const char *fname,
-		   bool others_can_read, const struct nd_opts *cmdline,
+		   bool shared, const struct nd_opts *cmdline,
 		   nd_entry_check_fn check, struct nd_table *t, FILE *errs);
 /* A single URL given instead of a table: one entry named after it. */
 int nd_table_from_url(const char *url, const struct nd_opts *cmdline,

@@ -129,6 +129,11 @@ static int parse_json(const char *text, struct nd_opts *o, const char *origin)
 	}
 
 	if (!root) {
+		/* jansson quotes the text "near" the error, which may be
+		 * part of a password: the position says enough. */
+		char *near = strstr(err.text, " near '");
+		if (near)
+			*near = 0;
 		errno = EINVAL;
 		nd_error("json: %s (at character %d)", err.text, err.position);
 		return -1;
@@ -382,7 +387,8 @@ bool nd_opt_is_core(const char *k)
 	static const char *const keys[] = {
 		"ro", "readonly", "read-only", "readahead", "block-size",
 		"cache-size", "cache", "connections", "timeout",
-		"reconnect-delay", "open-timeout", "debug", "media", "format",
+		"reconnect-delay", "open-timeout", "debug", "media", "uid", "gid",
+		"mode", "umask", "format",
 		"overlay", "overlay-create", "overlay-force", "cache-dir",
 		"cache-dir-size", "cache-dir-mode", "prefetch", "backing",
 		"l2-cache-size", "snapshot", NULL

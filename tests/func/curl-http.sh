@@ -25,6 +25,7 @@ explicit   driver=http,url=$U/disk.img,readahead=128K
 dotted     file.driver=http,file.url=$U/disk.img,file.sslverify=off
 viaproxy   $U/disk.img  proxy=$NGINX_PROXY_URL
 TAB
+chmod 600 "$TMP/tab" # ?token= is a credential: a table shared with others is refused
 
 "$ND" --print-config "$TMP/tab" > "$TMP/config" 2>&1 || { cat "$TMP/config"; fail "--print-config failed"; }
 grep -q "^readahead=64k" "$TMP/config" || { cat "$TMP/config"; fail "readahead from json: is not in the option set"; }
