@@ -17,6 +17,7 @@
 #include "layers/qcow2.h"
 #include "layers/stack.h"
 #include "log.h"
+#include "secret.h"
 #include "url.h"
 
 /* --- the layer over the cache -------------------------------------------- */
@@ -108,10 +109,16 @@ char *nd_stack_identity(const struct nd_opts *o, uint64_t size)
 	struct nd_opts id;
 	char *list, *r = NULL;
 	nd_opts_init(&id, o->name);
-	for (size_t i = 0; i < o->n; i++)
-		if (!nd_opt_is_secret(o->v[i].key) && !nd_opt_is_core(o->v[i].key) &&
-		    nd_opt_set(&id, o->v[i].key, o->v[i].val, "") == -1)
+	for (size_t i = 0; i < o->n; i++) {
+		if (nd_opt_is_secret(o->v[i].key) || nd_opt_is_core(o->v[i].key))
+			continue;
+		/* A URL's own credentials or tokens stay out too. */
+		char *v = nd_redact(o->v[i].val);
+		int set = v ? nd_opt_set(&id, o->v[i].key, v, "") : -1;
+		free(v);
+		if (set == -1)
 			goto out;
+	}
 	if ((list = nd_opts_format(&id, ",")) &&
 	    asprintf(&r, "%s,size=%llu", list, (unsigned long long)size) < 0)
 		r = NULL;
