@@ -336,7 +336,8 @@ int qcow2_zero(struct nd_layer *l, uint64_t len, uint64_t off)
 		uint64_t in = off & (q->cluster_size - 1), c = off >> q->cluster_bits;
 		uint64_t n = q->cluster_size - in < len ? q->cluster_size - in : len;
 		uint64_t l2off, e;
-		bool whole = n == q->cluster_size || off + n == q->l.size;
+		/* The whole cluster, or all of the disk's short last one. */
+		bool whole = in == 0 && (n == q->cluster_size || off + n == q->l.size);
 		pthread_mutex_lock(&q->meta_lock);
 		r = lookup(q, c, &l2off, &e);
 		bool done = r || (whole && !q->backing && !l2off) ||
