@@ -114,6 +114,28 @@ static int new_refblock(struct qcow2 *q, uint64_t rt, uint64_t k)
 	return nd_layer_flush(q->file);
 }
 
+static bool in_range(uint64_t off, uint64_t start, uint64_t len)
+{
+	return off >= start && off - start < len;
+}
+
+/* Is the cluster at OFF one of the image's own metadata clusters? A free
+ * one (refcount 0) that is means the refcounts are wrong: writing it
+ * would destroy the metadata, as QEMU's overlap checks say. */
+static bool is_metadata(const struct qcow2 *q, uint64_t off)
+{
+	if (off < q->cluster_size || in_range(off, q->l1_off, q->l1_size * 8ull) ||
+	    in_range(off, q->rt_off, q->rt_entries * 8))
+		return true;
+	for (uint64_t i = 0; i < q->rt_entries; i++)
+		if (q->rtable[i] == off)
+			return true;
+	for (uint32_t i = 0; i < q->l1_size; i++)
+		if ((q->l1[i] & L1E_OFFSET_MASK) == off)
+			return true;
+	return false;
+}
+
 /* Take a free cluster (refcount 0) for a new use: *OFF is its offset. */
 static int alloc_cluster(struct qcow2 *q, uint64_t *off)
 {
@@ -134,6 +156,10 @@ static int alloc_cluster(struct qcow2 *q, uint64_t *off)
 		if ((r = rb_load(q, q->rtable[rt])))
 			return r;
 		if (rc_get(q, q->rbuf, k % per_block(q)) == 0) {
+			if (is_metadata(q, k << q->cluster_bits))
+				return qcow2_corrupt("a metadata cluster has "
+						     "refcount 0, cluster",
+						     k);
 			if ((r = rc_store(q, k, 1)))
 				return r;
 			q->free_hint = k + 1;
@@ -291,10 +317,22 @@ static int plan(struct qcow2 *q, size_t len, uint64_t off, struct step *st,
 		if ((r = lookup(q, s->c, &s->l2off, &e)))
 			return r;
 		s->inplace = own_cluster(e);
-		if (s->inplace)
+		if (s->inplace) {
 			s->host = e & L2E_OFFSET_MASK;
-		else if ((r = alloc_cluster(q, &s->host)))
+			/* A data cluster that is metadata too, or that another
+			 * cluster of this write uses as well: corrupt. */
+			if (is_metadata(q, s->host))
+				return qcow2_corrupt("a data cluster overlaps "
+						     "metadata, offset",
+						     s->host);
+			for (size_t k = 0; k < *n; k++)
+				if (st[k].host == s->host)
+					return qcow2_corrupt("two clusters share "
+							     "the data cluster",
+							     s->host);
+		} else if ((r = alloc_cluster(q, &s->host))) {
 			return r;
+		}
 		allocated |= !s->inplace;
 		off += s->n;
 		len -= s->n;

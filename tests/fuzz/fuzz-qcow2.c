@@ -15,13 +15,46 @@
 struct mem {
 	struct nd_layer l;
 	const uint8_t *data;
+	uint8_t *copy; /* writable: the container, up to MAX_GROW */
 };
+
+#define MAX_GROW (8u << 20)
 
 static int mem_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off)
 {
-	memcpy(buf, ((struct mem *)l)->data + off, len);
+	struct mem *m = (struct mem *)l;
+	memcpy(buf, (m->copy ? m->copy : m->data) + off, len);
 	return 0;
 }
+
+static int mem_pwrite(struct nd_layer *l, const void *buf, size_t len,
+		      uint64_t off)
+{
+	memcpy(((struct mem *)l)->copy + off, buf, len);
+	return 0;
+}
+
+static int mem_grow(struct nd_layer *l, uint64_t size)
+{
+	if (size > MAX_GROW)
+		return -ENOSPC;
+	l->size = size;
+	return 0;
+}
+
+static void mem_rw_close(struct nd_layer *l)
+{
+	free(((struct mem *)l)->copy);
+	free(l);
+}
+
+static const struct nd_layer_ops mem_rw_ops = {
+	.name = "mem",
+	.pread = mem_pread,
+	.pwrite = mem_pwrite,
+	.close = mem_rw_close,
+	.grow = mem_grow,
+};
 
 static void mem_close(struct nd_layer *l)
 {
@@ -57,6 +90,45 @@ static int open_backing(const char *name, const char *format, unsigned depth,
 	return f ? nd_qcow2_open(f, &o, out) : -ENOMEM;
 }
 
+/* The same image opened for writing: a few writes and zeroes must stay
+ * inside the container (which may grow to MAX_GROW) and read back. */
+static void fuzz_writes(void)
+{
+	struct mem *m = calloc(1, sizeof *m);
+	struct nd_qcow2_opts o = { .writable = true, .no_backing = true,
+				   .l2_cache_bytes = 1 };
+	struct nd_layer *q;
+	static uint8_t w[70000], r[70000];
+
+	if (!m || input_len > MAX_GROW || !(m->copy = calloc(1, MAX_GROW))) {
+		if (m)
+			free(m->copy);
+		free(m);
+		return;
+	}
+	memcpy(m->copy, input, input_len);
+	m->l.ops = &mem_rw_ops;
+	m->l.size = input_len;
+	if (nd_qcow2_open(&m->l, &o, &q) != 0)
+		return;
+	for (uint64_t i = 0; i < 4 && q->size; i++) {
+		uint64_t off = q->size / 5 * i + i * 4095;
+		size_t n = q->size - off < sizeof w ? (size_t)(q->size - off)
+						    : sizeof w;
+		if (off >= q->size)
+			break;
+		memset(w, (int)i + 1, n);
+		if (i == 2 ? nd_layer_zero(q, n, off) == 0
+			   : nd_layer_pwrite(q, w, n, off) == 0) {
+			if (i == 2)
+				memset(w, 0, n);
+			if (nd_layer_pread(q, r, n, off) == 0 && memcmp(r, w, n))
+				abort(); /* a write that succeeded reads back */
+		}
+	}
+	nd_layer_close(q);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct nd_qcow2_opts o = { .open_backing = open_backing,
@@ -66,6 +138,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	input = data;
 	input_len = size;
+	fuzz_writes();
 	if (!(f = mem_open()) || nd_qcow2_open(f, &o, &q) != 0)
 		return 0;
 	for (uint64_t i = 0; i < 32; i++) {
