@@ -85,6 +85,8 @@ struct nd_backend {
  * ports, the structure it needs). It lives in a library-free file of the
  * backend (backends/NAME-url.c), so the parser, its fuzzer and
  * --print-config link no protocol library. Helpers: src/url.h. */
+struct nd_url;
+
 struct nd_proto {
 	const char *name;	    /* driver= it sets; NULL: the one given */
 	const char *const *drivers; /* driver= values it normalises */
@@ -94,6 +96,10 @@ struct nd_proto {
 	 * keys nd_opt_add'ed to O with ORIGIN. 0 or -1 with an nd_error. */
 	int (*parse)(const char *scheme, const char *url, struct nd_opts *o,
 		     const char *origin);
+	/* Instead of parse for SCHEME://... URLs: the core splits the URL
+	 * (RFC 3986, src/url.h) and hands the parts over. */
+	int (*parse_split)(const char *url, const struct nd_url *p,
+			   struct nd_opts *o, const char *origin);
 	/* After the entry's options are merged in. 0 or -1 with an nd_error. */
 	int (*normalize)(struct nd_opts *o);
 	/* Optional: the file name a legacy form is shown as (malloc'd);

@@ -50,19 +50,6 @@ out:
 	return ret;
 }
 
-static int curl_parse(const char *scheme, const char *url, struct nd_opts *o,
-		      const char *origin)
-{
-	struct nd_url p;
-	int r;
-
-	if (nd_url_split(url, &p) == -1)
-		return -1;
-	r = curl_parse_split(url, &p, o, origin);
-	nd_url_free(&p);
-	return r;
-}
-
 static int curl_normalize(struct nd_opts *o)
 {
 	const char *drv = nd_opt_get(o, "driver");
@@ -124,7 +111,7 @@ out:
 const struct nd_proto curl_proto = {
 	.drivers = curl_names,
 	.schemes = curl_names,
-	.parse = curl_parse,
+	.parse_split = curl_parse_split,
 	.normalize = curl_normalize,
 	.relative = curl_relative,
 };

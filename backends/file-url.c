@@ -10,8 +10,8 @@
 #include "../src/url.h"
 #include "../src/util/cleanup.h"
 
-static int file_parse_split(const struct nd_url *p, struct nd_opts *o,
-			    const char *origin)
+static int file_parse_split(const char *url, const struct nd_url *p,
+			    struct nd_opts *o, const char *origin)
 {
 	const char *raw = p->path ? p->path : "";
 	CLEANUP_FREE char *path = nd_url_decode(raw, strlen(raw), "path");
@@ -28,20 +28,12 @@ static int file_parse_split(const struct nd_url *p, struct nd_opts *o,
 	       nd_opt_add(o, "filename", path, origin);
 }
 
+/* A bare absolute path. */
 static int file_parse(const char *scheme, const char *url, struct nd_opts *o,
 		      const char *origin)
 {
-	struct nd_url p;
-	int r;
-
-	if (!scheme) /* an absolute path */
-		return nd_opt_add(o, "driver", "file", origin) ||
-		       nd_opt_add(o, "filename", url, origin);
-	if (nd_url_split(url, &p) == -1)
-		return -1;
-	r = file_parse_split(&p, o, origin);
-	nd_url_free(&p);
-	return r;
+	return nd_opt_add(o, "driver", "file", origin) ||
+	       nd_opt_add(o, "filename", url, origin);
 }
 
 static int file_normalize(struct nd_opts *o)
@@ -66,6 +58,7 @@ const struct nd_proto file_proto = {
 	.schemes = file_schemes,
 	.legacy = "/",
 	.parse = file_parse,
+	.parse_split = file_parse_split,
 	.normalize = file_normalize,
 	.relative = file_relative,
 };

@@ -11,8 +11,8 @@
 #include "../src/url.h"
 #include "../src/util/cleanup.h"
 
-static int gluster_parse_split(const struct nd_url *p, struct nd_opts *o,
-			       const char *origin)
+static int gluster_parse_split(const char *url, const struct nd_url *p,
+			       struct nd_opts *o, const char *origin)
 {
 	static const char *const qmap[] = { "socket", "server.0.socket", NULL };
 	const char *type = strchr(p->scheme, '+');
@@ -48,19 +48,6 @@ static int gluster_parse_split(const struct nd_url *p, struct nd_opts *o,
 	CLEANUP_FREE char *host = nd_url_host(p->host ? p->host : "localhost");
 	return nd_opt_add(o, "server.0.host", host, origin) ||
 	       (p->port && nd_opt_add(o, "server.0.port", p->port, origin));
-}
-
-static int gluster_parse(const char *scheme, const char *url,
-			 struct nd_opts *o, const char *origin)
-{
-	struct nd_url p;
-	int r;
-
-	if (nd_url_split(url, &p) == -1)
-		return -1;
-	r = gluster_parse_split(&p, o, origin);
-	nd_url_free(&p);
-	return r;
 }
 
 static int gluster_normalize(struct nd_opts *o)
@@ -127,7 +114,7 @@ const struct nd_proto gluster_proto = {
 	.name = "gluster",
 	.drivers = gluster_drivers,
 	.schemes = gluster_schemes,
-	.parse = gluster_parse,
+	.parse_split = gluster_parse_split,
 	.normalize = gluster_normalize,
 	.relative = gluster_relative,
 };

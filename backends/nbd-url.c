@@ -63,9 +63,10 @@ static int nbd_parse_legacy(const char *s, struct nd_opts *o,
 	       nd_opt_add(o, "server.port", port, origin);
 }
 
-static int nbd_parse_split(const char *s, const struct nd_url *p,
+static int nbd_parse_split(const char *url, const struct nd_url *p,
 			   struct nd_opts *o, const char *origin)
 {
+	const char *s = p->scheme;
 	static const char *const qmap[] = { "socket", "server.path", NULL };
 	bool tls = strncmp(s, "nbds", 4) == 0;
 
@@ -104,19 +105,11 @@ static int nbd_parse_split(const char *s, const struct nd_url *p,
 	       (p->port && nd_opt_add(o, "server.port", p->port, origin));
 }
 
+/* The legacy forms (no "://"). */
 static int nbd_parse(const char *scheme, const char *url, struct nd_opts *o,
 		     const char *origin)
 {
-	struct nd_url p;
-	int r;
-
-	if (!scheme)
-		return nbd_parse_legacy(url, o, origin);
-	if (nd_url_split(url, &p) == -1)
-		return -1;
-	r = nbd_parse_split(scheme, &p, o, origin);
-	nd_url_free(&p);
-	return r;
+	return nbd_parse_legacy(url, o, origin);
 }
 
 static int nbd_normalize(struct nd_opts *o)
@@ -172,6 +165,7 @@ const struct nd_proto nbd_proto = {
 	.schemes = nbd_schemes,
 	.legacy = "nbd:",
 	.parse = nbd_parse,
+	.parse_split = nbd_parse_split,
 	.normalize = nbd_normalize,
 	.relative = nbd_relative,
 	.basename = nbd_basename,

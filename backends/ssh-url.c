@@ -11,8 +11,8 @@
 #include "../src/url.h"
 #include "../src/util/cleanup.h"
 
-static int ssh_parse_split(const struct nd_url *p, struct nd_opts *o,
-			   const char *origin)
+static int ssh_parse_split(const char *url, const struct nd_url *p,
+			   struct nd_opts *o, const char *origin)
 {
 	static const char *const qmap[] = { "host_key_check", "host-key-check",
 					    NULL };
@@ -38,19 +38,6 @@ static int ssh_parse_split(const struct nd_url *p, struct nd_opts *o,
 	       nd_url_add_query(p->query, o, origin, qmap);
 }
 
-static int ssh_parse(const char *scheme, const char *url, struct nd_opts *o,
-		     const char *origin)
-{
-	struct nd_url p;
-	int r;
-
-	if (nd_url_split(url, &p) == -1)
-		return -1;
-	r = ssh_parse_split(&p, o, origin);
-	nd_url_free(&p);
-	return r;
-}
-
 static int ssh_normalize(struct nd_opts *o)
 {
 	if (nd_opts_rename(o, "host", "server.host") ||
@@ -74,7 +61,7 @@ const struct nd_proto ssh_proto = {
 	.name = "ssh",
 	.drivers = ssh_names,
 	.schemes = ssh_names,
-	.parse = ssh_parse,
+	.parse_split = ssh_parse_split,
 	.normalize = ssh_normalize,
 	.relative = ssh_relative,
 };

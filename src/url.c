@@ -336,7 +336,16 @@ static int parse_scheme_url(const char *url, struct nd_opts *o,
 	for (char *c = scheme; *c; c++)
 		*c = tolower((unsigned char)*c);
 	p = nd_proto_by_scheme(scheme);
-	return p ? p->parse(scheme, url, o, origin) : unknown_scheme(scheme);
+	if (!p)
+		return unknown_scheme(scheme);
+	if (!p->parse_split)
+		return p->parse(scheme, url, o, origin);
+	struct nd_url parts;
+	if (nd_url_split(url, &parts) == -1)
+		return -1;
+	int r = p->parse_split(url, &parts, o, origin);
+	nd_url_free(&parts);
+	return r;
 }
 
 /* "driver=ssh,host=h" / "file.driver=http,file.url=...": a key list. */

@@ -10,6 +10,7 @@
 
 #include "layer.h"
 #include "log.h"
+#include "util/fullio.h"
 
 static int out_of_range(struct nd_layer *l, uint64_t len, uint64_t off)
 {
@@ -92,44 +93,20 @@ struct file_layer {
 static int file_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off)
 {
 	struct file_layer *f = (struct file_layer *)l;
-	while (len) {
-		ssize_t n = pread(f->fd, buf, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;
-			nd_error("%s: read at %llu: %m", f->path,
-				 (unsigned long long)off);
-			return -errno;
-		}
-		buf = (char *)buf + n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
+	if (nd_full_pread(f->fd, buf, len, off, false) == 0)
+		return 0;
+	nd_error("%s: read at %llu: %m", f->path, (unsigned long long)off);
+	return -errno;
 }
 
 static int file_pwrite(struct nd_layer *l, const void *buf, size_t len,
 		       uint64_t off)
 {
 	struct file_layer *f = (struct file_layer *)l;
-	while (len) {
-		ssize_t n = pwrite(f->fd, buf, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;
-			nd_error("%s: write at %llu: %m", f->path,
-				 (unsigned long long)off);
-			return -errno;
-		}
-		buf = (const char *)buf + n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
+	if (nd_full_pwrite(f->fd, buf, len, off) == 0)
+		return 0;
+	nd_error("%s: write at %llu: %m", f->path, (unsigned long long)off);
+	return -errno;
 }
 
 static int file_zero(struct nd_layer *l, uint64_t len, uint64_t off)

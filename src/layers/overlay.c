@@ -27,6 +27,7 @@
 
 #include "log.h"
 #include "overlay.h"
+#include "util/fullio.h"
 
 #define MAGIC "NDOVERL1"
 #define HDR_SIZE 4096u
@@ -70,43 +71,6 @@ static int fail_io(const char *path, const char *what)
 	int e = errno ? errno : EIO;
 	nd_error("overlay %s: %s: %m", path, what);
 	return -e;
-}
-
-static int full_pread(int fd, void *buf, size_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t n = pread(fd, buf, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0) { /* a sparse file's end: zeroes */
-			memset(buf, 0, len);
-			return 0;
-		}
-		buf = (char *)buf + n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
-static int full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t n = pwrite(fd, buf, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = ENOSPC;
-			return -1;
-		}
-		buf = (const char *)buf + n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
 }
 
 /* --- the map ------------------------------------------------------------- */
@@ -158,7 +122,7 @@ static int read_run(struct ovl *v, unsigned st, char *buf, size_t len,
 	}
 	if (st == ST_BASE)
 		return nd_layer_pread(v->base, buf, len, off);
-	if (full_pread(v->fd, buf, len, v->lay.data_off + off) == 0)
+	if (nd_full_pread(v->fd, buf, len, v->lay.data_off + off, true) == 0)
 		return 0;
 	return fail_io(v->path, "read");
 }
@@ -227,7 +191,7 @@ static int write_blocks(struct ovl *v, const char *buf, size_t len,
 		len = end - start;
 		off = start;
 	}
-	if (!r && full_pwrite(v->fd, buf, len, v->lay.data_off + off) == -1)
+	if (!r && nd_full_pwrite(v->fd, buf, len, v->lay.data_off + off) == -1)
 		r = fail_io(v->path, "write");
 	if (!r)
 		set_states(v, first, last - first + 1, ST_DATA);
@@ -323,7 +287,7 @@ static int write_map(struct ovl *v)
 	if (fdatasync(v->fd) == -1)
 		r = fail_io(v->path, "fdatasync");
 	for (size_t i = 0; !r && i < n; i++)
-		if (full_pwrite(v->fd, copy + i * BLK, BLK,
+		if (nd_full_pwrite(v->fd, copy + i * BLK, BLK,
 				v->lay.map_off + pages[i] * BLK) == -1)
 			r = fail_io(v->path, "write of the map");
 	if (!r && n && fdatasync(v->fd) == -1)
@@ -421,7 +385,7 @@ static int create_file(const char *path, uint64_t size, const char *identity)
 		return fail_io(path, "create");
 	/* The header last: a file without it is not an overlay yet. */
 	if (ftruncate(fd, (off_t)(lay.data_off + size)) == -1 ||
-	    fdatasync(fd) == -1 || full_pwrite(fd, h, sizeof h, 0) == -1 ||
+	    fdatasync(fd) == -1 || nd_full_pwrite(fd, h, sizeof h, 0) == -1 ||
 	    fsync(fd) == -1)
 		r = fail_io(path, "create");
 	close(fd);
@@ -461,7 +425,7 @@ static int ovl_load(const char *path, bool rw, struct ovl *v, char **identity)
 	v->fd = open(path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 	if (v->fd < 0 || fstat(v->fd, &st) == -1)
 		return fail_io(path, "open");
-	if (st.st_size < HDR_SIZE || full_pread(v->fd, h, sizeof h, 0) == -1)
+	if (st.st_size < HDR_SIZE || nd_full_pread(v->fd, h, sizeof h, 0, true) == -1)
 		return bad_file(path, "too short for an overlay");
 	if (memcmp(h, MAGIC, 8) != 0)
 		return bad_file(path, "not a netdiskfs overlay (no magic)");
@@ -475,7 +439,7 @@ static int ovl_load(const char *path, bool rw, struct ovl *v, char **identity)
 	    !(v->map = malloc(v->lay.map_len)) ||
 	    !(v->dirty = calloc(v->lay.map_len / BLK, 1)))
 		return -ENOMEM;
-	if (full_pread(v->fd, v->map, v->lay.map_len, v->lay.map_off) == -1)
+	if (nd_full_pread(v->fd, v->map, v->lay.map_len, v->lay.map_off, true) == -1)
 		return fail_io(path, "read of the map");
 	v->l.size = size;
 	return 0;
@@ -602,7 +566,7 @@ int nd_overlay_read_data(const char *path, void *buf, size_t len,
 	if ((r = ovl_load(path, false, v, &id)) == 0) {
 		if (off > v->lay.size || len > v->lay.size - off)
 			r = bad_file(path, "read past the end of the disk");
-		else if (full_pread(v->fd, buf, len, v->lay.data_off + off))
+		else if (nd_full_pread(v->fd, buf, len, v->lay.data_off + off, true))
 			r = fail_io(path, "read");
 	}
 	free(id);
