@@ -62,7 +62,7 @@ struct nd_block {
 	 * a random read only the 4K-aligned part that read touched. */
 	uint32_t vs, ve;
 	uint8_t state;
-	bool dirty, stale, hashed;
+	bool dirty, hashed;
 	uint32_t gen; /* bumped by every write into a dirty block */
 	int pins;
 	int err;
@@ -365,11 +365,10 @@ static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 	pthread_mutex_lock(&c->lock);
 	for (size_t i = 0; i < n; i++) {
 		struct nd_block *b = blk[i];
-		if (r < 0 || b->stale) {
-			/* A write raced with the load: the data may be old;
-			 * readers retry. A failure is reported to them. */
+		if (r < 0) {
+			/* A failure is reported to its readers. */
 			b->state = B_FAILED;
-			b->err = r < 0 ? r : -EAGAIN;
+			b->err = r;
 			if (b->hashed)
 				unhash(c, b);
 		} else {
@@ -731,8 +730,10 @@ int nd_cache_pread(struct nd_cache *c, void *buf, size_t len, uint64_t off,
 }
 
 /* After the backend acknowledged [off, off+len) (DATA NULL = zeroes):
- * update the cached copies; a block still loading may hold older data, so
- * it is marked stale and its readers fetch it again. */
+ * update the cached copies. A block still loading may bring older bytes
+ * of this range: wait for its load (bounded by the disk's deadlines) and
+ * lay the written bytes over it, so its readers, who may want another
+ * part of it, never have to fetch it again. */
 static void update_cached(struct nd_cache *c, const void *data, size_t len,
 			  uint64_t off)
 {
@@ -740,12 +741,15 @@ static void update_cached(struct nd_cache *c, const void *data, size_t len,
 	pthread_mutex_lock(&c->lock);
 	for (uint64_t idx = first; idx <= last; idx++) {
 		struct nd_block *b = lookup(c, idx);
-		if (!b)
-			continue;
-		if (b->state == B_LOADING) {
-			b->stale = true;
-			continue;
+		if (b && b->state == B_LOADING) {
+			b->pins++;
+			while (b->state == B_LOADING)
+				pthread_cond_wait(&c->cond, &c->lock);
+			unpin(c, b);
+			b = lookup(c, idx); /* a failed load went away */
 		}
+		if (!b || b->state != B_VALID)
+			continue;
 		uint64_t bstart = idx << c->shift, s, e;
 		block_span(c, idx, off, len, &s, &e);
 		if (data)
