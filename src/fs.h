@@ -12,6 +12,13 @@
 #include "cache.h"
 #include "disk.h"
 
+/* Inode numbers: the root, .netdiskfs and its status file are fixed;
+ * entries are numbered from FIRST_INO up. */
+#define INO_ROOT 1
+#define INO_META 2   /* .netdiskfs */
+#define INO_STATUS 3 /* .netdiskfs/status */
+#define FIRST_INO 16
+
 struct nd_fs_entry {
 	uint64_t ino;
 	char *name;
@@ -52,7 +59,12 @@ void nd_fs_add_failed(struct nd_fs *fs, const char *name, const char *url,
 		      const char *driver, const char *error);
 /* Mark NAME removed; freed now if nothing has it open. */
 void nd_fs_remove(struct nd_fs *fs, const char *name);
+/* Lock held (read or write). */
 struct nd_fs_entry *nd_fs_find(struct nd_fs *fs, const char *name);
+struct nd_fs_entry *nd_fs_find_ino(struct nd_fs *fs, uint64_t ino);
+/* One open file of E closed; frees E if it was removed and this was the
+ * last. */
+void nd_fs_close(struct nd_fs *fs, struct nd_fs_entry *e);
 /* Flush every writeback cache; returns the first error. */
 int nd_fs_flush_all(struct nd_fs *fs);
 void nd_fs_free(struct nd_fs *fs);
