@@ -229,16 +229,21 @@ full:
 	free(buf);
 }
 
+/* A request on an open file holds its entry's io lock (read) for its
+ * duration: a reload swaps the entry's definition only between requests.
+ * Taken once per request, never nested. */
 static struct handle *handle_get(struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	atomic_fetch_add(&h->refs, 1);
+	if (h->e)
+		pthread_rwlock_rdlock(&h->e->io);
 	return h;
 }
 
 /* The last reference closes the entry's share (freeing an entry that was
  * removed by a reload and is now unused) and the handle. */
-static void handle_put(struct handle *h)
+static void handle_unref(struct handle *h)
 {
 	if (atomic_fetch_sub(&h->refs, 1) != 1)
 		return;
@@ -246,6 +251,14 @@ static void handle_put(struct handle *h)
 		nd_fs_close(h->fs, h->e);
 	free(h->text);
 	free(h);
+}
+
+/* The end of a request begun with handle_get. */
+static void handle_put(struct handle *h)
+{
+	if (h->e)
+		pthread_rwlock_unlock(&h->e->io);
+	handle_unref(h);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -447,12 +460,13 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct handle *h = handle_get(fi);
 
 	if (h->e && h->wrote)
 		entry_sync(h->e);
 	fuse_reply_err(req, 0);
 	handle_put(h);
+	handle_unref(h); /* the open's own reference */
 }
 
 static void do_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
@@ -564,19 +578,20 @@ int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
 	int ret = 1;
 
 	fs->mountpoint = strdup(mountpoint);
-	fs->se = fuse_session_new(&args, &nd_ops, sizeof nd_ops, fs);
-	if (!fs->se)
+	struct fuse_session *se = fuse_session_new(&args, &nd_ops, sizeof nd_ops, fs);
+	if (!se)
 		goto out;
 	/* A daemon started in the background of a shell inherits SIGINT
 	 * ignored, and libfuse only replaces default handlers. */
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
-	if (fuse_set_signal_handlers(fs->se) != 0)
+	if (fuse_set_signal_handlers(se) != 0)
 		goto out_destroy;
 	/* SIGHUP is ours (reload), not libfuse's "exit". */
 	signal(SIGHUP, SIG_IGN);
-	if (fuse_session_mount(fs->se, mountpoint) != 0)
+	if (fuse_session_mount(se, mountpoint) != 0)
 		goto out_signals;
+	nd_fs_set_session(fs, se);
 	if (fs->kernel_readahead) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, tune_bdi, fs) == 0)
@@ -584,13 +599,14 @@ int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
 	}
 	if (on_ready)
 		on_ready(arg);
-	ret = nd_loop_run(fs->se, 16) != 0;
-	fuse_session_unmount(fs->se);
+	ret = nd_loop_run(se, 16) != 0;
+	/* Waits for a reload's notification in progress. */
+	nd_fs_set_session(fs, NULL);
+	fuse_session_unmount(se);
 out_signals:
-	fuse_remove_signal_handlers(fs->se);
+	fuse_remove_signal_handlers(se);
 out_destroy:
-	fuse_session_destroy(fs->se);
-	fs->se = NULL;
+	fuse_session_destroy(se);
 out:
 	fuse_opt_free_args(&args);
 	return ret;

@@ -19,6 +19,7 @@ struct nd_fs *nd_fs_new(void)
 	if (!fs)
 		return NULL;
 	pthread_rwlock_init(&fs->lock, NULL);
+	pthread_mutex_init(&fs->se_lock, NULL);
 	fs->next_ino = FIRST_INO;
 	fs->mount_time = time(NULL);
 	fs->uid = getuid();
@@ -61,48 +62,111 @@ void nd_fs_add_failed(struct nd_fs *fs, const char *name, const char *url,
 	pthread_rwlock_unlock(&fs->lock);
 }
 
-int nd_fs_add(struct nd_fs *fs, const char *name, const char *url,
-	      struct nd_disk *disk, uint64_t budget)
+/* An entry's definition: what a reload swaps under its name. */
+struct backing {
+	char *url_redacted, *key;
+	struct nd_disk *disk;
+	struct nd_cache *cache;
+};
+
+static int backing_new(struct backing *b, const char *url, const char *key,
+		       struct nd_disk *disk, uint64_t budget)
+{
+	memset(b, 0, sizeof *b);
+	b->disk = disk;
+	b->url_redacted = nd_redact(url);
+	b->key = strdup(key ? key : "");
+	if (disk->cfg.cache != ND_CACHE_NONE)
+		b->cache = nd_cache_new(disk, budget);
+	if (!b->url_redacted || !b->key ||
+	    (disk->cfg.cache != ND_CACHE_NONE && !b->cache)) {
+		nd_cache_free(b->cache);
+		free(b->url_redacted);
+		free(b->key);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Frees what B holds; its dirty blocks must have been written back. */
+static void backing_free(struct backing *b)
+{
+	nd_cache_free(b->cache);
+	if (b->disk)
+		nd_disk_close(b->disk);
+	free(b->url_redacted);
+	free(b->key);
+}
+
+/* Exchange E's definition with B's. Called with E->io and fs->lock held
+ * (write). */
+static void backing_swap(struct nd_fs_entry *e, struct backing *b)
+{
+	struct backing old = { e->url_redacted, e->key, e->disk, e->cache };
+	e->url_redacted = b->url_redacted;
+	e->key = b->key;
+	e->disk = b->disk;
+	e->cache = b->cache;
+	*b = old;
+}
+
+static struct nd_fs_entry *entry_new(struct nd_fs *fs, const char *name,
+				     struct backing *b)
 {
 	struct nd_fs_entry *e = calloc(1, sizeof *e);
-	if (!e)
-		return -ENOMEM;
-	e->name = strdup(name);
-	e->url_redacted = nd_redact(url);
-	e->disk = disk;
-	if (disk->cfg.cache != ND_CACHE_NONE) {
-		e->cache = nd_cache_new(disk, budget);
-		if (!e->cache) {
-			free(e->name);
-			free(e->url_redacted);
-			free(e);
-			return -ENOMEM;
-		}
+	pthread_rwlockattr_t a;
+	if (!e || !(e->name = strdup(name))) {
+		free(e);
+		return NULL;
 	}
-	pthread_rwlock_wrlock(&fs->lock);
-	drop_failed(fs, name);
-	e->ino = fs->next_ino++;
-	struct nd_fs_entry **pp = &fs->entries;
-	while (*pp)
-		pp = &(*pp)->next;
-	*pp = e;
-	pthread_rwlock_unlock(&fs->lock);
-	return 0;
+	/* Writers first: a swap waits only for the requests in flight, not
+	 * for a stream of new ones. */
+	pthread_rwlockattr_init(&a);
+	pthread_rwlockattr_setkind_np(&a,
+				      PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&e->io, &a);
+	pthread_rwlockattr_destroy(&a);
+	backing_swap(e, b);
+	return e;
+}
+
+/* Write back what E holds dirty and flush the server, so that what E's
+ * writers were acknowledged is on the server. E->io held (write), or E
+ * unreachable. */
+static int entry_settle(struct nd_fs_entry *e)
+{
+	if (e->disk->ro)
+		return 0;
+	return e->cache ? nd_cache_flush(e->cache) : nd_disk_flush(e->disk);
 }
 
 static void entry_free(struct nd_fs_entry *e)
 {
-	if (e->cache) {
-		int r = nd_cache_flush(e->cache);
-		if (r < 0)
-			nd_log(LOG_ERR, "entry '%s': final flush failed: %s",
-			       e->name, strerror(-r));
-		nd_cache_free(e->cache);
-	}
-	nd_disk_close(e->disk);
+	struct backing b = { 0 };
+	int r = entry_settle(e);
+	if (r < 0)
+		nd_log(LOG_ERR, "entry '%s': final flush failed: %s", e->name,
+		       strerror(-r));
+	backing_swap(e, &b);
+	backing_free(&b);
+	pthread_rwlock_destroy(&e->io);
 	free(e->name);
-	free(e->url_redacted);
 	free(e);
+}
+
+/* The kernel forgets what it knows of E's name and pages: both may
+ * belong to the definition a reload just replaced. Never called with a
+ * lock a FUSE request may wait on: the kernel may wait for a request in
+ * flight on these pages. */
+static void invalidate(struct nd_fs *fs, struct nd_fs_entry *e)
+{
+	pthread_mutex_lock(&fs->se_lock);
+	if (fs->se) {
+		fuse_lowlevel_notify_inval_inode(fs->se, e->ino, 0, 0);
+		fuse_lowlevel_notify_inval_entry(fs->se, INO_ROOT, e->name,
+						 strlen(e->name));
+	}
+	pthread_mutex_unlock(&fs->se_lock);
 }
 
 /* Lock held (write). Unlinks E (the caller frees it). */
@@ -123,7 +187,17 @@ struct nd_fs_entry *nd_fs_find(struct nd_fs *fs, const char *name)
 	return NULL;
 }
 
-struct nd_fs_entry *nd_fs_find_ino(struct nd_fs *fs, fuse_ino_t ino)
+/* Lock held. NAME's entry, also one removed but still open. */
+static struct nd_fs_entry *find_any(struct nd_fs *fs, const char *name)
+{
+	struct nd_fs_entry *e = nd_fs_find(fs, name);
+	for (struct nd_fs_entry *r = fs->entries; r && !e; r = r->next)
+		if (strcmp(r->name, name) == 0)
+			e = r;
+	return e;
+}
+
+struct nd_fs_entry *nd_fs_find_ino(struct nd_fs *fs, uint64_t ino)
 {
 	for (struct nd_fs_entry *e = fs->entries; e; e = e->next)
 		if (e->ino == ino)
@@ -131,6 +205,93 @@ struct nd_fs_entry *nd_fs_find_ino(struct nd_fs *fs, fuse_ino_t ino)
 	return NULL;
 }
 
+char *nd_fs_key(struct nd_fs *fs, const char *name)
+{
+	pthread_rwlock_rdlock(&fs->lock);
+	struct nd_fs_entry *e = nd_fs_find(fs, name);
+	char *k = e ? strdup(e->key) : NULL;
+	pthread_rwlock_unlock(&fs->lock);
+	return k;
+}
+
+char **nd_fs_names(struct nd_fs *fs)
+{
+	size_t n = 0, i = 0;
+	pthread_rwlock_rdlock(&fs->lock);
+	for (struct nd_fs_entry *e = fs->entries; e; e = e->next)
+		n++;
+	char **v = calloc(n + 1, sizeof *v);
+	for (struct nd_fs_entry *e = fs->entries; v && e; e = e->next)
+		if (!e->removed)
+			v[i++] = strdup(e->name);
+	pthread_rwlock_unlock(&fs->lock);
+	return v;
+}
+
+/* Swap B in as E's definition: requests on E pause while those in flight
+ * finish and E's dirty blocks reach the server, so the new definition
+ * starts from what the server holds and E's open files go on with it (one
+ * cache). If that write-back fails, E keeps its definition. */
+static int entry_replace(struct nd_fs *fs, struct nd_fs_entry *e,
+			 struct backing *b)
+{
+	pthread_rwlock_wrlock(&e->io);
+	int r = entry_settle(e);
+	if (r == 0) {
+		pthread_rwlock_wrlock(&fs->lock);
+		backing_swap(e, b);
+		e->removed = false;
+		drop_failed(fs, e->name);
+		pthread_rwlock_unlock(&fs->lock);
+	}
+	pthread_rwlock_unlock(&e->io);
+	if (r < 0)
+		return r;
+	backing_free(b);
+	invalidate(fs, e);
+	return 0;
+}
+
+int nd_fs_set(struct nd_fs *fs, const char *name, const char *url,
+	      const char *key, struct nd_disk *disk, uint64_t budget)
+{
+	struct backing b;
+	int r = backing_new(&b, url, key, disk, budget);
+	if (r < 0)
+		return r;
+	/* Only the reload thread adds and removes entries, so E stays. */
+	pthread_rwlock_rdlock(&fs->lock);
+	struct nd_fs_entry *e = find_any(fs, name);
+	pthread_rwlock_unlock(&fs->lock);
+	if (e) {
+		r = entry_replace(fs, e, &b);
+		if (r < 0) {
+			b.disk = NULL; /* the caller's on failure */
+			backing_free(&b);
+		}
+		return r;
+	}
+	e = entry_new(fs, name, &b);
+	if (!e) {
+		b.disk = NULL;
+		backing_free(&b);
+		return -ENOMEM;
+	}
+	pthread_rwlock_wrlock(&fs->lock);
+	drop_failed(fs, name);
+	e->ino = fs->next_ino++;
+	struct nd_fs_entry **pp = &fs->entries;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = e;
+	pthread_rwlock_unlock(&fs->lock);
+	invalidate(fs, e); /* a negative dentry of NAME */
+	return 0;
+}
+
+/* A removed entry nothing has open is written back first and freed only
+ * if that worked; otherwise it stays (hidden, marked removed) for the
+ * write-back at unmount, so no acknowledged write is dropped here. */
 void nd_fs_remove(struct nd_fs *fs, const char *name)
 {
 	struct nd_fs_entry *victim = NULL;
@@ -139,19 +300,31 @@ void nd_fs_remove(struct nd_fs *fs, const char *name)
 	struct nd_fs_entry *e = nd_fs_find(fs, name);
 	if (e) {
 		e->removed = true;
-		if (e->opens == 0) {
-			entry_unlink(fs, e);
+		if (e->opens == 0)
 			victim = e;
-		}
 	}
 	pthread_rwlock_unlock(&fs->lock);
-	if (victim) {
-		if (fs->se)
-			fuse_lowlevel_notify_inval_entry(fs->se, INO_ROOT,
-							 victim->name,
-							 strlen(victim->name));
-		entry_free(victim);
+	if (e)
+		invalidate(fs, e);
+	if (!victim)
+		return;
+	pthread_rwlock_wrlock(&victim->io);
+	int r = entry_settle(victim);
+	pthread_rwlock_unlock(&victim->io);
+	if (r < 0) {
+		nd_log(LOG_ERR, "entry '%s': removed, but its write-back failed "
+				"(%s); kept for the write-back at unmount",
+		       name, strerror(-r));
+		return;
 	}
+	pthread_rwlock_wrlock(&fs->lock);
+	if (victim->opens == 0 && victim->removed)
+		entry_unlink(fs, victim);
+	else
+		victim = NULL; /* reopened meanwhile by nd_fs_set */
+	pthread_rwlock_unlock(&fs->lock);
+	if (victim)
+		entry_free(victim);
 }
 
 void nd_fs_close(struct nd_fs *fs, struct nd_fs_entry *e)
@@ -182,8 +355,17 @@ int nd_fs_flush_all(struct nd_fs *fs)
 
 void nd_fs_changed(struct nd_fs *fs)
 {
+	pthread_mutex_lock(&fs->se_lock);
 	if (fs->se)
 		fuse_lowlevel_notify_inval_inode(fs->se, INO_ROOT, 0, 0);
+	pthread_mutex_unlock(&fs->se_lock);
+}
+
+void nd_fs_set_session(struct nd_fs *fs, struct fuse_session *se)
+{
+	pthread_mutex_lock(&fs->se_lock);
+	fs->se = se;
+	pthread_mutex_unlock(&fs->se_lock);
 }
 
 void nd_fs_free(struct nd_fs *fs)
@@ -196,6 +378,7 @@ void nd_fs_free(struct nd_fs *fs)
 	while (fs->failed)
 		drop_failed(fs, fs->failed->name);
 	pthread_rwlock_destroy(&fs->lock);
+	pthread_mutex_destroy(&fs->se_lock);
 	free(fs->mountpoint);
 	free(fs);
 }

@@ -67,7 +67,7 @@ done
 touch "$TMP/stop"
 wait $ddloop
 passes=$(cat "$TMP/dd.passes")
-echo "dd passes: $passes, failed: $(wc -l <"$TMP/dd.fail" 2>/dev/null || echo 0)"
+echo "dd passes: $passes, failed: $(cat "$TMP/dd.fail" 2>/dev/null | wc -l)"
 [ -s "$TMP/dd.fail" ] && fail "$(wc -l <"$TMP/dd.fail") of $passes dd passes failed across reloads: $(sort -u "$TMP/dd.err" | head -3)"
 ((passes >= 50)) || fail "only $passes dd passes ran"
 [ "$(status_field "$MNT" d reconnects)" = 0 ] || fail "d reconnected"
