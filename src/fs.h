@@ -80,6 +80,10 @@ void nd_fs_remove(struct nd_fs *fs, const char *name);
 /* Lock held (read or write). */
 struct nd_fs_entry *nd_fs_find(struct nd_fs *fs, const char *name);
 struct nd_fs_entry *nd_fs_find_ino(struct nd_fs *fs, uint64_t ino);
+/* A request on an open file of E begins / ends: a reload swaps E's
+ * definition only between requests. Never nested in one thread. */
+void nd_fs_enter(struct nd_fs_entry *e);
+void nd_fs_leave(struct nd_fs_entry *e);
 /* One open file of E closed; frees E if it was removed and this was the
  * last. */
 void nd_fs_close(struct nd_fs *fs, struct nd_fs_entry *e);

@@ -229,7 +229,7 @@ full:
 	free(buf);
 }
 
-/* A request on an open file holds its entry's io lock (read) for its
+/* A request on an open file holds its entry (nd_fs_enter) for its
  * duration: a reload swaps the entry's definition only between requests.
  * Taken once per request, never nested. */
 static struct handle *handle_get(struct fuse_file_info *fi)
@@ -237,7 +237,7 @@ static struct handle *handle_get(struct fuse_file_info *fi)
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	atomic_fetch_add(&h->refs, 1);
 	if (h->e)
-		pthread_rwlock_rdlock(&h->e->io);
+		nd_fs_enter(h->e);
 	return h;
 }
 
@@ -257,7 +257,7 @@ static void handle_unref(struct handle *h)
 static void handle_put(struct handle *h)
 {
 	if (h->e)
-		pthread_rwlock_unlock(&h->e->io);
+		nd_fs_leave(h->e);
 	handle_unref(h);
 }
 

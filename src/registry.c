@@ -327,6 +327,16 @@ void nd_fs_remove(struct nd_fs *fs, const char *name)
 		entry_free(victim);
 }
 
+void nd_fs_enter(struct nd_fs_entry *e)
+{
+	pthread_rwlock_rdlock(&e->io);
+}
+
+void nd_fs_leave(struct nd_fs_entry *e)
+{
+	pthread_rwlock_unlock(&e->io);
+}
+
 void nd_fs_close(struct nd_fs *fs, struct nd_fs_entry *e)
 {
 	struct nd_fs_entry *victim = NULL;
