@@ -96,9 +96,11 @@ iscsi_kill() { kill -KILL "$(iscsi_pid)"; wait_for 10 sh -c "! kill -0 $(iscsi_p
 iscsi_restart() { iscsi_serve; }
 iscsi_freeze() { kill -STOP "$(iscsi_pid)"; }
 iscsi_thaw() { kill -CONT "$(iscsi_pid)"; }
+# A LUN made read-only answers every write with DATA PROTECT (tgt's
+# online=0 was seen to change nothing).
 iscsi_errors() {
     tgt "$ISCSI_PORT" --mode logicalunit --op update --tid 1 --lun 1 \
-        --params online=$([ "$1" = on ] && echo 0 || echo 1)
+        --params readonly=$([ "$1" = on ] && echo 1 || echo 0)
 }
 
 ssh_up() {
@@ -258,7 +260,12 @@ probe() {
     echo "$(secs "$t" "$(now)") $r" >"$c/probe"
 }
 fault_c() { "${1}_freeze"; sleep $((TIMEOUT + 3)); "${1}_thaw"; sleep 2; }
-fault_d() { "${1}_errors" on; sleep 3; "${1}_errors" off; sleep 2; }
+fault_d() {
+    "${1}_errors" on >>"$2/inject.log" 2>&1 || echo "could not make the server answer errors" >>"$2/inject.err"
+    sleep 3
+    "${1}_errors" off >>"$2/inject.log" 2>&1 || echo "could not make the server answer normally again" >>"$2/inject.err"
+    sleep 2
+}
 fault_e() {
     local i
     for i in $(seq 1 10); do
@@ -353,6 +360,7 @@ judge() {
     over "${maxs:-0}" $BOUND && bad+="a request took ${maxs}s; "
     [ -n "${first:-}" ] && over "$first" $BOUND && bad+="first error ${first}s after the fault; "
     [ "$rc" = 124 ] && bad+="the workload hung; "
+    [ -s "$c/inject.err" ] && bad+="$(paste -sd ';' "$c/inject.err"); "
     out+=" (slowest ${maxs:-?}s)"
     OUT[$be.$f]=$out
     if [ -n "$bad" ]; then VERDICT[$be.$f]=FAIL; OUT[$be.$f]+=" -- ${bad%; }"; FAILED=1
