@@ -5,7 +5,8 @@
 # the old definition go on with the new one (one cache): what they write
 # and fsync is what new opens read and what the server holds, also after
 # they close; with cache=writeback their dirty blocks are written back
-# before the swap, and what they write after it is read by new opens.
+# before the swap, and what they write after it is read by new opens. A
+# new definition that cannot be opened leaves the running one serving.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/mount.sh"
 . "$TOP/tests/lib/nbdkit.sh"
@@ -101,6 +102,15 @@ pwrite_fd 7 2 "$TMP/w3" fsync
 same "the server, after fsync" "$TMP/d.img" 2 "$TMP/w3"
 exec 7<&-
 cmp "$MNT/d" "$TMP/d.img" || fail "the whole disk differs from the server's file"
+
+echo "== a new definition that cannot be opened leaves the running one"
+n=$(grep -c 'reload: 1 entries' "$MNT.log")
+echo "d nbd+unix:///?socket=$TMP/nothing.sock cache=writeback" >"$TAB"
+kill -HUP "$(cat "$MNT.pid")"
+wait_for 10 sh -c "[ \$(grep -c 'reload: 1 entries' '$MNT.log') -gt $n ]" || fail "the reload did not finish"
+grep -q "entry 'd': .*its running definition stays" "$MNT.log" || { show_log "$MNT.log"; fail "no error logged for d's new definition"; }
+cmp "$MNT/d" "$TMP/d.img" || fail "d no longer serves the server's bytes"
+reload writeback 128K # the same line again: opened this time
 kill -0 "$(cat "$MNT.pid")" || fail "the daemon died"
 nd_unmount "$MNT"
 echo "reload of open entries passed"
