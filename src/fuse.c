@@ -575,10 +575,11 @@ int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
 		 char **argv, void (*on_ready)(void *), void *arg)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_session *se;
 	int ret = 1;
 
 	fs->mountpoint = strdup(mountpoint);
-	struct fuse_session *se = fuse_session_new(&args, &nd_ops, sizeof nd_ops, fs);
+	se = fuse_session_new(&args, &nd_ops, sizeof nd_ops, fs);
 	if (!se)
 		goto out;
 	/* A daemon started in the background of a shell inherits SIGINT
