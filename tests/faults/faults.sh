@@ -316,13 +316,10 @@ recovered() {
 errname() {
     local m
     m=$(sed -n 's/^fio: io_u error on file [^:]*: \([^:]*\):.*/\1/p' "$1" | head -n 1)
-    case $m in
-    "Input/output error") echo EIO ;;
-    "Transport endpoint is not connected") echo ENOTCONN ;;
-    "Read-only file system") echo EROFS ;;
-    "") echo error ;;
-    *) echo "$m" ;;
-    esac
+    [ -n "$m" ] || { echo error; return; }
+    python3 -c 'import errno, os, sys
+names = {os.strerror(n): name for n, name in errno.errorcode.items()}
+print(names.get(sys.argv[1], sys.argv[1]))' "$m"
 }
 
 # judge BE FAULT CELLDIR SEED TF: sets OUT and VERDICT for the cell.
