@@ -7,7 +7,8 @@
 #   c  the server frozen (SIGSTOP) for longer than timeout, then thawed
 #   d  the server answering with errors for a while (nbdkit's error
 #      filter, a LUN taken offline, nginx 503, an unreadable FTP file)
-#   e  SIGHUP reloads changing the entry (its readahead) in a loop
+#   e  SIGHUP reloads changing the entry (its readahead) in a loop; after
+#      each, a new open of the name reads the server's bytes
 #   f  kill -9 of the daemon (cache=writethrough), then a new mount
 # The workload is fio --verify (sequential 64 KiB O_DIRECT writes, then
 # their read-back) on a writable entry, a read-and-compare loop against
@@ -266,6 +267,8 @@ fault_d() {
     "${1}_errors" off >>"$2/inject.log" 2>&1 || echo "could not make the server answer normally again" >>"$2/inject.err"
     sleep 2
 }
+# After each SIGHUP a new open of the name reads block 0 (written by the
+# workload already): it must open (no ENOENT) and read the server's bytes.
 fault_e() {
     local i
     for i in $(seq 1 10); do
@@ -273,6 +276,10 @@ fault_e() {
         write_table
         kill -HUP "$(cat "$MNT.pid")"
         sleep 0.3
+        dd if="$MNT/$1" bs=64k count=1 iflag=direct status=none 2>>"$2/open.err" >"$2/blk0" ||
+            { echo "a new open after a reload failed: $(tail -n 1 "$2/open.err")" >>"$2/inject.err"; continue; }
+        head -c 65536 "${ORACLE[$1]}" | cmp -s - "$2/blk0" ||
+            echo "a new open after a reload read other bytes than the server's" >>"$2/inject.err"
     done
     sleep 1
 }
