@@ -6,7 +6,7 @@
 #   b  the server left down past reconnect-delay, then restarted
 #   c  the server frozen (SIGSTOP) for longer than timeout, then thawed
 #   d  the server answering with errors for a while (nbdkit's error
-#      filter, a LUN taken offline, nginx 503, an unreadable FTP file)
+#      filter, a LUN made read-only, nginx 503, an unreadable FTP file)
 #   e  SIGHUP reloads changing the entry (its readahead) in a loop; after
 #      each, a new open of the name reads the server's bytes
 #   f  kill -9 of the daemon (cache=writethrough), then a new mount
