@@ -110,8 +110,7 @@ static void backing_swap(struct nd_fs_entry *e, struct backing *b)
 	*b = old;
 }
 
-static struct nd_fs_entry *entry_new(struct nd_fs *fs, const char *name,
-				     struct backing *b)
+static struct nd_fs_entry *entry_new(const char *name, struct backing *b)
 {
 	struct nd_fs_entry *e = calloc(1, sizeof *e);
 	pthread_rwlockattr_t a;
@@ -131,13 +130,22 @@ static struct nd_fs_entry *entry_new(struct nd_fs *fs, const char *name,
 }
 
 /* Write back what E holds dirty and flush the server, so that what E's
- * writers were acknowledged is on the server. E->io held (write), or E
- * unreachable. */
+ * writers were acknowledged is on the server. Only a failed write-back
+ * fails: without one every acknowledged write is on the server already,
+ * and a failed flush must not pin a definition whose server is gone
+ * (the table may just have moved the entry to another one). E->io held
+ * (write), or E unreachable. */
 static int entry_settle(struct nd_fs_entry *e)
 {
+	int r;
 	if (e->disk->ro)
 		return 0;
-	return e->cache ? nd_cache_flush(e->cache) : nd_disk_flush(e->disk);
+	if (e->cache && e->disk->cfg.cache == ND_CACHE_WRITEBACK)
+		return nd_cache_flush(e->cache);
+	r = e->cache ? nd_cache_flush(e->cache) : nd_disk_flush(e->disk);
+	if (r < 0)
+		nd_warn("entry '%s': flush: %s", e->name, strerror(-r));
+	return 0;
 }
 
 static void entry_free(struct nd_fs_entry *e)
@@ -271,7 +279,7 @@ int nd_fs_set(struct nd_fs *fs, const char *name, const char *url,
 		}
 		return r;
 	}
-	e = entry_new(fs, name, &b);
+	e = entry_new(name, &b);
 	if (!e) {
 		b.disk = NULL;
 		backing_free(&b);

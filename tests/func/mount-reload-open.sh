@@ -6,7 +6,8 @@
 # and fsync is what new opens read and what the server holds, also after
 # they close; with cache=writeback their dirty blocks are written back
 # before the swap, and what they write after it is read by new opens. A
-# new definition that cannot be opened leaves the running one serving.
+# new definition that cannot be opened leaves the running one serving; a
+# dead server does not keep an entry from moving to another one.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/mount.sh"
 . "$TOP/tests/lib/nbdkit.sh"
@@ -111,6 +112,19 @@ wait_for 10 sh -c "[ \$(grep -c 'reload: 1 entries' '$MNT.log') -gt $n ]" || fai
 grep -q "entry 'd': .*its running definition stays" "$MNT.log" || { show_log "$MNT.log"; fail "no error logged for d's new definition"; }
 cmp "$MNT/d" "$TMP/d.img" || fail "d no longer serves the server's bytes"
 reload writeback 128K # the same line again: opened this time
+echo "== the server is gone; the table moves the entry to another one"
+cp "$TMP/d.img" "$TMP/d2.img"
+nbdkit_unix d2 file "$TMP/d2.img"
+reload writethrough 128K
+nbdkit_kill d
+n=$(grep -c 'reload: 1 entries' "$MNT.log")
+swaps=$(grep -c "entry 'd': .*(changed: swapped in)" "$MNT.log")
+echo "d nbd+unix:///?socket=$(nbdkit_sock d2) reconnect-delay=1" >"$TAB"
+kill -HUP "$(cat "$MNT.pid")"
+wait_for 20 sh -c "[ \$(grep -c 'reload: 1 entries' '$MNT.log') -gt $n ]" || fail "the reload did not finish"
+[ "$(grep -c "entry 'd': .*(changed: swapped in)" "$MNT.log")" -gt "$swaps" ] ||
+    { show_log "$MNT.log"; fail "d was not moved to the new server"; }
+cmp "$MNT/d" "$TMP/d2.img" || fail "d does not serve the new server's bytes"
 kill -0 "$(cat "$MNT.pid")" || fail "the daemon died"
 nd_unmount "$MNT"
 echo "reload of open entries passed"
