@@ -1,5 +1,5 @@
-# netdiskfs: `make`, `make check`, `make check-asan`, `make demo`, `make bench`,
-# `make install`. Every library comes through pkg-config; every package comes
+# netdiskfs: `make`, `make check`, `make check-asan`, `make faults`, `make demo`,
+# `make bench`, `make install`. Every library comes through pkg-config; every package comes
 # from Debian through tests/lib/install-deps.sh.
 PREFIX ?= /usr/local
 SBINDIR ?= /sbin
@@ -27,7 +27,7 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 FUNC_TESTS := $(sort $(wildcard tests/func/*.sh))
 
-.PHONY: all deps check check-asan unit func fuzz demo bench install uninstall clean
+.PHONY: all deps check check-asan faults unit func fuzz demo bench install uninstall clean
 all: netdiskfs
 
 deps:
@@ -85,6 +85,12 @@ check: deps
 check-asan: deps
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
 	$(MAKE) check BUILD=build-asan SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" CFLAGS="-O1 -g"
+
+# The whole fault matrix: every backend with a server here x every fault
+# (about 5 minutes); make check runs a subset (tests/func/faults-short.sh).
+faults: deps
+	$(MAKE) netdiskfs
+	ND=$(CURDIR)/$(BUILD)/netdiskfs tests/faults/faults.sh
 
 demo: deps netdiskfs
 	demo/demo.sh

@@ -21,10 +21,6 @@
 #include "log.h"
 #include "util/cleanup.h"
 
-#define INO_ROOT 1
-#define INO_META 2   /* .netdiskfs */
-#define INO_STATUS 3 /* .netdiskfs/status */
-#define FIRST_INO 16
 #define META_NAME ".netdiskfs"
 #define MAX_IO (1u << 20)
 
@@ -39,182 +35,6 @@ struct handle {
 	char *text; /* status snapshot */
 	size_t text_len;
 };
-
-/* --- the entry set ---------------------------------------------------- */
-
-struct nd_fs *nd_fs_new(void)
-{
-	struct nd_fs *fs = calloc(1, sizeof *fs);
-	if (!fs)
-		return NULL;
-	pthread_rwlock_init(&fs->lock, NULL);
-	fs->next_ino = FIRST_INO;
-	fs->mount_time = time(NULL);
-	fs->uid = getuid();
-	fs->gid = getgid();
-	return fs;
-}
-
-/* Lock held (write). */
-static void drop_failed(struct nd_fs *fs, const char *name)
-{
-	for (struct nd_fs_failed **pp = &fs->failed; *pp; pp = &(*pp)->next) {
-		struct nd_fs_failed *f = *pp;
-		if (strcmp(f->name, name) == 0) {
-			*pp = f->next;
-			free(f->name);
-			free(f->url_redacted);
-			free(f->driver);
-			free(f->error);
-			free(f);
-			return;
-		}
-	}
-}
-
-void nd_fs_add_failed(struct nd_fs *fs, const char *name, const char *url,
-		      const char *driver, const char *error)
-{
-	struct nd_fs_failed *f = calloc(1, sizeof *f);
-	if (!f)
-		return;
-	f->name = strdup(name);
-	f->url_redacted = nd_redact(url);
-	f->driver = strdup(driver ? driver : "");
-	f->error = strdup(error);
-	f->since = time(NULL);
-	pthread_rwlock_wrlock(&fs->lock);
-	drop_failed(fs, name);
-	f->next = fs->failed;
-	fs->failed = f;
-	pthread_rwlock_unlock(&fs->lock);
-}
-
-int nd_fs_add(struct nd_fs *fs, const char *name, const char *url,
-	      struct nd_disk *disk, uint64_t budget)
-{
-	struct nd_fs_entry *e = calloc(1, sizeof *e);
-	if (!e)
-		return -ENOMEM;
-	e->name = strdup(name);
-	e->url_redacted = nd_redact(url);
-	e->disk = disk;
-	if (disk->cfg.cache != ND_CACHE_NONE) {
-		e->cache = nd_cache_new(disk, budget);
-		if (!e->cache) {
-			free(e->name);
-			free(e->url_redacted);
-			free(e);
-			return -ENOMEM;
-		}
-	}
-	pthread_rwlock_wrlock(&fs->lock);
-	drop_failed(fs, name);
-	e->ino = fs->next_ino++;
-	struct nd_fs_entry **pp = &fs->entries;
-	while (*pp)
-		pp = &(*pp)->next;
-	*pp = e;
-	pthread_rwlock_unlock(&fs->lock);
-	return 0;
-}
-
-static void entry_free(struct nd_fs_entry *e)
-{
-	if (e->cache) {
-		int r = nd_cache_flush(e->cache);
-		if (r < 0)
-			nd_log(LOG_ERR, "entry '%s': final flush failed: %s",
-			       e->name, strerror(-r));
-		nd_cache_free(e->cache);
-	}
-	nd_disk_close(e->disk);
-	free(e->name);
-	free(e->url_redacted);
-	free(e);
-}
-
-/* Lock held (write). Unlinks and frees E. */
-static void entry_unlink(struct nd_fs *fs, struct nd_fs_entry *e)
-{
-	struct nd_fs_entry **pp = &fs->entries;
-	while (*pp && *pp != e)
-		pp = &(*pp)->next;
-	if (*pp)
-		*pp = e->next;
-}
-
-struct nd_fs_entry *nd_fs_find(struct nd_fs *fs, const char *name)
-{
-	for (struct nd_fs_entry *e = fs->entries; e; e = e->next)
-		if (!e->removed && strcmp(e->name, name) == 0)
-			return e;
-	return NULL;
-}
-
-static struct nd_fs_entry *find_ino(struct nd_fs *fs, fuse_ino_t ino)
-{
-	for (struct nd_fs_entry *e = fs->entries; e; e = e->next)
-		if (e->ino == ino)
-			return e;
-	return NULL;
-}
-
-void nd_fs_remove(struct nd_fs *fs, const char *name)
-{
-	struct nd_fs_entry *victim = NULL;
-	pthread_rwlock_wrlock(&fs->lock);
-	drop_failed(fs, name);
-	struct nd_fs_entry *e = nd_fs_find(fs, name);
-	if (e) {
-		e->removed = true;
-		if (e->opens == 0) {
-			entry_unlink(fs, e);
-			victim = e;
-		}
-	}
-	pthread_rwlock_unlock(&fs->lock);
-	if (victim) {
-		if (fs->se)
-			fuse_lowlevel_notify_inval_entry(fs->se, INO_ROOT,
-							 victim->name,
-							 strlen(victim->name));
-		entry_free(victim);
-	}
-}
-
-int nd_fs_flush_all(struct nd_fs *fs)
-{
-	int ret = 0;
-	pthread_rwlock_rdlock(&fs->lock);
-	for (struct nd_fs_entry *e = fs->entries; e; e = e->next) {
-		int r = e->cache ? nd_cache_flush(e->cache) : 0;
-		if (r < 0 && !ret)
-			ret = r;
-	}
-	pthread_rwlock_unlock(&fs->lock);
-	return ret;
-}
-
-void nd_fs_changed(struct nd_fs *fs)
-{
-	if (fs->se)
-		fuse_lowlevel_notify_inval_inode(fs->se, INO_ROOT, 0, 0);
-}
-
-void nd_fs_free(struct nd_fs *fs)
-{
-	while (fs->entries) {
-		struct nd_fs_entry *e = fs->entries;
-		fs->entries = e->next;
-		entry_free(e);
-	}
-	while (fs->failed)
-		drop_failed(fs, fs->failed->name);
-	pthread_rwlock_destroy(&fs->lock);
-	free(fs->mountpoint);
-	free(fs);
-}
 
 /* --- attributes ------------------------------------------------------- */
 
@@ -313,7 +133,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		fill_attr(fs, ino, &st, NULL);
 	} else {
 		pthread_rwlock_rdlock(&fs->lock);
-		struct nd_fs_entry *e = find_ino(fs, ino);
+		struct nd_fs_entry *e = nd_fs_find_ino(fs, ino);
 		if (e)
 			fill_attr(fs, ino, &st, e);
 		pthread_rwlock_unlock(&fs->lock);
@@ -335,7 +155,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	struct stat st;
 
 	pthread_rwlock_rdlock(&fs->lock);
-	struct nd_fs_entry *e = find_ino(fs, ino);
+	struct nd_fs_entry *e = nd_fs_find_ino(fs, ino);
 	int err = 0;
 	if (!e)
 		err = ino < FIRST_INO ? EPERM : ENOENT;
@@ -416,32 +236,36 @@ full:
 	free(buf);
 }
 
+/* A request on an open file holds its entry (nd_fs_enter) for its
+ * duration: a reload swaps the entry's definition only between requests.
+ * Taken once per request, never nested. */
 static struct handle *handle_get(struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	atomic_fetch_add(&h->refs, 1);
+	if (h->e)
+		nd_fs_enter(h->e);
 	return h;
 }
 
 /* The last reference closes the entry's share (freeing an entry that was
  * removed by a reload and is now unused) and the handle. */
-static void handle_put(struct handle *h)
+static void handle_unref(struct handle *h)
 {
-	struct nd_fs_entry *victim = NULL;
 	if (atomic_fetch_sub(&h->refs, 1) != 1)
 		return;
-	if (h->e) {
-		pthread_rwlock_wrlock(&h->fs->lock);
-		if (--h->e->opens == 0 && h->e->removed) {
-			entry_unlink(h->fs, h->e);
-			victim = h->e;
-		}
-		pthread_rwlock_unlock(&h->fs->lock);
-	}
+	if (h->e)
+		nd_fs_close(h->fs, h->e);
 	free(h->text);
 	free(h);
-	if (victim)
-		entry_free(victim);
+}
+
+/* The end of a request begun with handle_get. */
+static void handle_put(struct handle *h)
+{
+	if (h->e)
+		nd_fs_leave(h->e);
+	handle_unref(h);
 }
 
 /* Is the caller in group GID (its primary or a supplementary group)? */
@@ -512,7 +336,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		err = EISDIR;
 	} else {
 		pthread_rwlock_wrlock(&fs->lock);
-		struct nd_fs_entry *e = find_ino(fs, ino);
+		struct nd_fs_entry *e = nd_fs_find_ino(fs, ino);
 		if (!e || e->removed)
 			err = ENOENT;
 		else if (wr && e->disk->ro)
@@ -688,12 +512,13 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct handle *h = handle_get(fi);
 
 	if (h->e && h->wrote)
 		entry_sync(h->e);
 	fuse_reply_err(req, 0);
 	handle_put(h);
+	handle_unref(h); /* the open's own reference */
 }
 
 static void do_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
@@ -834,24 +659,26 @@ int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
 		 char **argv, void (*on_ready)(void *), void *arg)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_session *se;
 	int ret = 1;
 
 	if (mount_args(fs, argc, argv, &args) != 0)
 		goto out;
 	fs->mountpoint = strdup(mountpoint);
-	fs->se = fuse_session_new(&args, &nd_ops, sizeof nd_ops, fs);
-	if (!fs->se)
+	se = fuse_session_new(&args, &nd_ops, sizeof nd_ops, fs);
+	if (!se)
 		goto out;
 	/* A daemon started in the background of a shell inherits SIGINT
 	 * ignored, and libfuse only replaces default handlers. */
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
-	if (fuse_set_signal_handlers(fs->se) != 0)
+	if (fuse_set_signal_handlers(se) != 0)
 		goto out_destroy;
 	/* SIGHUP is ours (reload), not libfuse's "exit". */
 	signal(SIGHUP, SIG_IGN);
-	if (fuse_session_mount(fs->se, mountpoint) != 0)
+	if (fuse_session_mount(se, mountpoint) != 0)
 		goto out_signals;
+	nd_fs_set_session(fs, se);
 	if (fs->kernel_readahead) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, tune_bdi, fs) == 0)
@@ -859,13 +686,14 @@ int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
 	}
 	if (on_ready)
 		on_ready(arg);
-	ret = nd_loop_run(fs->se, 16) != 0;
-	fuse_session_unmount(fs->se);
+	ret = nd_loop_run(se, 16) != 0;
+	/* Waits for a reload's notification in progress. */
+	nd_fs_set_session(fs, NULL);
+	fuse_session_unmount(se);
 out_signals:
-	fuse_remove_signal_handlers(fs->se);
+	fuse_remove_signal_handlers(se);
 out_destroy:
-	fuse_session_destroy(fs->se);
-	fs->se = NULL;
+	fuse_session_destroy(se);
 out:
 	fuse_opt_free_args(&args);
 	return ret;

@@ -18,13 +18,13 @@
 #include "fs.h"
 #include "log.h"
 #include "readahead.h"
+#include "reload.h"
 #include "table.h"
 #include "tools.h"
 #include "url.h"
 #include "util/cleanup.h"
 
 #define VERSION "0.1"
-#define DEFAULT_CACHE (256ull << 20)
 #define WORKERS 8
 
 struct cli {
@@ -38,7 +38,6 @@ struct cli {
 
 static struct cli cli;
 static struct nd_fs *the_fs;
-static int reload_pipe[2] = { -1, -1 };
 
 /* Options for libfuse, and mount(8) options that mean nothing here. */
 static const char *const fuse_keys[] = { "allow_other", "allow_root",
@@ -199,188 +198,6 @@ static int print_config(void)
 	return nerr ? 1 : 0;
 }
 
-/* --- opening entries (in parallel: each may wait on a network) ------- */
-
-struct opener {
-	const struct nd_entry *e;
-	struct nd_disk *disk;
-	int err;
-	char msg[1024];
-	pthread_t thr;
-};
-
-static void *open_one(void *arg)
-{
-	struct opener *o = arg;
-	o->err = nd_disk_open(&o->e->opts, &o->disk);
-	if (o->err < 0) {
-		CLEANUP_FREE char *r = nd_redact(nd_get_error());
-		snprintf(o->msg, sizeof o->msg, "%s", r ? r : "error");
-	}
-	return NULL;
-}
-
-static uint64_t global_budget(const struct nd_table *t)
-{
-	for (size_t i = 0; i < t->n; i++) {
-		const struct nd_opt *p = nd_opt_find(&t->e[i].opts, "cache-size");
-		uint64_t v;
-		if (p && nd_opt_is_default(p) &&
-		    nd_parse_size(p->val, &v) == 0)
-			return v;
-	}
-	return DEFAULT_CACHE;
-}
-
-/* Open and add the entries of T (those with SKIP[i] false). Returns the
- * number that failed. */
-static int open_entries(struct nd_fs *fs, const struct nd_table *t,
-			const bool *skip, size_t total_entries)
-{
-	struct opener *op = calloc(t->n ? t->n : 1, sizeof *op);
-	uint64_t share = global_budget(t) / (total_entries ? total_entries : 1);
-	int failed = 0;
-
-	if (share < (8u << 20))
-		share = 8u << 20;
-	for (size_t i = 0; i < t->n; i++) {
-		op[i].e = &t->e[i];
-		if (!(skip && skip[i]) &&
-		    pthread_create(&op[i].thr, NULL, open_one, &op[i]) != 0)
-			open_one(&op[i]), op[i].thr = 0;
-	}
-	for (size_t i = 0; i < t->n; i++) {
-		if (skip && skip[i])
-			continue;
-		if (op[i].thr)
-			pthread_join(op[i].thr, NULL);
-		if (op[i].err < 0) {
-			nd_log(LOG_ERR, "%s: entry '%s': %s", t->e[i].where,
-			       t->e[i].name, op[i].msg);
-			nd_fs_add_failed(fs, t->e[i].name, t->e[i].url,
-					 nd_opt_get(&t->e[i].opts, "driver"),
-					 op[i].msg);
-			failed++;
-			continue;
-		}
-		const struct nd_opt *cs = nd_opt_find(&t->e[i].opts, "cache-size");
-		uint64_t budget = share;
-		if (cs && !nd_opt_is_default(cs))
-			budget = op[i].disk->cfg.cache_size;
-		if (nd_fs_add(fs, t->e[i].name, t->e[i].url, op[i].disk,
-			      budget) < 0) {
-			nd_disk_close(op[i].disk);
-			failed++;
-		} else {
-			nd_info("entry '%s': %s, %llu bytes%s", t->e[i].name,
-				op[i].disk->be->name,
-				(unsigned long long)op[i].disk->size,
-				op[i].disk->ro ? ", read-only" : "");
-		}
-	}
-	free(op);
-	return failed;
-}
-
-/* --- SIGHUP: reload the table ------------------------------------------ */
-
-static char *entry_key(const struct nd_entry *e)
-{
-	char *opts = nd_opts_format(&e->opts, ","), *k = NULL;
-	if (opts && asprintf(&k, "%s\n%s", e->url, opts) < 0)
-		k = NULL;
-	free(opts);
-	return k;
-}
-
-static struct nd_table running; /* what is mounted now */
-
-/* Whether NAME is served now: an entry of the running table that failed
- * to open is not, and must be opened again even if its line is the same. */
-static bool is_served(const char *name)
-{
-	pthread_rwlock_rdlock(&the_fs->lock);
-	bool r = nd_fs_find(the_fs, name) != NULL;
-	pthread_rwlock_unlock(&the_fs->lock);
-	return r;
-}
-
-static void reload(void)
-{
-	struct nd_table t;
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *errs = open_memstream(&buf, &len);
-	int nerr;
-
-	if (nd_url_is_device(cli.source) || !errs) {
-		if (errs)
-			fclose(errs);
-		free(buf);
-		nd_info("SIGHUP: nothing to reload (no table file)");
-		return;
-	}
-	nerr = nd_table_load(cli.source, &cli.defaults, nd_disk_check_opts, &t,
-			     errs);
-	fclose(errs);
-	if (nerr) {
-		nd_log(LOG_ERR, "reload: %s has errors; keeping the running "
-				"entries:\n%s",
-		       cli.source, buf);
-		free(buf);
-		nd_table_free(&t);
-		return;
-	}
-	free(buf);
-	bool *skip = calloc(t.n ? t.n : 1, sizeof *skip);
-	/* Drop what is gone or changed; keep what is the same. */
-	for (size_t i = 0; i < running.n; i++) {
-		bool same = false;
-		CLEANUP_FREE char *ki = entry_key(&running.e[i]);
-		for (size_t j = 0; j < t.n && !same; j++) {
-			if (strcmp(t.e[j].name, running.e[i].name))
-				continue;
-			CLEANUP_FREE char *kj = entry_key(&t.e[j]);
-			same = ki && kj && strcmp(ki, kj) == 0 &&
-			       is_served(t.e[j].name);
-			if (same)
-				skip[j] = true;
-		}
-		if (!same) {
-			nd_info("reload: entry '%s' removed or changed",
-				running.e[i].name);
-			nd_fs_remove(the_fs, running.e[i].name);
-		}
-	}
-	open_entries(the_fs, &t, skip, t.n);
-	free(skip);
-	nd_table_free(&running);
-	running = t;
-	nd_fs_changed(the_fs);
-	nd_info("reload: %zu entries", t.n);
-}
-
-static void on_hup(int sig)
-{
-	char c = 'h';
-	(void)sig;
-	if (write(reload_pipe[1], &c, 1) < 0) {
-		/* nothing to do: a reload is already pending */
-	}
-}
-
-static void *reload_thread(void *arg)
-{
-	char c;
-	(void)arg;
-	while (read(reload_pipe[0], &c, 1) == 1) {
-		if (c == 'q')
-			break;
-		reload();
-	}
-	return NULL;
-}
-
 /* --- readiness ---------------------------------------------------------- */
 
 static void notify_systemd(void)
@@ -409,8 +226,7 @@ static void on_ready(void *arg)
 	(void)arg;
 	/* Only now: nd_fuse_main sets SIGHUP to SIG_IGN after installing
 	 * libfuse's handlers, which would undo an earlier on_hup. */
-	if (reload_pipe[1] >= 0)
-		signal(SIGHUP, on_hup);
+	signal(SIGHUP, nd_reload_signal);
 	if (cli.pidfile) {
 		CLEANUP_FREE char *tmp = NULL;
 		if (asprintf(&tmp, "%s.tmp", cli.pidfile) > 0) {
@@ -510,7 +326,7 @@ static int mount_main(void)
 	nd_workers_start(WORKERS);
 	the_fs = nd_fs_new();
 	the_fs->kernel_readahead = 1u << 20;
-	failed = open_entries(the_fs, &t, NULL, t.n);
+	failed = nd_reload_apply(the_fs, &t);
 	if (failed && (cli.strict || (size_t)failed == t.n)) {
 		nd_log(LOG_ERR, "%s", cli.strict ? "--strict: not mounting"
 						 : "no entry could be opened");
@@ -520,12 +336,10 @@ static int mount_main(void)
 		nd_backends_shutdown();
 		return 1;
 	}
-	running = t;
-	if (pipe2(reload_pipe, O_CLOEXEC) == 0) {
-		pthread_t thr;
-		if (pthread_create(&thr, NULL, reload_thread, NULL) == 0)
-			pthread_detach(thr);
-	}
+	nd_table_free(&t);
+	if (nd_reload_start(the_fs, nd_url_is_device(cli.source) ? NULL : cli.source,
+			    &cli.defaults) < 0)
+		nd_log(LOG_ERR, "no reload thread: SIGHUP will do nothing");
 	ret = nd_fuse_main(the_fs, cli.mountpoint, cli.fuse_argc,
 			   cli.fuse_argv, on_ready, NULL);
 	/* Requests in flight are done; write back what is dirty. libfuse
@@ -535,12 +349,14 @@ static int mount_main(void)
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
+	/* A reload in progress finishes its entry, write-back included,
+	 * before the entries it uses are flushed and freed. */
+	nd_reload_stop();
 	if (nd_fs_flush_all(the_fs) < 0)
 		ret = 1;
 	nd_fs_free(the_fs);
 	nd_workers_stop();
 	nd_backends_shutdown();
-	nd_table_free(&running);
 	if (cli.pidfile)
 		unlink(cli.pidfile);
 	nd_info("unmounted %s", cli.mountpoint);
