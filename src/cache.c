@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "cache.h"
 #include "log.h"
@@ -63,6 +64,7 @@ struct nd_block {
 	uint32_t vs, ve;
 	uint8_t state;
 	bool dirty, hashed;
+	const void *wb_owner; /* the write-back writing it now, or NULL */
 	uint32_t gen; /* bumped by every write into a dirty block */
 	int pins;
 	int err;
@@ -87,6 +89,7 @@ struct nd_cache {
 	unsigned jobs; /* readahead jobs in flight */
 	uint64_t hits, misses, evictions;
 	uint32_t ra_chunk; /* bytes per readahead request */
+	double wait_max;   /* longest wait for a block another thread loads */
 };
 
 #define MAX_RETRIES 8
@@ -332,6 +335,27 @@ static bool covers(const struct nd_block *b, uint64_t s, uint64_t e)
 	return b->state == B_VALID && s >= b->vs && e <= b->ve;
 }
 
+/* --- waiting ---------------------------------------------------------- */
+
+/* Wait (lock held) until B is no longer LOADING, at most wait_max: the
+ * load itself is bounded by the disk's deadlines, this bounds the waiter
+ * even if it were not. 0, or -EIO past the bound. */
+static int wait_loaded(struct nd_cache *c, struct nd_block *b)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += (time_t)c->wait_max;
+	while (b->state == B_LOADING)
+		if (pthread_cond_timedwait(&c->cond, &c->lock, &until) ==
+		    ETIMEDOUT) {
+			errno = EIO;
+			nd_error("waited %.0f s for a block being fetched",
+				 c->wait_max);
+			return -EIO;
+		}
+	return 0;
+}
+
 /* --- loading ---------------------------------------------------------- */
 
 /* Fetch N adjacent LOADING blocks with one backend request (straight
@@ -535,6 +559,8 @@ struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
 		max = 64u << 20;
 	nd_ra_init(&c->ra, d->cfg.readahead, max);
 	c->ra_chunk = ra_chunk_for(c, d->info.opt_request);
+	/* A load is one request: at most reconnect-delay + timeout. */
+	c->wait_max = d->cfg.reconnect_delay + d->cfg.timeout + 5;
 	return c;
 }
 
@@ -673,8 +699,11 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 			struct nd_block *b = ref->blk[i];
 			uint64_t s, e;
 			block_span(c, first + i, off, len, &s, &e);
-			while (b->state == B_LOADING)
-				pthread_cond_wait(&c->cond, &c->lock);
+			if (b->state == B_LOADING && wait_loaded(c, b) < 0) {
+				if (!err)
+					err = -EIO;
+				continue;
+			}
 			if (b->state == B_FAILED) {
 				if (b->err == -EAGAIN)
 					retry = true;
@@ -743,9 +772,15 @@ static void update_cached(struct nd_cache *c, const void *data, size_t len,
 		struct nd_block *b = lookup(c, idx);
 		if (b && b->state == B_LOADING) {
 			b->pins++;
-			while (b->state == B_LOADING)
-				pthread_cond_wait(&c->cond, &c->lock);
+			int late = wait_loaded(c, b);
 			unpin(c, b);
+			if (late && (b = lookup(c, idx)) && b->hashed &&
+			    b->state == B_LOADING) {
+				/* Its bytes may be older than this write's: the
+				 * block must not become valid. */
+				unhash(c, b);
+				continue;
+			}
 			b = lookup(c, idx); /* a failed load went away */
 		}
 		if (!b || b->state != B_VALID)
@@ -784,8 +819,10 @@ static int wb_get(struct nd_cache *c, uint64_t idx, bool whole,
 		} else {
 			b->pins++;
 		}
-		while (b->state == B_LOADING)
-			pthread_cond_wait(&c->cond, &c->lock);
+		if (b->state == B_LOADING && wait_loaded(c, b) < 0) {
+			unpin(c, b);
+			return -EIO;
+		}
 		if (b->state == B_VALID && b->vs == 0 && b->ve == b->len) {
 			touch(c, b);
 			*out = b;
@@ -801,54 +838,155 @@ static int wb_get(struct nd_cache *c, uint64_t idx, bool whole,
 	return -EIO;
 }
 
+/* --- write-back --------------------------------------------------------- */
+
+/* A write-back: the dirty blocks taken (pinned, wb_owner set, their gen
+ * as taken), sorted by index, written in runs of adjacent blocks by up to
+ * WB_THREADS threads at once, all under the disk's one deadline. */
+#define WB_THREADS 4
+#define WB_RUN_MAX (4u << 20)
+
+struct wb {
+	struct nd_cache *c;
+	struct nd_block **blk;
+	uint32_t *gen;
+	size_t n;
+	size_t next; /* the next block to write (under c->lock) */
+	int err;
+};
+
+static int by_idx(const void *a, const void *b)
+{
+	const struct nd_block *x = *(struct nd_block *const *)a;
+	const struct nd_block *y = *(struct nd_block *const *)b;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Take every dirty block; one being written back by another flush is
+ * waited for first (its write may be of older data), then taken if it is
+ * still dirty. Lock held. */
+static int wb_collect(struct nd_cache *c, struct wb *w)
+{
+	size_t cap = 0;
+	for (struct nd_block *b = c->lru_head; b;) {
+		if (!b->dirty || b->wb_owner == w) {
+			b = b->next;
+			continue;
+		}
+		if (b->wb_owner) {
+			b->pins++;
+			while (b->wb_owner)
+				pthread_cond_wait(&c->cond, &c->lock);
+			unpin(c, b);
+			b = c->lru_head; /* the list may have changed */
+			continue;
+		}
+		if (w->n == cap) {
+			cap = cap ? cap * 2 : 64;
+			struct nd_block **nb = realloc(w->blk, cap * sizeof *nb);
+			uint32_t *ng = nb ? realloc(w->gen, cap * sizeof *ng) : NULL;
+			if (nb)
+				w->blk = nb;
+			if (!ng)
+				return -ENOMEM;
+			w->gen = ng;
+		}
+		b->pins++;
+		b->wb_owner = w;
+		w->gen[w->n] = b->gen;
+		w->blk[w->n++] = b;
+		b = b->next;
+	}
+	return 0;
+}
+
+/* The run of adjacent blocks starting at w->next, claimed. Lock held. */
+static size_t wb_claim(struct wb *w, size_t *first)
+{
+	size_t i = w->next, n = 1;
+	if (i >= w->n)
+		return 0;
+	while (i + n < w->n && w->blk[i + n]->idx == w->blk[i]->idx + n &&
+	       (n + 1) * w->c->bs <= WB_RUN_MAX)
+		n++;
+	w->next = i + n;
+	*first = i;
+	return n;
+}
+
+static int wb_write_run(struct nd_cache *c, struct nd_block **blk, size_t n)
+{
+	size_t total = 0;
+	for (size_t k = 0; k < n; k++)
+		total += blk[k]->len;
+	if (n == 1)
+		return nd_disk_pwrite(c->disk, blk[0]->data, total,
+				      blk[0]->idx << c->shift, 0);
+	char *buf = malloc(total);
+	if (!buf)
+		return -ENOMEM;
+	for (size_t k = 0, pos = 0; k < n; pos += blk[k]->len, k++)
+		memcpy(buf + pos, blk[k]->data, blk[k]->len);
+	int r = nd_disk_pwrite(c->disk, buf, total, blk[0]->idx << c->shift, 0);
+	free(buf);
+	return r;
+}
+
+static void *wb_thread(void *arg)
+{
+	struct wb *w = arg;
+	struct nd_cache *c = w->c;
+	size_t first, n;
+
+	pthread_mutex_lock(&c->lock);
+	while ((n = wb_claim(w, &first)) > 0) {
+		/* The blocks are ours: their bytes change only by a new
+		 * write, which bumps gen and keeps them dirty. */
+		pthread_mutex_unlock(&c->lock);
+		int r = wb_write_run(c, w->blk + first, n);
+		pthread_mutex_lock(&c->lock);
+		for (size_t k = first; k < first + n; k++) {
+			struct nd_block *b = w->blk[k];
+			if (r == 0 && b->gen == w->gen[k] && b->dirty) {
+				b->dirty = false;
+				c->dirty_bytes -= c->bs;
+			}
+			b->wb_owner = NULL;
+			unpin(c, b);
+		}
+		if (r < 0 && !w->err)
+			w->err = r;
+		pthread_cond_broadcast(&c->cond);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
 /* Write every dirty block back; blocks written again meanwhile stay
  * dirty, and so do blocks whose write failed. */
 static int writeback_dirty(struct nd_cache *c)
 {
-	struct nd_block **list = NULL;
-	uint32_t *gens = NULL;
-	size_t n = 0, cap = 0;
-	int err = 0;
+	struct wb w = { .c = c };
+	pthread_t thr[WB_THREADS];
+	unsigned nthr = 0;
 
 	pthread_mutex_lock(&c->lock);
-	for (struct nd_block *b = c->lru_head; b; b = b->next) {
-		if (!b->dirty)
-			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 64;
-			struct nd_block **nl = realloc(list, cap * sizeof *nl);
-			uint32_t *ng = realloc(gens, cap * sizeof *ng);
-			if (nl)
-				list = nl;
-			if (ng)
-				gens = ng;
-			if (!nl || !ng) {
-				err = -ENOMEM;
-				break;
-			}
-		}
-		b->pins++;
-		gens[n] = b->gen;
-		list[n++] = b;
-	}
+	int err = wb_collect(c, &w);
 	pthread_mutex_unlock(&c->lock);
-	for (size_t i = 0; i < n; i++) {
-		struct nd_block *b = list[i];
-		int r = nd_disk_pwrite(c->disk, b->data, b->len,
-				       b->idx << c->shift, 0);
-		pthread_mutex_lock(&c->lock);
-		if (r == 0 && b->gen == gens[i] && b->dirty) {
-			b->dirty = false;
-			c->dirty_bytes -= c->bs;
-		}
-		unpin(c, b);
-		pthread_mutex_unlock(&c->lock);
-		if (r < 0 && !err)
-			err = r;
-	}
-	free(list);
-	free(gens);
-	return err;
+	if (w.n > 1)
+		qsort(w.blk, w.n, sizeof *w.blk, by_idx);
+	unsigned want = c->disk->cfg.connections < WB_THREADS
+				? c->disk->cfg.connections
+				: WB_THREADS;
+	for (; nthr + 1 < want && nthr + 1 < w.n; nthr++)
+		if (pthread_create(&thr[nthr], NULL, wb_thread, &w) != 0)
+			break;
+	wb_thread(&w); /* this thread writes too */
+	for (unsigned k = 0; k < nthr; k++)
+		pthread_join(thr[k], NULL);
+	free(w.blk);
+	free(w.gen);
+	return err ? err : w.err;
 }
 
 static int wb_write(struct nd_cache *c, const void *buf, size_t len,
@@ -876,8 +1014,10 @@ static int wb_write(struct nd_cache *c, const void *buf, size_t len,
 	}
 	too_dirty = c->dirty_bytes > c->budget / 2;
 	pthread_mutex_unlock(&c->lock);
-	if (r == 0 && too_dirty)
-		r = writeback_dirty(c);
+	/* The data is kept (dirty) whatever this write-back says: a failure
+	 * is reported by the next fsync, not by this write. */
+	if (r == 0 && too_dirty && writeback_dirty(c) < 0)
+		nd_debug("write-back of a too dirty cache: %s", nd_get_error());
 	return r;
 }
 
