@@ -1064,6 +1064,30 @@ int nd_cache_flush(struct nd_cache *c)
 	return nd_disk_flush(c->disk);
 }
 
+int nd_cache_save_dirty(struct nd_cache *c, FILE *f, uint64_t *bytes)
+{
+	int r = 0;
+	*bytes = 0;
+	pthread_mutex_lock(&c->lock);
+	for (struct nd_block *b = c->lru_head; b && r == 0; b = b->next) {
+		uint8_t rec[12];
+		uint64_t off = b->idx << c->shift;
+		if (!b->dirty)
+			continue;
+		for (int k = 0; k < 8; k++)
+			rec[k] = (uint8_t)(off >> (8 * k));
+		for (int k = 0; k < 4; k++)
+			rec[8 + k] = (uint8_t)(b->len >> (8 * k));
+		if (fwrite(rec, 1, sizeof rec, f) != sizeof rec ||
+		    fwrite(b->data, 1, b->len, f) != b->len)
+			r = -EIO;
+		else
+			*bytes += b->len;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
 void nd_cache_get_stats(struct nd_cache *c, struct nd_cache_stats *s)
 {
 	pthread_mutex_lock(&c->lock);

@@ -5,6 +5,7 @@
 #define ND_CACHE_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/uio.h>
 
 #include "disk.h"
@@ -42,5 +43,8 @@ int nd_cache_zero(struct nd_cache *c, uint64_t len, uint64_t off,
 /* Write every dirty block back (writeback), then the backend's flush. */
 int nd_cache_flush(struct nd_cache *c);
 void nd_cache_get_stats(struct nd_cache *c, struct nd_cache_stats *s);
+/* Append every dirty block to F as a record (offset: 8 bytes, length: 4
+ * bytes, little-endian; then the bytes). *BYTES: the data saved. */
+int nd_cache_save_dirty(struct nd_cache *c, FILE *f, uint64_t *bytes);
 
 #endif

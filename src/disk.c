@@ -57,7 +57,7 @@ static const char *const core_keys[] = {
 	"connections", "timeout", "reconnect-delay", "open-timeout", "offset",
 	"size", "debug", "uid", "gid", "mode", "umask", "format", "backing", "l2-cache-size", "snapshot",
 	"overlay", "overlay-create", "overlay-force", "cache-dir",
-	"cache-dir-size", "cache-dir-mode", "prefetch", NULL
+	"cache-dir-size", "cache-dir-mode", "prefetch", "recovery-dir", NULL
 };
 
 /* "server.N.host" matches "server.12.host". */

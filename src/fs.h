@@ -95,6 +95,8 @@ void nd_fs_close(struct nd_fs *fs, struct nd_fs_entry *e);
 /* Flush every writeback cache; returns the first error. */
 int nd_fs_flush_all(struct nd_fs *fs);
 void nd_fs_free(struct nd_fs *fs);
+/* Seconds the final write-back of every entry may take at most. */
+double nd_fs_stop_bound(struct nd_fs *fs);
 /* Tell the kernel the root directory's listing changed. */
 void nd_fs_changed(struct nd_fs *fs);
 /* The session notifications go to; NULL once the loop has ended. */

@@ -514,8 +514,12 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 {
 	struct handle *h = handle_get(fi);
 
-	if (h->e && h->wrote)
-		entry_sync(h->e);
+	/* close(2) has no error to give here (release comes after it); a
+	 * failure is logged, dirty data stays cached for the next flush and
+	 * for the recovery file at unmount. */
+	if (h->e && h->wrote && entry_sync(h->e) < 0)
+		nd_log(LOG_ERR, "entry '%s': flush at the last close failed: %s",
+		       h->e->name, nd_get_error());
 	fuse_reply_err(req, 0);
 	handle_put(h);
 	handle_unref(h); /* the open's own reference */

@@ -200,7 +200,8 @@ static int print_config(void)
 
 /* --- readiness ---------------------------------------------------------- */
 
-static void notify_systemd(void)
+/* Tell systemd MSG ("READY=1", ...) when it started us with Type=notify. */
+static void notify_systemd(const char *msg)
 {
 	const char *path = getenv("NOTIFY_SOCKET");
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -215,7 +216,7 @@ static void notify_systemd(void)
 	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return;
-	if (sendto(fd, "READY=1", 7, 0, (struct sockaddr *)&sa,
+	if (sendto(fd, msg, strlen(msg), 0, (struct sockaddr *)&sa,
 		   offsetof(struct sockaddr_un, sun_path) + strlen(path)) < 0)
 		nd_debug("sd_notify: %m");
 	close(fd);
@@ -241,7 +242,7 @@ static void on_ready(void *arg)
 				nd_log(LOG_ERR, "pidfile %s: %m", cli.pidfile);
 		}
 	}
-	notify_systemd();
+	notify_systemd("READY=1");
 	nd_info("mounted on %s", cli.mountpoint);
 	if (cli.ready_fd >= 0) {
 		char c = 0;
@@ -349,6 +350,13 @@ static int mount_main(void)
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
+	/* The final write-back is bounded by each entry's reconnect-delay
+	 * and timeout: systemd's stop timeout grows to fit it, so it never
+	 * kills us in the middle of saving dirty data. */
+	char stop[96];
+	snprintf(stop, sizeof stop, "STOPPING=1\nEXTEND_TIMEOUT_USEC=%llu",
+		 (unsigned long long)(nd_fs_stop_bound(the_fs) * 1e6));
+	notify_systemd(stop);
 	/* A reload in progress finishes its entry, write-back included,
 	 * before the entries it uses are flushed and freed. */
 	nd_reload_stop();

@@ -12,6 +12,7 @@
 
 #include "fs.h"
 #include "log.h"
+#include "recover.h"
 
 struct nd_fs *nd_fs_new(void)
 {
@@ -152,9 +153,13 @@ static void entry_free(struct nd_fs_entry *e)
 {
 	struct backing b = { 0 };
 	int r = entry_settle(e);
-	if (r < 0)
+	if (r < 0) {
 		nd_log(LOG_ERR, "entry '%s': final flush failed: %s", e->name,
 		       strerror(-r));
+		/* What the server did not take is kept, not dropped. */
+		if (e->cache)
+			nd_recover_save(e->name, e->disk, e->cache);
+	}
 	backing_swap(e, &b);
 	backing_free(&b);
 	pthread_rwlock_destroy(&e->io);
@@ -384,6 +389,18 @@ void nd_fs_set_session(struct nd_fs *fs, struct fuse_session *se)
 	pthread_mutex_lock(&fs->se_lock);
 	fs->se = se;
 	pthread_mutex_unlock(&fs->se_lock);
+}
+
+double nd_fs_stop_bound(struct nd_fs *fs)
+{
+	double t = 10;
+	pthread_rwlock_rdlock(&fs->lock);
+	for (struct nd_fs_entry *e = fs->entries; e; e = e->next)
+		if (!e->disk->ro) /* two flush attempts, each bounded */
+			t += 2 * (e->disk->cfg.reconnect_delay +
+				  e->disk->cfg.timeout);
+	pthread_rwlock_unlock(&fs->lock);
+	return t;
 }
 
 void nd_fs_free(struct nd_fs *fs)

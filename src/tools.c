@@ -14,6 +14,7 @@
 #include "layers/qcow2.h"
 #include "layers/stack.h"
 #include "log.h"
+#include "recover.h"
 #include "table.h"
 #include "tier.h"
 #include "tools.h"
@@ -94,14 +95,13 @@ static int overlay_diff(const char *path, const char *outp)
 	return r ? failed("overlay diff") : 0;
 }
 
-/* The base an overlay was made over, opened from SOURCE (a device URL)
- * and the -o OPTS after it; refused unless it is the overlay's base. */
-static int open_base(const char *path, const char *source, char **opts,
-		     int nopts, bool rw, struct nd_disk **d)
+/* The disk SOURCE (a device URL) names, with the -o OPTS after it,
+ * refused unless its identity is WANT (what the file at PATH recorded). */
+static int open_source(const char *path, const char *want, const char *source,
+		       char **opts, int nopts, bool rw, struct nd_disk **d)
 {
 	struct nd_opts defaults;
 	struct nd_table t = { 0 };
-	struct nd_overlay_info info = { 0 };
 	char *id = NULL;
 	int r = -1;
 
@@ -112,24 +112,33 @@ static int open_base(const char *path, const char *source, char **opts,
 			goto out;
 	if (!rw && nd_opt_set(&defaults, "ro", "on", "-o") == -1)
 		goto out;
-	if (nd_overlay_info(path, &info) ||
-	    nd_table_from_url(source, &defaults, nd_disk_check_opts, &t,
+	if (nd_table_from_url(source, &defaults, nd_disk_check_opts, &t,
 			      stderr) != 0 ||
 	    t.n != 1 || nd_disk_open(&t.e[0].opts, d) != 0)
 		goto out;
 	id = nd_stack_identity(&(*d)->opts, (*d)->size);
-	if (id && strcmp(id, info.identity) == 0) {
+	if (id && strcmp(id, want) == 0) {
 		r = 0;
 	} else {
-		nd_error("%s was made over '%s', not '%s'", path,
-			 info.identity, id ? id : "?");
+		nd_error("%s was made for '%s', not '%s'", path, want,
+			 id ? id : "?");
 		nd_disk_close(*d);
 	}
 out:
 	free(id);
-	free(info.identity);
 	nd_table_free(&t);
 	nd_opts_free(&defaults);
+	return r;
+}
+
+/* The base an overlay was made over. */
+static int open_base(const char *path, const char *source, char **opts,
+		     int nopts, bool rw, struct nd_disk **d)
+{
+	struct nd_overlay_info info = { 0 };
+	int r = nd_overlay_info(path, &info) ? -1
+		: open_source(path, info.identity, source, opts, nopts, rw, d);
+	free(info.identity);
 	return r;
 }
 
@@ -312,6 +321,35 @@ static int qcow2_main(int argc, char **argv)
 	return r ? failed("qcow2 info") : 0;
 }
 
+/* netdiskfs recover FILE SOURCE [-o OPTS]: what could not be written at
+ * unmount goes to the disk it was meant for; the file is removed after. */
+static int recover_main(int argc, char **argv)
+{
+	struct nd_disk *d;
+	uint64_t bytes;
+	char *want;
+	int r;
+
+	if (argc < 4)
+		return usage("recover FILE SOURCE [-o OPTS]");
+	if (!(want = nd_recover_identity(argv[2])))
+		return failed("recover");
+	r = open_source(argv[2], want, argv[3], argv + 4, argc - 4, true, &d);
+	free(want);
+	if (r)
+		return failed("recover");
+	r = nd_recover_apply(argv[2], d, &bytes);
+	nd_disk_close(d);
+	if (r)
+		return failed("recover");
+	printf("recovered %llu bytes from %s\n", (unsigned long long)bytes,
+	       argv[2]);
+	if (unlink(argv[2]) != 0)
+		fprintf(stderr, "netdiskfs recover: %s: %s\n", argv[2],
+			strerror(errno));
+	return 0;
+}
+
 int nd_tool_main(int argc, char **argv)
 {
 	if (argc < 2)
@@ -322,5 +360,7 @@ int nd_tool_main(int argc, char **argv)
 		return cache_main(argc, argv);
 	if (strcmp(argv[1], "qcow2") == 0)
 		return qcow2_main(argc, argv);
+	if (strcmp(argv[1], "recover") == 0)
+		return recover_main(argc, argv);
 	return ND_NOT_A_TOOL;
 }

@@ -400,7 +400,7 @@ bool nd_opt_is_core(const char *k)
 		"mode", "umask", "format",
 		"overlay", "overlay-create", "overlay-force", "cache-dir",
 		"cache-dir-size", "cache-dir-mode", "prefetch", "backing",
-		"l2-cache-size", "snapshot", NULL
+		"l2-cache-size", "snapshot", "recovery-dir", NULL
 	};
 	for (size_t i = 0; keys[i]; i++)
 		if (strcmp(k, keys[i]) == 0)
