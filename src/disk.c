@@ -456,6 +456,23 @@ static bool is_conn_error(int r)
 	       r == -ETIMEDOUT || r == -EHOSTUNREACH || r == -ENETUNREACH;
 }
 
+/* Take the handles of dead connections nobody uses (at most 64) into
+ * CLOSE_H, freeing their slots; the caller closes them unlocked. Called
+ * with d->lock held. */
+static unsigned take_dead(struct nd_disk *d, void **close_h)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < d->maxslots && n < 64; i++) {
+		struct nd_slot *t = &d->slots[i];
+		if (t->h && t->dead && t->users == 0) {
+			close_h[n++] = t->h;
+			t->h = NULL;
+			t->dead = false;
+		}
+	}
+	return n;
+}
+
 /* Return S after a request that ended with R. A connection-level failure
  * retires every connection of the entry, not just S: they lead to the
  * same server, and trying each in turn would cost one timeout apiece. */
@@ -478,14 +495,7 @@ static void give_back(struct nd_disk *d, struct nd_slot *s, int r)
 		conn_lost(d, r);
 	}
 	s->users--;
-	for (unsigned i = 0; i < d->maxslots && n < 64; i++) {
-		struct nd_slot *t = &d->slots[i];
-		if (t->h && t->dead && t->users == 0) {
-			close_h[n++] = t->h;
-			t->h = NULL;
-			t->dead = false;
-		}
-	}
+	n = take_dead(d, close_h);
 	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
 	for (unsigned i = 0; i < n; i++)
@@ -515,13 +525,39 @@ static int call_backend(struct nd_disk *d, void *h, const struct op *op)
 	return -EINVAL;
 }
 
+/* A request that met only transient errors (-EAGAIN: a server that
+ * refuses or answers 5xx each time) since STARTED until reconnect-delay ran
+ * out: the entry is down as if its connection were lost then, so the
+ * next requests fail at once while the reconnect thread probes. */
+static void transient_down(struct nd_disk *d, double started)
+{
+	void *close_h[64];
+	unsigned n;
+
+	pthread_mutex_lock(&d->lock);
+	if (d->state == ND_CONNECTED) {
+		for (unsigned i = 0; i < d->maxslots; i++)
+			if (d->slots[i].h && !d->slots[i].dead) {
+				d->slots[i].dead = true;
+				d->nslots--;
+			}
+		conn_lost(d, -EIO);
+		d->down_since = started;
+	}
+	check_failed(d);
+	n = take_dead(d, close_h);
+	pthread_mutex_unlock(&d->lock);
+	for (unsigned i = 0; i < n; i++)
+		d->be->close(close_h[i]);
+}
+
 /* One backend request, retried on a new connection after a lost one.
  * Waits and new attempts end reconnect-delay after the request came in,
  * and each attempt is bounded by the backend's timeout, so no request
  * takes longer than reconnect-delay + timeout. */
 static int run_op(struct nd_disk *d, const struct op *op)
 {
-	double until = now_s() + d->cfg.reconnect_delay;
+	double started = now_s(), until = started + d->cfg.reconnect_delay;
 	double backoff = BACKOFF_MIN;
 	int r;
 
@@ -541,6 +577,8 @@ static int run_op(struct nd_disk *d, const struct op *op)
 			sleep_s(backoff);
 			backoff = backoff * 2 > 1 ? 1 : backoff * 2;
 		} else if (now_s() >= until || r == -EAGAIN) {
+			if (r == -EAGAIN)
+				transient_down(d, started);
 			r = -EIO;
 			break;
 		}
