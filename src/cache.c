@@ -12,6 +12,7 @@
 #include "cache.h"
 #include "log.h"
 #include "readahead.h"
+#include "workers.h"
 
 enum { B_LOADING, B_VALID, B_FAILED };
 
@@ -597,7 +598,7 @@ void nd_cache_release(struct nd_cache *c, struct nd_cache_ref *ref)
 static void submit_jobs(struct ra_job **jobs, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		nd_workers_submit(ra_work, jobs[i]);
+		nd_workers_submit(jobs[i]->c, ra_work, jobs[i]);
 }
 
 int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,

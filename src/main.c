@@ -18,6 +18,7 @@
 #include "fs.h"
 #include "log.h"
 #include "readahead.h"
+#include "workers.h"
 #include "reload.h"
 #include "table.h"
 #include "tools.h"

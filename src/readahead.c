@@ -1,5 +1,5 @@
 /* readahead.c: a stream detector (grow the window while sequential, drop it
- * on a random read) and a small pool of worker threads. */
+ * on a random read). The threads that fetch ahead are in workers.c. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,89 +105,4 @@ bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
 	*start = from;
 	*end = want;
 	return true;
-}
-
-/* --- workers ---------------------------------------------------------- */
-
-struct job {
-	nd_work_fn fn;
-	void *arg;
-	struct job *next;
-};
-
-static pthread_mutex_t wq_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wq_cond = PTHREAD_COND_INITIALIZER;
-static struct job *wq_head, *wq_tail;
-static pthread_t *wq_threads;
-static unsigned wq_n;
-static bool wq_stop;
-
-static void *worker(void *unused)
-{
-	(void)unused;
-	pthread_mutex_lock(&wq_lock);
-	for (;;) {
-		while (!wq_head && !wq_stop)
-			pthread_cond_wait(&wq_cond, &wq_lock);
-		if (!wq_head)
-			break;
-		struct job *j = wq_head;
-		wq_head = j->next;
-		if (!wq_head)
-			wq_tail = NULL;
-		pthread_mutex_unlock(&wq_lock);
-		j->fn(j->arg);
-		free(j);
-		pthread_mutex_lock(&wq_lock);
-	}
-	pthread_mutex_unlock(&wq_lock);
-	return NULL;
-}
-
-int nd_workers_start(unsigned n)
-{
-	wq_threads = calloc(n, sizeof *wq_threads);
-	if (!wq_threads)
-		return -1;
-	wq_stop = false;
-	for (wq_n = 0; wq_n < n; wq_n++)
-		if (pthread_create(&wq_threads[wq_n], NULL, worker, NULL))
-			break;
-	return wq_n ? 0 : -1;
-}
-
-/* Without workers (unit tests, a failed start) the job runs inline. */
-void nd_workers_submit(nd_work_fn fn, void *arg)
-{
-	struct job *j = malloc(sizeof *j);
-	if (!j || !wq_n) {
-		free(j);
-		fn(arg);
-		return;
-	}
-	j->fn = fn;
-	j->arg = arg;
-	j->next = NULL;
-	pthread_mutex_lock(&wq_lock);
-	if (wq_tail)
-		wq_tail->next = j;
-	else
-		wq_head = j;
-	wq_tail = j;
-	pthread_cond_signal(&wq_cond);
-	pthread_mutex_unlock(&wq_lock);
-}
-
-/* Finish the queued jobs, then stop. */
-void nd_workers_stop(void)
-{
-	pthread_mutex_lock(&wq_lock);
-	wq_stop = true;
-	pthread_cond_broadcast(&wq_cond);
-	pthread_mutex_unlock(&wq_lock);
-	for (unsigned i = 0; i < wq_n; i++)
-		pthread_join(wq_threads[i], NULL);
-	free(wq_threads);
-	wq_threads = NULL;
-	wq_n = 0;
 }

@@ -43,10 +43,4 @@ bool nd_ra_random(const struct nd_ra *ra);
 /* The largest window now (for the status file). */
 uint64_t nd_ra_window(const struct nd_ra *ra);
 
-/* Background workers: run fn(arg) on one of N threads. */
-typedef void (*nd_work_fn)(void *arg);
-int nd_workers_start(unsigned n);
-void nd_workers_submit(nd_work_fn fn, void *arg);
-void nd_workers_stop(void);
-
 #endif
