@@ -618,7 +618,7 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 	d->name = strdup(opts->name);
 	nd_opts_copy(&d->opts, opts);
 	pthread_mutex_init(&d->lock, NULL);
-	pthread_mutex_init(&d->rmw_lock, NULL);
+	pthread_rwlock_init(&d->rmw_lock, NULL);
 	cond_init(&d->cond);
 	cond_init(&d->rc_cond);
 	d->be = driver ? nd_backend_find(driver) : NULL;
@@ -705,7 +705,7 @@ void nd_disk_close(struct nd_disk *d)
 	free(d->slots);
 	nd_opts_free(&d->opts);
 	pthread_mutex_destroy(&d->lock);
-	pthread_mutex_destroy(&d->rmw_lock);
+	pthread_rwlock_destroy(&d->rmw_lock);
 	pthread_cond_destroy(&d->cond);
 	pthread_cond_destroy(&d->rc_cond);
 	free(d->name);
@@ -811,16 +811,23 @@ int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 	if (off > d->size || len > d->size - off)
 		return -ENOSPC;
 	off += d->cfg.offset;
-	if (bs <= 1 || (off % bs == 0 && len % bs == 0)) {
+	if (bs <= 1) {
 		r = write_flush(d, buf, len, off, flags);
+	} else if (off % bs == 0 && len % bs == 0) {
+		/* Aligned writes run together, but never beside a
+		 * read-modify-write, which could write back older bytes of
+		 * the blocks they cover. */
+		pthread_rwlock_rdlock(&d->rmw_lock);
+		r = write_flush(d, buf, len, off, flags);
+		pthread_rwlock_unlock(&d->rmw_lock);
 	} else {
-		/* Read-modify-write of the partial blocks at either end;
-		 * serialised so two such writes cannot undo each other. */
+		/* Read-modify-write of the partial blocks at either end; alone,
+		 * so no other write can be undone by it. */
 		uint64_t start, end;
 		char *tmp = aligned_span(off, len, bs, &start, &end);
 		if (!tmp)
 			return -ENOMEM;
-		pthread_mutex_lock(&d->rmw_lock);
+		pthread_rwlock_wrlock(&d->rmw_lock);
 		r = io_aligned(d, OP_READ, tmp, bs, start, 0);
 		if (r == 0 && end - bs > start)
 			r = io_aligned(d, OP_READ, tmp + (end - bs - start), bs,
@@ -829,7 +836,7 @@ int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 			memcpy(tmp + (off - start), buf, len);
 			r = write_flush(d, tmp, end - start, start, flags);
 		}
-		pthread_mutex_unlock(&d->rmw_lock);
+		pthread_rwlock_unlock(&d->rmw_lock);
 		free(tmp);
 	}
 	if (r == 0) {
@@ -903,7 +910,11 @@ int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off,
 		struct op op = { OP_ZERO, NULL, n, off + d->cfg.offset, flags };
 		if (!d->info.can_fua)
 			op.flags &= ~ND_FUA;
+		if (bs > 1) /* an aligned write too (see nd_disk_pwrite) */
+			pthread_rwlock_rdlock(&d->rmw_lock);
 		int r = run_op(d, &op);
+		if (bs > 1)
+			pthread_rwlock_unlock(&d->rmw_lock);
 		if (r == -ENOTSUP || r == -EOPNOTSUPP)
 			r = zero_by_writing(d, n, off, flags);
 		if (r < 0)

@@ -60,7 +60,9 @@ struct nd_disk {
 	bool grow_wanted;     /* all busy: the reconnect thread opens one */
 	bool closing;	      /* nd_disk_close: the reconnect thread ends */
 	pthread_t rc_thread;  /* opens every connection after the first */
-	pthread_mutex_t rmw_lock; /* serialises unaligned writes */
+	/* Held exclusively by a read-modify-write of partial blocks, shared
+	 * by aligned writes: neither can undo the other. */
+	pthread_rwlock_t rmw_lock;
 
 	enum nd_conn_state state;
 	time_t state_since;  /* wall clock, for status */
