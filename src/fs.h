@@ -12,6 +12,7 @@
 
 #include "cache.h"
 #include "disk.h"
+#include "layers/layer.h"
 
 /* Inode numbers: the root, .netdiskfs and its status file are fixed;
  * entries are numbered from FIRST_INO up. */
@@ -33,6 +34,7 @@ struct nd_fs_entry {
 	char *key; /* the definition, to tell a changed table line */
 	struct nd_disk *disk;
 	struct nd_cache *cache; /* NULL with cache=none */
+	struct nd_layer *top;	/* overlay/format layers; NULL: none */
 	pthread_rwlock_t io;
 	unsigned opens;
 	bool removed;

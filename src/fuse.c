@@ -38,6 +38,18 @@ struct handle {
 
 /* --- attributes ------------------------------------------------------- */
 
+/* What the file shows: the top layer's size and read-only-ness when the
+ * entry has layers (a decoded qcow2, an overlay), else the disk's. */
+static uint64_t entry_size(const struct nd_fs_entry *e)
+{
+	return e->top ? e->top->size : e->disk->size;
+}
+
+static bool entry_ro(const struct nd_fs_entry *e)
+{
+	return e->top ? e->top->ro : e->disk->ro;
+}
+
 static void fill_attr(struct nd_fs *fs, fuse_ino_t ino, struct stat *st,
 		      struct nd_fs_entry *e)
 {
@@ -59,13 +71,13 @@ static void fill_attr(struct nd_fs *fs, fuse_ino_t ino, struct stat *st,
 	} else {
 		struct nd_perm p = { fs->uid, fs->gid, 0 };
 		/* Checked when the table was read: cannot fail here. */
-		nd_opt_perm(&e->disk->opts, fs->uid, fs->gid, e->disk->ro, &p);
+		nd_opt_perm(&e->disk->opts, fs->uid, fs->gid, entry_ro(e), &p);
 		st->st_mode = S_IFREG | p.mode;
 		st->st_uid = p.uid;
 		st->st_gid = p.gid;
 		st->st_nlink = 1;
-		st->st_size = e->disk->size;
-		st->st_blocks = (e->disk->size + 511) / 512;
+		st->st_size = entry_size(e);
+		st->st_blocks = (entry_size(e) + 511) / 512;
 		if (e->cache)
 			st->st_blksize = e->disk->cfg.block_size;
 	}
@@ -162,10 +174,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	else if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
 			   FUSE_SET_ATTR_GID))
 		err = EPERM;
-	else if ((to_set & FUSE_SET_ATTR_SIZE) && e->disk->ro)
+	else if ((to_set & FUSE_SET_ATTR_SIZE) && entry_ro(e))
 		err = EROFS;
 	else if ((to_set & FUSE_SET_ATTR_SIZE) &&
-		 (uint64_t)attr->st_size > e->disk->size)
+		 (uint64_t)attr->st_size > entry_size(e))
 		err = ENOSPC;
 	if (!err)
 		fill_attr(fs, ino, &st, e);
@@ -339,14 +351,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		struct nd_fs_entry *e = nd_fs_find_ino(fs, ino);
 		if (!e || e->removed)
 			err = ENOENT;
-		else if (wr && e->disk->ro)
+		else if (wr && entry_ro(e))
 			err = EROFS;
 		else if ((err = open_access(req, fs, ino, e, fi->flags)))
 			;
 		else {
 			e->opens++;
 			h->e = e;
-			if (e->cache)
+			if (e->cache || e->top)
 				fi->keep_cache = 1;
 			else
 				fi->direct_io = 1;
@@ -375,13 +387,23 @@ static void do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			       n < size ? n : size);
 		return;
 	}
-	if ((uint64_t)off >= e->disk->size) {
+	if ((uint64_t)off >= entry_size(e)) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	if (size > e->disk->size - off)
-		size = e->disk->size - off;
-	if (e->cache) {
+	if (size > entry_size(e) - off)
+		size = entry_size(e) - off;
+	if (e->top || !e->cache) {
+		char *buf = malloc(size);
+		r = !buf ? -ENOMEM
+		    : e->top ? nd_layer_pread(e->top, buf, size, off)
+			     : nd_disk_pread(e->disk, buf, size, off);
+		if (r == 0)
+			fuse_reply_buf(req, buf, size);
+		free(buf);
+		if (r == 0)
+			return;
+	} else {
 		struct nd_cache_ref ref;
 		r = nd_cache_read(e->cache, off, size, &ref);
 		if (r == 0) {
@@ -389,14 +411,6 @@ static void do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			nd_cache_release(e->cache, &ref);
 			return;
 		}
-	} else {
-		char *buf = malloc(size);
-		r = buf ? nd_disk_pread(e->disk, buf, size, off) : -ENOMEM;
-		if (r == 0)
-			fuse_reply_buf(req, buf, size);
-		free(buf);
-		if (r == 0)
-			return;
 	}
 	nd_log(LOG_ERR, "entry '%s': read of %zu bytes at %lld: %s", e->name,
 	       size, (long long)off, nd_get_error());
@@ -416,7 +430,7 @@ static struct nd_fs_entry *writable(fuse_req_t req, struct handle *h)
 {
 	if (!h->e)
 		fuse_reply_err(req, EBADF);
-	else if (h->e->disk->ro)
+	else if (entry_ro(h->e))
 		fuse_reply_err(req, EROFS);
 	else
 		return h->e;
@@ -434,15 +448,16 @@ static void do_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		return;
 	/* The disk never grows: a write at the end is ENOSPC, one that
 	 * crosses it is short. */
-	if ((uint64_t)off >= e->disk->size) {
+	if ((uint64_t)off >= entry_size(e)) {
 		fuse_reply_err(req, size ? ENOSPC : 0);
 		return;
 	}
-	if (size > e->disk->size - off)
-		size = e->disk->size - off;
+	if (size > entry_size(e) - off)
+		size = entry_size(e) - off;
 	h->wrote = true;
-	r = e->cache ? nd_cache_write(e->cache, buf, size, off)
-		     : nd_disk_pwrite(e->disk, buf, size, off, 0);
+	r = e->top     ? nd_layer_pwrite(e->top, buf, size, off)
+	    : e->cache ? nd_cache_write(e->cache, buf, size, off)
+		       : nd_disk_pwrite(e->disk, buf, size, off, 0);
 	if (r < 0) {
 		nd_log(LOG_ERR, "entry '%s': write of %zu bytes at %lld: %s",
 		       e->name, size, (long long)off, nd_get_error());
@@ -462,6 +477,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 
 static int entry_sync(struct nd_fs_entry *e)
 {
+	if (e->top)
+		return nd_layer_flush(e->top);
 	return e->cache ? nd_cache_flush(e->cache) : nd_disk_flush(e->disk);
 }
 
@@ -469,7 +486,7 @@ static void do_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		     struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	int r = h->e && !h->e->disk->ro ? entry_sync(h->e) : 0;
+	int r = h->e && !entry_ro(h->e) ? entry_sync(h->e) : 0;
 	if (r < 0)
 		nd_log(LOG_ERR, "entry '%s': fsync: %s", h->e->name,
 		       nd_get_error());
@@ -535,7 +552,7 @@ static void do_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 
 	if (!e)
 		return;
-	size = e->disk->size;
+	size = entry_size(e);
 	if (off < 0 || len <= 0) {
 		fuse_reply_err(req, EINVAL);
 		return;
@@ -552,7 +569,10 @@ static void do_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 	}
 	if ((uint64_t)len > size - off)
 		len = size - off;
-	if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
+	if (e->top && (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) ||
+		       (mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE))
+		r = nd_layer_zero(e->top, len, off);
+	else if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
 		r = e->cache ? nd_cache_zero(e->cache, len, off, ND_MAY_TRIM)
 			     : nd_disk_zero(e->disk, len, off, ND_MAY_TRIM);
 	else if ((mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE)
@@ -581,7 +601,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 	pthread_rwlock_rdlock(&fs->lock);
 	for (struct nd_fs_entry *e = fs->entries; e; e = e->next, n++)
-		total += e->disk->size;
+		total += entry_size(e);
 	pthread_rwlock_unlock(&fs->lock);
 	memset(&sv, 0, sizeof sv);
 	sv.f_bsize = sv.f_frsize = 4096;

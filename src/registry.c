@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "layers/stack.h"
 #include "log.h"
 #include "recover.h"
 
@@ -68,6 +69,7 @@ struct backing {
 	char *url_redacted, *key;
 	struct nd_disk *disk;
 	struct nd_cache *cache;
+	struct nd_layer *top; /* the optional layers over the cache */
 };
 
 static int backing_new(struct backing *b, const char *url, const char *key,
@@ -79,19 +81,23 @@ static int backing_new(struct backing *b, const char *url, const char *key,
 	b->key = strdup(key ? key : "");
 	if (disk->cfg.cache != ND_CACHE_NONE)
 		b->cache = nd_cache_new(disk, budget);
-	if (!b->url_redacted || !b->key ||
-	    (disk->cfg.cache != ND_CACHE_NONE && !b->cache)) {
-		nd_cache_free(b->cache);
-		free(b->url_redacted);
-		free(b->key);
-		return -ENOMEM;
-	}
-	return 0;
+	int r = -ENOMEM;
+	if (b->url_redacted && b->key &&
+	    (disk->cfg.cache == ND_CACHE_NONE || b->cache) &&
+	    (r = nd_stack_open(disk, b->cache, &b->top)) == 0)
+		return 0;
+	if (r != -ENOMEM)
+		nd_log(LOG_ERR, "entry '%s': %s", disk->name, nd_get_error());
+	nd_cache_free(b->cache);
+	free(b->url_redacted);
+	free(b->key);
+	return r;
 }
 
 /* Frees what B holds; its dirty blocks must have been written back. */
 static void backing_free(struct backing *b)
 {
+	nd_layer_close(b->top); /* its files closed, what is under it kept */
 	nd_cache_free(b->cache);
 	if (b->disk)
 		nd_disk_close(b->disk);
@@ -103,11 +109,13 @@ static void backing_free(struct backing *b)
  * (write). */
 static void backing_swap(struct nd_fs_entry *e, struct backing *b)
 {
-	struct backing old = { e->url_redacted, e->key, e->disk, e->cache };
+	struct backing old = { e->url_redacted, e->key, e->disk, e->cache,
+			       e->top };
 	e->url_redacted = b->url_redacted;
 	e->key = b->key;
 	e->disk = b->disk;
 	e->cache = b->cache;
+	e->top = b->top;
 	*b = old;
 }
 
@@ -139,6 +147,10 @@ static struct nd_fs_entry *entry_new(const char *name, struct backing *b)
 static int entry_settle(struct nd_fs_entry *e)
 {
 	int r;
+	/* The layers first (an overlay's map, a format's metadata), down
+	 * through the cache to the server. */
+	if (e->top)
+		return e->top->ro ? 0 : nd_layer_flush(e->top);
 	if (e->disk->ro)
 		return 0;
 	if (e->cache && e->disk->cfg.cache == ND_CACHE_WRITEBACK)
@@ -368,7 +380,9 @@ int nd_fs_flush_all(struct nd_fs *fs)
 	int ret = 0;
 	pthread_rwlock_rdlock(&fs->lock);
 	for (struct nd_fs_entry *e = fs->entries; e; e = e->next) {
-		int r = e->cache ? nd_cache_flush(e->cache) : 0;
+		int r = e->top && !e->top->ro ? nd_layer_flush(e->top)
+			: e->cache		? nd_cache_flush(e->cache)
+						: 0;
 		if (r < 0 && !ret)
 			ret = r;
 	}
