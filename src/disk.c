@@ -56,8 +56,7 @@ static const char *const core_keys[] = {
 	"driver", "ro", "readahead", "block-size", "cache-size", "cache",
 	"connections", "timeout", "reconnect-delay", "open-timeout", "offset",
 	"size", "debug", "uid", "gid", "mode", "umask", "format", "backing", "l2-cache-size", "snapshot",
-	"overlay", "overlay-create", "overlay-force", "cache-dir",
-	"cache-dir-size", "cache-dir-mode", "prefetch", "recovery-dir", NULL
+	"overlay", "overlay-create", "overlay-force", "recovery-dir", NULL
 };
 
 /* "server.N.host" matches "server.12.host". */

@@ -15,6 +15,7 @@
 #include "cache.h"
 #include "disk.h"
 #include "readahead.h"
+#include "workers.h"
 
 #define DISK (16u << 20)
 #define BS (64u << 10)
