@@ -11,7 +11,9 @@
 
 #include "cache.h"
 #include "log.h"
+#include "layers/stack.h"
 #include "readahead.h"
+#include "tier.h"
 #include "workers.h"
 
 enum { B_LOADING, B_VALID, B_FAILED };
@@ -91,6 +93,7 @@ struct nd_cache {
 	uint64_t hits, misses, evictions;
 	uint32_t ra_chunk; /* bytes per readahead request */
 	double wait_max;   /* longest wait for a block another thread loads */
+	struct nd_tier *tier; /* cache-dir: the persistent second tier */
 };
 
 #define MAX_RETRIES 8
@@ -359,38 +362,98 @@ static int wait_loaded(struct nd_cache *c, struct nd_block *b)
 
 /* --- loading ---------------------------------------------------------- */
 
+/* --- the persistent tier (cache-dir) --------------------------------- */
+
+/* All N blocks from the tier: true when every one was there and right
+ * (a block with only part of it wanted is read whole from the tier). */
+static bool tier_fill(struct nd_cache *c, struct nd_block **blk, size_t n)
+{
+	if (!c->tier)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!nd_tier_get(c->tier, blk[i]->idx, blk[i]->data, blk[i]->len))
+			return false;
+	for (size_t i = 0; i < n; i++) {
+		blk[i]->vs = 0;
+		blk[i]->ve = blk[i]->len;
+	}
+	return true;
+}
+
+/* One block from the tier, whole (lock held: a local read). */
+static bool tier_one(struct nd_cache *c, struct nd_block *b)
+{
+	if (!c->tier || !nd_tier_get(c->tier, b->idx, b->data, b->len))
+		return false;
+	b->vs = 0;
+	b->ve = b->len;
+	return true;
+}
+
+/* Keep the whole blocks just fetched from the server. */
+static void tier_keep(struct nd_cache *c, struct nd_block **blk, size_t n)
+{
+	for (size_t i = 0; c->tier && i < n; i++)
+		if (blk[i]->vs == 0 && blk[i]->ve == blk[i]->len)
+			nd_tier_put(c->tier, blk[i]->idx, blk[i]->data,
+				    blk[i]->len);
+}
+
+/* This mount writes [off, off+len): the tier forgets those blocks; a
+ * later read fetches them again. */
+static void tier_forget(struct nd_cache *c, uint64_t off, uint64_t len)
+{
+	if (!c->tier || !len)
+		return;
+	for (uint64_t i = off >> c->shift; i <= (off + len - 1) >> c->shift; i++)
+		nd_tier_invalidate(c->tier, i);
+}
+
 /* Fetch N adjacent LOADING blocks with one backend request (straight
  * into the block when N is 1), then publish them. Called unlocked. */
-static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
+/* One backend request for the N blocks (straight into the block when N
+ * is 1 or the slab is contiguous). 0 or -errno. */
+static int read_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 {
 	uint64_t off = blk[0]->idx << c->shift;
 	size_t total = 0;
-	char *tmp = NULL;
+	bool contiguous = true;
 	int r;
 
-	bool contiguous = true;
 	for (size_t i = 0; i < n; i++) {
 		total += blk[i]->len;
 		if (blk[i]->data != blk[0]->data + ((size_t)i << c->shift))
 			contiguous = false;
 	}
-	if (n == 1 && (blk[0]->vs || blk[0]->ve < blk[0]->len)) {
-		r = nd_disk_pread(c->disk, blk[0]->data + blk[0]->vs,
-				  blk[0]->ve - blk[0]->vs, off + blk[0]->vs);
-	} else if (contiguous) {
-		r = nd_disk_pread(c->disk, blk[0]->data, total, off);
-	} else {
-		tmp = malloc(total);
-		r = tmp ? nd_disk_pread(c->disk, tmp, total, off) : -ENOMEM;
-		if (r == 0)
-			for (size_t i = 0, pos = 0; i < n; pos += blk[i]->len, i++)
-				memcpy(blk[i]->data, tmp + pos, blk[i]->len);
-		free(tmp);
-	}
+	if (n == 1 && (blk[0]->vs || blk[0]->ve < blk[0]->len))
+		return nd_disk_pread(c->disk, blk[0]->data + blk[0]->vs,
+				     blk[0]->ve - blk[0]->vs, off + blk[0]->vs);
+	if (contiguous)
+		return nd_disk_pread(c->disk, blk[0]->data, total, off);
+	char *tmp = malloc(total);
+	r = tmp ? nd_disk_pread(c->disk, tmp, total, off) : -ENOMEM;
+	if (r == 0)
+		for (size_t i = 0, pos = 0; i < n; pos += blk[i]->len, i++)
+			memcpy(blk[i]->data, tmp + pos, blk[i]->len);
+	free(tmp);
+	return r;
+}
+
+/* Fetch N adjacent LOADING blocks with one backend request, then
+ * publish them. With cache-dir, blocks come from the tier when all of
+ * them are there; when the server fails, each block the tier holds is
+ * still served (an outage). Called unlocked. */
+static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
+{
+	bool from_tier = tier_fill(c, blk, n);
+	int r = from_tier ? 0 : read_run(c, blk, n);
+
+	if (r == 0 && !from_tier)
+		tier_keep(c, blk, n);
 	pthread_mutex_lock(&c->lock);
 	for (size_t i = 0; i < n; i++) {
 		struct nd_block *b = blk[i];
-		if (r < 0) {
+		if (r < 0 && !tier_one(c, b)) {
 			/* A failure is reported to its readers. */
 			b->state = B_FAILED;
 			b->err = r;
@@ -532,6 +595,25 @@ static uint32_t ra_chunk_for(const struct nd_cache *c, uint32_t want)
 	return n > c->bs ? (uint32_t)n : c->bs;
 }
 
+/* cache-dir=PATH (cache-dir-size=, cache-dir-mode=read|off): the second
+ * tier. Its trouble never fails the entry: it works without it. */
+static void tier_open(struct nd_cache *c, struct nd_disk *d)
+{
+	const char *dir = nd_opt_get(&d->opts, "cache-dir");
+	const char *mode = nd_opt_get(&d->opts, "cache-dir-mode");
+	struct nd_tier_cfg cfg = { .dir = dir, .block_size = c->bs,
+				   .size = c->size, .validator = "",
+				   .writable = !d->ro };
+	if (!dir || (mode && strcmp(mode, "off") == 0) ||
+	    nd_opt_size(&d->opts, "cache-dir-size", 0, &cfg.limit) == -1)
+		return;
+	char *id = nd_stack_identity(&d->opts, d->size);
+	cfg.identity = id;
+	if (id && nd_tier_open(&cfg, &c->tier) == -1)
+		nd_warn("entry '%s': %s", d->name, nd_get_error());
+	free(id);
+}
+
 struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
 {
 	struct nd_cache *c = calloc(1, sizeof *c);
@@ -562,6 +644,7 @@ struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
 	c->ra_chunk = ra_chunk_for(c, d->info.opt_request);
 	/* A load is one request: at most reconnect-delay + timeout. */
 	c->wait_max = d->cfg.reconnect_delay + d->cfg.timeout + 5;
+	tier_open(c, d);
 	return c;
 }
 
@@ -578,6 +661,7 @@ void nd_cache_free(struct nd_cache *c)
 	pthread_mutex_unlock(&c->lock);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->cond);
+	nd_tier_close(c->tier);
 	free(c->hash);
 	free(c);
 }
@@ -1035,11 +1119,17 @@ int nd_cache_write(struct nd_cache *c, const void *buf, size_t len,
 	pthread_mutex_lock(&c->lock);
 	nd_ra_reset(&c->ra);
 	pthread_mutex_unlock(&c->lock);
-	if (c->writeback)
-		return wb_write(c, buf, len, off);
-	r = nd_disk_pwrite(c->disk, buf, len, off, 0);
-	if (r == 0)
-		update_cached(c, buf, len, off);
+	/* The tier forgets these blocks before and after: a fetch that raced
+	 * with this write may have kept their older bytes meanwhile. */
+	tier_forget(c, off, len);
+	if (c->writeback) {
+		r = wb_write(c, buf, len, off);
+	} else {
+		r = nd_disk_pwrite(c->disk, buf, len, off, 0);
+		if (r == 0)
+			update_cached(c, buf, len, off);
+	}
+	tier_forget(c, off, len);
 	return r;
 }
 
@@ -1051,9 +1141,11 @@ int nd_cache_zero(struct nd_cache *c, uint64_t len, uint64_t off,
 		return 0;
 	if (c->writeback && (r = writeback_dirty(c)) < 0)
 		return r;
+	tier_forget(c, off, len);
 	r = nd_disk_zero(c->disk, len, off, flags);
 	if (r == 0)
 		update_cached(c, NULL, len, off);
+	tier_forget(c, off, len);
 	return r;
 }
 
@@ -1100,4 +1192,5 @@ void nd_cache_get_stats(struct nd_cache *c, struct nd_cache_stats *s)
 	s->window = nd_ra_window(&c->ra);
 	s->dirty = c->dirty_bytes;
 	pthread_mutex_unlock(&c->lock);
+	nd_tier_get_stats(c->tier, &s->tier);
 }

@@ -9,6 +9,7 @@
 #include <sys/uio.h>
 
 #include "disk.h"
+#include "tier.h"
 
 struct nd_cache;
 struct nd_block;
@@ -23,6 +24,7 @@ struct nd_cache_ref {
 
 struct nd_cache_stats {
 	uint64_t hits, misses, evictions, used, budget, window, dirty;
+	struct nd_tier_stats tier; /* all 0 without cache-dir */
 };
 
 struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget);

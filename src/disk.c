@@ -56,7 +56,8 @@ static const char *const core_keys[] = {
 	"driver", "ro", "readahead", "block-size", "cache-size", "cache",
 	"connections", "timeout", "reconnect-delay", "open-timeout", "offset",
 	"size", "debug", "uid", "gid", "mode", "umask", "format", "backing", "l2-cache-size", "snapshot",
-	"overlay", "overlay-create", "overlay-force", "recovery-dir", NULL
+	"overlay", "overlay-create", "overlay-force", "recovery-dir",
+	"cache-dir", "cache-dir-size", "cache-dir-mode", NULL
 };
 
 /* "server.N.host" matches "server.12.host". */

@@ -98,6 +98,15 @@ static json_t *entry_json(struct nd_fs_entry *e)
 		json_object_set_new(j, "dirty_bytes", json_integer(cs.dirty));
 		json_object_set_new(j, "readahead_window",
 				    json_integer(cs.window));
+		if (cs.tier.state[0])
+			json_object_set_new(
+				j, "cache_dir",
+				json_pack("{s:s, s:I, s:I, s:I, s:I}", "state",
+					  cs.tier.state, "bytes",
+					  (json_int_t)cs.tier.present, "limit",
+					  (json_int_t)cs.tier.limit, "hits",
+					  (json_int_t)cs.tier.hits, "misses",
+					  (json_int_t)cs.tier.misses));
 	}
 	return j;
 }

@@ -398,7 +398,8 @@ bool nd_opt_is_core(const char *k)
 		"cache-size", "cache", "connections", "timeout",
 		"reconnect-delay", "open-timeout", "debug", "media", "uid", "gid",
 		"mode", "umask", "format",
-		"overlay", "overlay-create", "overlay-force", "backing",
+		"overlay", "overlay-create", "overlay-force", "cache-dir",
+		"cache-dir-size", "cache-dir-mode", "backing",
 		"l2-cache-size", "snapshot", "recovery-dir", NULL
 	};
 	for (size_t i = 0; keys[i]; i++)
