@@ -27,13 +27,12 @@
  * stopped brick. open-behind is put in pass-through: its deferred OPEN, if
  * it fails, leaves the fd failed for good.
  *
- * fsync: write-behind acknowledges writes before the brick has them.
- * With resync-failed-syncs-after-fsync on, writes that failed to sync stay
- * cached (while the fd is open) and are retried by the next fsync, which
- * makes a retry after ENOTCONN honest. Any other fsync failure, or a close
- * that fails with writes not yet synced, means data that was acknowledged
- * may be gone: the file then refuses every write with EIO until the next
- * mount instead of pretending the data is safe. */
+ * Writes: the file is opened O_DSYNC, so write-behind passes each write
+ * through and a write returns only once the brick has it (the core
+ * acknowledges a write only after the server did; a brick killed while
+ * write-behind held acknowledged writes lost them). The guard below for a
+ * failed sync (resync-failed-syncs-after-fsync, a file that refuses writes
+ * after a failed fsync) stays for the rest of write-behind's buffering. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -969,7 +968,10 @@ static int gluster_open(const struct nd_opts *o, void **handle,
 		goto err;
 	}
 	c->vol = v;
-	c->fd = glfs_open(v->fs, cfg.path, cfg.ro ? O_RDONLY : O_RDWR);
+	/* O_DSYNC: write-behind must not acknowledge a write the brick does
+	 * not have (the core acknowledges a write only once the server did;
+	 * a brick killed before its write-behind flushed lost such writes). */
+	c->fd = glfs_open(v->fs, cfg.path, cfg.ro ? O_RDONLY : O_RDWR | O_DSYNC);
 	if (!c->fd && !cfg.ro && (errno == EROFS || errno == EACCES)) {
 		nd_info(
 		    "%s: gluster: %s/%s is not writable (%m), serving it read-only",
