@@ -1,6 +1,7 @@
 /* qcow2-open.c: reading and checking a qcow2 image's header, its
  * extensions, L1 table and snapshot table, and opening its backing file. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,28 +140,51 @@ static int load_l1(struct qcow2 *q, uint64_t off, uint32_t size, uint64_t vsize)
 	return r;
 }
 
-/* Does the snapshot table entry at P (ID and name after EXTRA bytes) have
- * NAME as its ID or name? */
-static int snapshot_is(struct qcow2 *q, uint64_t p, uint32_t extra,
-		       uint32_t idlen, uint32_t nlen, const char *name)
-{
-	size_t want = strlen(name);
-	char *s;
-	int r = 0;
+/* One entry of the snapshot table, read at *P (which moves past it). */
+struct snapshot {
+	uint64_t l1_off, vsize;
+	uint32_t l1_size;
+	char *id, *name; /* malloc'd */
+};
 
-	for (int i = 0; i < 2 && r == 0; i++) {
-		uint32_t len = i ? nlen : idlen;
-		uint64_t at = p + 40 + extra + (i ? idlen : 0);
-		if (len != want)
-			continue;
-		if (!(s = malloc(len + 1)))
-			return -ENOMEM;
-		r = qcow2_file_read(q, s, len, at, "snapshot name");
-		if (r == 0 && memcmp(s, name, len) == 0)
-			r = 1;
-		free(s);
+static void snapshot_free(struct snapshot *sn)
+{
+	free(sn->id);
+	free(sn->name);
+	memset(sn, 0, sizeof *sn);
+}
+
+static int read_snapshot(struct qcow2 *q, const struct header *h, uint64_t *p,
+			 struct snapshot *sn)
+{
+	uint8_t e[40], ex[16] = { 0 };
+	int r;
+
+	memset(sn, 0, sizeof *sn);
+	if ((r = qcow2_file_read(q, e, sizeof e, *p, "snapshot table offset")))
+		return r;
+	uint32_t idlen = e[12] << 8 | e[13], nlen = e[14] << 8 | e[15];
+	uint32_t extra = be32(e + 36);
+	if (extra > 65536)
+		return qcow2_corrupt("snapshot extra data size", extra);
+	if (!(sn->id = calloc(1, idlen + 1)) || !(sn->name = calloc(1, nlen + 1))) {
+		snapshot_free(sn);
+		return -ENOMEM;
 	}
-	return r;
+	if ((extra >= 16 &&
+	     (r = qcow2_file_read(q, ex, 16, *p + 40, "snapshot extra data"))) ||
+	    (r = qcow2_file_read(q, sn->id, idlen, *p + 40 + extra,
+				 "snapshot ID")) ||
+	    (r = qcow2_file_read(q, sn->name, nlen, *p + 40 + extra + idlen,
+				 "snapshot name"))) {
+		snapshot_free(sn);
+		return r;
+	}
+	sn->l1_off = be64(e);
+	sn->l1_size = be32(e + 8);
+	sn->vsize = extra >= 16 ? be64(ex + 8) : h->size;
+	*p += (40 + extra + idlen + nlen + 7) & ~7ull;
+	return 0;
 }
 
 /* Find snapshot NAME (its ID or name) in the snapshot table. */
@@ -169,29 +193,19 @@ static int find_snapshot(struct qcow2 *q, const struct header *h,
 			 uint64_t *vsize)
 {
 	uint64_t p = h->snapshots_off;
-	uint8_t e[40], ex[16];
+	struct snapshot sn;
 
 	for (uint32_t i = 0; i < h->nb_snapshots; i++) {
-		int r = qcow2_file_read(q, e, sizeof e, p, "snapshot table offset");
+		int r = read_snapshot(q, h, &p, &sn);
 		if (r)
 			return r;
-		uint32_t idlen = e[12] << 8 | e[13], nlen = e[14] << 8 | e[15];
-		uint32_t extra = be32(e + 36);
-		if (extra > 65536)
-			return qcow2_corrupt("snapshot extra data size", extra);
-		if ((r = snapshot_is(q, p, extra, idlen, nlen, name)) < 0)
-			return r;
-		if (r) {
-			memset(ex, 0, sizeof ex);
-			if (extra >= 16 && (r = qcow2_file_read(q, ex, 16, p + 40,
-							  "snapshot extra data")))
-				return r;
-			*l1_off = be64(e);
-			*l1_size = be32(e + 8);
-			*vsize = extra >= 16 ? be64(ex + 8) : h->size;
+		bool match = !strcmp(sn.id, name) || !strcmp(sn.name, name);
+		*l1_off = sn.l1_off;
+		*l1_size = sn.l1_size;
+		*vsize = sn.vsize;
+		snapshot_free(&sn);
+		if (match)
 			return 0;
-		}
-		p += (40 + extra + idlen + nlen + 7) & ~7ull;
 	}
 	errno = ENOENT;
 	nd_error("qcow2: no snapshot '%s' (ID or name) in the image", name);
@@ -363,26 +377,13 @@ static void describe_snapshots(struct qcow2 *q, const struct header *h,
 			       FILE *out)
 {
 	uint64_t p = h->snapshots_off;
-	uint8_t e[40], ex[16];
-	for (uint32_t i = 0; i < h->nb_snapshots && i < 65536; i++) {
-		if (qcow2_file_read(q, e, sizeof e, p, "snapshot table offset"))
+	struct snapshot sn;
+	for (uint32_t i = 0; i < h->nb_snapshots; i++) {
+		if (read_snapshot(q, h, &p, &sn))
 			return;
-		uint32_t idlen = e[12] << 8 | e[13], nlen = e[14] << 8 | e[15];
-		uint32_t extra = be32(e + 36);
-		char *id = calloc(1, idlen + 1), *nm = calloc(1, nlen + 1);
-		memset(ex, 0, sizeof ex);
-		if (id && nm && extra <= 65536 &&
-		    (extra < 16 || !qcow2_file_read(q, ex, 16, p + 40, "snapshot")) &&
-		    !qcow2_file_read(q, id, idlen, p + 40 + extra, "snapshot ID") &&
-		    !qcow2_file_read(q, nm, nlen, p + 40 + extra + idlen,
-				     "snapshot name"))
-			fprintf(out, "snapshot: id=%s name=%s virtual-size=%llu\n",
-				id, nm,
-				(unsigned long long)(extra >= 16 ? be64(ex + 8)
-								  : h->size));
-		free(id);
-		free(nm);
-		p += (40 + extra + idlen + nlen + 7) & ~7ull;
+		fprintf(out, "snapshot: id=%s name=%s virtual-size=%llu\n", sn.id,
+			sn.name, (unsigned long long)sn.vsize);
+		snapshot_free(&sn);
 	}
 }
 
