@@ -1043,13 +1043,13 @@ out:
 	return r;
 }
 
-static int curl_open(const struct nd_opts *o, void **conn, struct nd_info *info)
+static int curl_open(const struct nd_opts *o, const struct nd_settings *s,
+		     void **conn, struct nd_info *info)
 {
 	const char *driver = nd_opt_get(o, "driver");
 	const char *url = nd_opt_get(o, "url");
 	char *fetch = NULL;
 	bool explicit_tls;
-	uint64_t conns;
 	struct curl_conn *c;
 	int r;
 
@@ -1074,12 +1074,8 @@ static int curl_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 		r = -ENOMEM;
 		goto fail;
 	}
-	if (nd_opt_seconds(o, "timeout", ND_DEFAULT_TIMEOUT, &c->timeout) < 0 ||
-	    nd_opt_uint(o, "connections", 4, 1, 1024, &conns) < 0) {
-		r = -EINVAL;
-		goto fail;
-	}
-	if (!(c->timeout > 0) || c->timeout > 86400) {
+	c->timeout = s->timeout;
+	if (c->timeout > 86400) {
 		nd_error(
 		    "timeout: must be more than 0 and at most 86400 seconds");
 		r = -EINVAL;
@@ -1102,7 +1098,7 @@ static int curl_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 	if (c->kind == CURL_KIND_HTTP) {
 		r = curl_http_size(c);
 	} else {
-		c->max_streams = (unsigned)conns;
+		c->max_streams = s->connections;
 		c->streams = calloc(c->max_streams, sizeof *c->streams);
 		if (!c->streams) {
 			r = -ENOMEM;
@@ -1149,15 +1145,13 @@ static int curl_pread(void *conn, void *buf, size_t len, uint64_t off)
 	return curl_ftp_pread(c, buf, len, off);
 }
 
-static int curl_pwrite(void *conn, const void *buf, size_t len, uint64_t off,
-		       unsigned flags)
+static int curl_pwrite(void *conn, const void *buf, size_t len, uint64_t off)
 {
 	struct curl_conn *c = conn;
 
 	(void)buf;
 	(void)len;
 	(void)off;
-	(void)flags;
 	nd_error("%s: http(s) and ftp(s) disks are read-only", c->label);
 	return -EROFS;
 }

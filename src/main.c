@@ -179,8 +179,8 @@ static int load(struct nd_table *t)
 {
 	if (nd_url_is_device(cli.source))
 		return nd_table_from_url(cli.source, &cli.defaults,
-					 nd_disk_check_opts, t, stderr);
-	return nd_table_load(cli.source, &cli.defaults, nd_disk_check_opts, t,
+					 nd_disk_prune_opts, t, stderr);
+	return nd_table_load(cli.source, &cli.defaults, nd_disk_prune_opts, t,
 			     stderr);
 }
 
@@ -321,7 +321,7 @@ static void reload(void)
 		nd_info("SIGHUP: nothing to reload (no table file)");
 		return;
 	}
-	nerr = nd_table_load(cli.source, &cli.defaults, nd_disk_check_opts, &t,
+	nerr = nd_table_load(cli.source, &cli.defaults, nd_disk_prune_opts, &t,
 			     errs);
 	fclose(errs);
 	if (nerr) {

@@ -34,22 +34,22 @@ static double now_s(void)
 }
 
 /* A frozen server costs a real backend its whole timeout. */
-static int frozen(const struct nd_opts *o)
+static int frozen(const struct nd_settings *s)
 {
-	double t = 1;
-	nd_opt_seconds(o, "timeout", 1, &t);
+	double t = s->timeout;
 	usleep((useconds_t)(t * 1e6));
 	nd_error("fake: no answer for %g s", t);
 	return -ETIMEDOUT;
 }
 
 struct fake_conn {
-	const struct nd_opts *o;
+	const struct nd_settings *s;
 	int gen; /* connections from before an outage stay broken */
 };
 static atomic_int generation;
 
-static int fake_open(const struct nd_opts *o, void **h, struct nd_info *i)
+static int fake_open(const struct nd_opts *o, const struct nd_settings *s,
+		     void **h, struct nd_info *i)
 {
 	opens++;
 	if (mode == REFUSE) {
@@ -57,9 +57,10 @@ static int fake_open(const struct nd_opts *o, void **h, struct nd_info *i)
 		return -ECONNREFUSED;
 	}
 	if (mode == FROZEN)
-		return frozen(o);
+		return frozen(s);
+	(void)o;
 	struct fake_conn *c = malloc(sizeof *c);
-	c->o = o;
+	c->s = s;
 	c->gen = generation;
 	*h = c;
 	memset(i, 0, sizeof *i);
@@ -79,7 +80,7 @@ static int fake_pread(void *h, void *buf, size_t len, uint64_t off)
 {
 	struct fake_conn *c = h;
 	if (mode == FROZEN)
-		return frozen(c->o);
+		return frozen(c->s);
 	if (mode == REFUSE || c->gen != generation) {
 		nd_error("fake: connection reset");
 		return -ENOTCONN;
