@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../src/log.h"
 #include "../src/opts.h"
@@ -64,8 +65,22 @@ struct nd_info {
 	unsigned max_connections; /* 0 = as many as connections= asks */
 };
 
+/* The type of an option's value, as --help shows it. */
+enum nd_opttype {
+	ND_OPT_STRING,	/* STRING */
+	ND_OPT_BOOL,	/* on|off */
+	ND_OPT_UINT,	/* N */
+	ND_OPT_SIZE,	/* SIZE (K, M, G suffixes) */
+	ND_OPT_SECONDS, /* SECONDS */
+	ND_OPT_FILE,	/* PATH of a local file or socket */
+};
+
+/* One key a backend accepts ("server.N.host": N stands for 0, 1, ...). */
 struct nd_optdesc {
 	const char *key;
+	enum nd_opttype type;
+	const char *def; /* the default, as shown; NULL: none */
+	bool secret;	 /* a password or cookie: redacted wherever shown */
 	const char *help;
 };
 
@@ -128,6 +143,11 @@ const struct nd_proto *nd_proto_by_legacy(const char *url);
 
 void nd_backend_register(const struct nd_backend *b);
 const struct nd_backend *nd_backend_find(const char *driver);
+/* Does DRIVER's backend declare KEY secret (its value never shown)? False
+ * for an unknown driver or key. For the core's redactor. */
+bool nd_backend_key_is_secret(const char *driver, const char *key);
+/* B's options, one line each, as --help shows them. */
+void nd_backend_print_options(FILE *f, const struct nd_backend *b);
 /* NULL-terminated list, in registration order. */
 const struct nd_backend *const *nd_backend_list(void);
 

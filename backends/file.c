@@ -145,8 +145,9 @@ static int file_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 static const char *const file_drivers[] = { "file", "host_device", NULL };
 static const char *const file_schemes[] = { "file", "/PATH", NULL };
 static const struct nd_optdesc file_options[] = {
-	{ "filename", "path of the local file or block device" },
-	{ NULL, NULL },
+	{ "filename", ND_OPT_FILE, NULL, false,
+	  "path of the local file or block device" },
+	{ NULL, ND_OPT_STRING, NULL, false, NULL },
 };
 
 static const struct nd_backend file_backend = {

@@ -88,6 +88,32 @@ static bool backend_takes(const struct nd_backend *b, const char *key)
 	return false;
 }
 
+bool nd_backend_key_is_secret(const char *driver, const char *key)
+{
+	const struct nd_backend *b = driver ? nd_backend_find(driver) : NULL;
+	for (const struct nd_optdesc *d = b ? b->options : NULL; d && d->key;
+	     d++)
+		if (key_matches(d->key, key))
+			return d->secret;
+	return false;
+}
+
+void nd_backend_print_options(FILE *f, const struct nd_backend *b)
+{
+	static const char *const shown[] = {
+		[ND_OPT_STRING] = "STRING", [ND_OPT_BOOL] = "on|off",
+		[ND_OPT_UINT] = "N",	    [ND_OPT_SIZE] = "SIZE",
+		[ND_OPT_SECONDS] = "SECONDS", [ND_OPT_FILE] = "PATH",
+	};
+	for (const struct nd_optdesc *d = b->options; d && d->key; d++) {
+		char kv[64];
+		snprintf(kv, sizeof kv, "%s=%s", d->key, shown[d->type]);
+		fprintf(f, "    %-28s %s%s%s%s%s\n", kv, d->help,
+			d->def ? " (" : "", d->def ? d->def : "",
+			d->def ? ")" : "", d->secret ? ", secret" : "");
+	}
+}
+
 /* A default meant for other drivers (initiator-name for the iSCSI
  * entries of a mixed table) is dropped quietly; one no driver knows is a
  * typo and an error. */

@@ -98,9 +98,7 @@ static void help(void)
 		for (const char *const *s = (*b)->schemes; s && *s; s++)
 			printf(" %s", *s);
 		printf("\n");
-		for (const struct nd_optdesc *d = (*b)->options; d && d->key;
-		     d++)
-			printf("    %-22s %s\n", d->key, d->help);
+		nd_backend_print_options(stdout, *b);
 	}
 }
 
