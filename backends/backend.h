@@ -32,8 +32,8 @@
 #define ND_DEFAULT_TIMEOUT 5.0
 
 /* The errnos (negated by callbacks) the core treats as a lost connection. */
-#define ND_CONN_ERRNOS                                                        \
-	ENOTCONN, ECONNRESET, EPIPE, ECONNREFUSED, ECONNABORTED, ESHUTDOWN,   \
+#define ND_CONN_ERRNOS                                                         \
+	ENOTCONN, ECONNRESET, EPIPE, ECONNREFUSED, ECONNABORTED, ESHUTDOWN,    \
 	    ETIMEDOUT, EHOSTUNREACH, ENETUNREACH
 
 #define ND_MAY_TRIM 2u	/* zero: the backend may deallocate instead */

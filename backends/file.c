@@ -145,22 +145,22 @@ static int file_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 static const char *const file_drivers[] = { "file", "host_device", NULL };
 static const char *const file_schemes[] = { "file", "/PATH", NULL };
 static const struct nd_optdesc file_options[] = {
-	{ "filename", ND_OPT_FILE, NULL, false,
-	  "path of the local file or block device" },
-	{ NULL, ND_OPT_STRING, NULL, false, NULL },
+    {"filename", ND_OPT_FILE, NULL, false,
+     "path of the local file or block device"},
+    {NULL, ND_OPT_STRING, NULL, false, NULL},
 };
 
 static const struct nd_backend file_backend = {
-	.name = "file",
-	.drivers = file_drivers,
-	.schemes = file_schemes,
-	.description = "a local file or block device",
-	.options = file_options,
-	.open = file_open,
-	.close = file_close,
-	.pread = file_pread,
-	.pwrite = file_pwrite,
-	.flush = file_flush,
-	.zero = file_zero,
+    .name = "file",
+    .drivers = file_drivers,
+    .schemes = file_schemes,
+    .description = "a local file or block device",
+    .options = file_options,
+    .open = file_open,
+    .close = file_close,
+    .pread = file_pread,
+    .pwrite = file_pwrite,
+    .flush = file_flush,
+    .zero = file_zero,
 };
 ND_BACKEND_REGISTER(file_backend)

@@ -1177,23 +1177,19 @@ static const char *const gluster_drivers[] = {"gluster", NULL};
 static const char *const gluster_schemes[] = {
     "gluster", "gluster+tcp", "gluster+unix", "gluster+rdma", NULL};
 static const struct nd_optdesc gluster_options[] = {
-	{ "volume", ND_OPT_STRING, NULL, false,
-	  "GlusterFS volume name" },
-	{ "path", ND_OPT_STRING, NULL, false,
-	  "image file inside the volume" },
-	{ "server.N.type", ND_OPT_STRING, "tcp", false,
-	  "tcp or unix; rdma is served over tcp" },
-	{ "server.N.host", ND_OPT_STRING, NULL, false,
-	  "volfile server host name or address" },
-	{ "server.N.port", ND_OPT_UINT, "24007", false,
-	  "volfile server port" },
-	{ "server.N.socket", ND_OPT_FILE, NULL, false,
-	  "glusterd Unix socket, with type=unix" },
-	{ "debug", ND_OPT_UINT, "4", false,
-	  "libgfapi log level 0-9" },
-	{ "logfile", ND_OPT_FILE, NULL, false,
-	  "libgfapi log file (default: the netdiskfs log, with -d)" },
-	{ NULL, ND_OPT_STRING, NULL, false, NULL },
+    {"volume", ND_OPT_STRING, NULL, false, "GlusterFS volume name"},
+    {"path", ND_OPT_STRING, NULL, false, "image file inside the volume"},
+    {"server.N.type", ND_OPT_STRING, "tcp", false,
+     "tcp or unix; rdma is served over tcp"},
+    {"server.N.host", ND_OPT_STRING, NULL, false,
+     "volfile server host name or address"},
+    {"server.N.port", ND_OPT_UINT, "24007", false, "volfile server port"},
+    {"server.N.socket", ND_OPT_FILE, NULL, false,
+     "glusterd Unix socket, with type=unix"},
+    {"debug", ND_OPT_UINT, "4", false, "libgfapi log level 0-9"},
+    {"logfile", ND_OPT_FILE, NULL, false,
+     "libgfapi log file (default: the netdiskfs log, with -d)"},
+    {NULL, ND_OPT_STRING, NULL, false, NULL},
 };
 
 static const struct nd_backend gluster_backend = {

@@ -978,8 +978,7 @@ static int iscsi_check_range(struct iscsi_conn *c, const char *what,
 /* Queue one READ or WRITE of LEN bytes at OFF with BUF, completing in W. */
 static struct scsi_task *iscsi_rw_task(struct iscsi_conn *c, bool write,
 				       unsigned char *buf, uint32_t len,
-				       uint64_t off, bool fua,
-				       struct iscsi_wait *w)
+				       uint64_t off, struct iscsi_wait *w)
 {
 	uint64_t lba = off / c->block_size;
 	int bs = (int)c->block_size;
@@ -988,10 +987,10 @@ static struct scsi_task *iscsi_rw_task(struct iscsi_conn *c, bool write,
 	if (write)
 		return c->use16
 			   ? iscsi_write16_task(c->ctx, c->lun, lba, buf, len,
-						bs, 0, 0, fua, 0, 0,
+						bs, 0, 0, 0, 0, 0,
 						iscsi_done_cb, w)
 			   : iscsi_write10_task(c->ctx, c->lun, (uint32_t)lba,
-						buf, len, bs, 0, 0, fua, 0, 0,
+						buf, len, bs, 0, 0, 0, 0, 0,
 						iscsi_done_cb, w);
 	t = c->use16 ? iscsi_read16_task(c->ctx, c->lun, lba, len, bs, 0, 0, 0,
 					 0, 0, iscsi_done_cb, w)
@@ -1009,7 +1008,7 @@ static struct scsi_task *iscsi_rw_task(struct iscsi_conn *c, bool write,
 /* A read or write as up to ISCSI_PIPE commands in flight at once on this
  * session (the target works on them in parallel), under one deadline. */
 static int iscsi_rw(struct iscsi_conn *c, bool write, unsigned char *buf,
-		    size_t len, uint64_t off, bool fua)
+		    size_t len, uint64_t off)
 {
 	struct scsi_task *t[ISCSI_PIPE] = {NULL};
 	const char *what = write ? (c->use16 ? "WRITE(16)" : "WRITE(10)")
@@ -1024,9 +1023,8 @@ static int iscsi_rw(struct iscsi_conn *c, bool write, unsigned char *buf,
 			       ? len - done
 			       : piece;
 
-		t[n] =
-		    iscsi_rw_task(c, write, buf + done, (uint32_t)l, off + done,
-				  fua, iscsi_arm_slot(c, &c->io[n]));
+		t[n] = iscsi_rw_task(c, write, buf + done, (uint32_t)l,
+				     off + done, iscsi_arm_slot(c, &c->io[n]));
 		if (t[n] == NULL) {
 			r = iscsi_fail(c, ISCSI_ST_LIBRARY, NULL,
 				       "%s of %zu bytes at %" PRIu64, what, l,
@@ -1071,7 +1069,7 @@ static int iscsi_pread(void *conn, void *buf, size_t len, uint64_t off)
 	if ((r = iscsi_check_alive(c, "read")) < 0 ||
 	    (r = iscsi_check_range(c, "read", len, off)) < 0)
 		return r;
-	return iscsi_rw(c, false, buf, len, off, false);
+	return iscsi_rw(c, false, buf, len, off);
 }
 
 static int iscsi_read_only_error(const char *what)
@@ -1110,8 +1108,7 @@ static int iscsi_pwrite(void *conn, const void *buf, size_t len, uint64_t off)
 		return r;
 	/* libiscsi only reads the data out of BUF */
 	iscsi_sigpipe_hold(&old);
-	r = iscsi_rw(c, true, (unsigned char *)(uintptr_t)buf, len, off,
-		     false);
+	r = iscsi_rw(c, true, (unsigned char *)(uintptr_t)buf, len, off);
 	iscsi_sigpipe_release(&old);
 	return r;
 }
@@ -1155,31 +1152,27 @@ static int iscsi_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 }
 
 static const struct nd_optdesc iscsi_options[] = {
-	{ "transport", ND_OPT_STRING, "tcp", false,
-	  "the only transport" },
-	{ "portal", ND_OPT_STRING, NULL, false,
-	  "HOST[:PORT] of the target, IPv6 as [ADDR]:PORT (3260)" },
-	{ "target", ND_OPT_STRING, NULL, false,
-	  "target IQN" },
-	{ "lun", ND_OPT_UINT, "0", false,
-	  "logical unit number" },
-	{ "user", ND_OPT_STRING, NULL, false,
-	  "CHAP user name" },
-	{ "password", ND_OPT_STRING, NULL, true,
-	  "CHAP password (prefer password-file)" },
-	{ "password-file", ND_OPT_FILE, NULL, false,
-	  "file holding the CHAP password" },
-	{ "initiator-name", ND_OPT_STRING, NULL, false,
-	  "initiator IQN (iqn.2008-11.org.linux-kvm:NAME)" },
-	{ "header-digest", ND_OPT_STRING, NULL, false,
-	  "crc32c, none, crc32c-none, none-crc32c" },
-	{ "target-user", ND_OPT_STRING, NULL, false,
-	  "mutual CHAP: user name the target answers with" },
-	{ "target-password", ND_OPT_STRING, NULL, true,
-	  "mutual CHAP: the target's password" },
-	{ "target-password-file", ND_OPT_FILE, NULL, false,
-	  "mutual CHAP: file holding it" },
-	{ NULL, ND_OPT_STRING, NULL, false, NULL },
+    {"transport", ND_OPT_STRING, "tcp", false, "the only transport"},
+    {"portal", ND_OPT_STRING, NULL, false,
+     "HOST[:PORT] of the target, IPv6 as [ADDR]:PORT (3260)"},
+    {"target", ND_OPT_STRING, NULL, false, "target IQN"},
+    {"lun", ND_OPT_UINT, "0", false, "logical unit number"},
+    {"user", ND_OPT_STRING, NULL, false, "CHAP user name"},
+    {"password", ND_OPT_STRING, NULL, true,
+     "CHAP password (prefer password-file)"},
+    {"password-file", ND_OPT_FILE, NULL, false,
+     "file holding the CHAP password"},
+    {"initiator-name", ND_OPT_STRING, NULL, false,
+     "initiator IQN (iqn.2008-11.org.linux-kvm:NAME)"},
+    {"header-digest", ND_OPT_STRING, NULL, false,
+     "crc32c, none, crc32c-none, none-crc32c"},
+    {"target-user", ND_OPT_STRING, NULL, false,
+     "mutual CHAP: user name the target answers with"},
+    {"target-password", ND_OPT_STRING, NULL, true,
+     "mutual CHAP: the target's password"},
+    {"target-password-file", ND_OPT_FILE, NULL, false,
+     "mutual CHAP: file holding it"},
+    {NULL, ND_OPT_STRING, NULL, false, NULL},
 };
 
 static const struct nd_backend iscsi_backend = {

@@ -47,12 +47,7 @@
 /* Say once per process that X.509 without a CA directory is unverified. */
 static atomic_bool nbd_warned_unverified;
 
-enum nbd_op {
-	NBD_OP_READ,
-	NBD_OP_WRITE,
-	NBD_OP_FLUSH,
-	NBD_OP_ZERO
-};
+enum nbd_op { NBD_OP_READ, NBD_OP_WRITE, NBD_OP_FLUSH, NBD_OP_ZERO };
 
 /* One submitted command; lives on the caller's stack until done. */
 struct nbd_req {
@@ -791,27 +786,23 @@ static const char *const nbd_drivers[] = {"nbd", NULL};
 static const char *const nbd_schemes[] = {
     "nbd", "nbd+tcp", "nbd+unix", "nbds", "nbds+tcp", "nbds+unix", NULL};
 static const struct nd_optdesc nbd_options[] = {
-	{ "server.type", ND_OPT_STRING, "inet", false,
-	  "inet (TCP) or unix" },
-	{ "server.host", ND_OPT_STRING, NULL, false,
-	  "server host name or address (inet)" },
-	{ "server.port", ND_OPT_UINT, "10809", false,
-	  "server TCP port" },
-	{ "server.path", ND_OPT_FILE, NULL, false,
-	  "server Unix socket path (unix)" },
-	{ "export", ND_OPT_STRING, "\"\"", false,
-	  "export name" },
-	{ "tls", ND_OPT_STRING, NULL, false,
-	  "off, on (use TLS when offered) or require" },
-	{ "tls-psk-file", ND_OPT_FILE, NULL, false,
-	  "PSK key file (psktool format); implies tls=require" },
-	{ "tls-certificates", ND_OPT_FILE, NULL, false,
-	  "directory of X.509 certificates; implies tls=require" },
-	{ "tls-username", ND_OPT_STRING, NULL, false,
-	  "TLS PSK user name (default: the login name)" },
-	{ "tls-verify-peer", ND_OPT_BOOL, "on", false,
-	  "verify the server certificate" },
-	{ NULL, ND_OPT_STRING, NULL, false, NULL },
+    {"server.type", ND_OPT_STRING, "inet", false, "inet (TCP) or unix"},
+    {"server.host", ND_OPT_STRING, NULL, false,
+     "server host name or address (inet)"},
+    {"server.port", ND_OPT_UINT, "10809", false, "server TCP port"},
+    {"server.path", ND_OPT_FILE, NULL, false, "server Unix socket path (unix)"},
+    {"export", ND_OPT_STRING, "\"\"", false, "export name"},
+    {"tls", ND_OPT_STRING, NULL, false,
+     "off, on (use TLS when offered) or require"},
+    {"tls-psk-file", ND_OPT_FILE, NULL, false,
+     "PSK key file (psktool format); implies tls=require"},
+    {"tls-certificates", ND_OPT_FILE, NULL, false,
+     "directory of X.509 certificates; implies tls=require"},
+    {"tls-username", ND_OPT_STRING, NULL, false,
+     "TLS PSK user name (default: the login name)"},
+    {"tls-verify-peer", ND_OPT_BOOL, "on", false,
+     "verify the server certificate"},
+    {NULL, ND_OPT_STRING, NULL, false, NULL},
 };
 
 static const struct nd_backend nbd_backend = {

@@ -1283,23 +1283,21 @@ static void ssh_shutdown(void)
 static const char *const ssh_drivers[] = {"ssh", NULL};
 static const char *const ssh_schemes[] = {"ssh", NULL};
 static const struct nd_optdesc ssh_options[] = {
-	{ "server.host", ND_OPT_STRING, NULL, false,
-	  "SSH server host name or address" },
-	{ "server.port", ND_OPT_UINT, "22", false,
-	  "SSH server port" },
-	{ "user", ND_OPT_STRING, NULL, false,
-	  "remote user name (the local user)" },
-	{ "path", ND_OPT_STRING, NULL, false,
-	  "path of the disk image on the server" },
-	{ "host-key-check", ND_OPT_STRING, "known_hosts", false,
-	  "known_hosts, none, sha256:HEX, sha1:HEX or md5:HEX" },
-	{ "known-hosts", ND_OPT_FILE, NULL, false,
-	  "known_hosts file (~/.ssh/known_hosts)" },
-	{ "identity", ND_OPT_FILE, NULL, false,
-	  "private key file, tried after ssh-agent" },
-	{ "password-file", ND_OPT_FILE, NULL, false,
-	  "file holding the password, tried last" },
-	{ NULL, ND_OPT_STRING, NULL, false, NULL },
+    {"server.host", ND_OPT_STRING, NULL, false,
+     "SSH server host name or address"},
+    {"server.port", ND_OPT_UINT, "22", false, "SSH server port"},
+    {"user", ND_OPT_STRING, NULL, false, "remote user name (the local user)"},
+    {"path", ND_OPT_STRING, NULL, false,
+     "path of the disk image on the server"},
+    {"host-key-check", ND_OPT_STRING, "known_hosts", false,
+     "known_hosts, none, sha256:HEX, sha1:HEX or md5:HEX"},
+    {"known-hosts", ND_OPT_FILE, NULL, false,
+     "known_hosts file (~/.ssh/known_hosts)"},
+    {"identity", ND_OPT_FILE, NULL, false,
+     "private key file, tried after ssh-agent"},
+    {"password-file", ND_OPT_FILE, NULL, false,
+     "file holding the password, tried last"},
+    {NULL, ND_OPT_STRING, NULL, false, NULL},
 };
 
 static const struct nd_backend ssh_backend = {

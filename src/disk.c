@@ -101,9 +101,9 @@ bool nd_backend_key_is_secret(const char *driver, const char *key)
 void nd_backend_print_options(FILE *f, const struct nd_backend *b)
 {
 	static const char *const shown[] = {
-		[ND_OPT_STRING] = "STRING", [ND_OPT_BOOL] = "on|off",
-		[ND_OPT_UINT] = "N",	    [ND_OPT_SIZE] = "SIZE",
-		[ND_OPT_SECONDS] = "SECONDS", [ND_OPT_FILE] = "PATH",
+	    [ND_OPT_STRING] = "STRING",	  [ND_OPT_BOOL] = "on|off",
+	    [ND_OPT_UINT] = "N",	  [ND_OPT_SIZE] = "SIZE",
+	    [ND_OPT_SECONDS] = "SECONDS", [ND_OPT_FILE] = "PATH",
 	};
 	for (const struct nd_optdesc *d = b->options; d && d->key; d++) {
 		char kv[64];
@@ -485,7 +485,7 @@ static int borrow(struct nd_disk *d, double until, struct nd_slot **out)
 
 static bool is_conn_error(int r)
 {
-	static const int conn_errnos[] = { ND_CONN_ERRNOS };
+	static const int conn_errnos[] = {ND_CONN_ERRNOS};
 	for (size_t i = 0; i < sizeof conn_errnos / sizeof *conn_errnos; i++)
 		if (r == -conn_errnos[i])
 			return true;
@@ -542,8 +542,7 @@ static int call_backend(struct nd_disk *d, void *h, const struct op *op)
 {
 	switch (op->kind) {
 	case OP_READ: return d->be->pread(h, op->buf, op->len, op->off);
-	case OP_WRITE:
-		return d->be->pwrite(h, op->buf, op->len, op->off);
+	case OP_WRITE: return d->be->pwrite(h, op->buf, op->len, op->off);
 	case OP_FLUSH: return d->be->flush(h);
 	case OP_ZERO: return d->be->zero(h, op->len, op->off, op->flags);
 	}
@@ -791,8 +790,7 @@ int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 				       end - bs, 0);
 		if (r == 0) {
 			memcpy(tmp + (off - start), buf, len);
-			r = io_aligned(d, OP_WRITE, tmp, end - start, start,
-				       0);
+			r = io_aligned(d, OP_WRITE, tmp, end - start, start, 0);
 		}
 		pthread_mutex_unlock(&d->rmw_lock);
 		free(tmp);
@@ -864,8 +862,8 @@ int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off,
 	}
 	while (len > 0) {
 		uint64_t n = len > m ? m : len;
-		struct op op = { OP_ZERO, NULL, n, off + d->cfg.offset,
-				 flags & ND_MAY_TRIM };
+		struct op op = {OP_ZERO, NULL, n, off + d->cfg.offset,
+				flags & ND_MAY_TRIM};
 		int r = run_op(d, &op);
 		if (r == -ENOTSUP || r == -EOPNOTSUPP)
 			r = zero_by_writing(d, n, off);

@@ -88,8 +88,7 @@ int nd_disk_pread(struct nd_disk *d, void *buf, size_t len, uint64_t off);
 int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 		   uint64_t off, unsigned flags);
 int nd_disk_flush(struct nd_disk *d);
-int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off,
-		 unsigned flags);
+int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off, unsigned flags);
 
 /* Call every registered backend's shutdown once. */
 void nd_backends_shutdown(void);
