@@ -637,7 +637,8 @@ static int nbd_start_connect(struct nbd_conn *c, const struct nd_opts *o,
 	 * and server.port) or unix (with server.path). */
 	const char *path = nd_opt_get(o, "server.path");
 	const char *host = nd_opt_get(o, "server.host");
-	const char *port = nd_opt_get(o, "server.port");
+	uint64_t port;
+	char portstr[16];
 
 	if (!strcmp(nd_opt_get(o, "server.type"), "unix")) {
 		snprintf(where, wlen, "unix:%s", path);
@@ -645,9 +646,15 @@ static int nbd_start_connect(struct nbd_conn *c, const struct nd_opts *o,
 			return nbd_connect_fail(c, where, tls);
 		return 0;
 	}
+	/* A dotted server.port= reaches here as written: parse it. */
+	if (nd_opt_uint(o, "server.port", 0, 1, 65535, &port) < 0) {
+		errno = EINVAL;
+		return -EINVAL;
+	}
+	snprintf(portstr, sizeof portstr, "%" PRIu64, port);
 	snprintf(where, wlen, strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
-		 port);
-	if (nbd_aio_connect_tcp(c->h, host, port) == -1)
+		 portstr);
+	if (nbd_aio_connect_tcp(c->h, host, portstr) == -1)
 		return nbd_connect_fail(c, where, tls);
 	return 0;
 }
