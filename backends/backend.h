@@ -4,11 +4,12 @@
  * ND_BACKEND_REGISTER. The core owns the option strings; a backend never
  * copies them beyond open(). Every callback returns 0 or -errno after one
  * nd_error() call that explains it. Connection-level failures return
- * -ENOTCONN (the core then closes this connection, opens a new one with
- * backoff and retries the request until reconnect-delay runs out);
+ * -ENOTCONN (the core also takes the errnos of ND_CONN_ERRNOS below as
+ * connection-level: it closes the entry's connections, opens a new one
+ * with backoff and retries the request until reconnect-delay runs out);
  * -EAGAIN means "transient, retry the same request after a backoff".
  * Anything else is final for that request. A callback that is NULL or a
- * capability that is false is emulated by the core: FUA by write+flush,
+ * capability that is false is emulated by the core (src/disk.c only):
  * zero by writing zeroes, alignment by read-modify-write, requests split at
  * max_request. */
 #ifndef ND_BACKEND_H
@@ -18,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../src/log.h"
 #include "../src/opts.h"
@@ -29,30 +31,56 @@
  * a backend uses this name only as its fallback. */
 #define ND_DEFAULT_TIMEOUT 5.0
 
-#define ND_FUA 1u	/* pwrite/zero: reach stable storage before returning */
+/* The errnos (negated by callbacks) the core treats as a lost connection. */
+#define ND_CONN_ERRNOS                                                         \
+	ENOTCONN, ECONNRESET, EPIPE, ECONNREFUSED, ECONNABORTED, ESHUTDOWN,    \
+	    ETIMEDOUT, EHOSTUNREACH, ENETUNREACH
+
 #define ND_MAY_TRIM 2u	/* zero: the backend may deallocate instead */
+
+/* The core's parsed settings of the entry, handed to every open(). A
+ * backend reads these, never the core's keys from the option strings. */
+struct nd_settings {
+	bool read_only;		/* ro= */
+	double timeout;		/* timeout=, > 0: ND_DEFAULT_TIMEOUT if unset */
+	double open_timeout;	/* open-timeout=: 0 = not given */
+	double reconnect_delay; /* reconnect-delay= (10 s) */
+	unsigned connections;	/* connections= (1..64, 4) */
+};
 
 struct nd_info {
 	uint64_t size;
 	uint32_t block_size;  /* requests must be aligned to it; 0/1 = any */
 	uint32_t max_request; /* largest single request in bytes; 0 = none */
-	uint32_t max_trim;    /* largest trim/zero in bytes; 0 = max_request */
+	uint32_t max_trim;    /* largest zero in bytes; 0 = max_request */
 	/* Bytes per readahead request this protocol is fastest with (each
 	 * request has a fixed cost: an HTTP GET, an RPC); 0 = the core's
 	 * default (256 KiB). */
 	uint32_t opt_request;
 	bool read_only;
 	bool can_flush;
-	bool can_trim;
 	bool can_zero;
-	bool can_fua;
 	bool can_multi_conn; /* several connections see each other's writes */
 	bool thread_safe;    /* one connection may serve several threads */
 	unsigned max_connections; /* 0 = as many as connections= asks */
 };
 
+/* The type of an option's value, as --help shows it. */
+enum nd_opttype {
+	ND_OPT_STRING,	/* STRING */
+	ND_OPT_BOOL,	/* on|off */
+	ND_OPT_UINT,	/* N */
+	ND_OPT_SIZE,	/* SIZE (K, M, G suffixes) */
+	ND_OPT_SECONDS, /* SECONDS */
+	ND_OPT_FILE,	/* PATH of a local file or socket */
+};
+
+/* One key a backend accepts ("server.N.host": N stands for 0, 1, ...). */
 struct nd_optdesc {
 	const char *key;
+	enum nd_opttype type;
+	const char *def; /* the default, as shown; NULL: none */
+	bool secret;	 /* a password or cookie: redacted wherever shown */
 	const char *help;
 };
 
@@ -66,14 +94,14 @@ struct nd_backend {
 	/* Open ONE connection. Called once at mount, again for each pooled or
 	 * re-established connection. info is filled every time (the core
 	 * keeps the first and checks the size did not change). */
-	int (*open)(const struct nd_opts *opts, void **conn,
-		    struct nd_info *info);
+	int (*open)(const struct nd_opts *opts, const struct nd_settings *s,
+		    void **conn, struct nd_info *info);
 	void (*close)(void *conn);
 	int (*pread)(void *conn, void *buf, size_t len, uint64_t off);
-	int (*pwrite)(void *conn, const void *buf, size_t len, uint64_t off,
-		      unsigned flags);
+	int (*pwrite)(void *conn, const void *buf, size_t len, uint64_t off);
 	int (*flush)(void *conn);
-	int (*trim)(void *conn, uint64_t len, uint64_t off);
+	/* flags: ND_MAY_TRIM, the range may be deallocated (it must still
+	 * read back as zeroes). */
 	int (*zero)(void *conn, uint64_t len, uint64_t off, unsigned flags);
 	/* Optional: close and free everything shared between connections,
 	 * once, at unmount, after every connection is closed. */
@@ -126,6 +154,11 @@ const struct nd_proto *nd_proto_by_legacy(const char *url);
 
 void nd_backend_register(const struct nd_backend *b);
 const struct nd_backend *nd_backend_find(const char *driver);
+/* Does DRIVER's backend declare KEY secret (its value never shown)? False
+ * for an unknown driver or key. For the core's redactor. */
+bool nd_backend_key_is_secret(const char *driver, const char *key);
+/* B's options, one line each, as --help shows them. */
+void nd_backend_print_options(FILE *f, const struct nd_backend *b);
 /* NULL-terminated list, in registration order. */
 const struct nd_backend *const *nd_backend_list(void);
 

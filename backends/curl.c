@@ -1043,13 +1043,13 @@ out:
 	return r;
 }
 
-static int curl_open(const struct nd_opts *o, void **conn, struct nd_info *info)
+static int curl_open(const struct nd_opts *o, const struct nd_settings *s,
+		     void **conn, struct nd_info *info)
 {
 	const char *driver = nd_opt_get(o, "driver");
 	const char *url = nd_opt_get(o, "url");
 	char *fetch = NULL;
 	bool explicit_tls;
-	uint64_t conns;
 	struct curl_conn *c;
 	int r;
 
@@ -1074,12 +1074,8 @@ static int curl_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 		r = -ENOMEM;
 		goto fail;
 	}
-	if (nd_opt_seconds(o, "timeout", ND_DEFAULT_TIMEOUT, &c->timeout) < 0 ||
-	    nd_opt_uint(o, "connections", 4, 1, 1024, &conns) < 0) {
-		r = -EINVAL;
-		goto fail;
-	}
-	if (!(c->timeout > 0) || c->timeout > 86400) {
+	c->timeout = s->timeout;
+	if (c->timeout > 86400) {
 		nd_error(
 		    "timeout: must be more than 0 and at most 86400 seconds");
 		r = -EINVAL;
@@ -1102,7 +1098,7 @@ static int curl_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 	if (c->kind == CURL_KIND_HTTP) {
 		r = curl_http_size(c);
 	} else {
-		c->max_streams = (unsigned)conns;
+		c->max_streams = s->connections;
 		c->streams = calloc(c->max_streams, sizeof *c->streams);
 		if (!c->streams) {
 			r = -ENOMEM;
@@ -1149,15 +1145,13 @@ static int curl_pread(void *conn, void *buf, size_t len, uint64_t off)
 	return curl_ftp_pread(c, buf, len, off);
 }
 
-static int curl_pwrite(void *conn, const void *buf, size_t len, uint64_t off,
-		       unsigned flags)
+static int curl_pwrite(void *conn, const void *buf, size_t len, uint64_t off)
 {
 	struct curl_conn *c = conn;
 
 	(void)buf;
 	(void)len;
 	(void)off;
-	(void)flags;
 	nd_error("%s: http(s) and ftp(s) disks are read-only", c->label);
 	return -EROFS;
 }
@@ -1174,18 +1168,26 @@ static const char *const curl_drivers[] = {"http", "https", "ftp", "ftps",
 					   NULL};
 
 static const struct nd_optdesc curl_options[] = {
-    {"url", "the file's URL (http, https, ftp, ftps)"},
-    {"username", "user name for the server"},
-    {"password", "password (better: password-file)"},
-    {"password-file", "file whose first line is the password"},
-    {"sslverify", "verify the server's TLS certificate (on)"},
-    {"cookie", "cookie(s) sent with HTTP(S) requests, ';'-separated"},
-    {"cookie-file", "file whose first line is the cookie"},
-    {"cainfo", "CA certificate bundle to verify the server with"},
-    {"capath", "directory of CA certificates"},
-    {"proxy", "proxy URL (default: the *_proxy environment)"},
-    {"ftps-mode", "ftps: auto (implicit on port 990), implicit, explicit"},
-    {NULL, NULL},
+    {"url", ND_OPT_STRING, NULL, false,
+     "the file's URL (http, https, ftp, ftps)"},
+    {"username", ND_OPT_STRING, NULL, false, "user name for the server"},
+    {"password", ND_OPT_STRING, NULL, true, "password (better: password-file)"},
+    {"password-file", ND_OPT_FILE, NULL, false,
+     "file whose first line is the password"},
+    {"sslverify", ND_OPT_BOOL, "on", false,
+     "verify the server's TLS certificate"},
+    {"cookie", ND_OPT_STRING, NULL, true,
+     "cookie(s) sent with HTTP(S) requests, ';'-separated"},
+    {"cookie-file", ND_OPT_FILE, NULL, false,
+     "file whose first line is the cookie"},
+    {"cainfo", ND_OPT_FILE, NULL, false,
+     "CA certificate bundle to verify the server with"},
+    {"capath", ND_OPT_FILE, NULL, false, "directory of CA certificates"},
+    {"proxy", ND_OPT_STRING, NULL, false,
+     "proxy URL (default: the *_proxy environment)"},
+    {"ftps-mode", ND_OPT_STRING, "auto", false,
+     "ftps: auto (implicit on port 990), implicit, explicit"},
+    {NULL, ND_OPT_STRING, NULL, false, NULL},
 };
 
 static const struct nd_backend curl_backend = {

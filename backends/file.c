@@ -16,16 +16,14 @@ struct file_conn {
 	bool is_blk;
 };
 
-static int file_open(const struct nd_opts *opts, void **conn,
-		     struct nd_info *info)
+static int file_open(const struct nd_opts *opts, const struct nd_settings *s,
+		     void **conn, struct nd_info *info)
 {
 	const char *path = nd_opt_get(opts, "filename");
 	struct file_conn *h;
 	struct stat st;
-	bool ro;
+	bool ro = s->read_only;
 
-	if (nd_opt_bool(opts, "ro", false, &ro) == -1)
-		return -EINVAL;
 	int fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (fd == -1 && !ro && (errno == EACCES || errno == EROFS)) {
 		fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -59,8 +57,7 @@ static int file_open(const struct nd_opts *opts, void **conn,
 	h->is_blk = S_ISBLK(st.st_mode);
 	info->block_size = 1;
 	info->read_only = ro;
-	info->can_flush = info->can_trim = info->can_zero = true;
-	info->can_fua = false;
+	info->can_flush = info->can_zero = true;
 	info->can_multi_conn = true;
 	info->thread_safe = true;
 	info->max_connections = 1;
@@ -101,8 +98,7 @@ static int file_pread(void *conn, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static int file_pwrite(void *conn, const void *buf, size_t len, uint64_t off,
-		       unsigned flags)
+static int file_pwrite(void *conn, const void *buf, size_t len, uint64_t off)
 {
 	struct file_conn *h = conn;
 	while (len > 0) {
@@ -130,17 +126,6 @@ static int file_flush(void *conn)
 	return 0;
 }
 
-static int file_trim(void *conn, uint64_t len, uint64_t off)
-{
-	struct file_conn *h = conn;
-	if (fallocate(h->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-		      len) == -1) {
-		nd_error("fallocate punch hole: %m");
-		return errno == EOPNOTSUPP ? -EOPNOTSUPP : -errno;
-	}
-	return 0;
-}
-
 static int file_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 {
 	struct file_conn *h = conn;
@@ -160,22 +145,22 @@ static int file_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 static const char *const file_drivers[] = { "file", "host_device", NULL };
 static const char *const file_schemes[] = { "file", "/PATH", NULL };
 static const struct nd_optdesc file_options[] = {
-	{ "filename", "path of the local file or block device" },
-	{ NULL, NULL },
+    {"filename", ND_OPT_FILE, NULL, false,
+     "path of the local file or block device"},
+    {NULL, ND_OPT_STRING, NULL, false, NULL},
 };
 
 static const struct nd_backend file_backend = {
-	.name = "file",
-	.drivers = file_drivers,
-	.schemes = file_schemes,
-	.description = "a local file or block device",
-	.options = file_options,
-	.open = file_open,
-	.close = file_close,
-	.pread = file_pread,
-	.pwrite = file_pwrite,
-	.flush = file_flush,
-	.trim = file_trim,
-	.zero = file_zero,
+    .name = "file",
+    .drivers = file_drivers,
+    .schemes = file_schemes,
+    .description = "a local file or block device",
+    .options = file_options,
+    .open = file_open,
+    .close = file_close,
+    .pread = file_pread,
+    .pwrite = file_pwrite,
+    .flush = file_flush,
+    .zero = file_zero,
 };
 ND_BACKEND_REGISTER(file_backend)

@@ -56,7 +56,6 @@
 
 #include "backend.h"
 
-#define GLUSTER_DEFAULT_PORT 24007
 #define GLUSTER_DEFAULT_DEBUG 4
 #define GLUSTER_MAX_DEBUG 9
 /* Seconds open() waits for glfs_init (about 3 s per dead server). */
@@ -240,14 +239,14 @@ static bool gluster_first_time(const char *name, int i)
 static int gluster_parse_server(const struct nd_opts *o, int i,
 				struct gluster_server *s)
 {
+	/* gluster-url.c's normalize made server.N.type tcp (with a host and
+	 * a port), unix (with a socket) or rdma, which is mapped here. */
 	const char *type = nd_opt_getf(o, "server.%d.type", i);
 	const char *host = nd_opt_getf(o, "server.%d.host", i);
 	const char *sock = nd_opt_getf(o, "server.%d.socket", i);
 	char key[48];
 	uint64_t port;
 
-	if (!type)
-		type = sock ? "unix" : "tcp";
 	if (strcmp(type, "rdma") == 0) {
 		if (gluster_first_time(o->name, i))
 			nd_warn(
@@ -256,28 +255,16 @@ static int gluster_parse_server(const struct nd_opts *o, int i,
 		type = "tcp";
 	}
 	if (strcmp(type, "unix") == 0) {
-		if (!sock || !*sock) {
-			nd_error(
-			    "%s: gluster: server.%d.type=unix needs server.%d.socket",
-			    o->name, i, i);
-			return -1;
-		}
 		s->transport = "unix";
 		s->host = (char *)sock;
 		s->port = 0;
 		return 0;
 	}
-	if (strcmp(type, "tcp") != 0 && strcmp(type, "inet") != 0) {
-		nd_error(
-		    "%s: gluster: server.%d.type=%s: expected tcp, unix or rdma",
-		    o->name, i, type);
-		return -1;
-	}
 	snprintf(key, sizeof key, "server.%d.port", i);
-	if (nd_opt_uint(o, key, GLUSTER_DEFAULT_PORT, 1, 65535, &port) < 0)
+	if (nd_opt_uint(o, key, 0, 1, 65535, &port) < 0)
 		return -1;
 	s->transport = "tcp";
-	s->host = (char *)(host && *host ? host : "localhost");
+	s->host = (char *)(*host ? host : "localhost");
 	s->port = (int)port;
 	return 0;
 }
@@ -308,7 +295,8 @@ static int gluster_parse_debug(const struct nd_opts *o, int *out)
 	return -1;
 }
 
-static int gluster_parse(const struct nd_opts *o, struct gluster_cfg *c)
+static int gluster_parse(const struct nd_opts *o, const struct nd_settings *s,
+			 struct gluster_cfg *c)
 {
 	int max;
 
@@ -330,16 +318,12 @@ static int gluster_parse(const struct nd_opts *o, struct gluster_cfg *c)
 		c->logfile = NULL;
 	/* A silent brick is given `timeout` seconds (ping-timeout and
 	 * frame-timeout of the client translators). */
-	if (gluster_parse_debug(o, &c->debug) < 0 ||
-	    nd_opt_bool(o, "ro", false, &c->ro) < 0 ||
-	    nd_opt_seconds(o, "timeout", ND_DEFAULT_TIMEOUT, &c->timeout) < 0 ||
-	    nd_opt_seconds(o, "open-timeout", GLUSTER_DEFAULT_OPEN_TIMEOUT,
-			   &c->open_timeout) < 0)
+	if (gluster_parse_debug(o, &c->debug) < 0)
 		return -1;
-	if (c->timeout < 1)
-		c->timeout = ND_DEFAULT_TIMEOUT;
-	if (c->open_timeout <= 0)
-		c->open_timeout = GLUSTER_DEFAULT_OPEN_TIMEOUT;
+	c->ro = s->read_only;
+	c->timeout = s->timeout < 1 ? ND_DEFAULT_TIMEOUT : s->timeout;
+	c->open_timeout = s->open_timeout > 0 ? s->open_timeout
+					      : GLUSTER_DEFAULT_OPEN_TIMEOUT;
 
 	max = gluster_max_server(o);
 	if (max >= GLUSTER_MAX_SERVERS) {
@@ -347,16 +331,12 @@ static int gluster_parse(const struct nd_opts *o, struct gluster_cfg *c)
 			 max, GLUSTER_MAX_SERVERS);
 		return -1;
 	}
-	c->nservers = max < 0 ? 1 : (size_t)max + 1;
+	/* gluster-url.c's normalize refuses an entry without a server. */
+	c->nservers = (size_t)max + 1;
 	c->servers = calloc(c->nservers, sizeof *c->servers);
 	if (!c->servers) {
 		nd_error("%s: gluster: %m", o->name);
 		return -1;
-	}
-	if (max < 0) { /* no server at all: glusterd on this machine */
-		c->servers[0] = (struct gluster_server){
-		    "tcp", (char *)"localhost", GLUSTER_DEFAULT_PORT};
-		return 0;
 	}
 	for (int i = 0; i <= max; i++) {
 		if (!nd_opt_getf(o, "server.%d.type", i) &&
@@ -944,8 +924,8 @@ static void gluster_close(void *handle)
 	free(c);
 }
 
-static int gluster_open(const struct nd_opts *o, void **handle,
-			struct nd_info *info)
+static int gluster_open(const struct nd_opts *o, const struct nd_settings *s,
+			void **handle, struct nd_info *info)
 {
 	struct gluster_cfg cfg;
 	struct gluster_conn *c = NULL;
@@ -953,7 +933,7 @@ static int gluster_open(const struct nd_opts *o, void **handle,
 	struct stat st;
 	int r;
 
-	if (gluster_parse(o, &cfg) < 0)
+	if (gluster_parse(o, s, &cfg) < 0)
 		return -EINVAL;
 	v = gluster_vol_get(&cfg, &r);
 	free(cfg.servers);
@@ -1005,9 +985,7 @@ static int gluster_open(const struct nd_opts *o, void **handle,
 	info->max_trim = GLUSTER_MAX_TRIM;
 	info->read_only = cfg.ro;
 	info->can_flush = !cfg.ro;
-	info->can_trim = !cfg.ro;
 	info->can_zero = !cfg.ro;
-	info->can_fua = false; /* the core's write+flush is what we would do */
 	info->can_multi_conn = true; /* every fd shares the glfs_t's caches */
 	info->thread_safe = true;
 	*handle = c;
@@ -1074,7 +1052,7 @@ static int gluster_flush(void *handle)
 }
 
 static int gluster_pwrite(void *handle, const void *buf, size_t len,
-			  uint64_t off, unsigned flags)
+			  uint64_t off)
 {
 	struct gluster_conn *c = handle;
 	const char *p = buf;
@@ -1100,20 +1078,6 @@ static int gluster_pwrite(void *handle, const void *buf, size_t len,
 		len -= (size_t)n;
 		off += (uint64_t)n;
 	}
-	return flags & ND_FUA ? gluster_flush(c) : 0;
-}
-
-static int gluster_trim(void *handle, uint64_t len, uint64_t off)
-{
-	struct gluster_conn *c = handle;
-
-	if (gluster_is_bad(c))
-		return gluster_refuse(c);
-	atomic_fetch_add(&c->changes, 1);
-	if (glfs_discard(c->fd, (off_t)off, (size_t)len) < 0)
-		return gluster_fail(c->name, errno,
-				    "discard of %" PRIu64 " bytes at %" PRIu64,
-				    len, off);
 	return 0;
 }
 
@@ -1122,6 +1086,7 @@ static int gluster_zero(void *handle, uint64_t len, uint64_t off,
 {
 	struct gluster_conn *c = handle;
 
+	(void)flags; /* zerofill never deallocates */
 	if (gluster_is_bad(c))
 		return gluster_refuse(c);
 	atomic_fetch_add(&c->changes, 1);
@@ -1129,7 +1094,7 @@ static int gluster_zero(void *handle, uint64_t len, uint64_t off,
 		return gluster_fail(c->name, errno,
 				    "zerofill of %" PRIu64 " bytes at %" PRIu64,
 				    len, off);
-	return flags & ND_FUA ? gluster_flush(c) : 0;
+	return 0;
 }
 
 /* ---- shutdown: glfs_fini in parallel --------------------------------- */
@@ -1214,15 +1179,19 @@ static const char *const gluster_drivers[] = {"gluster", NULL};
 static const char *const gluster_schemes[] = {
     "gluster", "gluster+tcp", "gluster+unix", "gluster+rdma", NULL};
 static const struct nd_optdesc gluster_options[] = {
-    {"volume", "GlusterFS volume name"},
-    {"path", "image file inside the volume"},
-    {"server.N.type", "tcp (default) or unix; rdma is served over tcp"},
-    {"server.N.host", "volfile server host name or address (localhost)"},
-    {"server.N.port", "volfile server port (24007)"},
-    {"server.N.socket", "glusterd Unix socket, with type=unix"},
-    {"debug", "libgfapi log level 0-9 (4)"},
-    {"logfile", "libgfapi log file (default: the netdiskfs log, with -d)"},
-    {NULL, NULL},
+    {"volume", ND_OPT_STRING, NULL, false, "GlusterFS volume name"},
+    {"path", ND_OPT_STRING, NULL, false, "image file inside the volume"},
+    {"server.N.type", ND_OPT_STRING, "tcp", false,
+     "tcp or unix; rdma is served over tcp"},
+    {"server.N.host", ND_OPT_STRING, NULL, false,
+     "volfile server host name or address"},
+    {"server.N.port", ND_OPT_UINT, "24007", false, "volfile server port"},
+    {"server.N.socket", ND_OPT_FILE, NULL, false,
+     "glusterd Unix socket, with type=unix"},
+    {"debug", ND_OPT_UINT, "4", false, "libgfapi log level 0-9"},
+    {"logfile", ND_OPT_FILE, NULL, false,
+     "libgfapi log file (default: the netdiskfs log, with -d)"},
+    {NULL, ND_OPT_STRING, NULL, false, NULL},
 };
 
 static const struct nd_backend gluster_backend = {
@@ -1236,7 +1205,6 @@ static const struct nd_backend gluster_backend = {
     .pread = gluster_pread,
     .pwrite = gluster_pwrite,
     .flush = gluster_flush,
-    .trim = gluster_trim,
     .zero = gluster_zero,
     .shutdown = gluster_shutdown,
 };

@@ -66,7 +66,7 @@ struct iscsi_conn {
 	double bound; /* seconds each command may take */
 	uint32_t block_size;
 	uint64_t blocks;
-	bool cdrom, read_only, use16, dpofua;
+	bool cdrom, read_only, use16;
 	bool lbpu, lbpws;
 	uint32_t max_xfer;  /* blocks per READ/WRITE; 0 = no limit given */
 	uint32_t max_unmap; /* blocks per UNMAP; 0 = no limit given */
@@ -691,7 +691,7 @@ static void iscsi_vpd(struct iscsi_conn *c)
 	}
 }
 
-/* MODE SENSE(6) header: write protect (WP) and DPO/FUA support. */
+/* MODE SENSE(6) header: write protect (WP). */
 static void iscsi_mode_sense(struct iscsi_conn *c)
 {
 	CLEANUP_TASK struct scsi_task *t =
@@ -706,7 +706,6 @@ static void iscsi_mode_sense(struct iscsi_conn *c)
 			 c->lun);
 		c->read_only = true;
 	}
-	c->dpofua = (t->datain.data[2] & 0x10) != 0;
 }
 
 /* What the LUN is: INQUIRY, capacity, limits, write protection. */
@@ -798,36 +797,22 @@ static uint32_t iscsi_max_trim(const struct iscsi_conn *c)
 
 static void iscsi_close(void *conn);
 
-static int iscsi_open(const struct nd_opts *o, void **connp,
-		      struct nd_info *info)
+static int iscsi_open(const struct nd_opts *o, const struct nd_settings *s,
+		      void **connp, struct nd_info *info)
 {
-	const char *transport = nd_opt_get(o, "transport");
+	/* iscsi-url.c's normalize made transport tcp and gave portal (with
+	 * its port), target and lun. */
 	const char *portal = nd_opt_get(o, "portal");
 	const char *target = nd_opt_get(o, "target");
 	const char *digest = nd_opt_get(o, "header-digest");
 	const char *iname = nd_opt_get(o, "initiator-name");
 	enum iscsi_header_digest hd = ISCSI_HEADER_DIGEST_NONE_CRC32C;
-	double timeout;
 	char defname[256];
 	struct iscsi_conn *c;
 	uint64_t lun;
-	bool ro;
 	int r = -EINVAL, level;
 
 	*connp = NULL;
-	if (transport && strcasecmp(transport, "tcp") != 0) {
-		errno = EINVAL;
-		nd_error("iSCSI transport '%s' is not supported (only tcp)",
-			 transport);
-		return -EINVAL;
-	}
-	if (portal == NULL || portal[0] == '\0' || target == NULL ||
-	    target[0] == '\0') {
-		errno = EINVAL;
-		nd_error(
-		    "iSCSI needs portal= and target= (iscsi://HOST[:PORT]/TARGET-IQN/LUN)");
-		return -EINVAL;
-	}
 	if (digest && iscsi_parse_digest(digest, &hd) < 0) {
 		errno = EINVAL;
 		nd_error(
@@ -835,9 +820,7 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 		    digest);
 		return -EINVAL;
 	}
-	if (nd_opt_uint(o, "lun", 0, 0, 16383, &lun) < 0 ||
-	    nd_opt_bool(o, "ro", false, &ro) < 0 ||
-	    nd_opt_seconds(o, "timeout", 0, &timeout) < 0)
+	if (nd_opt_uint(o, "lun", 0, 0, 16383, &lun) < 0)
 		return -EINVAL;
 	if (iname == NULL || iname[0] == '\0') {
 		if (o->name && o->name[0])
@@ -856,8 +839,8 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 		return -ENOMEM;
 	}
 	c->lun = (int)lun;
-	c->read_only = ro;
-	c->bound = timeout > 0 ? timeout : ND_DEFAULT_TIMEOUT;
+	c->read_only = s->read_only;
+	c->bound = s->timeout;
 	c->ctx = iscsi_create_context(iname);
 	if (c->ctx == NULL) {
 		errno = ENOMEM;
@@ -913,11 +896,8 @@ static int iscsi_open(const struct nd_opts *o, void **connp,
 	info->opt_request = 2u << 20;
 	info->read_only = c->read_only;
 	info->can_flush = !c->read_only;
-	info->can_trim = !c->read_only && c->lbpu;
 	info->can_zero = c->zeroes != NULL;
-	info->max_trim =
-	    info->can_trim || info->can_zero ? iscsi_max_trim(c) : 0;
-	info->can_fua = !c->read_only && c->dpofua;
+	info->max_trim = info->can_zero ? iscsi_max_trim(c) : 0;
 	/* SCSI caches belong to the LU, not to the session */
 	info->can_multi_conn = true;
 	info->thread_safe = false;
@@ -998,8 +978,7 @@ static int iscsi_check_range(struct iscsi_conn *c, const char *what,
 /* Queue one READ or WRITE of LEN bytes at OFF with BUF, completing in W. */
 static struct scsi_task *iscsi_rw_task(struct iscsi_conn *c, bool write,
 				       unsigned char *buf, uint32_t len,
-				       uint64_t off, bool fua,
-				       struct iscsi_wait *w)
+				       uint64_t off, struct iscsi_wait *w)
 {
 	uint64_t lba = off / c->block_size;
 	int bs = (int)c->block_size;
@@ -1008,10 +987,10 @@ static struct scsi_task *iscsi_rw_task(struct iscsi_conn *c, bool write,
 	if (write)
 		return c->use16
 			   ? iscsi_write16_task(c->ctx, c->lun, lba, buf, len,
-						bs, 0, 0, fua, 0, 0,
+						bs, 0, 0, 0, 0, 0,
 						iscsi_done_cb, w)
 			   : iscsi_write10_task(c->ctx, c->lun, (uint32_t)lba,
-						buf, len, bs, 0, 0, fua, 0, 0,
+						buf, len, bs, 0, 0, 0, 0, 0,
 						iscsi_done_cb, w);
 	t = c->use16 ? iscsi_read16_task(c->ctx, c->lun, lba, len, bs, 0, 0, 0,
 					 0, 0, iscsi_done_cb, w)
@@ -1029,7 +1008,7 @@ static struct scsi_task *iscsi_rw_task(struct iscsi_conn *c, bool write,
 /* A read or write as up to ISCSI_PIPE commands in flight at once on this
  * session (the target works on them in parallel), under one deadline. */
 static int iscsi_rw(struct iscsi_conn *c, bool write, unsigned char *buf,
-		    size_t len, uint64_t off, bool fua)
+		    size_t len, uint64_t off)
 {
 	struct scsi_task *t[ISCSI_PIPE] = {NULL};
 	const char *what = write ? (c->use16 ? "WRITE(16)" : "WRITE(10)")
@@ -1044,9 +1023,8 @@ static int iscsi_rw(struct iscsi_conn *c, bool write, unsigned char *buf,
 			       ? len - done
 			       : piece;
 
-		t[n] =
-		    iscsi_rw_task(c, write, buf + done, (uint32_t)l, off + done,
-				  fua, iscsi_arm_slot(c, &c->io[n]));
+		t[n] = iscsi_rw_task(c, write, buf + done, (uint32_t)l,
+				     off + done, iscsi_arm_slot(c, &c->io[n]));
 		if (t[n] == NULL) {
 			r = iscsi_fail(c, ISCSI_ST_LIBRARY, NULL,
 				       "%s of %zu bytes at %" PRIu64, what, l,
@@ -1091,7 +1069,7 @@ static int iscsi_pread(void *conn, void *buf, size_t len, uint64_t off)
 	if ((r = iscsi_check_alive(c, "read")) < 0 ||
 	    (r = iscsi_check_range(c, "read", len, off)) < 0)
 		return r;
-	return iscsi_rw(c, false, buf, len, off, false);
+	return iscsi_rw(c, false, buf, len, off);
 }
 
 static int iscsi_read_only_error(const char *what)
@@ -1116,11 +1094,9 @@ static int iscsi_flush(void *conn)
 	return iscsi_exec(c, &t, "SYNCHRONIZE CACHE(10)");
 }
 
-static int iscsi_pwrite(void *conn, const void *buf, size_t len, uint64_t off,
-			unsigned flags)
+static int iscsi_pwrite(void *conn, const void *buf, size_t len, uint64_t off)
 {
 	struct iscsi_conn *c = conn;
-	bool fua = (flags & ND_FUA) != 0;
 	sigset_t old;
 	int r;
 
@@ -1132,72 +1108,13 @@ static int iscsi_pwrite(void *conn, const void *buf, size_t len, uint64_t off,
 		return r;
 	/* libiscsi only reads the data out of BUF */
 	iscsi_sigpipe_hold(&old);
-	r = iscsi_rw(c, true, (unsigned char *)(uintptr_t)buf, len, off,
-		     fua && c->dpofua);
+	r = iscsi_rw(c, true, (unsigned char *)(uintptr_t)buf, len, off);
 	iscsi_sigpipe_release(&old);
-	if (r == 0 && fua && !c->dpofua)
-		r = iscsi_flush(c);
-	return r;
-}
-
-/* UNMAP the whole blocks inside [off, off+len): trimming is advisory, the
- * partial blocks at either end are left as they are. */
-static int iscsi_trim(void *conn, uint64_t len, uint64_t off)
-{
-	struct iscsi_conn *c = conn;
-	uint64_t bs = c->block_size;
-	uint64_t lba = (off + bs - 1) / bs, end = (off + len) / bs;
-	uint64_t chunk = c->max_unmap ? c->max_unmap : 0xffffffffu;
-	int r;
-
-	if ((r = iscsi_check_alive(c, "trim")) < 0)
-		return r;
-	if (c->read_only)
-		return iscsi_read_only_error("trim");
-	if (!c->lbpu) {
-		errno = ENOTSUP;
-		nd_error("iSCSI LUN %d does not support UNMAP", c->lun);
-		return -ENOTSUP;
-	}
-	while (lba < end) {
-		struct unmap_list ul;
-		CLEANUP_TASK struct scsi_task *t = NULL;
-
-		ul.lba = lba;
-		ul.num = (uint32_t)(end - lba < chunk ? end - lba : chunk);
-		t = iscsi_unmap_task(c->ctx, c->lun, 0, 0, &ul, 1,
-				     iscsi_done_cb, iscsi_arm(c));
-		r = iscsi_exec(c, &t, "UNMAP");
-		if (r < 0)
-			return r;
-		lba += ul.num;
-	}
-	return 0;
-}
-
-/* Zero a part of one block by read-modify-write. */
-static int iscsi_zero_partial(struct iscsi_conn *c, uint64_t len, uint64_t off)
-{
-	uint64_t bs = c->block_size, start = off - off % bs;
-	unsigned char *blk = malloc(bs);
-	int r;
-
-	if (blk == NULL) {
-		errno = ENOMEM;
-		nd_error("out of memory");
-		return -ENOMEM;
-	}
-	r = iscsi_pread(c, blk, bs, start);
-	if (r == 0) {
-		memset(blk + (off - start), 0, len);
-		r = iscsi_pwrite(c, blk, bs, start, 0);
-	}
-	free(blk);
 	return r;
 }
 
 /* WRITE SAME(16) of a zero block, with the UNMAP bit when the caller
- * allows deallocation. */
+ * allows deallocation. The core sends whole blocks only. */
 static int iscsi_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 {
 	struct iscsi_conn *c = conn;
@@ -1218,20 +1135,6 @@ static int iscsi_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 	}
 	if (chunk > 0xffffffffu)
 		chunk = 0xffffffffu;
-	if (off % bs) { /* head */
-		uint64_t n = bs - off % bs < len ? bs - off % bs : len;
-
-		if ((r = iscsi_zero_partial(c, n, off)) < 0)
-			return r;
-		off += n;
-	}
-	if (end > off && end % bs) { /* tail */
-		uint64_t n = end % bs < end - off ? end % bs : end - off;
-
-		if ((r = iscsi_zero_partial(c, n, end - n)) < 0)
-			return r;
-		end -= n;
-	}
 	r = 0;
 	iscsi_sigpipe_hold(&old);
 	for (lba = off / bs, last = end / bs; lba < last && r == 0;) {
@@ -1245,27 +1148,31 @@ static int iscsi_zero(void *conn, uint64_t len, uint64_t off, unsigned flags)
 		lba += n;
 	}
 	iscsi_sigpipe_release(&old);
-	if (r < 0)
-		return r;
-	if (flags & ND_FUA)
-		return iscsi_flush(c);
-	return 0;
+	return r;
 }
 
 static const struct nd_optdesc iscsi_options[] = {
-    {"transport", "tcp (the only one)"},
-    {"portal", "HOST[:PORT] of the target, IPv6 as [ADDR]:PORT (3260)"},
-    {"target", "target IQN"},
-    {"lun", "logical unit number (0)"},
-    {"user", "CHAP user name"},
-    {"password", "CHAP password (prefer password-file)"},
-    {"password-file", "file holding the CHAP password"},
-    {"initiator-name", "initiator IQN (iqn.2008-11.org.linux-kvm:NAME)"},
-    {"header-digest", "crc32c, none, crc32c-none, none-crc32c"},
-    {"target-user", "mutual CHAP: user name the target answers with"},
-    {"target-password", "mutual CHAP: the target's password"},
-    {"target-password-file", "mutual CHAP: file holding it"},
-    {NULL, NULL},
+    {"transport", ND_OPT_STRING, "tcp", false, "the only transport"},
+    {"portal", ND_OPT_STRING, NULL, false,
+     "HOST[:PORT] of the target, IPv6 as [ADDR]:PORT (3260)"},
+    {"target", ND_OPT_STRING, NULL, false, "target IQN"},
+    {"lun", ND_OPT_UINT, "0", false, "logical unit number"},
+    {"user", ND_OPT_STRING, NULL, false, "CHAP user name"},
+    {"password", ND_OPT_STRING, NULL, true,
+     "CHAP password (prefer password-file)"},
+    {"password-file", ND_OPT_FILE, NULL, false,
+     "file holding the CHAP password"},
+    {"initiator-name", ND_OPT_STRING, NULL, false,
+     "initiator IQN (iqn.2008-11.org.linux-kvm:NAME)"},
+    {"header-digest", ND_OPT_STRING, NULL, false,
+     "crc32c, none, crc32c-none, none-crc32c"},
+    {"target-user", ND_OPT_STRING, NULL, false,
+     "mutual CHAP: user name the target answers with"},
+    {"target-password", ND_OPT_STRING, NULL, true,
+     "mutual CHAP: the target's password"},
+    {"target-password-file", ND_OPT_FILE, NULL, false,
+     "mutual CHAP: file holding it"},
+    {NULL, ND_OPT_STRING, NULL, false, NULL},
 };
 
 static const struct nd_backend iscsi_backend = {
@@ -1279,7 +1186,6 @@ static const struct nd_backend iscsi_backend = {
     .pread = iscsi_pread,
     .pwrite = iscsi_pwrite,
     .flush = iscsi_flush,
-    .trim = iscsi_trim,
     .zero = iscsi_zero,
 };
 

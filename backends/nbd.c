@@ -47,13 +47,7 @@
 /* Say once per process that X.509 without a CA directory is unverified. */
 static atomic_bool nbd_warned_unverified;
 
-enum nbd_op {
-	NBD_OP_READ,
-	NBD_OP_WRITE,
-	NBD_OP_FLUSH,
-	NBD_OP_TRIM,
-	NBD_OP_ZERO
-};
+enum nbd_op { NBD_OP_READ, NBD_OP_WRITE, NBD_OP_FLUSH, NBD_OP_ZERO };
 
 /* One submitted command; lives on the caller's stack until done. */
 struct nbd_req {
@@ -70,9 +64,7 @@ struct nbd_conn {
 	char *name; /* entry name, for messages */
 	double timeout;
 	bool read_only; /* export or entry is read-only */
-	bool can_fua;
 	bool can_flush;
-	bool can_trim;
 	bool can_zero;
 	bool psk; /* TLS with a pre-shared key */
 	int sock; /* dup of libnbd's socket, ours until close */
@@ -284,7 +276,6 @@ static const char *nbd_op_name(enum nbd_op op)
 	case NBD_OP_READ: return "read";
 	case NBD_OP_WRITE: return "write";
 	case NBD_OP_FLUSH: return "flush";
-	case NBD_OP_TRIM: return "trim";
 	case NBD_OP_ZERO: return "write zeroes";
 	}
 	return "?";
@@ -333,9 +324,6 @@ static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
 		cookie = nbd_aio_pwrite(c->h, buf, len, off, cb, flags);
 		break;
 	case NBD_OP_FLUSH: cookie = nbd_aio_flush(c->h, cb, 0); break;
-	case NBD_OP_TRIM:
-		cookie = nbd_aio_trim(c->h, len, off, cb, flags);
-		break;
 	case NBD_OP_ZERO:
 		cookie = nbd_aio_zero(c->h, len, off, cb, flags);
 		break;
@@ -398,24 +386,16 @@ static int nbd_pread_cb(void *conn, void *buf, size_t len, uint64_t off)
 	return nbd_run(conn, NBD_OP_READ, buf, len, off, 0);
 }
 
-static int nbd_pwrite_cb(void *conn, const void *buf, size_t len, uint64_t off,
-			 unsigned flags)
+static int nbd_pwrite_cb(void *conn, const void *buf, size_t len, uint64_t off)
 {
 	struct nbd_conn *c = conn;
-	uint32_t f = 0;
-	int rc;
 
 	if (c->read_only) {
 		nd_error("%s: nbd: write: the export is read-only", c->name);
 		errno = EROFS;
 		return -EROFS;
 	}
-	if ((flags & ND_FUA) && c->can_fua)
-		f |= LIBNBD_CMD_FLAG_FUA;
-	rc = nbd_run(c, NBD_OP_WRITE, (void *)buf, len, off, f);
-	if (rc == 0 && (flags & ND_FUA) && !c->can_fua && c->can_flush)
-		rc = nbd_run(c, NBD_OP_FLUSH, NULL, 0, 0, 0);
-	return rc;
+	return nbd_run(c, NBD_OP_WRITE, (void *)buf, len, off, 0);
 }
 
 static int nbd_flush_cb(void *conn)
@@ -427,29 +407,10 @@ static int nbd_flush_cb(void *conn)
 	return nbd_run(c, NBD_OP_FLUSH, NULL, 0, 0, 0);
 }
 
-static int nbd_trim_cb(void *conn, uint64_t len, uint64_t off)
-{
-	struct nbd_conn *c = conn;
-
-	if (c->read_only) {
-		nd_error("%s: nbd: trim: the export is read-only", c->name);
-		errno = EROFS;
-		return -EROFS;
-	}
-	if (!c->can_trim) {
-		nd_error("%s: nbd: trim: the server does not support it",
-			 c->name);
-		errno = EOPNOTSUPP;
-		return -EOPNOTSUPP;
-	}
-	return nbd_run(c, NBD_OP_TRIM, NULL, len, off, 0);
-}
-
 static int nbd_zero_cb(void *conn, uint64_t len, uint64_t off, unsigned flags)
 {
 	struct nbd_conn *c = conn;
 	uint32_t f = 0;
-	int rc;
 
 	if (c->read_only) {
 		nd_error("%s: nbd: write zeroes: the export is read-only",
@@ -466,12 +427,7 @@ static int nbd_zero_cb(void *conn, uint64_t len, uint64_t off, unsigned flags)
 	}
 	if (!(flags & ND_MAY_TRIM))
 		f |= LIBNBD_CMD_FLAG_NO_HOLE;
-	if ((flags & ND_FUA) && c->can_fua)
-		f |= LIBNBD_CMD_FLAG_FUA;
-	rc = nbd_run(c, NBD_OP_ZERO, NULL, len, off, f);
-	if (rc == 0 && (flags & ND_FUA) && !c->can_fua && c->can_flush)
-		rc = nbd_run(c, NBD_OP_FLUSH, NULL, 0, 0, 0);
-	return rc;
+	return nbd_run(c, NBD_OP_ZERO, NULL, len, off, f);
 }
 
 /* ---- open / close ---------------------------------------------------- */
@@ -677,40 +633,21 @@ static int nbd_setup_tls(struct nbd_conn *c, const struct nd_opts *o, int tls)
 static int nbd_start_connect(struct nbd_conn *c, const struct nd_opts *o,
 			     int tls, char *where, size_t wlen)
 {
-	const char *type = nd_opt_get(o, "server.type");
+	/* nbd-url.c's normalize made server.type inet (with server.host
+	 * and server.port) or unix (with server.path). */
 	const char *path = nd_opt_get(o, "server.path");
 	const char *host = nd_opt_get(o, "server.host");
+	uint64_t port;
+	char portstr[16];
 
-	if (!type)
-		type = path ? "unix" : "inet";
-	if (!strcmp(type, "unix")) {
-		if (!path) {
-			nd_error(
-			    "%s: nbd: server.type=unix needs server.path (the socket)",
-			    c->name);
-			errno = EINVAL;
-			return -EINVAL;
-		}
+	if (!strcmp(nd_opt_get(o, "server.type"), "unix")) {
 		snprintf(where, wlen, "unix:%s", path);
 		if (nbd_aio_connect_unix(c->h, path) == -1)
 			return nbd_connect_fail(c, where, tls);
 		return 0;
 	}
-	if (strcmp(type, "inet") && strcmp(type, "tcp")) {
-		nd_error(
-		    "%s: nbd: server.type=%s is not supported (inet or unix)",
-		    c->name, type);
-		errno = EINVAL;
-		return -EINVAL;
-	}
-	if (!host || !*host) {
-		nd_error("%s: nbd: no server.host", c->name);
-		errno = EINVAL;
-		return -EINVAL;
-	}
-	uint64_t port;
-	char portstr[16];
-	if (nd_opt_uint(o, "server.port", 10809, 1, 65535, &port) < 0) {
+	/* A dotted server.port= reaches here as written: parse it. */
+	if (nd_opt_uint(o, "server.port", 0, 1, 65535, &port) < 0) {
 		errno = EINVAL;
 		return -EINVAL;
 	}
@@ -737,8 +674,6 @@ static void nbd_fill_info(struct nbd_conn *c, int64_t size, bool ro_entry,
 	info->max_trim = NBD_MAX_TRIM;
 	info->read_only = ro_entry || nbd_is_read_only(c->h) == 1;
 	info->can_flush = nbd_can_flush(c->h) == 1;
-	info->can_fua = !info->read_only && nbd_can_fua(c->h) == 1;
-	info->can_trim = !info->read_only && nbd_can_trim(c->h) == 1;
 	info->can_zero = !info->read_only && nbd_can_zero(c->h) == 1;
 	info->can_multi_conn = nbd_can_multi_conn(c->h) == 1;
 	info->thread_safe = true;
@@ -747,14 +682,14 @@ static void nbd_fill_info(struct nbd_conn *c, int64_t size, bool ro_entry,
 	info->max_connections = info->can_multi_conn ? 0 : 1;
 }
 
-static int nbd_open_cb(const struct nd_opts *o, void **conn,
-		       struct nd_info *info)
+static int nbd_open_cb(const struct nd_opts *o, const struct nd_settings *s,
+		       void **conn, struct nd_info *info)
 {
 	struct nbd_conn *c;
 	char where[PATH_MAX + 32] = "the server";
 	const char *exp = nd_opt_get(o, "export");
-	bool ro_entry = false;
-	double connect_limit;
+	bool ro_entry = s->read_only;
+	double connect_limit = s->reconnect_delay;
 	int tls, rc;
 
 	c = calloc(1, sizeof *c);
@@ -770,21 +705,13 @@ static int nbd_open_cb(const struct nd_opts *o, void **conn,
 		nd_error("nbd: out of memory");
 		goto fail;
 	}
-	if (nd_opt_seconds(o, "timeout", ND_DEFAULT_TIMEOUT, &c->timeout) <
-		0 ||
-	    nd_opt_bool(o, "ro", false, &ro_entry) < 0 ||
-	    nbd_tls_mode(o, &tls) < 0) {
+	c->timeout = s->timeout;
+	if (nbd_tls_mode(o, &tls) < 0) {
 		rc = -EINVAL;
 		goto fail;
 	}
-	if (!(c->timeout > 0))
-		c->timeout = ND_DEFAULT_TIMEOUT;
 	/* A connect that outlives reconnect-delay is useless to the core's
 	 * retry loop: give up by then (but allow a slow TLS handshake 1 s). */
-	if (nd_opt_seconds(o, "reconnect-delay", 10, &connect_limit) < 0) {
-		rc = -EINVAL;
-		goto fail;
-	}
 	if (connect_limit < 1)
 		connect_limit = 1;
 	if (connect_limit > c->timeout)
@@ -823,9 +750,7 @@ static int nbd_open_cb(const struct nd_opts *o, void **conn,
 	}
 	nbd_fill_info(c, size, ro_entry, info);
 	c->read_only = info->read_only;
-	c->can_fua = info->can_fua;
 	c->can_flush = info->can_flush;
-	c->can_trim = info->can_trim;
 	c->can_zero = info->can_zero;
 
 	c->sock = dup(nbd_aio_get_fd(c->h));
@@ -851,8 +776,10 @@ static int nbd_open_cb(const struct nd_opts *o, void **conn,
 		 nbd_get_tls_negotiated(c->h) == 1 ? ", TLS" : "", size,
 		 info->block_size, info->max_request,
 		 info->read_only ? ", read-only" : "",
-		 info->can_flush ? ", flush" : "", info->can_fua ? ", fua" : "",
-		 info->can_trim ? ", trim" : "", info->can_zero ? ", zero" : "",
+		 info->can_flush ? ", flush" : "",
+		 !info->read_only && nbd_can_fua(c->h) == 1 ? ", fua" : "",
+		 !info->read_only && nbd_can_trim(c->h) == 1 ? ", trim" : "",
+		 info->can_zero ? ", zero" : "",
 		 info->can_multi_conn ? ", multi-conn" : "");
 	*conn = c;
 	return 0;
@@ -866,18 +793,23 @@ static const char *const nbd_drivers[] = {"nbd", NULL};
 static const char *const nbd_schemes[] = {
     "nbd", "nbd+tcp", "nbd+unix", "nbds", "nbds+tcp", "nbds+unix", NULL};
 static const struct nd_optdesc nbd_options[] = {
-    {"server.type", "inet (TCP) or unix"},
-    {"server.host", "server host name or address (inet)"},
-    {"server.port", "server TCP port (default 10809)"},
-    {"server.path", "server Unix socket path (unix)"},
-    {"export", "export name (default \"\")"},
-    {"tls", "off, on (use TLS when offered) or require"},
-    {"tls-psk-file", "PSK key file (psktool format); implies tls=require"},
-    {"tls-certificates",
+    {"server.type", ND_OPT_STRING, "inet", false, "inet (TCP) or unix"},
+    {"server.host", ND_OPT_STRING, NULL, false,
+     "server host name or address (inet)"},
+    {"server.port", ND_OPT_UINT, "10809", false, "server TCP port"},
+    {"server.path", ND_OPT_FILE, NULL, false, "server Unix socket path (unix)"},
+    {"export", ND_OPT_STRING, "\"\"", false, "export name"},
+    {"tls", ND_OPT_STRING, NULL, false,
+     "off, on (use TLS when offered) or require"},
+    {"tls-psk-file", ND_OPT_FILE, NULL, false,
+     "PSK key file (psktool format); implies tls=require"},
+    {"tls-certificates", ND_OPT_FILE, NULL, false,
      "directory of X.509 certificates; implies tls=require"},
-    {"tls-username", "TLS PSK user name (default: the login name)"},
-    {"tls-verify-peer", "verify the server certificate (default on)"},
-    {NULL, NULL},
+    {"tls-username", ND_OPT_STRING, NULL, false,
+     "TLS PSK user name (default: the login name)"},
+    {"tls-verify-peer", ND_OPT_BOOL, "on", false,
+     "verify the server certificate"},
+    {NULL, ND_OPT_STRING, NULL, false, NULL},
 };
 
 static const struct nd_backend nbd_backend = {
@@ -891,7 +823,6 @@ static const struct nd_backend nbd_backend = {
     .pread = nbd_pread_cb,
     .pwrite = nbd_pwrite_cb,
     .flush = nbd_flush_cb,
-    .trim = nbd_trim_cb,
     .zero = nbd_zero_cb,
 };
 

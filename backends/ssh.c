@@ -430,7 +430,8 @@ static int ssh_parse_hkc(const struct nd_opts *o, struct ssh_params *p)
 	return -EINVAL;
 }
 
-static int ssh_parse(const struct nd_opts *o, struct ssh_params *p)
+static int ssh_parse(const struct nd_opts *o, const struct nd_settings *s,
+		     struct ssh_params *p)
 {
 	uint64_t port;
 	const char *h;
@@ -469,12 +470,8 @@ static int ssh_parse(const struct nd_opts *o, struct ssh_params *p)
 		return r;
 	p->known_hosts = nd_opt_get(o, "known-hosts");
 	p->identity = nd_opt_get(o, "identity");
-	if (nd_opt_seconds(o, "timeout", ND_DEFAULT_TIMEOUT, &p->timeout) < 0)
-		return -EINVAL;
-	if (p->timeout <= 0)
-		p->timeout = ND_DEFAULT_TIMEOUT;
-	if (nd_opt_bool(o, "ro", false, &p->ro) < 0)
-		return -EINVAL;
+	p->timeout = s->timeout;
+	p->ro = s->read_only;
 	return 0;
 }
 
@@ -955,7 +952,8 @@ static int ssh_setup(struct ssh_conn *c, const struct nd_opts *o,
 	return ssh_stat_file(c, o, info);
 }
 
-static int ssh_open(const struct nd_opts *o, void **conn, struct nd_info *info)
+static int ssh_open(const struct nd_opts *o, const struct nd_settings *s,
+		    void **conn, struct nd_info *info)
 {
 	struct ssh_params p;
 	struct ssh_conn *c;
@@ -963,7 +961,7 @@ static int ssh_open(const struct nd_opts *o, void **conn, struct nd_info *info)
 
 	ssh_thread_setup();
 	*conn = NULL;
-	r = ssh_parse(o, &p);
+	r = ssh_parse(o, s, &p);
 	if (r < 0)
 		return r;
 	c = calloc(1, sizeof(*c));
@@ -1238,8 +1236,7 @@ static int ssh_write_all(struct ssh_conn *c, const char *buf, size_t len,
 	return 0;
 }
 
-static int ssh_pwrite(void *vc, const void *buf, size_t len, uint64_t off,
-		      unsigned flags)
+static int ssh_pwrite(void *vc, const void *buf, size_t len, uint64_t off)
 {
 	struct ssh_conn *c = vc;
 	int r;
@@ -1286,16 +1283,21 @@ static void ssh_shutdown(void)
 static const char *const ssh_drivers[] = {"ssh", NULL};
 static const char *const ssh_schemes[] = {"ssh", NULL};
 static const struct nd_optdesc ssh_options[] = {
-    {"server.host", "SSH server host name or address"},
-    {"server.port", "SSH server port (22)"},
-    {"user", "remote user name (the local user)"},
-    {"path", "path of the disk image on the server"},
-    {"host-key-check",
-     "known_hosts (default), none, sha256:HEX, sha1:HEX or md5:HEX"},
-    {"known-hosts", "known_hosts file (~/.ssh/known_hosts)"},
-    {"identity", "private key file, tried after ssh-agent"},
-    {"password-file", "file holding the password, tried last"},
-    {NULL, NULL},
+    {"server.host", ND_OPT_STRING, NULL, false,
+     "SSH server host name or address"},
+    {"server.port", ND_OPT_UINT, "22", false, "SSH server port"},
+    {"user", ND_OPT_STRING, NULL, false, "remote user name (the local user)"},
+    {"path", ND_OPT_STRING, NULL, false,
+     "path of the disk image on the server"},
+    {"host-key-check", ND_OPT_STRING, "known_hosts", false,
+     "known_hosts, none, sha256:HEX, sha1:HEX or md5:HEX"},
+    {"known-hosts", ND_OPT_FILE, NULL, false,
+     "known_hosts file (~/.ssh/known_hosts)"},
+    {"identity", ND_OPT_FILE, NULL, false,
+     "private key file, tried after ssh-agent"},
+    {"password-file", ND_OPT_FILE, NULL, false,
+     "file holding the password, tried last"},
+    {NULL, ND_OPT_STRING, NULL, false, NULL},
 };
 
 static const struct nd_backend ssh_backend = {

@@ -2,8 +2,8 @@
  * for their duration (or share it when the backend is thread-safe); a
  * connection-level failure closes that connection and the request is
  * retried on a new one with backoff until reconnect-delay, then EIO.
- * What the backend lacks is emulated here: FUA, zeroing, alignment,
- * request splitting. */
+ * What the backend lacks is emulated here (and only here): zeroing,
+ * alignment, request splitting. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -90,6 +90,32 @@ static bool backend_takes(const struct nd_backend *b, const char *key)
 	return false;
 }
 
+bool nd_backend_key_is_secret(const char *driver, const char *key)
+{
+	const struct nd_backend *b = driver ? nd_backend_find(driver) : NULL;
+	for (const struct nd_optdesc *d = b ? b->options : NULL; d && d->key;
+	     d++)
+		if (key_matches(d->key, key))
+			return d->secret;
+	return false;
+}
+
+void nd_backend_print_options(FILE *f, const struct nd_backend *b)
+{
+	static const char *const shown[] = {
+	    [ND_OPT_STRING] = "STRING",	  [ND_OPT_BOOL] = "on|off",
+	    [ND_OPT_UINT] = "N",	  [ND_OPT_SIZE] = "SIZE",
+	    [ND_OPT_SECONDS] = "SECONDS", [ND_OPT_FILE] = "PATH",
+	};
+	for (const struct nd_optdesc *d = b->options; d && d->key; d++) {
+		char kv[64];
+		snprintf(kv, sizeof kv, "%s=%s", d->key, shown[d->type]);
+		fprintf(f, "    %-28s %s%s%s%s%s\n", kv, d->help,
+			d->def ? " (" : "", d->def ? d->def : "",
+			d->def ? ")" : "", d->secret ? ", secret" : "");
+	}
+}
+
 /* A default meant for other drivers (initiator-name for the iSCSI
  * entries of a mixed table) is dropped quietly; one no driver knows is a
  * typo and an error. */
@@ -152,7 +178,7 @@ int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *c)
 	return 0;
 }
 
-int nd_disk_check_opts(struct nd_opts *o)
+int nd_disk_prune_opts(struct nd_opts *o)
 {
 	const char *driver = nd_opt_get(o, "driver");
 	const struct nd_backend *b = driver ? nd_backend_find(driver) : NULL;
@@ -271,6 +297,16 @@ static bool check_failed(struct nd_disk *d)
 	return d->state == ND_FAILED;
 }
 
+/* The settings open() gets, from the parsed core options. */
+static void settings_of(const struct nd_disk_cfg *c, struct nd_settings *s)
+{
+	s->read_only = c->ro;
+	s->timeout = c->timeout;
+	s->open_timeout = c->open_timeout;
+	s->reconnect_delay = c->reconnect_delay;
+	s->connections = c->connections;
+}
+
 /* Open a backend connection; checks it is the same disk as before. */
 static int open_conn(struct nd_disk *d, void **h)
 {
@@ -279,7 +315,7 @@ static int open_conn(struct nd_disk *d, void **h)
 
 	memset(&info, 0, sizeof info);
 	nd_clear_error();
-	r = d->be->open(&d->opts, h, &info);
+	r = d->be->open(&d->opts, &d->settings, h, &info);
 	if (r < 0) {
 		*h = NULL;
 		return r;
@@ -451,9 +487,11 @@ static int borrow(struct nd_disk *d, double until, struct nd_slot **out)
 
 static bool is_conn_error(int r)
 {
-	return r == -ENOTCONN || r == -ECONNRESET || r == -EPIPE ||
-	       r == -ECONNREFUSED || r == -ECONNABORTED || r == -ESHUTDOWN ||
-	       r == -ETIMEDOUT || r == -EHOSTUNREACH || r == -ENETUNREACH;
+	static const int conn_errnos[] = {ND_CONN_ERRNOS};
+	for (size_t i = 0; i < sizeof conn_errnos / sizeof *conn_errnos; i++)
+		if (r == -conn_errnos[i])
+			return true;
+	return false;
 }
 
 /* Take the handles of dead connections nobody uses (at most 64) into
@@ -502,7 +540,7 @@ static void give_back(struct nd_disk *d, struct nd_slot *s, int r)
 		d->be->close(close_h[i]);
 }
 
-enum op_kind { OP_READ, OP_WRITE, OP_FLUSH, OP_TRIM, OP_ZERO };
+enum op_kind { OP_READ, OP_WRITE, OP_FLUSH, OP_ZERO };
 
 struct op {
 	enum op_kind kind;
@@ -516,10 +554,8 @@ static int call_backend(struct nd_disk *d, void *h, const struct op *op)
 {
 	switch (op->kind) {
 	case OP_READ: return d->be->pread(h, op->buf, op->len, op->off);
-	case OP_WRITE:
-		return d->be->pwrite(h, op->buf, op->len, op->off, op->flags);
+	case OP_WRITE: return d->be->pwrite(h, op->buf, op->len, op->off);
 	case OP_FLUSH: return d->be->flush(h);
-	case OP_TRIM: return d->be->trim(h, op->len, op->off);
 	case OP_ZERO: return d->be->zero(h, op->len, op->off, op->flags);
 	}
 	return -EINVAL;
@@ -593,19 +629,6 @@ static int run_op(struct nd_disk *d, const struct op *op)
 
 /* --- open / close ----------------------------------------------------- */
 
-/* Every backend bounds a request by the same timeout: the core's value
- * (the default when the entry gives none) goes into the options open()
- * reads, so no backend keeps a default of its own. */
-static int set_timeout(struct nd_disk *d)
-{
-	char v[32];
-	if (nd_opt_get(&d->opts, "timeout") &&
-	    strtod(nd_opt_get(&d->opts, "timeout"), NULL) > 0)
-		return 0;
-	snprintf(v, sizeof v, "%g", d->cfg.timeout);
-	return nd_opt_set(&d->opts, "timeout", v, "default");
-}
-
 int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 {
 	struct nd_disk *d = calloc(1, sizeof *d);
@@ -628,15 +651,16 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 		r = -ENOTSUP;
 		goto fail;
 	}
-	if (nd_disk_parse_cfg(opts, &d->cfg) == -1 || set_timeout(d) == -1) {
+	if (nd_disk_parse_cfg(opts, &d->cfg) == -1) {
 		r = -EINVAL;
 		goto fail;
 	}
+	settings_of(&d->cfg, &d->settings);
 	double deadline = now_s() + d->cfg.open_timeout;
 	double backoff = 0.1;
 	for (;;) {
 		nd_clear_error();
-		r = d->be->open(&d->opts, &h, &d->info);
+		r = d->be->open(&d->opts, &d->settings, &h, &d->info);
 		if (r == 0 || !(is_conn_error(r) || r == -EAGAIN) ||
 		    now_s() + backoff > deadline)
 			break;
@@ -712,14 +736,6 @@ void nd_disk_close(struct nd_disk *d)
 	free(d);
 }
 
-unsigned nd_disk_open_conns(struct nd_disk *d)
-{
-	pthread_mutex_lock(&d->lock);
-	unsigned n = d->nslots;
-	pthread_mutex_unlock(&d->lock);
-	return n;
-}
-
 /* --- I/O with limits and emulation ------------------------------------ */
 
 static uint32_t max_req(const struct nd_disk *d)
@@ -787,19 +803,6 @@ int nd_disk_pread(struct nd_disk *d, void *buf, size_t len, uint64_t off)
 	return r;
 }
 
-static int write_flush(struct nd_disk *d, const void *buf, size_t len,
-		       uint64_t off, unsigned flags)
-{
-	bool fua = flags & ND_FUA;
-	unsigned bflags = (fua && d->info.can_fua) ? ND_FUA : 0;
-	int r = io_aligned(d, OP_WRITE, (void *)buf, len, off, bflags);
-	if (r == 0 && fua && !d->info.can_fua && d->info.can_flush) {
-		struct op op = { OP_FLUSH, NULL, 0, 0, 0 };
-		r = run_op(d, &op);
-	}
-	return r;
-}
-
 int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 		   uint64_t off, unsigned flags)
 {
@@ -812,13 +815,13 @@ int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 		return -ENOSPC;
 	off += d->cfg.offset;
 	if (bs <= 1) {
-		r = write_flush(d, buf, len, off, flags);
+		r = io_aligned(d, OP_WRITE, (void *)buf, len, off, 0);
 	} else if (off % bs == 0 && len % bs == 0) {
 		/* Aligned writes run together, but never beside a
 		 * read-modify-write, which could write back older bytes of
 		 * the blocks they cover. */
 		pthread_rwlock_rdlock(&d->rmw_lock);
-		r = write_flush(d, buf, len, off, flags);
+		r = io_aligned(d, OP_WRITE, (void *)buf, len, off, 0);
 		pthread_rwlock_unlock(&d->rmw_lock);
 	} else {
 		/* Read-modify-write of the partial blocks at either end; alone,
@@ -834,7 +837,7 @@ int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 				       end - bs, 0);
 		if (r == 0) {
 			memcpy(tmp + (off - start), buf, len);
-			r = write_flush(d, tmp, end - start, start, flags);
+			r = io_aligned(d, OP_WRITE, tmp, end - start, start, 0);
 		}
 		pthread_rwlock_unlock(&d->rmw_lock);
 		free(tmp);
@@ -855,8 +858,7 @@ int nd_disk_flush(struct nd_disk *d)
 	return run_op(d, &op);
 }
 
-static int zero_by_writing(struct nd_disk *d, uint64_t len, uint64_t off,
-			   unsigned flags)
+static int zero_by_writing(struct nd_disk *d, uint64_t len, uint64_t off)
 {
 	size_t chunk = len < ZERO_CHUNK ? len : ZERO_CHUNK;
 	char *z = calloc(1, chunk ? chunk : 1);
@@ -865,7 +867,7 @@ static int zero_by_writing(struct nd_disk *d, uint64_t len, uint64_t off,
 		return -ENOMEM;
 	while (len > 0 && r == 0) {
 		size_t n = len < chunk ? len : chunk;
-		r = nd_disk_pwrite(d, z, n, off, flags & ND_FUA);
+		r = nd_disk_pwrite(d, z, n, off, 0);
 		off += n;
 		len -= n;
 	}
@@ -884,14 +886,14 @@ int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off,
 	if (off > d->size || len > d->size - off)
 		return -ENOSPC;
 	if (!d->info.can_zero || !d->be->zero)
-		return zero_by_writing(d, len, off, flags);
+		return zero_by_writing(d, len, off);
 	/* Unaligned head and tail are written; the aligned middle zeroed. */
 	if (bs > 1) {
 		uint64_t head = (bs - (off + d->cfg.offset) % bs) % bs;
 		if (head > len)
 			head = len;
 		if (head) {
-			int r = zero_by_writing(d, head, off, flags);
+			int r = zero_by_writing(d, head, off);
 			if (r < 0)
 				return r;
 			off += head;
@@ -899,7 +901,7 @@ int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off,
 		}
 		uint64_t tail = len % bs;
 		if (tail) {
-			int r = zero_by_writing(d, tail, off + len - tail, flags);
+			int r = zero_by_writing(d, tail, off + len - tail);
 			if (r < 0)
 				return r;
 			len -= tail;
@@ -907,34 +909,19 @@ int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off,
 	}
 	while (len > 0) {
 		uint64_t n = len > m ? m : len;
-		struct op op = { OP_ZERO, NULL, n, off + d->cfg.offset, flags };
-		if (!d->info.can_fua)
-			op.flags &= ~ND_FUA;
+		struct op op = {OP_ZERO, NULL, n, off + d->cfg.offset,
+				flags & ND_MAY_TRIM};
 		if (bs > 1) /* an aligned write too (see nd_disk_pwrite) */
 			pthread_rwlock_rdlock(&d->rmw_lock);
 		int r = run_op(d, &op);
 		if (bs > 1)
 			pthread_rwlock_unlock(&d->rmw_lock);
 		if (r == -ENOTSUP || r == -EOPNOTSUPP)
-			r = zero_by_writing(d, n, off, flags);
+			r = zero_by_writing(d, n, off);
 		if (r < 0)
 			return r;
 		off += n;
 		len -= n;
 	}
-	if ((flags & ND_FUA) && !d->info.can_fua)
-		return nd_disk_flush(d);
 	return 0;
-}
-
-int nd_disk_trim(struct nd_disk *d, uint64_t len, uint64_t off)
-{
-	if (d->ro)
-		return -EROFS;
-	if (!d->info.can_trim || !d->be->trim)
-		return -EOPNOTSUPP;
-	if (off > d->size || len > d->size - off)
-		return -ENOSPC;
-	struct op op = { OP_TRIM, NULL, len, off + d->cfg.offset, 0 };
-	return run_op(d, &op);
 }

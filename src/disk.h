@@ -46,6 +46,7 @@ struct nd_disk {
 	const struct nd_backend *be;
 	struct nd_info info;
 	struct nd_disk_cfg cfg;
+	struct nd_settings settings; /* what open() gets, from cfg */
 	uint64_t size; /* what the file shows */
 	bool ro;
 
@@ -71,26 +72,25 @@ struct nd_disk {
 	struct nd_disk_stats st;
 };
 
-/* Is the driver known, and are all keys of O accepted by the core or by
- * its backend? Default keys (origin starting "-o" or containing
- * "defaults") that this backend does not take are dropped quietly. Also
- * parses the core's options, so bad sizes are reported here. */
-int nd_disk_check_opts(struct nd_opts *o);
+/* Drop from O the default keys (origin starting "-o" or containing
+ * "defaults") that its driver does not take but another driver does; fail
+ * on any other key neither the core nor the driver accepts, on an unknown
+ * driver, and on bad core values (parsed here so they are reported at
+ * load). */
+int nd_disk_prune_opts(struct nd_opts *o);
 int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *cfg);
 
 /* Open the first connection (retrying for open-timeout). */
 int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out);
 void nd_disk_close(struct nd_disk *d);
 
-/* All I/O: bounded in time, 0 or -errno; offsets are within the file. */
+/* All I/O: bounded in time, 0 or -errno; offsets are within the file.
+ * pwrite's flags: none are defined, pass 0; zero's: ND_MAY_TRIM. */
 int nd_disk_pread(struct nd_disk *d, void *buf, size_t len, uint64_t off);
 int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 		   uint64_t off, unsigned flags);
 int nd_disk_flush(struct nd_disk *d);
-int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off,
-		 unsigned flags);
-int nd_disk_trim(struct nd_disk *d, uint64_t len, uint64_t off);
-unsigned nd_disk_open_conns(struct nd_disk *d);
+int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off, unsigned flags);
 
 /* Call every registered backend's shutdown once. */
 void nd_backends_shutdown(void);

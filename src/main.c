@@ -101,9 +101,7 @@ static void help(void)
 		for (const char *const *s = (*b)->schemes; s && *s; s++)
 			printf(" %s", *s);
 		printf("\n");
-		for (const struct nd_optdesc *d = (*b)->options; d && d->key;
-		     d++)
-			printf("    %-22s %s\n", d->key, d->help);
+		nd_backend_print_options(stdout, *b);
 	}
 }
 
@@ -178,8 +176,8 @@ static int load(struct nd_table *t)
 {
 	if (nd_url_is_device(cli.source))
 		return nd_table_from_url(cli.source, &cli.defaults,
-					 nd_disk_check_opts, t, stderr);
-	return nd_table_load(cli.source, &cli.defaults, nd_disk_check_opts, t,
+					 nd_disk_prune_opts, t, stderr);
+	return nd_table_load(cli.source, &cli.defaults, nd_disk_prune_opts, t,
 			     stderr);
 }
 

@@ -183,7 +183,7 @@ static void reload(void)
 	errs = open_memstream(&buf, &len);
 	if (!errs)
 		return;
-	nerr = nd_table_load(rl.source, rl.defaults, nd_disk_check_opts, &t,
+	nerr = nd_table_load(rl.source, rl.defaults, nd_disk_prune_opts, &t,
 			     errs);
 	fclose(errs);
 	if (nerr)

@@ -112,7 +112,7 @@ static int open_source(const char *path, const char *want, const char *source,
 			goto out;
 	if (!rw && nd_opt_set(&defaults, "ro", "on", "-o") == -1)
 		goto out;
-	if (nd_table_from_url(source, &defaults, nd_disk_check_opts, &t,
+	if (nd_table_from_url(source, &defaults, nd_disk_prune_opts, &t,
 			      stderr) != 0 ||
 	    t.n != 1 || nd_disk_open(&t.e[0].opts, d) != 0)
 		goto out;

@@ -33,3 +33,35 @@ for b in $backends; do
 done
 [ $bad = 0 ] || fail "backend pages missing"
 echo "all ${#pages[@]} pages render cleanly"
+
+# Each backend's page documents every key of its option list (as --help
+# prints it) in its OPTIONS section, and documents no key the backend or
+# the core does not take.
+core="driver ro readahead block-size cache-size cache connections timeout
+reconnect-delay open-timeout offset size debug"
+"$ND" --help > "$TMP/help"
+for b in $backends; do
+    [ "$b" = file ] && continue
+    page="$TOP/man/netdiskfs-$b.1"
+    awk -v b="$b" '/^  [a-z0-9]*: / { on = ($1 == b ":") }
+        on && /^    [a-zN.-]*=/ { sub(/=.*/, "", $1); print $1 }' \
+        "$TMP/help" | sort -u > "$TMP/keys.$b"
+    [ -s "$TMP/keys.$b" ] || { echo "FAIL: --help lists no option of $b" >&2; bad=1; }
+    # The keys of the page: the tag of each top-level .TP of OPTIONS
+    # (".B key", ".BI server. N .type", ".BI url= url",
+    # ".BR password \", \" password\-file"), values nested in .RS left out.
+    awk '/^\.SH/ { on = ($2 == "OPTIONS") } /^\.RS/ { rs++ } /^\.RE/ { rs-- }
+        on && !rs && prev == ".TP" { print } { prev = $0 }' "$page" |
+        sed 's/^\.[BIR]* //; s/", "/,/g; s/[" ]//g; s/\\-/-/g' | tr , '\n' |
+        sed 's/=.*//' | sort -u > "$TMP/page.$b"
+    missing=$(comm -23 "$TMP/keys.$b" "$TMP/page.$b")
+    [ -z "$missing" ] ||
+        { echo "FAIL: man/netdiskfs-$b.1 does not document:" $missing >&2; bad=1; }
+    for k in $(comm -13 "$TMP/keys.$b" "$TMP/page.$b"); do
+        case " $(echo $core) " in *" $k "*) continue ;; esac
+        echo "FAIL: man/netdiskfs-$b.1 documents $k, which $b does not take" >&2
+        bad=1
+    done
+done
+[ $bad = 0 ] || fail "man pages and option lists differ"
+echo "every backend's options match its page"

@@ -25,7 +25,8 @@ static atomic_uint preads, pwrites;
 static atomic_ulong bytes_read;
 static atomic_uint delay_us;
 
-static int count_open(const struct nd_opts *o, void **h, struct nd_info *i)
+static int count_open(const struct nd_opts *o, const struct nd_settings *s,
+		      void **h, struct nd_info *i)
 {
 	*h = mem;
 	i->size = DISK;
@@ -44,8 +45,7 @@ static int count_pread(void *h, void *buf, size_t len, uint64_t off)
 	memcpy(buf, mem + off, len);
 	return 0;
 }
-static int count_pwrite(void *h, const void *buf, size_t len, uint64_t off,
-			unsigned flags)
+static int count_pwrite(void *h, const void *buf, size_t len, uint64_t off)
 {
 	pwrites++;
 	memcpy(mem + off, buf, len);

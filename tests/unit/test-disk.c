@@ -34,32 +34,36 @@ static double now_s(void)
 }
 
 /* A frozen server costs a real backend its whole timeout. */
-static int frozen(const struct nd_opts *o)
+static int frozen(const struct nd_settings *s)
 {
-	double t = 1;
-	nd_opt_seconds(o, "timeout", 1, &t);
+	double t = s->timeout;
 	usleep((useconds_t)(t * 1e6));
 	nd_error("fake: no answer for %g s", t);
 	return -ETIMEDOUT;
 }
 
+static struct nd_settings last_settings; /* what the last open() got */
+
 struct fake_conn {
-	const struct nd_opts *o;
+	const struct nd_settings *s;
 	int gen; /* connections from before an outage stay broken */
 };
 static atomic_int generation;
 
-static int fake_open(const struct nd_opts *o, void **h, struct nd_info *i)
+static int fake_open(const struct nd_opts *o, const struct nd_settings *s,
+		     void **h, struct nd_info *i)
 {
 	opens++;
+	last_settings = *s;
 	if (mode == REFUSE) {
 		nd_error("fake: connection refused");
 		return -ECONNREFUSED;
 	}
 	if (mode == FROZEN)
-		return frozen(o);
+		return frozen(s);
+	(void)o;
 	struct fake_conn *c = malloc(sizeof *c);
-	c->o = o;
+	c->s = s;
 	c->gen = generation;
 	*h = c;
 	memset(i, 0, sizeof *i);
@@ -79,7 +83,7 @@ static int fake_pread(void *h, void *buf, size_t len, uint64_t off)
 {
 	struct fake_conn *c = h;
 	if (mode == FROZEN)
-		return frozen(c->o);
+		return frozen(c->s);
 	if (mode == REFUSE || c->gen != generation) {
 		nd_error("fake: connection reset");
 		return -ENOTCONN;
@@ -91,9 +95,15 @@ static int fake_pread(void *h, void *buf, size_t len, uint64_t off)
 }
 
 static const char *const drivers[] = {"fake", NULL};
+static const struct nd_optdesc fake_options[] = {
+    {"server.N.password", ND_OPT_STRING, NULL, true, "a secret"},
+    {"user", ND_OPT_STRING, NULL, false, "not one"},
+    {NULL, ND_OPT_STRING, NULL, false, NULL},
+};
 static const struct nd_backend fake_backend = {
     .name = "fake",
     .drivers = drivers,
+    .options = fake_options,
     .open = fake_open,
     .close = fake_close,
     .pread = fake_pread,
@@ -289,11 +299,43 @@ static void slice_overflow(void)
 	nd_opts_free(&o);
 }
 
+/* open() gets the core's parsed settings, the default timeout when the
+ * entry gives none; the backend-declared secret keys are known. */
+static void settings_and_secrets(void)
+{
+	struct nd_opts o;
+	struct nd_disk *d = NULL;
+	nd_opts_init(&o, "t");
+	nd_opt_set(&o, "driver", "fake", "test");
+	nd_opts_parse_list(&o, "ro=on,connections=2,reconnect-delay=3", "test");
+	mode = UP;
+	int r = nd_disk_open(&o, &d);
+	CHECK(r == 0, "open: %d", r);
+	CHECK(last_settings.read_only && last_settings.connections == 2 &&
+		  last_settings.reconnect_delay == 3 &&
+		  last_settings.timeout == ND_DEFAULT_TIMEOUT &&
+		  last_settings.open_timeout == 0,
+	      "settings: ro %d conns %u rd %g timeout %g ot %g",
+	      last_settings.read_only, last_settings.connections,
+	      last_settings.reconnect_delay, last_settings.timeout,
+	      last_settings.open_timeout);
+	CHECK(!nd_opt_get(&d->opts, "timeout"),
+	      "the core wrote timeout= into the entry's options");
+	nd_disk_close(d);
+	nd_opts_free(&o);
+	CHECK(nd_backend_key_is_secret("fake", "server.3.password") &&
+		  !nd_backend_key_is_secret("fake", "user") &&
+		  !nd_backend_key_is_secret("fake", "password") &&
+		  !nd_backend_key_is_secret("nosuch", "server.3.password"),
+	      "secret keys");
+}
+
 int main(void)
 {
 	for (size_t i = 0; i < sizeof mem; i++)
 		mem[i] = (unsigned char)(i * 7 + i / 4096);
 	slice_overflow();
+	settings_and_secrets();
 	outage(REFUSE, "refused");
 	outage(FROZEN, "frozen");
 	slot_wait();
