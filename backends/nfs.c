@@ -387,22 +387,25 @@ static void ndnfs_close_cb(void *conn)
 }
 
 /* The options libnfs only takes in a URL (nfsport, mountport, version):
- * one built from the canonical keys sets them and splits export/file. */
+ * one built from the canonical keys sets them and splits export/file.
+ * libnfs 4.0 takes no port after the host: server.port is the nfsport. */
 static struct nfs_url *ndnfs_url_of(struct ndnfs_conn *c, const struct nd_opts *o)
 {
 	static const char *const q[] = { "version", "nfsport", "mountport", NULL };
 	const char *port = nd_opt_get(o, "server.port");
 	CLEANUP_FREE char *url = NULL;
-	char query[128] = "";
+	char query[160] = "";
 	size_t n = 0;
 
 	for (size_t i = 0; q[i]; i++)
 		if (nd_opt_get(o, q[i]))
 			n += snprintf(query + n, n < sizeof query ? sizeof query - n : 0,
 				      "%s%s=%s", n ? "&" : "?", q[i], nd_opt_get(o, q[i]));
-	if (asprintf(&url, "nfs://%s%s%s%s%s", nd_opt_get(o, "server.host"),
-		     port ? ":" : "", port ? port : "", nd_opt_get(o, "path"),
-		     query) < 0)
+	if (port && !nd_opt_get(o, "nfsport"))
+		n += snprintf(query + n, n < sizeof query ? sizeof query - n : 0,
+			      "%snfsport=%s", n ? "&" : "?", port);
+	if (asprintf(&url, "nfs://%s%s%s", nd_opt_get(o, "server.host"),
+		     nd_opt_get(o, "path"), query) < 0)
 		return NULL;
 	struct nfs_url *u = nfs_parse_url_full(c->nfs, url);
 	if (!u)

@@ -66,6 +66,7 @@ _ganesha_launch() {
     setsid unshare -m --propagation private -- bash "$GANESHA_DIR/inner.sh" "$GANESHA_DIR" \
         >>"$GANESHA_DIR/log/inner.log" 2>&1 &
     _ganesha_sid=$!
+    disown "$_ganesha_sid" # no "Killed" notice from bash at ganesha_kill
     wait_for 20 _ganesha_listening ||
         { show_log "$GANESHA_DIR/log/ganesha.log"; show_log "$GANESHA_DIR/log/inner.log"; fail "ganesha did not listen in 20 s"; }
 }
