@@ -153,7 +153,12 @@ static void ndnfs_done_cb(int err, struct nfs_context *nfs, void *data,
 		if (err < 0)
 			nd_debug("%s: nfs: %s", c->name,
 				 data ? (const char *)data : "error");
-		ndnfs_finish(r, err);
+		/* A cancelled RPC (the socket was lost) is not the file's
+		 * error: let the core reconnect. */
+		ndnfs_finish(r, err == -EINTR || err == -ETIMEDOUT ||
+					 err == -ECONNRESET || err == -EPIPE
+				 ? -ENOTCONN
+				 : err);
 	}
 	pthread_mutex_unlock(&c->mu);
 	free(t);

@@ -51,6 +51,9 @@ EOF
     cat > "$GANESHA_DIR/inner.sh" <<'EOF'
 d=$1
 mount --bind "$d/nsrun" /run || exit 1
+# The namespace got a copy of every mount, FUSE mounts of the test too:
+# drop them here, or unmounting one outside would not end its daemon.
+awk '$3 ~ /^fuse/ { print $2 }' /proc/self/mounts | while read -r m; do umount -l "$m"; done
 unshare -n -- rpcbind -f &
 n=50
 while [ ! -S /run/rpcbind.sock ] && [ $n -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
