@@ -143,7 +143,8 @@ static int rbd_add_key(struct nd_opts *o, const char *k, const char *v,
 {
 	if (strcmp(k, "id") == 0)
 		return nd_opt_add(o, "user", v, origin);
-	if (strcmp(k, "conf") == 0 || strcmp(k, "keyring") == 0)
+	if (strcmp(k, "conf") == 0 || strcmp(k, "keyring") == 0 ||
+	    strcmp(k, "key-secret-file") == 0)
 		return nd_opt_add(o, k, v, origin);
 	if (strcmp(k, "mon_host") == 0 || strcmp(k, "mon-host") == 0)
 		return rbd_mon_host(o, v, origin);

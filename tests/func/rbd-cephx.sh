@@ -23,6 +23,7 @@ ceph_rbd import --no-progress "$TMP/img" rbd/img || fail "rbd import failed"
 C=$CEPH_CONF
 cat > "$TMP/tab" <<TAB
 keyring  rbd:rbd/img:conf=$C:id=nd:keyring=$TMP/nd.keyring:auth_supported=cephx
+keyfile  rbd:rbd/img:conf=$C:id=nd:key-secret-file=$TMP/nd.key
 secret   json:{"driver":"rbd","pool":"rbd","image":"img","conf":"$C","user":"nd","auth-client-required":["cephx"],"key-secret-file":"$TMP/nd.key"}
 dotted   driver=rbd,pool=rbd,image=img,conf=$C,user=nd,auth-client-required=cephx,key-secret-file=$TMP/nd.key
 wrong    driver=rbd,pool=rbd,image=img,conf=$C,user=nd,key-secret-file=$TMP/wrong.key
@@ -56,6 +57,7 @@ ceph_rbd export --no-progress rbd/img "$TMP/export" || fail "rbd export failed"
 cmp "$TMP/export" "$TMP/expect" || fail "rbd export differs from what was written with keyring="
 cmp "$TMP/mnt/secret" "$TMP/expect" || fail "key-secret-file (json) reads other bytes"
 cmp "$TMP/mnt/dotted" "$TMP/expect" || fail "key-secret-file (dotted) reads other bytes"
+cmp "$TMP/mnt/keyfile" "$TMP/expect" || fail "key-secret-file (rbd: form) reads other bytes"
 echo "ok: cephx with keyring= and key-secret-file=: bytes match rbd export"
 nd_unmount "$TMP/mnt"
 grep -qF "$KEY" "$TMP/mnt.log" && fail "the debug log holds the key"
