@@ -9,13 +9,14 @@
 # The monitor binds the fixed ports 3300 and 6789 (and the OSD 6800-6807):
 # two clusters on one host clash, so a test waits (bounded) for a running
 # one to go. Daemons are stopped by the PIDs in their pidfiles at exit.
-# $CEPH_CONF points the Ceph tools at the cluster.
+# $CEPH_CONF points the Ceph tools at the cluster. The demo runs these in a
+# subshell with its own CEPH_DIR (demo/parts/rbd.sh).
 
 requires ceph-mon
 requires ceph-osd
 requires rbd
 
-CEPH_DIR=$TMP/ceph
+CEPH_DIR=${CEPH_DIR:-$TMP/ceph}
 export CEPH_CONF=$CEPH_DIR/ceph.conf
 
 ceph_cli() { timeout 20 ceph --connect-timeout 10 "$@"; }

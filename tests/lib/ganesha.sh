@@ -12,12 +12,14 @@
 # of the test, rpcbind itself in an empty network namespace, so ganesha
 # registers through rpcbind's Unix socket and the host sees only ganesha
 # on 127.0.0.1. Clients use nfsport= and mountport= (no portmapper).
+# $GANESHA_DIR/sid names the session to kill (the demo, demo/parts/nfs.sh,
+# runs ganesha_start in a subshell with its own GANESHA_DIR).
 
 requires ganesha.nfsd
 requires rpcbind
 requires unshare
 
-GANESHA_DIR=$TMP/ganesha
+GANESHA_DIR=${GANESHA_DIR:-$TMP/ganesha}
 GANESHA_EXPORT=$GANESHA_DIR/export
 
 _ganesha_conf() {
@@ -70,6 +72,7 @@ _ganesha_launch() {
         >>"$GANESHA_DIR/log/inner.log" 2>&1 &
     _ganesha_sid=$!
     disown "$_ganesha_sid" # no "Killed" notice from bash at ganesha_kill
+    echo "$_ganesha_sid" > "$GANESHA_DIR/sid"
     wait_for 20 _ganesha_listening ||
         { show_log "$GANESHA_DIR/log/ganesha.log"; show_log "$GANESHA_DIR/log/inner.log"; fail "ganesha did not listen in 20 s"; }
 }
