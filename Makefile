@@ -8,6 +8,8 @@ CC ?= cc
 # Each backend names its pkg-config modules in a line "/* pkg-config: ... */".
 BACKEND_SRCS := $(sort $(wildcard backends/*.c))
 BACKEND_PKGS := $(shell sed -n 's|^/\* pkg-config: \(.*\) \*/$$|\1|p' $(BACKEND_SRCS))
+# ... and a library without a .pc file in a line "/* libs: -lfoo */".
+BACKEND_LIBS := $(shell sed -n 's|^/\* libs: \(.*\) \*/$$|\1|p' $(BACKEND_SRCS))
 PKGS := fuse3 jansson libcurl zlib libzstd libxxhash $(BACKEND_PKGS)
 CORE_SRCS := $(filter-out src/main.c,$(sort $(wildcard src/*.c src/layers/*.c)))
 WARN := -Wall -Wextra -Wshadow -Wvla -Wformat=2 -Wmissing-prototypes -Wno-unused-parameter -Werror
@@ -20,7 +22,7 @@ PKG_LIBS = $(eval PKG_LIBS := $$(shell $(PKG_CONFIG) --libs $(PKGS)))$(PKG_LIBS)
 PKG_CONFIG ?= pkg-config
 ND_CFLAGS = -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread -Isrc -Ibackends \
 	$(PKG_CFLAGS) $(SANFLAGS)
-ND_LIBS = $(PKG_LIBS) -pthread -lm $(SANFLAGS)
+ND_LIBS = $(PKG_LIBS) $(BACKEND_LIBS) -pthread -lm $(SANFLAGS)
 
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(BACKEND_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))

@@ -9,7 +9,9 @@ nbdkit libnbd-bin python3-libnbd gnutls-bin tgt libiscsi-bin
 openssh-server openssh-client glusterfs-server glusterfs-client
 nginx-light openssl vsftpd fio xxd groff-base man-db psmisc iproute2
 libclang-rt-14-dev genisoimage curl procps
-qemu-system-common qemu-block-extra qemu-utils httpdirfs sshfs gnuplot-nox"
+qemu-system-common qemu-block-extra qemu-utils httpdirfs sshfs gnuplot-nox
+ceph-mon ceph-osd ceph-common librbd-dev librados-dev
+nfs-ganesha nfs-ganesha-vfs libnfs-dev libnfs-utils rpcbind util-linux"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"

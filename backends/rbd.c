@@ -1,0 +1,432 @@
+/* libs: -lrbd -lrados */
+/* rbd.c: Ceph RBD images through librbd and librados.
+ *
+ * One connection is one rados client (rados_t), an I/O context on the pool
+ * (and namespace) and one open image. librbd is thread-safe and
+ * asynchronous: each request is an rbd_aio_* call whose completion wakes
+ * the calling thread, so one connection carries every request the core
+ * has in flight (thread_safe, max_connections 1: two handles of one
+ * client would pass the image's exclusive lock back and forth).
+ *
+ * librados waits forever for a dead OSD or monitor unless told otherwise:
+ * rados_osd_op_timeout, rados_mon_op_timeout and client_mount_timeout are
+ * set from the entry's timeout, so a request to a dead OSD fails with
+ * -ETIMEDOUT. That is returned as -ENOTCONN: the core drops this client
+ * and opens a new one (which fails until the OSD is back) until
+ * reconnect-delay runs out. The old client is closed in a thread of its
+ * own, since rbd_close flushes and releases the exclusive lock, which
+ * waits for the same dead OSD. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+
+#include "backend.h"
+#include "rbd-url.h"
+#include "../src/util/cleanup.h"
+
+/* Largest read/write handed to librbd at once. */
+#define RBD_MAX_REQUEST (32u << 20)
+#define RBD_MAX_TRIM (1u << 30)
+#define RBD_MAX_SERVERS 16
+
+struct rbd_conn {
+	char *name; /* entry name, for messages */
+	rados_t cluster;
+	rados_ioctx_t io;
+	rbd_image_t img;
+	bool read_only;
+	bool lost; /* a request timed out: close in the background */
+};
+
+/* One request in flight; lives on the caller's stack until done. */
+struct rbd_req {
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	bool done;
+	ssize_t ret;
+};
+
+enum rbd_op { RBD_READ, RBD_WRITE, RBD_FLUSH, RBD_TRIM, RBD_ZERO };
+
+static const char *const rbd_op_names[] = { "read", "write", "flush",
+					    "discard", "write zeroes" };
+
+/* Errors that mean "this client lost the cluster": the core reconnects. */
+static bool rbd_is_lost(int r)
+{
+	return r == -ETIMEDOUT || r == -ENOTCONN || r == -ESHUTDOWN ||
+	       r == -ECONNREFUSED || r == -ECONNRESET || r == -EPIPE;
+}
+
+/* The one translator of librados/librbd results: an nd_error naming the
+ * entry and what failed, and the -errno the core should see. */
+static int rbd_fail(const char *name, const char *what, int r)
+{
+	errno = -r;
+	nd_error("%s: rbd: %s: %m", name, what);
+	if (r == -ETIMEDOUT)
+		nd_error("%s: rbd: %s: no answer from the cluster within timeout",
+			 name, what);
+	return rbd_is_lost(r) ? -ENOTCONN : r;
+}
+
+static void rbd_done_cb(rbd_completion_t comp, void *arg)
+{
+	struct rbd_req *q = arg;
+
+	pthread_mutex_lock(&q->mu);
+	q->ret = rbd_aio_get_return_value(comp);
+	q->done = true;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->mu);
+}
+
+static int rbd_submit(struct rbd_conn *c, enum rbd_op op, void *buf,
+		      uint64_t len, uint64_t off, rbd_completion_t comp)
+{
+	switch (op) {
+	case RBD_READ: return rbd_aio_read(c->img, off, len, buf, comp);
+	case RBD_WRITE: return rbd_aio_write(c->img, off, len, buf, comp);
+	case RBD_FLUSH: return rbd_aio_flush(c->img, comp);
+	case RBD_TRIM: return rbd_aio_discard(c->img, off, len, comp);
+	case RBD_ZERO: return rbd_aio_write_zeroes(c->img, off, len, comp, 0, 0);
+	}
+	return -EINVAL;
+}
+
+/* Submit one request and sleep until librbd completes it (librados's own
+ * timeouts bound the wait). */
+static int rbd_run(struct rbd_conn *c, enum rbd_op op, void *buf, uint64_t len,
+		   uint64_t off)
+{
+	struct rbd_req q = { .done = false };
+	rbd_completion_t comp;
+	char what[96];
+	int r;
+
+	snprintf(what, sizeof what, "%s of %" PRIu64 " bytes at %" PRIu64,
+		 rbd_op_names[op], len, off);
+	if (c->read_only && op != RBD_READ && op != RBD_FLUSH) {
+		nd_error("%s: rbd: %s: the image or snapshot is read-only",
+			 c->name, what);
+		return -EROFS;
+	}
+	r = rbd_aio_create_completion(&q, rbd_done_cb, &comp);
+	if (r < 0)
+		return rbd_fail(c->name, what, r);
+	pthread_mutex_init(&q.mu, NULL);
+	pthread_cond_init(&q.cond, NULL);
+	r = rbd_submit(c, op, buf, len, off, comp);
+	if (r >= 0) {
+		pthread_mutex_lock(&q.mu);
+		while (!q.done)
+			pthread_cond_wait(&q.cond, &q.mu);
+		pthread_mutex_unlock(&q.mu);
+		r = q.ret < 0 ? (int)q.ret : 0;
+		if (op == RBD_READ && q.ret >= 0 && (uint64_t)q.ret < len)
+			memset((char *)buf + q.ret, 0, len - q.ret);
+	}
+	rbd_aio_release(comp);
+	pthread_cond_destroy(&q.cond);
+	pthread_mutex_destroy(&q.mu);
+	if (r < 0) {
+		r = rbd_fail(c->name, what, r);
+		if (r == -ENOTCONN)
+			c->lost = true;
+	}
+	return r;
+}
+
+static int rbd_pread_cb(void *conn, void *buf, size_t len, uint64_t off)
+{
+	return rbd_run(conn, RBD_READ, buf, len, off);
+}
+
+static int rbd_pwrite_cb(void *conn, const void *buf, size_t len,
+			 uint64_t off)
+{
+	return rbd_run(conn, RBD_WRITE, (void *)buf, len, off);
+}
+
+static int rbd_flush_cb(void *conn)
+{
+	return rbd_run(conn, RBD_FLUSH, NULL, 0, 0);
+}
+
+/* A discarded range of an image reads as zeroes: with ND_MAY_TRIM the
+ * space is given back (rbd_aio_discard), else written as zeroes. */
+static int rbd_zero_cb(void *conn, uint64_t len, uint64_t off, unsigned flags)
+{
+	return rbd_run(conn, flags & ND_MAY_TRIM ? RBD_TRIM : RBD_ZERO, NULL,
+		       len, off);
+}
+
+/* ---- open / close ---------------------------------------------------- */
+
+static void rbd_conn_free(struct rbd_conn *c)
+{
+	if (c->img)
+		rbd_close(c->img);
+	if (c->io)
+		rados_ioctx_destroy(c->io);
+	if (c->cluster)
+		rados_shutdown(c->cluster);
+	free(c->name);
+	free(c);
+}
+
+static void *rbd_close_thread(void *arg)
+{
+	rbd_conn_free(arg);
+	return NULL;
+}
+
+static void rbd_close_cb(void *conn)
+{
+	struct rbd_conn *c = conn;
+	pthread_t t;
+
+	/* rbd_close waits for the dead OSD: do not hold up the core. */
+	if (c->lost && pthread_create(&t, NULL, rbd_close_thread, c) == 0) {
+		pthread_detach(t);
+		return;
+	}
+	rbd_conn_free(c);
+}
+
+static int rbd_set(struct rbd_conn *c, const char *key, const char *val)
+{
+	int r = rados_conf_set(c->cluster, key, val);
+
+	if (r < 0) {
+		errno = -r;
+		nd_error("%s: rbd: Ceph option %s=%s: %m", c->name, key,
+			 strcmp(key, "key") ? val : "***");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* server.N.host/port -> mon_host "h1:p1,[v6]:p2". */
+static int rbd_set_mons(struct rbd_conn *c, const struct nd_opts *o)
+{
+	char list[1024] = "";
+	size_t n = 0;
+
+	for (int i = 0; i < RBD_MAX_SERVERS; i++) {
+		const char *h = nd_opt_getf(o, "server.%d.host", i);
+		const char *p = nd_opt_getf(o, "server.%d.port", i);
+		if (!h)
+			break;
+		bool v6 = strchr(h, ':') != NULL;
+		n += snprintf(list + n, n < sizeof list ? sizeof list - n : 0,
+			      "%s%s%s%s%s%s", n ? "," : "", v6 ? "[" : "", h,
+			      v6 ? "]" : "", p ? ":" : "", p ? p : "");
+	}
+	if (n >= sizeof list) {
+		nd_error("%s: rbd: server list too long", c->name);
+		return -EINVAL;
+	}
+	return n ? rbd_set(c, "mon_host", list) : 0;
+}
+
+/* keyvalue-pairs: Ceph options in the rbd: syntax, k=v:k=v. */
+static int rbd_set_pairs(struct rbd_conn *c, const char *pairs)
+{
+	CLEANUP_FREE char *copy = pairs ? strdup(pairs) : NULL;
+	char *p = copy;
+
+	while (p && *p) {
+		char *val = NULL;
+		char *key = rbd_next_tok(rbd_next_tok(p, ':', &p), '=', &val);
+		if (!val) {
+			nd_error("%s: rbd: keyvalue-pairs: '%s' has no value",
+				 c->name, key);
+			return -EINVAL;
+		}
+		rbd_unescape(key);
+		rbd_unescape(val);
+		if (rbd_set(c, key, val) < 0)
+			return -EINVAL;
+	}
+	return 0;
+}
+
+/* The client's settings: conf file, monitors, auth, key, pass-through
+ * options, and timeouts so that nothing waits forever. */
+static int rbd_configure(struct rbd_conn *c, const struct nd_opts *o,
+			 double timeout)
+{
+	const char *conf = nd_opt_get(o, "conf");
+	const char *v;
+	char *key = NULL;
+	char secs[32];
+	int r;
+
+	/* Without conf=, the usual search (CEPH_CONF, /etc/ceph/ceph.conf),
+	 * where a missing file is no error: QEMU does the same. */
+	r = rados_conf_read_file(c->cluster, conf);
+	if (r < 0 && conf) {
+		errno = -r;
+		nd_error("%s: rbd: conf=%s: %m", c->name, conf);
+		return -EINVAL;
+	}
+	if (rbd_set_mons(c, o) < 0 ||
+	    ((v = nd_opt_get(o, "auth-client-required")) &&
+	     rbd_set(c, "auth_client_required", v) < 0) ||
+	    ((v = nd_opt_get(o, "keyring")) && rbd_set(c, "keyring", v) < 0) ||
+	    rbd_set_pairs(c, nd_opt_get(o, "keyvalue-pairs")) < 0)
+		return -EINVAL;
+	if (nd_opt_secret(o, "key-secret", &key) < 0)
+		return -EINVAL;
+	r = key ? rbd_set(c, "key", key) : 0;
+	nd_secret_free(key);
+	if (r < 0)
+		return r;
+	snprintf(secs, sizeof secs, "%d", timeout < 1 ? 1 : (int)(timeout + 0.5));
+	if (rbd_set(c, "rados_osd_op_timeout", secs) < 0 ||
+	    rbd_set(c, "rados_mon_op_timeout", secs) < 0 ||
+	    rbd_set(c, "client_mount_timeout", secs) < 0)
+		return -EINVAL;
+	return 0;
+}
+
+/* Connect the client and open the image (or snapshot). */
+static int rbd_connect(struct rbd_conn *c, const struct nd_opts *o, bool ro)
+{
+	const char *pool = nd_opt_get(o, "pool");
+	const char *ns = nd_opt_get(o, "namespace");
+	const char *image = nd_opt_get(o, "image");
+	const char *snap = nd_opt_get(o, "snapshot");
+	char what[512];
+	int r;
+
+	r = rados_connect(c->cluster);
+	if (r < 0) {
+		/* Monitors not there (yet) is worth retrying; a refused
+		 * key or a bad setting is not. */
+		rbd_fail(c->name, "cannot connect to the cluster", r);
+		return r == -EACCES || r == -EPERM || r == -EINVAL ? r
+								     : -ECONNREFUSED;
+	}
+	r = rados_ioctx_create(c->cluster, pool, &c->io);
+	if (r < 0) {
+		snprintf(what, sizeof what, "pool %s", pool);
+		return rbd_fail(c->name, what, r);
+	}
+	if (ns)
+		rados_ioctx_set_namespace(c->io, ns);
+	r = ro ? rbd_open_read_only(c->io, image, &c->img, snap)
+	       : rbd_open(c->io, image, &c->img, snap);
+	if (r < 0) {
+		c->img = NULL;
+		snprintf(what, sizeof what, "image %s/%s%s%s%s%s", pool,
+			 ns ? ns : "", ns ? "/" : "", image, snap ? "@" : "",
+			 snap ? snap : "");
+		return rbd_fail(c->name, what, r);
+	}
+	return 0;
+}
+
+static int rbd_fill_info(struct rbd_conn *c, struct nd_info *info)
+{
+	rbd_image_info_t st;
+	int r = rbd_stat(c->img, &st, sizeof st);
+
+	if (r < 0)
+		return rbd_fail(c->name, "stat", r);
+	memset(info, 0, sizeof *info);
+	info->size = st.size;
+	info->max_request = RBD_MAX_REQUEST;
+	info->max_trim = RBD_MAX_TRIM;
+	/* One object per request: each touches one OSD, in parallel. */
+	info->opt_request = st.obj_size > 0 && st.obj_size <= RBD_MAX_REQUEST
+				    ? (uint32_t)st.obj_size
+				    : 0;
+	info->read_only = c->read_only;
+	info->can_flush = true;
+	info->can_zero = !c->read_only;
+	info->thread_safe = true;
+	info->max_connections = 1;
+	return 0;
+}
+
+static int rbd_open_cb(const struct nd_opts *o, const struct nd_settings *s,
+		       void **conn, struct nd_info *info)
+{
+	struct rbd_conn *c = calloc(1, sizeof *c);
+	int r;
+
+	if (!c || !(c->name = strdup(o->name ? o->name : "rbd"))) {
+		free(c);
+		nd_error("rbd: out of memory");
+		return -ENOMEM;
+	}
+	c->read_only = s->read_only || nd_opt_get(o, "snapshot");
+	r = rados_create(&c->cluster, nd_opt_get(o, "user"));
+	if (r < 0) {
+		c->cluster = NULL;
+		r = rbd_fail(c->name, "rados_create", r);
+		goto fail;
+	}
+	if ((r = rbd_configure(c, o, s->timeout)) < 0 ||
+	    (r = rbd_connect(c, o, c->read_only)) < 0 ||
+	    (r = rbd_fill_info(c, info)) < 0)
+		goto fail;
+	nd_debug("%s: rbd: opened %s/%s (%" PRIu64 " bytes, object size %" PRIu32
+		 "%s)",
+		 c->name, nd_opt_get(o, "pool"), nd_opt_get(o, "image"),
+		 info->size, info->opt_request,
+		 c->read_only ? ", read-only" : "");
+	*conn = c;
+	return 0;
+fail:
+	c->lost = true;
+	rbd_close_cb(c);
+	return r < 0 ? r : -EIO;
+}
+
+static const char *const rbd_drivers[] = { "rbd", NULL };
+static const char *const rbd_schemes[] = { "rbd:", NULL };
+static const struct nd_optdesc rbd_options[] = {
+	{ "pool", ND_OPT_STRING, NULL, false, "pool name" },
+	{ "namespace", ND_OPT_STRING, NULL, false,
+	  "pool namespace (default none)" },
+	{ "image", ND_OPT_STRING, NULL, false, "image name" },
+	{ "snapshot", ND_OPT_STRING, NULL, false, "snapshot name (read-only)" },
+	{ "conf", ND_OPT_FILE, NULL, false,
+	  "ceph.conf path (default: Ceph's search path)" },
+	{ "user", ND_OPT_STRING, "admin", false, "Ceph client id" },
+	{ "keyring", ND_OPT_FILE, NULL, false, "keyring file path" },
+	{ "key-secret-file", ND_OPT_FILE, NULL, false,
+	  "file holding the client's base64 key" },
+	{ "server.N.host", ND_OPT_STRING, NULL, false, "monitor host (mon_host)" },
+	{ "server.N.port", ND_OPT_UINT, NULL, false,
+	  "monitor port (default 3300/6789)" },
+	{ "auth-client-required", ND_OPT_STRING, NULL, false,
+	  "cephx, none, or cephx;none" },
+	{ "keyvalue-pairs", ND_OPT_STRING, NULL, false,
+	  "other Ceph options, KEY=VALUE:KEY=VALUE" },
+	{ NULL, ND_OPT_STRING, NULL, false, NULL },
+};
+
+static const struct nd_backend rbd_backend = {
+	.name = "rbd",
+	.drivers = rbd_drivers,
+	.schemes = rbd_schemes,
+	.description = "Ceph RBD images (librbd): rbd:pool/image[@snap][:k=v...]",
+	.options = rbd_options,
+	.open = rbd_open_cb,
+	.close = rbd_close_cb,
+	.pread = rbd_pread_cb,
+	.pwrite = rbd_pwrite_cb,
+	.flush = rbd_flush_cb,
+	.zero = rbd_zero_cb,
+};
+ND_BACKEND_REGISTER(rbd_backend);
