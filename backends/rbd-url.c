@@ -270,9 +270,9 @@ static int rbd_normalize(struct nd_opts *o)
 	    rbd_fold_auth(o))
 		return -1;
 	if (nd_opt_get(o, "key-secret") || nd_opt_get(o, "key"))
-		return nd_url_error("rbd: %s", "key-secret= would put the Ceph key "
-				    "in the table: put it in a file and give "
-				    "key-secret-file=PATH");
+		return nd_url_error("rbd: %s", "the Ceph key (key-secret) is "
+				    "refused in the table: put it in a file and "
+				    "give key-secret-file=PATH");
 	if (!nd_opt_get(o, "pool") || !nd_opt_get(o, "image"))
 		return nd_url_error("rbd: %s", "pool= and image= are required");
 	if ((v = nd_opt_get(o, "auth-client-required")) && rbd_check_auth(v))

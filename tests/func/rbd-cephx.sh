@@ -17,6 +17,7 @@ KEY=$(cat "$TMP/nd.key")
 [ ${#KEY} -gt 20 ] || fail "no key in $TMP/nd.key"
 # A well-formed key of another client: refused by the monitor.
 ceph-authtool --gen-print-key > "$TMP/wrong.key"
+chmod 600 "$TMP/wrong.key"
 pattern "$TMP/img" 6
 ceph_rbd import --no-progress "$TMP/img" rbd/img || fail "rbd import failed"
 
