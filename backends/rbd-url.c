@@ -187,11 +187,10 @@ static int rbd_parse(const char *scheme, const char *url, struct nd_opts *o,
 	if (!p || !*pool)
 		return nd_url_error("rbd: '%s': expected rbd:POOL/IMAGE[@SNAPSHOT][:KEY=VALUE...]",
 				    url);
-	if (strchr(p, '@')) {
-		image = rbd_next_tok(p, '@', &p);
-		snap = rbd_next_tok(p, ':', &p);
-	} else
-		image = rbd_next_tok(p, ':', &p);
+	/* IMAGE[@SNAPSHOT] up to the first unescaped ':', then the '@'
+	 * (an escaped one, or none, leaves no snapshot). */
+	image = rbd_next_tok(p, ':', &p);
+	image = rbd_next_tok(image, '@', &snap);
 	if (strchr(image, '/')) {
 		char *rest;
 		ns = rbd_next_tok(image, '/', &rest);
