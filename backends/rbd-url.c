@@ -191,11 +191,12 @@ static int rbd_parse(const char *scheme, const char *url, struct nd_opts *o,
 	 * (an escaped one, or none, leaves no snapshot). */
 	image = rbd_next_tok(p, ':', &p);
 	image = rbd_next_tok(image, '@', &snap);
-	if (strchr(image, '/')) {
-		char *rest;
-		ns = rbd_next_tok(image, '/', &rest);
+	char *rest;
+	ns = rbd_next_tok(image, '/', &rest); /* NAMESPACE/IMAGE */
+	if (rest)
 		image = rest;
-	}
+	else
+		ns = NULL; /* no unescaped '/' */
 	if (!*image || (snap && !*snap))
 		return nd_url_error("rbd: '%s': empty image or snapshot name", url);
 	rbd_unescape(pool);
