@@ -364,6 +364,12 @@ static int ndnfs_flush_cb(void *conn)
 
 /* ---- open / close ---------------------------------------------------- */
 
+static void ndnfs_closed(int status, struct nfs_context *nfs, void *data,
+			 void *arg)
+{
+	(void)status, (void)nfs, (void)data, (void)arg;
+}
+
 static void ndnfs_conn_free(struct ndnfs_conn *c)
 {
 	if (c->started) {
@@ -377,9 +383,13 @@ static void ndnfs_conn_free(struct ndnfs_conn *c)
 		pthread_mutex_lock(&c->mu);
 		bool dead = c->dead;
 		pthread_mutex_unlock(&c->mu);
-		/* A close waits for the server: not on a dead one. */
+		/* A close waits for the server: not on a dead one, whose
+		 * handle is closed without waiting (NFSv3 frees it at once;
+		 * the context's end cancels what was queued). */
 		if (c->fh && !dead)
 			nfs_close(c->nfs, c->fh);
+		else if (c->fh)
+			nfs_close_async(c->nfs, c->fh, ndnfs_closed, NULL);
 		nfs_destroy_context(c->nfs);
 	}
 	if (c->wake >= 0)
