@@ -61,6 +61,9 @@ struct nd_info {
 	bool can_flush;
 	bool can_zero;
 	bool can_multi_conn; /* several connections see each other's writes */
+	/* A write past the end extends the file (the gap reads as zeroes):
+	 * a format layer may grow its container (a qcow2 allocating). */
+	bool can_grow;
 	bool thread_safe;    /* one connection may serve several threads */
 	unsigned max_connections; /* 0 = as many as connections= asks */
 };

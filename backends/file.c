@@ -58,6 +58,7 @@ static int file_open(const struct nd_opts *opts, const struct nd_settings *s,
 	info->block_size = 1;
 	info->read_only = ro;
 	info->can_flush = info->can_zero = true;
+	info->can_grow = !ro && !h->is_blk;
 	info->can_multi_conn = true;
 	info->thread_safe = true;
 	info->max_connections = 1;

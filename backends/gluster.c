@@ -986,6 +986,7 @@ static int gluster_open(const struct nd_opts *o, const struct nd_settings *s,
 	info->read_only = cfg.ro;
 	info->can_flush = !cfg.ro;
 	info->can_zero = !cfg.ro;
+	info->can_grow = !cfg.ro; /* glfs_pwrite past the end extends */
 	info->can_multi_conn = true; /* every fd shares the glfs_t's caches */
 	info->thread_safe = true;
 	*handle = c;

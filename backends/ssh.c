@@ -1009,6 +1009,8 @@ static int ssh_open(const struct nd_opts *o, const struct nd_settings *s,
 		c->write_chunk = SSH_WRITE_CHUNK_OTHER;
 	}
 	info->read_only = info->read_only || p.ro;
+	/* An SFTP WRITE past the end extends the file. */
+	info->can_grow = !info->read_only;
 	info->can_flush =
 	    sftp_extension_supported(c->sftp, "fsync@openssh.com", "1") == 1;
 	if (!info->can_flush && !info->read_only &&

@@ -1149,6 +1149,49 @@ int nd_cache_zero(struct nd_cache *c, uint64_t len, uint64_t off,
 	return r;
 }
 
+/* The block that held the old end was short: it now reaches to the new
+ * end (or the whole block), the bytes it gains reading as zeroes, as the
+ * grown disk's do. Lock held. */
+static void extend_last_block(struct nd_cache *c, uint64_t old)
+{
+	struct nd_block *b = lookup(c, old >> c->shift);
+	if (b && b->state == B_LOADING) {
+		b->pins++;
+		int late = wait_loaded(c, b);
+		unpin(c, b);
+		b = lookup(c, old >> c->shift);
+		if (late && b && b->state == B_LOADING) {
+			unhash(c, b); /* never to become valid with its length */
+			return;
+		}
+	}
+	if (!b || b->state != B_VALID)
+		return;
+	uint32_t len = block_len(c, b->idx);
+	memset(b->data + b->len, 0, len - b->len);
+	if (b->ve == b->len)
+		b->ve = len;
+	b->len = len;
+}
+
+int nd_cache_grow(struct nd_cache *c, uint64_t size)
+{
+	uint64_t old = c->size;
+	int r;
+	if (size <= old)
+		return 0;
+	if ((r = nd_disk_grow(c->disk, size)) < 0)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	c->size = size;
+	if (old & (c->bs - 1))
+		extend_last_block(c, old);
+	pthread_mutex_unlock(&c->lock);
+	/* The tier kept that block short; it forgets it. */
+	tier_forget(c, old - 1, 1);
+	return 0;
+}
+
 int nd_cache_flush(struct nd_cache *c)
 {
 	int r = c->writeback ? writeback_dirty(c) : 0;

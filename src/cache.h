@@ -42,6 +42,9 @@ int nd_cache_write(struct nd_cache *c, const void *buf, size_t len,
 		   uint64_t off);
 int nd_cache_zero(struct nd_cache *c, uint64_t len, uint64_t off,
 		  unsigned flags);
+/* Grow the disk to SIZE (nd_disk_grow); the cache covers the new bytes.
+ * One caller at a time, with no write to the cache running. */
+int nd_cache_grow(struct nd_cache *c, uint64_t size);
 /* Write every dirty block back (writeback), then the backend's flush. */
 int nd_cache_flush(struct nd_cache *c);
 void nd_cache_get_stats(struct nd_cache *c, struct nd_cache_stats *s);

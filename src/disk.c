@@ -320,12 +320,17 @@ static int open_conn(struct nd_disk *d, void **h)
 		*h = NULL;
 		return r;
 	}
-	if (info.size != d->info.size) {
+	/* A container this entry grew (nd_disk_grow) may be found longer:
+	 * the size the entry shows is what it wrote. */
+	pthread_mutex_lock(&d->lock);
+	uint64_t known = d->info.size;
+	pthread_mutex_unlock(&d->lock);
+	if (info.size != known && !(d->info.can_grow && info.size > known)) {
 		d->be->close(*h);
 		*h = NULL;
 		nd_error("the disk changed size (%llu, was %llu)",
 			 (unsigned long long)info.size,
-			 (unsigned long long)d->info.size);
+			 (unsigned long long)known);
 		return -EIO;
 	}
 	return 0;
@@ -847,6 +852,38 @@ int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 		atomic_fetch_add(&d->st.bytes_written, len);
 	}
 	return r;
+}
+
+int nd_disk_grow(struct nd_disk *d, uint64_t size)
+{
+	static const char zeroes[512];
+	uint64_t old = d->size;
+	int r;
+
+	if (size <= old)
+		return 0;
+	if (d->ro)
+		return -EROFS;
+	if (!d->info.can_grow || d->cfg.size || d->info.block_size > 1) {
+		errno = ENOSPC;
+		nd_error("entry '%s': the container cannot grow past %llu bytes "
+			 "(%s)", d->name, (unsigned long long)old,
+			 d->cfg.size ? "size= is set"
+				     : "the protocol's disks have a fixed size");
+		return -ENOSPC;
+	}
+	/* Zeroes up to the new end: the file is that long before anything
+	 * (a reader, a readahead) may look there. */
+	uint64_t n = size - old < sizeof zeroes ? size - old : sizeof zeroes;
+	r = io_aligned(d, OP_WRITE, (void *)zeroes, n,
+		       d->cfg.offset + size - n, 0);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&d->lock);
+	d->info.size = d->cfg.offset + size;
+	d->size = size;
+	pthread_mutex_unlock(&d->lock);
+	return 0;
 }
 
 int nd_disk_flush(struct nd_disk *d)

@@ -90,6 +90,11 @@ int nd_disk_pread(struct nd_disk *d, void *buf, size_t len, uint64_t off);
 int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 		   uint64_t off, unsigned flags);
 int nd_disk_flush(struct nd_disk *d);
+/* Make the disk SIZE bytes long (more than now), the new bytes reading as
+ * zeroes: on a backend that can_grow, by a write ending at SIZE. -ENOSPC
+ * with an nd_error when it cannot grow (a fixed-size disk, a slice). One
+ * caller at a time (the format layer's allocation lock). */
+int nd_disk_grow(struct nd_disk *d, uint64_t size);
 int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off, unsigned flags);
 
 /* Call every registered backend's shutdown once. */

@@ -66,6 +66,15 @@ static int cl_flush(struct nd_layer *l)
 	return x->c ? nd_cache_flush(x->c) : nd_disk_flush(x->d);
 }
 
+static int cl_grow(struct nd_layer *l, uint64_t size)
+{
+	struct cache_layer *x = (struct cache_layer *)l;
+	int r = x->c ? nd_cache_grow(x->c, size) : nd_disk_grow(x->d, size);
+	if (r == 0)
+		l->size = size;
+	return r;
+}
+
 static void cl_close(struct nd_layer *l)
 {
 	struct cache_layer *x = (struct cache_layer *)l;
@@ -81,6 +90,7 @@ static const struct nd_layer_ops cache_layer_ops = {
 	.zero = cl_zero,
 	.flush = cl_flush,
 	.close = cl_close,
+	.grow = cl_grow,
 };
 
 int nd_layer_cache_open(struct nd_disk *d, struct nd_cache *c, bool own,

@@ -1,0 +1,57 @@
+#!/bin/bash
+# layer-qcow2-grow.sh: a qcow2 image grows its container as the guest
+# writes, over a local file (write-through and writeback caches) and SFTP (writes past the end extend the
+# file): an image made with `qemu-img create -f qcow2 X 256M` (a container
+# of about 200 KiB) takes 64 MiB of a pattern through the mount; after the
+# unmount `qemu-img check` is clean and `qemu-img compare` finds the raw
+# pattern. Over NBD, whose export has a fixed size, a write that needs
+# more room fails with ENOSPC and a message that says why.
+. "$(dirname "$0")/../lib/functions.sh"
+. "$TOP/tests/lib/nbdkit.sh"
+. "$TOP/tests/lib/sshd.sh"
+requires qemu-img
+
+SRV=$TMP/srv
+mkdir -p "$SRV"
+for x in f w s n; do
+    qemu-img create -q -f qcow2 "$SRV/$x.qcow2" 256M || fail "qemu-img create"
+done
+start_size=$(stat -c %s "$SRV/f.qcow2")
+[ "$start_size" -lt 1048576 ] || fail "the new container is $start_size bytes, not small"
+pattern "$TMP/p.raw" 64
+cp "$TMP/p.raw" "$TMP/expect.raw"
+truncate -s 256M "$TMP/expect.raw"
+
+nbdkit_tcp n 127.0.0.1 file dir="$SRV"
+sshd_setup
+sshd_start
+agent_start
+cat > "$TMP/t.tab" <<TAB
+f-img   file://$SRV/f.qcow2   format=qcow2
+w-img   file://$SRV/w.qcow2   format=qcow2,cache=writeback
+s-img   ssh://127.0.0.1:$SSHD_PORT$SRV/s.qcow2  format=qcow2,known-hosts=$SSHD_KNOWN_HOSTS
+n-img   nbd://127.0.0.1:$(nbdkit_port n)/n.qcow2  format=qcow2
+TAB
+nd_mount "$TMP/t.tab" "$TMP/m"
+for x in f w s; do
+    dd if="$TMP/p.raw" of="$TMP/m/$x-img" bs=1M conv=notrunc,fsync status=none ||
+        { show_log "$TMP/m.log"; fail "$x-img: the 64 MiB write failed"; }
+    cmp -n $((64 << 20)) "$TMP/m/$x-img" "$TMP/p.raw" || fail "$x-img: reads back wrong"
+done
+# NBD: no room past the export's end; a clear ENOSPC.
+if dd if="$TMP/p.raw" of="$TMP/m/n-img" bs=1M count=4 conv=notrunc,fsync status=none 2>"$TMP/n.err"; then
+    fail "n-img: a write past a fixed-size container succeeded"
+fi
+grep -q "No space left on device" "$TMP/n.err" || { cat "$TMP/n.err"; fail "n-img: not ENOSPC"; }
+grep -q "cannot grow" "$TMP/m.log" || { show_log "$TMP/m.log"; fail "n-img: no message saying the container cannot grow"; }
+nd_unmount "$TMP/m"
+for x in f w s; do
+    size=$(stat -c %s "$SRV/$x.qcow2")
+    [ "$size" -gt $((64 << 20)) ] || fail "$x.qcow2: the container did not grow ($size bytes)"
+    qemu-img check -q "$SRV/$x.qcow2"; rc=$?
+    [ $rc = 0 ] || [ $rc = 3 ] || { qemu-img check "$SRV/$x.qcow2"; fail "$x.qcow2: qemu-img check: corruption (exit $rc)"; }
+    qemu-img compare -q -f qcow2 -F raw "$SRV/$x.qcow2" "$TMP/expect.raw" ||
+        fail "$x.qcow2: qemu-img compare: the image differs from the pattern"
+done
+qemu-img check -q "$SRV/n.qcow2" || fail "n.qcow2: qemu-img check after the refused write"
+echo "qcow2 containers grew from $start_size bytes over file and sftp; nbd refused with ENOSPC"
