@@ -113,6 +113,14 @@ int qcow2_map(struct qcow2 *q, uint64_t off, struct extent *x);
 int qcow2_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off);
 void qcow2_close(struct nd_layer *l);
 
+/* Refcounts (qcow2-refcount.c, meta_lock held). LEN bytes at OFF of the
+ * container, grown first when they reach past its end. */
+int qcow2_write_at(struct qcow2 *q, const void *buf, size_t len, uint64_t off);
+/* Take a free cluster (refcount 0 -> 1, durable after the next flush). */
+int qcow2_alloc_cluster(struct qcow2 *q, uint64_t *off);
+/* Is the cluster at OFF one of the image's own metadata clusters? */
+bool qcow2_is_metadata(const struct qcow2 *q, uint64_t off);
+
 /* Writing: set up at open for a writable image (0 or -errno). */
 int qcow2_write_init(struct qcow2 *q, uint64_t rt_off, uint32_t rt_clusters,
 		     unsigned refcount_order, uint64_t autoclear);

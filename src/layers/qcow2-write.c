@@ -24,183 +24,6 @@
 #include "log.h"
 #include "qcow2-int.h"
 
-#define GROW_STEP (1u << 20) /* the container grows by at least this */
-
-/* --- refcounts ----------------------------------------------------------- */
-
-static uint64_t per_block(const struct qcow2 *q)
-{
-	return (q->cluster_size * 8) >> q->refcount_order;
-}
-
-static uint64_t rc_get(const struct qcow2 *q, const uint8_t *b, uint64_t i)
-{
-	unsigned bits = 1u << q->refcount_order;
-	if (bits < 8)
-		return b[i * bits / 8] >> (i * bits % 8) & ((1u << bits) - 1);
-	uint64_t v = 0;
-	for (unsigned k = 0; k < bits / 8; k++)
-		v = v << 8 | b[i * (bits / 8) + k];
-	return v;
-}
-
-static void rc_set(const struct qcow2 *q, uint8_t *b, uint64_t i, uint64_t v)
-{
-	unsigned bits = 1u << q->refcount_order;
-	if (bits < 8) {
-		uint8_t *p = &b[i * bits / 8];
-		unsigned sh = i * bits % 8, mask = ((1u << bits) - 1) << sh;
-		*p = (uint8_t)((*p & ~mask) | (v << sh & mask));
-		return;
-	}
-	for (unsigned k = bits / 8; k-- > 0; v >>= 8)
-		b[i * (bits / 8) + k] = (uint8_t)v;
-}
-
-static int write_at(struct qcow2 *q, const void *buf, size_t len, uint64_t off)
-{
-	if (off + len > q->file->size) {
-		uint64_t want = off + len > q->file->size + GROW_STEP
-					? off + len
-					: q->file->size + GROW_STEP;
-		int r = nd_layer_grow(q->file, want);
-		if (r)
-			return r;
-	}
-	return nd_layer_pwrite(q->file, buf, len, off);
-}
-
-static int rb_load(struct qcow2 *q, uint64_t off)
-{
-	if (q->rb_off == off)
-		return 0;
-	q->rb_off = 0;
-	int r = qcow2_file_read(q, q->rbuf, q->cluster_size, off,
-				"refcount block offset");
-	if (r == 0)
-		q->rb_off = off;
-	return r;
-}
-
-/* Set cluster K's refcount to V in its (loaded) block, on disk too. */
-static int rc_store(struct qcow2 *q, uint64_t k, uint64_t v)
-{
-	uint64_t i = k % per_block(q);
-	size_t byte = (size_t)((i << q->refcount_order) / 8) & ~(size_t)511;
-	rc_set(q, q->rbuf, i, v);
-	return write_at(q, q->rbuf + byte,
-			q->cluster_size < 512 + byte ? q->cluster_size - byte
-						     : 512,
-			q->rb_off + byte);
-}
-
-/* A refcount block for table entry RT at cluster K, which it describes
- * itself (refcount 1); durable before the table names it. */
-static int new_refblock(struct qcow2 *q, uint64_t rt, uint64_t k)
-{
-	uint8_t e[8];
-	int r;
-	memset(q->rbuf, 0, q->cluster_size);
-	rc_set(q, q->rbuf, k % per_block(q), 1);
-	q->rb_off = 0;
-	if ((r = write_at(q, q->rbuf, q->cluster_size, k << q->cluster_bits)) ||
-	    (r = nd_layer_flush(q->file)))
-		return r;
-	q->rb_off = k << q->cluster_bits;
-	q->rtable[rt] = q->rb_off;
-	put_be64(e, q->rb_off);
-	if ((r = write_at(q, e, 8, q->rt_off + rt * 8)))
-		return r;
-	return nd_layer_flush(q->file);
-}
-
-static bool in_range(uint64_t off, uint64_t start, uint64_t len)
-{
-	return off >= start && off - start < len;
-}
-
-/* Is the cluster at OFF one of the image's own metadata clusters? A free
- * one (refcount 0) that is means the refcounts are wrong: writing it
- * would destroy the metadata, as QEMU's overlap checks say. */
-static bool is_metadata(const struct qcow2 *q, uint64_t off)
-{
-	if (off < q->cluster_size || in_range(off, q->l1_off, q->l1_size * 8ull) ||
-	    in_range(off, q->rt_off, q->rt_entries * 8))
-		return true;
-	for (uint64_t i = 0; i < q->rt_entries; i++)
-		if (q->rtable[i] == off)
-			return true;
-	for (uint32_t i = 0; i < q->l1_size; i++)
-		if ((q->l1[i] & L1E_OFFSET_MASK) == off)
-			return true;
-	return false;
-}
-
-/* Take a free cluster (refcount 0) for a new use: *OFF is its offset. */
-static int alloc_cluster(struct qcow2 *q, uint64_t *off)
-{
-	for (uint64_t k = q->free_hint;; k++) {
-		uint64_t rt = k / per_block(q);
-		int r;
-		if (rt >= q->rt_entries) {
-			errno = ENOSPC;
-			nd_error("qcow2: the refcount table is full (growing it "
-				 "is not supported yet)");
-			return -ENOSPC;
-		}
-		if (!q->rtable[rt]) {
-			if ((r = new_refblock(q, rt, k)))
-				return r;
-			continue; /* K holds the new block now */
-		}
-		if ((r = rb_load(q, q->rtable[rt])))
-			return r;
-		if (rc_get(q, q->rbuf, k % per_block(q)) == 0) {
-			if (is_metadata(q, k << q->cluster_bits))
-				return qcow2_corrupt("a metadata cluster has "
-						     "refcount 0, cluster",
-						     k);
-			if ((r = rc_store(q, k, 1)))
-				return r;
-			q->free_hint = k + 1;
-			*off = k << q->cluster_bits;
-			return 0;
-		}
-	}
-}
-
-int qcow2_write_init(struct qcow2 *q, uint64_t rt_off, uint32_t rt_clusters,
-		     unsigned refcount_order, uint64_t autoclear)
-{
-	uint64_t len = (uint64_t)rt_clusters << q->cluster_bits;
-	int r;
-
-	if (rt_off & (q->cluster_size - 1) || !rt_clusters ||
-	    len > (64u << 20))
-		return qcow2_corrupt("refcount table offset or size", rt_off);
-	q->refcount_order = refcount_order;
-	q->rt_off = rt_off;
-	q->rt_entries = len / 8;
-	if (!(q->rtable = malloc(len)) || !(q->rbuf = malloc(q->cluster_size)))
-		return -ENOMEM;
-	if ((r = qcow2_file_read(q, q->rtable, len, rt_off,
-				 "refcount table offset")))
-		return r;
-	for (uint64_t i = 0; i < q->rt_entries; i++) {
-		q->rtable[i] = be64((const uint8_t *)&q->rtable[i]) &
-			       L1E_OFFSET_MASK;
-		if (q->rtable[i] & (q->cluster_size - 1))
-			return qcow2_corrupt("unaligned refcount block", i);
-	}
-	if (autoclear) { /* the bits this writer does not keep */
-		uint8_t zero[8] = { 0 };
-		if ((r = write_at(q, zero, 8, 88)) ||
-		    (r = nd_layer_flush(q->file)))
-			return r;
-	}
-	return 0;
-}
-
 /* --- writing clusters ---------------------------------------------------- */
 
 /* What to do with one guest cluster of a write. */
@@ -255,14 +78,14 @@ static int write_data(struct qcow2 *q, const uint8_t *buf,
 	int r = 0;
 	for (size_t i = 0; i < n && r == 0; buf += st[i].n, i++) {
 		if (st[i].inplace || st[i].n == q->cluster_size) {
-			r = write_at(q, buf, st[i].n, st[i].host + st[i].in *
+			r = qcow2_write_at(q, buf, st[i].n, st[i].host + st[i].in *
 							       !!st[i].inplace);
 			continue;
 		}
 		if (!tmp && !(tmp = malloc(q->cluster_size)))
 			return -ENOMEM;
 		if ((r = cow_fill(q, tmp, buf, &st[i])) == 0)
-			r = write_at(q, tmp, q->cluster_size, st[i].host);
+			r = qcow2_write_at(q, tmp, q->cluster_size, st[i].host);
 	}
 	free(tmp);
 	return r;
@@ -279,7 +102,7 @@ static int set_entry(struct qcow2 *q, uint64_t c, uint64_t e)
 
 	put_be64(be, e);
 	if (l2off) {
-		if ((r = write_at(q, be, 8, l2off + idx * 8)) == 0)
+		if ((r = qcow2_write_at(q, be, 8, l2off + idx * 8)) == 0)
 			qcow2_l2_update(q, l2off, idx, e);
 		return r;
 	}
@@ -287,12 +110,12 @@ static int set_entry(struct qcow2 *q, uint64_t c, uint64_t e)
 	if (!tbl)
 		return -ENOMEM;
 	memcpy(tbl + idx * 8, be, 8);
-	if ((r = alloc_cluster(q, &t)) || (r = nd_layer_flush(q->file)) ||
-	    (r = write_at(q, tbl, q->cluster_size, t)) ||
+	if ((r = qcow2_alloc_cluster(q, &t)) || (r = nd_layer_flush(q->file)) ||
+	    (r = qcow2_write_at(q, tbl, q->cluster_size, t)) ||
 	    (r = nd_layer_flush(q->file)))
 		goto out;
 	put_be64(be, t | L1E_COPIED);
-	if ((r = write_at(q, be, 8, q->l1_off + l1i * 8)) == 0)
+	if ((r = qcow2_write_at(q, be, 8, q->l1_off + l1i * 8)) == 0)
 		q->l1[l1i] = t | L1E_COPIED;
 out:
 	free(tbl);
@@ -321,7 +144,7 @@ static int plan(struct qcow2 *q, size_t len, uint64_t off, struct step *st,
 			s->host = e & L2E_OFFSET_MASK;
 			/* A data cluster that is metadata too, or that another
 			 * cluster of this write uses as well: corrupt. */
-			if (is_metadata(q, s->host))
+			if (qcow2_is_metadata(q, s->host))
 				return qcow2_corrupt("a data cluster overlaps "
 						     "metadata, offset",
 						     s->host);
@@ -330,7 +153,7 @@ static int plan(struct qcow2 *q, size_t len, uint64_t off, struct step *st,
 					return qcow2_corrupt("two clusters share "
 							     "the data cluster",
 							     s->host);
-		} else if ((r = alloc_cluster(q, &s->host))) {
+		} else if ((r = qcow2_alloc_cluster(q, &s->host))) {
 			return r;
 		}
 		allocated |= !s->inplace;

@@ -321,6 +321,65 @@ static void writes(void)
 		fail("lazy refcounts", "a writable open must be refused");
 }
 
+static uint32_t be32_at(const char *img, long off)
+{
+	char path[2048];
+	unsigned char b[4] = { 0 };
+	snprintf(path, sizeof path, "%s/%s", dir, img);
+	FILE *f = fopen(path, "rb");
+	if (f && (fseek(f, off, SEEK_SET) || fread(b, 1, 4, f) != 4))
+		b[0] = b[1] = b[2] = b[3] = 0;
+	if (f)
+		fclose(f);
+	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | b[2] << 8 | b[3];
+}
+
+/* 512-byte clusters written until the refcount table (one cluster at
+ * first) must grow several times, as QEMU grows it; qemu-img check and
+ * compare judge the image. */
+static void rtable_growth(const char *what, const char *opts, size_t mib)
+{
+	sh("rm -f g.qcow2 && qemu-img create -q -f qcow2 -o cluster_size=512,%s "
+	   "g.qcow2 64M && qemu-img convert -O raw g.qcow2 g.raw", opts);
+	uint32_t before = be32_at("g.qcow2", 56);
+	struct nd_layer *q = open_rw("g.qcow2");
+	char model[2048];
+	snprintf(model, sizeof model, "%s/g.raw", dir);
+	FILE *m = fopen(model, "r+b");
+	static unsigned char buf[1 << 20];
+	for (size_t i = 0; q && m && i < mib * 2; i++) {
+		/* Half a MiB at a time, every other MiB, then the gaps. */
+		uint64_t off = (uint64_t)(i < mib ? 2 * i : 2 * (i - mib) + 1) << 19;
+		for (size_t k = 0; k < sizeof buf / 2; k++)
+			buf[k] = (unsigned char)rand();
+		if (nd_layer_pwrite(q, buf, sizeof buf / 2, off)) {
+			fail(what, nd_get_error());
+			break;
+		}
+		if (fseek(m, (long)off, SEEK_SET) ||
+		    fwrite(buf, 1, sizeof buf / 2, m) != sizeof buf / 2)
+			break;
+	}
+	if (q && nd_layer_flush(q))
+		fail(what, nd_get_error());
+	if (m)
+		fclose(m);
+	nd_layer_close(q);
+	uint32_t after = be32_at("g.qcow2", 56);
+	if (after < 3 * before) {
+		char why[128];
+		snprintf(why, sizeof why, "the refcount table has %u clusters "
+			 "(%u before): it did not grow", after, before);
+		fail(what, why);
+	}
+	char cmd[4096];
+	snprintf(cmd, sizeof cmd, "cd %s && qemu-img check g.qcow2 >check.out "
+		 "2>&1; rc=$?; [ $rc = 0 ] || { cat check.out; exit 1; } && "
+		 "qemu-img compare -q -f qcow2 -F raw g.qcow2 g.raw", dir);
+	if (system(cmd) != 0)
+		fail(what, "qemu-img check (not clean) or compare failed");
+}
+
 /* kill -9 during flushed writes: qemu-img check finds no corruption and
  * every flushed write reads back. */
 static void write_crash(void)
@@ -387,6 +446,10 @@ int main(void)
 	chain_and_snapshot();
 	hostile();
 	writes();
+	rtable_growth("refcount table growth, 16-bit refcounts",
+		      "refcount_bits=16", 16);
+	rtable_growth("refcount table growth, 64-bit refcounts",
+		      "refcount_bits=64", 8);
 	write_crash();
 	if (failures)
 		printf("images kept in %s\n", dir);
