@@ -107,8 +107,10 @@ int qcow2_file_read(struct qcow2 *q, void *buf, size_t len, uint64_t off,
 /* Entry IDX (and its subcluster bitmap) of the L2 table at OFF. */
 int qcow2_l2_entry(struct qcow2 *q, uint64_t off, size_t idx, uint64_t *e,
 		   uint64_t *bitmap);
-/* Make a cached copy of the L2 table at OFF show entry IDX as E. */
-void qcow2_l2_update(struct qcow2 *q, uint64_t off, size_t idx, uint64_t e);
+/* Make a cached copy of the L2 table at OFF show entry IDX as E (and its
+ * subcluster bitmap as BITMAP). */
+void qcow2_l2_update(struct qcow2 *q, uint64_t off, size_t idx, uint64_t e,
+		     uint64_t bitmap);
 int qcow2_map(struct qcow2 *q, uint64_t off, struct extent *x);
 int qcow2_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off);
 void qcow2_close(struct nd_layer *l);
@@ -118,6 +120,8 @@ void qcow2_close(struct nd_layer *l);
 int qcow2_write_at(struct qcow2 *q, const void *buf, size_t len, uint64_t off);
 /* Take a free cluster (refcount 0 -> 1, durable after the next flush). */
 int qcow2_alloc_cluster(struct qcow2 *q, uint64_t *off);
+/* One reference fewer to the cluster at OFF. */
+int qcow2_rc_dec(struct qcow2 *q, uint64_t off);
 /* Is the cluster at OFF one of the image's own metadata clusters? */
 bool qcow2_is_metadata(const struct qcow2 *q, uint64_t off);
 

@@ -306,9 +306,6 @@ static const char *no_write(const struct qcow2 *q, const struct header *h,
 	if (h->compat & 1)
 		return "it uses lazy refcounts (qemu-img amend -o "
 		       "lazy_refcounts=off)";
-	if (q->extl2)
-		return "writes to images with extended L2 entries are not "
-		       "supported yet";
 	return NULL;
 }
 

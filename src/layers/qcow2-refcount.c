@@ -247,6 +247,23 @@ static int grow_table(struct qcow2 *q, uint64_t k)
 	return r;
 }
 
+int qcow2_rc_dec(struct qcow2 *q, uint64_t off)
+{
+	uint64_t k = off >> q->cluster_bits, rt = k / per_block(q), v;
+	int r;
+	if (rt >= q->rt_entries || !q->rtable[rt])
+		return qcow2_corrupt("a cluster in use has no refcount, offset",
+				     off);
+	if ((r = rb_load(q, q->rtable[rt])))
+		return r;
+	if (!(v = rc_get(q, q->rbuf, k % per_block(q))))
+		return qcow2_corrupt("a cluster in use has refcount 0, offset",
+				     off);
+	if (v == 1 && k < q->free_hint)
+		q->free_hint = k;
+	return rc_store(q, k, v - 1);
+}
+
 /* Take a free cluster (refcount 0) for a new use: *OFF is its offset. */
 int qcow2_alloc_cluster(struct qcow2 *q, uint64_t *off)
 {

@@ -113,15 +113,19 @@ int qcow2_l2_entry(struct qcow2 *q, uint64_t off, size_t idx, uint64_t *e,
 	return r;
 }
 
-void qcow2_l2_update(struct qcow2 *q, uint64_t off, size_t idx, uint64_t e)
+void qcow2_l2_update(struct qcow2 *q, uint64_t off, size_t idx, uint64_t e,
+		     uint64_t bitmap)
 {
 	struct l2_slot *s;
 	pthread_mutex_lock(&q->lock);
 	/* A copy being loaded may hold the old entry: wait, then fix it. */
 	while ((s = slot_find(q, off)) && s->state == SLOT_LOADING)
 		pthread_cond_wait(&q->loaded, &q->lock);
-	if (s && s->state == SLOT_READY)
+	if (s && s->state == SLOT_READY) {
 		s->tbl[idx << q->extl2] = e;
+		if (q->extl2)
+			s->tbl[(idx << 1) + 1] = bitmap;
+	}
 	pthread_mutex_unlock(&q->lock);
 }
 

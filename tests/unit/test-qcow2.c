@@ -311,6 +311,35 @@ static void writes(void)
 	sh("qemu-img convert -l snapshot.name=s1 -O raw w.qcow2 a.raw && "
 	   "qemu-img convert -l snapshot.name=s1 -O raw snap.qcow2 b.raw && "
 	   "cmp a.raw b.raw");
+	/* A snapshot taken with nothing written since: every L2 table is
+	 * shared with it (refcount 2), and must be copied before a write. */
+	sh("qemu-img create -q -f qcow2 sl2.qcow2 8M && qemu-io -f qcow2 -c "
+	   "'write -P 0x5a 0 8M' sl2.qcow2 && qemu-img snapshot -c s1 sl2.qcow2");
+	write_variant("write an image whose L2 tables a snapshot shares",
+		      "cp sl2.qcow2 w.qcow2");
+	sh("qemu-img convert -l snapshot.name=s1 -O raw w.qcow2 a.raw && "
+	   "qemu-img convert -l snapshot.name=s1 -O raw sl2.qcow2 b.raw && "
+	   "cmp a.raw b.raw");
+	write_variant("write extended L2 over a backing file",
+		      "qemu-img create -q -f qcow2 -o extended_l2=on,"
+		      "cluster_size=64k -b text.raw -F raw w.qcow2");
+	write_variant("write extended L2, 16k clusters (512-byte subclusters)",
+		      "qemu-img create -q -f qcow2 -o extended_l2=on,"
+		      "cluster_size=16k w.qcow2 8M");
+	write_variant("write extended L2 with qemu-io's subclusters and zeroes",
+		      "cp ext.qcow2 w.qcow2");
+	write_variant("write extended L2 over compressed clusters",
+		      "qemu-img convert -c -O qcow2 -o extended_l2=on -f raw "
+		      "text.raw w.qcow2");
+	sh("qemu-img create -q -f qcow2 -o extended_l2=on -b text.raw -F raw "
+	   "esn.qcow2 && qemu-io -f qcow2 -c 'write -P 0x61 4k 6k' "
+	   "-c 'write -z 100k 4k' -c 'write -P 0x62 1M 64k' esn.qcow2 && "
+	   "qemu-img snapshot -c s1 esn.qcow2");
+	write_variant("write extended L2 shared with a snapshot",
+		      "cp esn.qcow2 w.qcow2");
+	sh("qemu-img convert -l snapshot.name=s1 -O raw w.qcow2 a.raw && "
+	   "qemu-img convert -l snapshot.name=s1 -O raw esn.qcow2 b.raw && "
+	   "cmp a.raw b.raw");
 	sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on lazy.qcow2 1M");
 	struct nd_layer *f, *q;
 	struct nd_qcow2_opts o = { .writable = true };
@@ -380,6 +409,37 @@ static void rtable_growth(const char *what, const char *opts, size_t mib)
 		fail(what, "qemu-img check (not clean) or compare failed");
 }
 
+/* Extended L2 entries: a write into part of a cluster allocates only the
+ * subclusters it touches (the others keep reading the backing file), a
+ * zero of whole subclusters sets their zero bits: `qemu-img map` of the
+ * image equals that of the same writes made by qemu-io (host offsets
+ * aside), and the images compare equal. */
+static void subcluster_map(void)
+{
+	sh("rm -f m.qcow2 mq.qcow2 && qemu-img create -q -f qcow2 -o "
+	   "extended_l2=on,cluster_size=64k -b text.raw -F raw m.qcow2 && "
+	   "cp m.qcow2 mq.qcow2 && qemu-io -f qcow2 -c 'write -P 0xab 67684 "
+	   "3000' -c 'write -z 204800 8192' -c 'write -P 0xcd 262144 2048' "
+	   "-c 'write -z 264192 2048' mq.qcow2");
+	struct nd_layer *q = open_rw("m.qcow2");
+	unsigned char b[3000];
+	memset(b, 0xab, sizeof b);
+	if (!q || nd_layer_pwrite(q, b, sizeof b, 67684) ||
+	    nd_layer_zero(q, 8192, 204800) ||
+	    nd_layer_pwrite(q, memset(b, 0xcd, 2048), 2048, 262144) ||
+	    nd_layer_zero(q, 2048, 264192) || nd_layer_flush(q))
+		fail("subclusters", q ? nd_get_error() : "open");
+	nd_layer_close(q);
+	char cmd[4096];
+	snprintf(cmd, sizeof cmd, "cd %s && qemu-img check -q m.qcow2 && "
+		 "for i in m mq; do qemu-img map --output=json $i.qcow2 | "
+		 "sed 's/, \"offset\": [0-9]*//' > $i.map; done && "
+		 "diff mq.map m.map && qemu-img compare -q m.qcow2 mq.qcow2", dir);
+	if (system(cmd) != 0)
+		fail("subclusters", "qemu-img check, map or compare differs from "
+		     "the same writes by qemu-io");
+}
+
 /* kill -9 during flushed writes: qemu-img check finds no corruption and
  * every flushed write reads back. */
 static void write_crash(void)
@@ -446,6 +506,7 @@ int main(void)
 	chain_and_snapshot();
 	hostile();
 	writes();
+	subcluster_map();
 	rtable_growth("refcount table growth, 16-bit refcounts",
 		      "refcount_bits=16", 16);
 	rtable_growth("refcount table growth, 64-bit refcounts",
