@@ -1,7 +1,8 @@
 #!/bin/bash
 # Run the qcow2 layer's fuzzer briefly (FUZZ_SECONDS, default 20) from
-# seeds made with qemu-img: v2, v3, compressed, extended L2, a snapshot and
-# a backing file name, each with 512-byte clusters where the format allows
+# seeds made with qemu-img: v2, v3, compressed, extended L2 (empty, with
+# allocated and zero subclusters, compressed), a snapshot and a backing
+# file name, each with 512-byte clusters where the format allows
 # (small inputs mutate better).
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -20,6 +21,12 @@ mkdir "$work/corpus"
     q convert -c -O qcow2 -o cluster_size=512 -f raw t.raw corpus/deflate
     q convert -c -O qcow2 -o cluster_size=512,compression_type=zstd -f raw t.raw corpus/zstd
     q create -f qcow2 -o cluster_size=16k,extended_l2=on corpus/extl2 64k
+    # Extended L2 entries in use: allocated and zero subclusters, over a
+    # backing file name, and compressed clusters.
+    q create -f qcow2 -o cluster_size=16k,extended_l2=on -u -b t.raw -F raw corpus/extl2w 64k
+    qemu-io -f qcow2 -c 'write -P 3 1k 2k' -c 'write -z 8k 1k' -c 'write -P 4 20k 3k' \
+        corpus/extl2w >/dev/null 2>&1
+    q convert -c -O qcow2 -o cluster_size=16k,extended_l2=on -f raw t.raw corpus/extl2c
     q create -f qcow2 -o cluster_size=512 -u -b other.qcow2 -F qcow2 corpus/backing 16k
     q create -f qcow2 -o cluster_size=512 s.qcow2 16k
     qemu-io -f qcow2 -c 'write -P 1 0 2k' -c 'write -z 4k 1k' s.qcow2 >/dev/null 2>&1
