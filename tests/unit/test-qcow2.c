@@ -442,11 +442,12 @@ static void subcluster_map(void)
 
 /* kill -9 during flushed writes: qemu-img check finds no corruption and
  * every flushed write reads back. */
-static void write_crash(void)
+static void write_crash(const char *what, const char *opts)
 {
 	for (int round = 0; round < 3; round++) {
 		int fds[2];
-		sh("rm -f c.qcow2 && qemu-img create -q -f qcow2 c.qcow2 16M");
+		sh("rm -f c.qcow2 && qemu-img create -q -f qcow2 %s c.qcow2 16M",
+		   opts);
 		if (pipe(fds))
 			exit(1);
 		pid_t pid = fork();
@@ -477,7 +478,7 @@ static void write_crash(void)
 			 ">check.out 2>&1; rc=$?; [ $rc = 0 ] || [ $rc = 3 ] || "
 			 "{ cat check.out; exit 1; }", dir);
 		if (last == 0 || system(cmd) != 0)
-			fail("kill -9 during writes", "corrupt, or nothing written");
+			fail(what, "corrupt, or nothing written");
 		/* The last flushed write reads back. */
 		struct nd_layer *q = open_rw("c.qcow2");
 		unsigned char got[65536 - 8192];
@@ -486,7 +487,7 @@ static void write_crash(void)
 		if (q && (nd_layer_pread(q, got, sizeof got, off) ||
 			  got[0] != (last & 0xff) ||
 			  got[sizeof got - 1] != (last & 0xff)))
-			fail("kill -9 during writes", "the last flushed write is lost");
+			fail(what, "the last flushed write is lost");
 		nd_layer_close(q);
 	}
 }
@@ -511,7 +512,13 @@ int main(void)
 		      "refcount_bits=16", 16);
 	rtable_growth("refcount table growth, 64-bit refcounts",
 		      "refcount_bits=64", 8);
-	write_crash();
+	write_crash("kill -9 during writes", "");
+	/* 512-byte clusters, 64-bit refcounts: the refcount table (2 MiB of
+	 * container at first) grows during the load. */
+	write_crash("kill -9 during writes that grow the refcount table",
+		    "-o cluster_size=512,refcount_bits=64");
+	write_crash("kill -9 during writes with subclusters",
+		    "-o extended_l2=on,cluster_size=16k");
 	if (failures)
 		printf("images kept in %s\n", dir);
 	else
