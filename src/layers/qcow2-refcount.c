@@ -17,7 +17,7 @@
 #include "log.h"
 #include "qcow2-int.h"
 
-#define GROW_STEP (1u << 20) /* the container grows by at least this */
+#define GROW_STEP (1u << 20)	/* the container grows by at least this */
 #define MAX_RT_BYTES (8u << 20) /* QEMU's limit on a refcount table */
 
 static uint64_t per_block(const struct qcow2 *q)
@@ -53,8 +53,8 @@ int qcow2_write_at(struct qcow2 *q, const void *buf, size_t len, uint64_t off)
 {
 	if (off + len > q->file->size) {
 		uint64_t want = off + len > q->file->size + GROW_STEP
-					? off + len
-					: q->file->size + GROW_STEP;
+				    ? off + len
+				    : q->file->size + GROW_STEP;
 		int r = nd_layer_grow(q->file, want);
 		if (r)
 			return r;
@@ -80,10 +80,10 @@ static int rc_store(struct qcow2 *q, uint64_t k, uint64_t v)
 	uint64_t i = k % per_block(q);
 	size_t byte = (size_t)((i << q->refcount_order) / 8) & ~(size_t)511;
 	rc_set(q, q->rbuf, i, v);
-	return qcow2_write_at(q, q->rbuf + byte,
-			q->cluster_size < 512 + byte ? q->cluster_size - byte
-						     : 512,
-			q->rb_off + byte);
+	return qcow2_write_at(
+	    q, q->rbuf + byte,
+	    q->cluster_size < 512 + byte ? q->cluster_size - byte : 512,
+	    q->rb_off + byte);
 }
 
 /* A refcount block for table entry RT at cluster K, which it describes
@@ -95,7 +95,8 @@ static int new_refblock(struct qcow2 *q, uint64_t rt, uint64_t k)
 	memset(q->rbuf, 0, q->cluster_size);
 	rc_set(q, q->rbuf, k % per_block(q), 1);
 	q->rb_off = 0;
-	if ((r = qcow2_write_at(q, q->rbuf, q->cluster_size, k << q->cluster_bits)) ||
+	if ((r = qcow2_write_at(q, q->rbuf, q->cluster_size,
+				k << q->cluster_bits)) ||
 	    (r = nd_layer_flush(q->file)))
 		return r;
 	q->rb_off = k << q->cluster_bits;
@@ -116,7 +117,8 @@ static bool in_range(uint64_t off, uint64_t start, uint64_t len)
  * would destroy the metadata, as QEMU's overlap checks say. */
 bool qcow2_is_metadata(const struct qcow2 *q, uint64_t off)
 {
-	if (off < q->cluster_size || in_range(off, q->l1_off, q->l1_size * 8ull) ||
+	if (off < q->cluster_size ||
+	    in_range(off, q->l1_off, q->l1_size * 8ull) ||
 	    in_range(off, q->rt_off, q->rt_entries * 8))
 		return true;
 	for (uint64_t i = 0; i < q->rt_entries; i++)
@@ -130,8 +132,8 @@ bool qcow2_is_metadata(const struct qcow2 *q, uint64_t off)
 
 /* Refcount blocks for the clusters [A, END) of a new area (they are all
  * in it, at A onwards): NB blocks, for table entries A/pb onwards. */
-static void area_blocks(struct qcow2 *q, uint8_t *blk, uint64_t nb,
-			uint64_t a, uint64_t end)
+static void area_blocks(struct qcow2 *q, uint8_t *blk, uint64_t nb, uint64_t a,
+			uint64_t end)
 {
 	uint64_t pb = per_block(q);
 	memset(blk, 0, nb * q->cluster_size);
@@ -159,7 +161,8 @@ static int area_size(struct qcow2 *q, uint64_t a, uint64_t *nb, uint64_t *tc)
 	if (*tc * q->cluster_size > MAX_RT_BYTES) {
 		errno = ENOSPC;
 		nd_error("qcow2: the refcount table would pass %u MiB (QEMU's "
-			 "limit): the image cannot grow", MAX_RT_BYTES >> 20);
+			 "limit): the image cannot grow",
+			 MAX_RT_BYTES >> 20);
 		return -ENOSPC;
 	}
 	return 0;
@@ -175,14 +178,14 @@ static const uint8_t *hdr_of(uint8_t *hdr, uint64_t at, uint64_t tc)
 	return hdr;
 }
 
-/* Write the new table (entries TBL, which this takes, TC clusters at AT), name it in the
- * header, then free the old one. */
+/* Write the new table (entries TBL, which this takes, TC clusters at AT), name
+ * it in the header, then free the old one. */
 static int switch_table(struct qcow2 *q, uint64_t *tbl, uint64_t tc,
 			uint64_t at)
 {
 	uint64_t n = tc * q->cluster_size / 8, old = q->rt_off;
-	uint64_t old_n = (q->rt_entries * 8 + q->cluster_size - 1) >>
-			 q->cluster_bits;
+	uint64_t old_n =
+	    (q->rt_entries * 8 + q->cluster_size - 1) >> q->cluster_bits;
 	uint8_t *be = malloc(tc * q->cluster_size), hdr[12];
 	int r;
 
@@ -205,8 +208,8 @@ static int switch_table(struct qcow2 *q, uint64_t *tbl, uint64_t tc,
 	/* Only now is the old table free (a crash before: a leak). */
 	for (uint64_t k = old >> q->cluster_bits; r == 0 && old_n--; k++) {
 		uint64_t rb = q->rtable[k / per_block(q)];
-		if (rb && (r = rb_load(q, rb)) == 0 && (r = rc_store(q, k, 0)) == 0 &&
-		    k < q->free_hint)
+		if (rb && (r = rb_load(q, rb)) == 0 &&
+		    (r = rc_store(q, k, 0)) == 0 && k < q->free_hint)
 			q->free_hint = k;
 	}
 	return r;
@@ -302,8 +305,7 @@ int qcow2_write_init(struct qcow2 *q, uint64_t rt_off, uint32_t rt_clusters,
 	uint64_t len = (uint64_t)rt_clusters << q->cluster_bits;
 	int r;
 
-	if (rt_off & (q->cluster_size - 1) || !rt_clusters ||
-	    len > (64u << 20))
+	if (rt_off & (q->cluster_size - 1) || !rt_clusters || len > (64u << 20))
 		return qcow2_corrupt("refcount table offset or size", rt_off);
 	q->refcount_order = refcount_order;
 	q->rt_off = rt_off;
@@ -314,17 +316,16 @@ int qcow2_write_init(struct qcow2 *q, uint64_t rt_off, uint32_t rt_clusters,
 				 "refcount table offset")))
 		return r;
 	for (uint64_t i = 0; i < q->rt_entries; i++) {
-		q->rtable[i] = be64((const uint8_t *)&q->rtable[i]) &
-			       L1E_OFFSET_MASK;
+		q->rtable[i] =
+		    be64((const uint8_t *)&q->rtable[i]) & L1E_OFFSET_MASK;
 		if (q->rtable[i] & (q->cluster_size - 1))
 			return qcow2_corrupt("unaligned refcount block", i);
 	}
 	if (autoclear) { /* the bits this writer does not keep */
-		uint8_t zero[8] = { 0 };
+		uint8_t zero[8] = {0};
 		if ((r = qcow2_write_at(q, zero, 8, 88)) ||
 		    (r = nd_layer_flush(q->file)))
 			return r;
 	}
 	return 0;
 }
-

@@ -136,11 +136,13 @@ static int sc_read(struct qcow2 *q, uint8_t *out, uint64_t need,
 			continue;
 		uint64_t off = start + ((uint64_t)i << q->sc_bits);
 		uint64_t len = (uint64_t)(j - i) << q->sc_bits;
-		uint64_t have = off >= q->l.size ? 0
-			      : q->l.size - off < len ? q->l.size - off : len;
+		uint64_t have = off >= q->l.size	? 0
+				: q->l.size - off < len ? q->l.size - off
+							: len;
 		memset(out + (off - start) + have, 0, len - have);
-		int r = have ? qcow2_pread(&q->l, out + (off - start), have, off)
-			     : 0;
+		int r = have
+			    ? qcow2_pread(&q->l, out + (off - start), have, off)
+			    : 0;
 		if (r)
 			return r;
 	}
@@ -158,7 +160,8 @@ static int sc_write(struct qcow2 *q, const uint8_t *buf, const struct step *s,
 	uint64_t need = all & ~sc_whole(q, s->in, s->n);
 	unsigned lo = (unsigned)__builtin_ctzll(all);
 	unsigned hi = 64 - (unsigned)__builtin_clzll(all);
-	uint64_t from = (uint64_t)lo << q->sc_bits, to = (uint64_t)hi << q->sc_bits;
+	uint64_t from = (uint64_t)lo << q->sc_bits,
+		 to = (uint64_t)hi << q->sc_bits;
 	int r;
 
 	if (!need && all == w) /* whole subclusters, nothing around them */
@@ -178,7 +181,8 @@ static uint64_t sc_bitmap_after(const struct qcow2 *q, const struct step *s)
 	return (sc_alloc(s->e, s->bitmap) | w) | (zero & ~w) << 32;
 }
 
-/* --- data and entries ------------------------------------------------------ */
+/* --- data and entries ------------------------------------------------------
+ */
 
 /* The bytes of guest cluster C as they read now, with BUF's N bytes at
  * IN laid over them (a whole cluster; past the disk's end: zeroes). */
@@ -282,7 +286,8 @@ static int plan(struct qcow2 *q, size_t len, uint64_t off, struct step *st,
 		if (q->extl2 && !(s->e & (L2E_OFFSET_MASK | L2E_COMPRESSED)) &&
 		    (s->bitmap & SC_ALL))
 			return qcow2_corrupt("allocated subclusters without a "
-					     "cluster, guest cluster", s->c);
+					     "cluster, guest cluster",
+					     s->c);
 		s->inplace = own_cluster(q, s->e);
 		if (s->inplace) {
 			s->host = s->e & L2E_OFFSET_MASK;
@@ -294,9 +299,10 @@ static int plan(struct qcow2 *q, size_t len, uint64_t off, struct step *st,
 						     s->host);
 			for (size_t k = 0; k < *n; k++)
 				if (st[k].host == s->host)
-					return qcow2_corrupt("two clusters share "
-							     "the data cluster",
-							     s->host);
+					return qcow2_corrupt(
+					    "two clusters share "
+					    "the data cluster",
+					    s->host);
 		} else if ((r = qcow2_alloc_cluster(q, &s->host))) {
 			return r;
 		}
@@ -320,8 +326,7 @@ static int set_entries(struct qcow2 *q, const struct step *st, size_t n)
 	return r;
 }
 
-int qcow2_pwrite(struct nd_layer *l, const void *buf, size_t len,
-		 uint64_t off)
+int qcow2_pwrite(struct nd_layer *l, const void *buf, size_t len, uint64_t off)
 {
 	struct qcow2 *q = (struct qcow2 *)l;
 	size_t max = len / q->cluster_size + 2, n = 0;
@@ -341,7 +346,8 @@ int qcow2_pwrite(struct nd_layer *l, const void *buf, size_t len,
 	return r;
 }
 
-/* --- zeroes ------------------------------------------------------------------ */
+/* --- zeroes ------------------------------------------------------------------
+ */
 
 /* Zero bytes [IN, IN+N) of cluster C with subcluster zero bits where they
  * cover whole subclusters (the disk's short last one counts whole); the
@@ -352,8 +358,9 @@ static int sc_zero(struct qcow2 *q, uint64_t c, uint64_t in, uint64_t n,
 {
 	uint64_t start = c << q->cluster_bits, l2off, e, bm;
 	uint64_t sc = 1ull << q->sc_bits;
-	uint64_t end = start + in + n == q->l.size ? (in + n + sc - 1) & ~(sc - 1)
-						  : in + n;
+	uint64_t end = start + in + n == q->l.size
+			   ? (in + n + sc - 1) & ~(sc - 1)
+			   : in + n;
 	uint64_t z = sc_whole(q, in, end - in);
 	int r;
 
@@ -369,9 +376,11 @@ static int sc_zero(struct qcow2 *q, uint64_t c, uint64_t in, uint64_t n,
 	unsigned hi = 64 - (unsigned)__builtin_clzll(z);
 	*head = ((uint64_t)lo << q->sc_bits) - in;
 	*tail = in + n > ((uint64_t)hi << q->sc_bits)
-			? in + n - ((uint64_t)hi << q->sc_bits) : 0;
+		    ? in + n - ((uint64_t)hi << q->sc_bits)
+		    : 0;
 	if (own_cluster(q, e) || !(e & (L2E_OFFSET_MASK | L2E_COMPRESSED)))
-		return set_entry(q, c, e, (bm & SC_ALL & ~z) | ((bm >> 32) | z) << 32);
+		return set_entry(q, c, e,
+				 (bm & SC_ALL & ~z) | ((bm >> 32) | z) << 32);
 	if (z == SC_ALL) /* shared or compressed: let go of it (a leak) */
 		return set_entry(q, c, 0, SC_ALL << 32);
 	*head = n; /* part of a shared cluster: written, so copied */
@@ -403,7 +412,8 @@ static int zero_meta(struct qcow2 *q, uint64_t c, uint64_t in, uint64_t n,
 	if ((!q->backing && !l2off) ||
 	    (l2off && !q->zero_flag && !e && !q->backing))
 		*head = 0;
-	else if (q->zero_flag && l2off && (r = set_entry(q, c, L2E_ZERO, 0)) == 0)
+	else if (q->zero_flag && l2off &&
+		 (r = set_entry(q, c, L2E_ZERO, 0)) == 0)
 		*head = 0;
 	return r;
 }
@@ -417,8 +427,10 @@ int qcow2_zero(struct nd_layer *l, uint64_t len, uint64_t off)
 	int r = z ? 0 : -ENOMEM;
 
 	while (r == 0 && len) {
-		uint64_t in = off & (q->cluster_size - 1), c = off >> q->cluster_bits;
-		uint64_t n = q->cluster_size - in < len ? q->cluster_size - in : len;
+		uint64_t in = off & (q->cluster_size - 1),
+			 c = off >> q->cluster_bits;
+		uint64_t n =
+		    q->cluster_size - in < len ? q->cluster_size - in : len;
 		uint64_t head, tail;
 		pthread_mutex_lock(&q->meta_lock);
 		r = zero_meta(q, c, in, n, &head, &tail);

@@ -22,14 +22,14 @@ static int failures;
 static char path[] = "/tmp/netdiskfs-grow.XXXXXX";
 static unsigned char want[NEW];
 
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			printf("FAIL line %d: %s: ", __LINE__, #cond);        \
-			printf(__VA_ARGS__);                                  \
-			printf("\n");                                         \
-			failures++;                                           \
-		}                                                             \
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			printf("FAIL line %d: %s: ", __LINE__, #cond);         \
+			printf(__VA_ARGS__);                                   \
+			printf("\n");                                          \
+			failures++;                                            \
+		}                                                              \
 	} while (0)
 
 static struct nd_disk *open_disk(const char *extra)
@@ -79,8 +79,10 @@ static void grow_with(const char *mode)
 	unsigned char piece[5000];
 
 	read_check(c, 0, OLD); /* the short last block cached whole */
-	CHECK(nd_cache_write(c, piece, 10, OLD) == -ENOSPC, "%s: a write past "
-	      "the end before growing", mode);
+	CHECK(nd_cache_write(c, piece, 10, OLD) == -ENOSPC,
+	      "%s: a write past "
+	      "the end before growing",
+	      mode);
 	CHECK(nd_cache_grow(c, NEW) == 0, "%s: grow: %s", mode, nd_get_error());
 	/* A write into that block, then a read of it: old bytes, the write,
 	 * zeroes. */
@@ -103,7 +105,7 @@ static void grow_with(const char *mode)
 	CHECK(stat(path, &st) == 0 && st.st_size == NEW, "%s: file size %lld",
 	      mode, (long long)st.st_size);
 	CHECK(f && got && fread(got, 1, NEW, f) == NEW &&
-		      memcmp(got, want, NEW) == 0,
+		  memcmp(got, want, NEW) == 0,
 	      "%s: the file holds other bytes", mode);
 	if (f)
 		fclose(f);
