@@ -181,7 +181,7 @@ static uint64_t sc_bitmap_after(const struct qcow2 *q, const struct step *s)
 	return (sc_alloc(s->e, s->bitmap) | w) | (zero & ~w) << 32;
 }
 
-/* --- data and entries -------------------------------------------------------- */
+/* --- data and entries ---------------------------------------------------- */
 
 /* The bytes of guest cluster C as they read now, with BUF's N bytes at
  * IN laid over them (a whole cluster; past the disk's end: zeroes). */
@@ -345,7 +345,7 @@ int qcow2_pwrite(struct nd_layer *l, const void *buf, size_t len, uint64_t off)
 	return r;
 }
 
-/* --- zeroes ------------------------------------------------------------------ */
+/* --- zeroes -------------------------------------------------------------- */
 
 /* Zero bytes [IN, IN+N) of cluster C with subcluster zero bits where they
  * cover whole subclusters (the disk's short last one counts whole); the
