@@ -11,9 +11,13 @@
  * points at them, and a new L2 table is durable before the L1 entry that
  * names it. A crash at any moment can leak clusters (refcount 1, no
  * reference: `qemu-img check` lists leaks, which are harmless) but never
- * leave a reference to a cluster whose refcount is 0. A cluster that was
- * replaced (shared with a snapshot, compressed, or zeroed) keeps its old
- * refcount: a leak, never a corruption. Data written is durable after
+ * leave a reference to a cluster whose refcount is 0. A data cluster of
+ * the image's own that is zeroed stays allocated (a preallocated zero
+ * cluster, or subclusters with their zero bits) and the next write reuses
+ * it; one that was replaced because a snapshot shares it or it is
+ * compressed keeps its old refcount: a leak, never a corruption (an L2
+ * table a snapshot shares is copied and its refcount dropped once L1 no
+ * longer names it). Data written is durable after
  * flush (the container's flush), like a disk's write cache.
  *
  * Every write holds meta_lock for its whole duration (allocation, data
@@ -37,7 +41,8 @@ struct step {
 	uint64_t in, n;	    /* bytes of it written */
 	uint64_t e, bitmap; /* its L2 entry as it was (bitmap: extended L2) */
 	bool inplace;	    /* an allocated cluster of its own: overwrite */
-	uint64_t host;	    /* where its data goes */
+	uint64_t host;	    /* where its data goes: a new cluster, its own,
+			     * or a preallocated zero cluster's */
 };
 
 /* L1 entry L1I names an L2 table a snapshot shares (no COPIED bit): the
@@ -92,6 +97,14 @@ static bool own_cluster(const struct qcow2 *q, uint64_t e)
 {
 	return (e & L2E_COPIED) && !(e & L2E_COMPRESSED) &&
 	       (e & L2E_OFFSET_MASK) && (q->extl2 || !(e & L2E_ZERO));
+}
+
+/* A zero cluster that keeps a host cluster of its own (v3): a write
+ * fills it whole and clears the flag. */
+static bool prealloc_zero(const struct qcow2 *q, uint64_t e)
+{
+	return q->zero_flag && (e & L2E_ZERO) && (e & L2E_COPIED) &&
+	       !(e & L2E_COMPRESSED) && (e & L2E_OFFSET_MASK);
 }
 
 /* --- subclusters (extended L2 entries) ----------------------------------- */
@@ -288,7 +301,8 @@ static int plan(struct qcow2 *q, size_t len, uint64_t off, struct step *st,
 					     "cluster, guest cluster",
 					     s->c);
 		s->inplace = own_cluster(q, s->e);
-		if (s->inplace) {
+		bool reuse = s->inplace || prealloc_zero(q, s->e);
+		if (reuse) {
 			s->host = s->e & L2E_OFFSET_MASK;
 			/* A data cluster that is metadata too, or that another
 			 * cluster of this write uses as well: corrupt. */
@@ -305,7 +319,7 @@ static int plan(struct qcow2 *q, size_t len, uint64_t off, struct step *st,
 		} else if ((r = qcow2_alloc_cluster(q, &s->host))) {
 			return r;
 		}
-		allocated |= !s->inplace;
+		allocated |= !reuse;
 		off += s->n;
 		len -= s->n;
 	}
@@ -408,10 +422,18 @@ static int zero_meta(struct qcow2 *q, uint64_t c, uint64_t in, uint64_t n,
 	if ((r = lookup(q, c, &l2off, &e, &bm)))
 		return r;
 	if ((!q->backing && !l2off) ||
-	    (l2off && !q->zero_flag && !e && !q->backing))
-		*head = 0;
-	else if (q->zero_flag && l2off &&
-		 (r = set_entry(q, c, L2E_ZERO, 0)) == 0)
+	    (l2off && !q->zero_flag && !e && !q->backing) ||
+	    (q->zero_flag && (e & L2E_ZERO) && !(e & L2E_COMPRESSED))) {
+		*head = 0; /* reads as zeroes already */
+		return 0;
+	}
+	if (!q->zero_flag)
+		return 0;
+	/* A cluster of its own stays allocated, as preallocated zeroes: the
+	 * next write reuses it instead of leaking it. */
+	uint64_t keep = own_cluster(q, e) ? e & (L2E_OFFSET_MASK | L2E_COPIED)
+					  : 0;
+	if ((r = set_entry(q, c, keep | L2E_ZERO, 0)) == 0)
 		*head = 0;
 	return r;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -409,6 +410,42 @@ static void rtable_growth(const char *what, const char *opts, size_t mib)
 		fail(what, "qemu-img check (not clean) or compare failed");
 }
 
+/* Zeroing whole clusters of a v3 image and writing them again, over and
+ * over, leaks nothing (the zeroed cluster keeps its host cluster, as a
+ * preallocated zero cluster, and the next write reuses it): qemu-img
+ * check finds no leak and the container stops growing. Over a backing
+ * file, zeroes of clusters without an L2 table write no data. */
+static void zero_cycles(const char *what, const char *create, int backing)
+{
+	static unsigned char b[1 << 20];
+	sh("rm -f z.qcow2 && %s", create);
+	struct nd_layer *q = open_rw("z.qcow2");
+	char path[2048];
+	struct stat st;
+	off_t size[4] = { 0 };
+	snprintf(path, sizeof path, "%s/z.qcow2", dir);
+	for (int round = 0; q && round < 4; round++) {
+		memset(b, 0x30 + round, sizeof b);
+		if (nd_layer_pwrite(q, b, sizeof b, 1 << 20) ||
+		    nd_layer_zero(q, sizeof b, 1 << 20) ||
+		    nd_layer_pwrite(q, b, 65536, 1 << 20) ||
+		    (backing && nd_layer_zero(q, 4 << 20, 4 << 20)) ||
+		    nd_layer_flush(q)) {
+			fail(what, nd_get_error());
+			break;
+		}
+		size[round] = stat(path, &st) == 0 ? st.st_size : 0;
+	}
+	nd_layer_close(q);
+	if (size[3] != size[1])
+		fail(what, "the container keeps growing");
+	char cmd[4096];
+	snprintf(cmd, sizeof cmd, "cd %s && qemu-img check z.qcow2 >check.out "
+		 "2>&1 || { cat check.out; exit 1; }", dir);
+	if (system(cmd) != 0)
+		fail(what, "qemu-img check: not clean (leaked clusters?)");
+}
+
 /* Extended L2 entries: a write into part of a cluster allocates only the
  * subclusters it touches (the others keep reading the backing file), a
  * zero of whole subclusters sets their zero bits: `qemu-img map` of the
@@ -507,6 +544,13 @@ int main(void)
 	chain_and_snapshot();
 	hostile();
 	writes();
+	zero_cycles("zero and rewrite, v3", "qemu-img create -q -f qcow2 "
+		    "z.qcow2 16M", 0);
+	zero_cycles("zero and rewrite, v3 over a backing file",
+		    "qemu-img create -q -f qcow2 -b text.raw -F raw z.qcow2", 1);
+	zero_cycles("zero and rewrite, extended L2 over a backing file",
+		    "qemu-img create -q -f qcow2 -o extended_l2=on -b text.raw "
+		    "-F raw z.qcow2", 1);
 	subcluster_map();
 	rtable_growth("refcount table growth, 16-bit refcounts",
 		      "refcount_bits=16", 16);
