@@ -431,8 +431,8 @@ static int zero_meta(struct qcow2 *q, uint64_t c, uint64_t in, uint64_t n,
 		return 0;
 	/* A cluster of its own stays allocated, as preallocated zeroes: the
 	 * next write reuses it instead of leaking it. */
-	uint64_t keep = own_cluster(q, e) ? e & (L2E_OFFSET_MASK | L2E_COPIED)
-					  : 0;
+	uint64_t keep =
+	    own_cluster(q, e) ? e & (L2E_OFFSET_MASK | L2E_COPIED) : 0;
 	if ((r = set_entry(q, c, keep | L2E_ZERO, 0)) == 0)
 		*head = 0;
 	return r;
