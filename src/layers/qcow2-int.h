@@ -67,6 +67,10 @@ struct qcow2 {
 	uint64_t free_hint;  /* no free cluster below it */
 	uint64_t rb_off;     /* the refcount block in rbuf; 0 = none */
 	uint8_t *rbuf;
+	/* Host clusters that lost a reference (an entry replaced): their
+	 * refcounts drop after the next flush made the replacement durable. */
+	uint64_t *unref;
+	size_t nunref, unref_cap;
 };
 
 enum ext_type { EXT_UNALLOC, EXT_ZERO, EXT_DATA, EXT_COMPRESSED };
@@ -122,6 +126,12 @@ int qcow2_write_at(struct qcow2 *q, const void *buf, size_t len, uint64_t off);
 int qcow2_alloc_cluster(struct qcow2 *q, uint64_t *off);
 /* One reference fewer to the cluster at OFF. */
 int qcow2_rc_dec(struct qcow2 *q, uint64_t off);
+/* The L2 entry E (a data or compressed cluster, or nothing) was replaced:
+ * its host clusters lose a reference at the next qcow2_unref_flush. */
+int qcow2_unref_later(struct qcow2 *q, uint64_t e);
+/* Flush the container, then drop the references qcow2_unref_later kept
+ * (a crash before: leaked clusters, never a reference to a free one). */
+int qcow2_unref_flush(struct qcow2 *q);
 /* Is the cluster at OFF one of the image's own metadata clusters? */
 bool qcow2_is_metadata(const struct qcow2 *q, uint64_t off);
 

@@ -267,6 +267,53 @@ int qcow2_rc_dec(struct qcow2 *q, uint64_t off)
 	return rc_store(q, k, v - 1);
 }
 
+static int unref_push(struct qcow2 *q, uint64_t off)
+{
+	if (q->nunref == q->unref_cap) {
+		size_t cap = q->unref_cap ? q->unref_cap * 2 : 64;
+		uint64_t *p = realloc(q->unref, cap * sizeof *p);
+		if (!p)
+			return -ENOMEM;
+		q->unref = p;
+		q->unref_cap = cap;
+	}
+	q->unref[q->nunref++] = off;
+	return 0;
+}
+
+int qcow2_unref_later(struct qcow2 *q, uint64_t e)
+{
+	uint64_t first, last;
+	if (e & L2E_COMPRESSED) { /* every host cluster its sectors touch */
+		unsigned x = 62 - (q->cluster_bits - 8);
+		uint64_t coff = e & ((1ull << x) - 1) & ~511ull;
+		uint64_t nsec = (e & ~(3ull << 62)) >> x;
+		first = coff >> q->cluster_bits;
+		last = (coff + (nsec + 1) * 512 - 1) >> q->cluster_bits;
+	} else if (e & L2E_OFFSET_MASK) {
+		first = last = (e & L2E_OFFSET_MASK) >> q->cluster_bits;
+	} else {
+		return 0;
+	}
+	for (uint64_t k = first; k <= last; k++) {
+		int r = unref_push(q, k << q->cluster_bits);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+int qcow2_unref_flush(struct qcow2 *q)
+{
+	int r = nd_layer_flush(q->file);
+	if (r)
+		return r; /* kept for the next flush */
+	for (size_t i = 0; r == 0 && i < q->nunref; i++)
+		r = qcow2_rc_dec(q, q->unref[i]);
+	q->nunref = 0; /* dropped, or leaked after an error */
+	return r;
+}
+
 /* Take a free cluster (refcount 0) for a new use: *OFF is its offset. */
 int qcow2_alloc_cluster(struct qcow2 *q, uint64_t *off)
 {

@@ -41,6 +41,8 @@ struct step {
 	uint64_t in, n;	    /* bytes of it written */
 	uint64_t e, bitmap; /* its L2 entry as it was (bitmap: extended L2) */
 	bool inplace;	    /* an allocated cluster of its own: overwrite */
+	bool fresh;	    /* a cluster allocated for it (the old one, if
+			     * any, loses a reference) */
 	uint64_t host;	    /* where its data goes: a new cluster, its own,
 			     * or a preallocated zero cluster's */
 };
@@ -319,6 +321,7 @@ static int plan(struct qcow2 *q, size_t len, uint64_t off, struct step *st,
 		} else if ((r = qcow2_alloc_cluster(q, &s->host))) {
 			return r;
 		}
+		s->fresh = !reuse;
 		allocated |= !reuse;
 		off += s->n;
 		len -= s->n;
@@ -335,6 +338,8 @@ static int set_entries(struct qcow2 *q, const struct step *st, size_t n)
 		uint64_t bm = q->extl2 ? sc_bitmap_after(q, &st[i]) : 0;
 		if (!st[i].inplace || bm != st[i].bitmap)
 			r = set_entry(q, st[i].c, st[i].host | L2E_COPIED, bm);
+		if (r == 0 && st[i].fresh)
+			r = qcow2_unref_later(q, st[i].e);
 	}
 	return r;
 }
@@ -393,8 +398,11 @@ static int sc_zero(struct qcow2 *q, uint64_t c, uint64_t in, uint64_t n,
 	if (own_cluster(q, e) || !(e & (L2E_OFFSET_MASK | L2E_COMPRESSED)))
 		return set_entry(q, c, e,
 				 (bm & SC_ALL & ~z) | ((bm >> 32) | z) << 32);
-	if (z == SC_ALL) /* shared or compressed: let go of it (a leak) */
-		return set_entry(q, c, 0, SC_ALL << 32);
+	if (z == SC_ALL) { /* shared or compressed: let go of it */
+		if ((r = set_entry(q, c, 0, SC_ALL << 32)) == 0)
+			r = qcow2_unref_later(q, e);
+		return r;
+	}
 	*head = n; /* part of a shared cluster: written, so copied */
 	*tail = 0;
 	return 0;
@@ -433,8 +441,11 @@ static int zero_meta(struct qcow2 *q, uint64_t c, uint64_t in, uint64_t n,
 	 * next write reuses it instead of leaking it. */
 	uint64_t keep =
 	    own_cluster(q, e) ? e & (L2E_OFFSET_MASK | L2E_COPIED) : 0;
-	if ((r = set_entry(q, c, keep | L2E_ZERO, 0)) == 0)
+	if ((r = set_entry(q, c, keep | L2E_ZERO, 0)) == 0) {
 		*head = 0;
+		if (!keep)
+			r = qcow2_unref_later(q, e);
+	}
 	return r;
 }
 
@@ -469,5 +480,9 @@ int qcow2_zero(struct nd_layer *l, uint64_t len, uint64_t off)
 int qcow2_flush(struct nd_layer *l)
 {
 	struct qcow2 *q = (struct qcow2 *)l;
-	return nd_layer_flush(q->file);
+	int r;
+	pthread_mutex_lock(&q->meta_lock);
+	r = q->nunref ? qcow2_unref_flush(q) : 1;
+	pthread_mutex_unlock(&q->meta_lock);
+	return r == 1 ? nd_layer_flush(q->file) : r;
 }
