@@ -15,9 +15,10 @@
  * the image's own that is zeroed stays allocated (a preallocated zero
  * cluster, or subclusters with their zero bits) and the next write reuses
  * it; one that was replaced because a snapshot shares it or it is
- * compressed keeps its old refcount: a leak, never a corruption (an L2
+ * compressed loses its reference only after the next flush made the new
+ * entry durable (a crash before: a leak, never a corruption); an L2
  * table a snapshot shares is copied and its refcount dropped once L1 no
- * longer names it). Data written is durable after
+ * longer names it. Data written is durable after
  * flush (the container's flush), like a disk's write cache.
  *
  * Every write holds meta_lock for its whole duration (allocation, data
