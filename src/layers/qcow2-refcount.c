@@ -6,8 +6,10 @@
  * Crash consistency by write order alone: a cluster's refcount is durable
  * before anything points at it; a new refcount block is durable before the
  * table names it; a new table (with the blocks that describe it) is durable
- * before the header names it, and the old one is freed only after that.
- * A crash leaves at worst leaked clusters (refcount 1, no reference).
+ * before the header names it, and the old one is freed only after that;
+ * a cluster whose L2 entry was replaced loses its reference only after a
+ * flush made the replacement durable (qcow2_unref_flush). A crash leaves
+ * at worst leaked clusters (refcount 1, no reference).
  * Called with meta_lock held. */
 #include <errno.h>
 #include <stdio.h>

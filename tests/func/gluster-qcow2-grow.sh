@@ -33,8 +33,7 @@ cmp -n $((64 << 20)) "$TMP/m/g" "$TMP/p.raw" || fail "g: reads back wrong"
 nd_unmount "$TMP/m"
 size=$(stat -c %s "$B/g.qcow2")
 [ "$size" -gt $((64 << 20)) ] || fail "g.qcow2: the container did not grow ($size bytes)"
-qemu-img check -q "$B/g.qcow2"; rc=$?
-[ $rc = 0 ] || [ $rc = 3 ] || { qemu-img check "$B/g.qcow2"; fail "g.qcow2: qemu-img check: corruption (exit $rc)"; }
+qemu-img check -q "$B/g.qcow2" || { qemu-img check "$B/g.qcow2"; fail "g.qcow2: qemu-img check: not clean"; }
 qemu-img compare -q -f qcow2 -F raw "$B/g.qcow2" "$TMP/expect.raw" ||
     fail "g.qcow2: qemu-img compare: the image differs from the pattern"
 echo "qcow2 over gluster grew from $start_size to $size bytes; check clean, compare equal"

@@ -70,14 +70,12 @@ nd_unmount "$TMP/m"
 for x in f w s; do
     size=$(stat -c %s "$SRV/$x.qcow2")
     [ "$size" -gt $((64 << 20)) ] || fail "$x.qcow2: the container did not grow ($size bytes)"
-    qemu-img check -q "$SRV/$x.qcow2"; rc=$?
-    [ $rc = 0 ] || [ $rc = 3 ] || { qemu-img check "$SRV/$x.qcow2"; fail "$x.qcow2: qemu-img check: corruption (exit $rc)"; }
+    qemu-img check -q "$SRV/$x.qcow2" || { qemu-img check "$SRV/$x.qcow2"; fail "$x.qcow2: qemu-img check: not clean"; }
     qemu-img compare -q -f qcow2 -F raw "$SRV/$x.qcow2" "$TMP/expect.raw" ||
         fail "$x.qcow2: qemu-img compare: the image differs from the pattern"
 done
 qemu-img check -q "$SRV/n.qcow2" || fail "n.qcow2: qemu-img check after the refused write"
-qemu-img check -q "$SRV/e.qcow2"; rc=$?
-[ $rc = 0 ] || [ $rc = 3 ] || { qemu-img check "$SRV/e.qcow2"; fail "e.qcow2: qemu-img check: corruption (exit $rc)"; }
+qemu-img check -q "$SRV/e.qcow2" || { qemu-img check "$SRV/e.qcow2"; fail "e.qcow2: qemu-img check: not clean"; }
 qemu-img compare -q -f qcow2 -F raw "$SRV/e.qcow2" "$TMP/e.expect" || fail "e.qcow2: qemu-img compare: the image differs"
 # Partial writes left subclusters unallocated: qemu-img map shows ranges
 # read from the backing file (depth 1) that start inside a 64 KiB cluster.
