@@ -1188,7 +1188,8 @@ int nd_cache_grow(struct nd_cache *c, uint64_t size)
 		extend_last_block(c, old);
 	pthread_mutex_unlock(&c->lock);
 	/* The tier kept that block short; it forgets it. */
-	tier_forget(c, old - 1, 1);
+	if (old)
+		tier_forget(c, old - 1, 1);
 	return 0;
 }
 

@@ -862,15 +862,16 @@ int nd_disk_grow(struct nd_disk *d, uint64_t size)
 
 	if (size <= old)
 		return 0;
-	if (d->ro)
-		return -EROFS;
-	if (!d->info.can_grow || d->cfg.size || d->info.block_size > 1) {
-		errno = ENOSPC;
-		nd_error("entry '%s': the container cannot grow past %llu bytes "
-			 "(%s)", d->name, (unsigned long long)old,
-			 d->cfg.size ? "size= is set"
-				     : "the protocol's disks have a fixed size");
-		return -ENOSPC;
+	if (d->ro || !d->info.can_grow || d->cfg.size ||
+	    d->info.block_size > 1) {
+		errno = d->ro ? EROFS : ENOSPC;
+		nd_error("the container cannot grow past %llu bytes (%s%s)",
+			 (unsigned long long)old,
+			 d->ro		 ? "read-only"
+			 : d->cfg.size ? "size= is set"
+				       : "a fixed size over ",
+			 d->ro || d->cfg.size ? "" : d->be->name);
+		return -errno;
 	}
 	/* Zeroes up to the new end: the file is that long before anything
 	 * (a reader, a readahead) may look there. */
