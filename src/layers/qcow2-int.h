@@ -67,6 +67,9 @@ struct qcow2 {
 	uint64_t free_hint;  /* no free cluster below it */
 	uint64_t rb_off;     /* the refcount block in rbuf; 0 = none */
 	uint8_t *rbuf;
+	/* Held shared by every read; exclusively while clusters are freed,
+	 * so a read mapped to a cluster never finds it reused by another. */
+	pthread_rwlock_t reading;
 	/* Host clusters that lost a reference (an entry replaced): their
 	 * refcounts drop after the next flush made the replacement durable. */
 	uint64_t *unref;

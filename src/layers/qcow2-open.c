@@ -348,6 +348,7 @@ int nd_qcow2_open(struct nd_layer *file, const struct nd_qcow2_opts *o,
 	q->file = file;
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_mutex_init(&q->meta_lock, NULL);
+	pthread_rwlock_init(&q->reading, NULL);
 	pthread_cond_init(&q->loaded, NULL);
 	if (!(b = malloc(4096)) ||
 	    (r = qcow2_file_read(q, b, n, 0, "header")) ||

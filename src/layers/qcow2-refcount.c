@@ -310,8 +310,10 @@ int qcow2_unref_flush(struct qcow2 *q)
 	int r = nd_layer_flush(q->file);
 	if (r)
 		return r; /* kept for the next flush */
+	pthread_rwlock_wrlock(&q->reading); /* reads in flight finish */
 	for (size_t i = 0; r == 0 && i < q->nunref; i++)
 		r = qcow2_rc_dec(q, q->unref[i]);
+	pthread_rwlock_unlock(&q->reading);
 	q->nunref = 0; /* dropped, or leaked after an error */
 	return r;
 }

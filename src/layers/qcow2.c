@@ -292,11 +292,9 @@ static int read_extent(struct qcow2 *q, uint8_t *buf, size_t len,
 	return qcow2_file_read(q, buf, len, x->host, "data cluster offset");
 }
 
-int qcow2_pread(struct nd_layer *l, void *vbuf, size_t len,
-		       uint64_t off)
+static int pread_extents(struct qcow2 *q, uint8_t *buf, size_t len,
+			 uint64_t off)
 {
-	struct qcow2 *q = (struct qcow2 *)l;
-	uint8_t *buf = vbuf;
 	struct extent run = { 0 }; /* extents merged into one read */
 	uint64_t run_off = 0;
 	int r;
@@ -327,6 +325,16 @@ int qcow2_pread(struct nd_layer *l, void *vbuf, size_t len,
 	return 0;
 }
 
+int qcow2_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off)
+{
+	struct qcow2 *q = (struct qcow2 *)l;
+	/* Shared: a cluster this read was mapped to is not reused under it. */
+	pthread_rwlock_rdlock(&q->reading);
+	int r = pread_extents(q, buf, len, off);
+	pthread_rwlock_unlock(&q->reading);
+	return r;
+}
+
 void qcow2_close(struct nd_layer *l)
 {
 	struct qcow2 *q = (struct qcow2 *)l;
@@ -342,6 +350,7 @@ void qcow2_close(struct nd_layer *l)
 	nd_layer_close(q->file);
 	pthread_mutex_destroy(&q->lock);
 	pthread_mutex_destroy(&q->meta_lock);
+	pthread_rwlock_destroy(&q->reading);
 	pthread_cond_destroy(&q->loaded);
 	free(q);
 }
