@@ -118,6 +118,9 @@ int qcow2_l2_entry(struct qcow2 *q, uint64_t off, size_t idx, uint64_t *e,
  * subcluster bitmap as BITMAP). */
 void qcow2_l2_update(struct qcow2 *q, uint64_t off, size_t idx, uint64_t e,
 		     uint64_t bitmap);
+/* The cluster at OFF becomes a new L2 table: a copy cached from when it
+ * was one before (since freed) must not be served for it. */
+void qcow2_l2_forget(struct qcow2 *q, uint64_t off);
 int qcow2_map(struct qcow2 *q, uint64_t off, struct extent *x);
 int qcow2_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off);
 void qcow2_close(struct nd_layer *l);
@@ -127,8 +130,6 @@ void qcow2_close(struct nd_layer *l);
 int qcow2_write_at(struct qcow2 *q, const void *buf, size_t len, uint64_t off);
 /* Take a free cluster (refcount 0 -> 1, durable after the next flush). */
 int qcow2_alloc_cluster(struct qcow2 *q, uint64_t *off);
-/* One reference fewer to the cluster at OFF. */
-int qcow2_rc_dec(struct qcow2 *q, uint64_t off);
 /* The L2 entry E (a data or compressed cluster, or nothing) was replaced:
  * its host clusters lose a reference at the next qcow2_unref_flush. */
 int qcow2_unref_later(struct qcow2 *q, uint64_t e);

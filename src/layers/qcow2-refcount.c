@@ -252,7 +252,8 @@ static int grow_table(struct qcow2 *q, uint64_t k)
 	return r;
 }
 
-int qcow2_rc_dec(struct qcow2 *q, uint64_t off)
+/* One reference fewer to the cluster at OFF. */
+static int rc_dec(struct qcow2 *q, uint64_t off)
 {
 	uint64_t k = off >> q->cluster_bits, rt = k / per_block(q), v;
 	int r;
@@ -312,7 +313,7 @@ int qcow2_unref_flush(struct qcow2 *q)
 		return r; /* kept for the next flush */
 	pthread_rwlock_wrlock(&q->reading); /* reads in flight finish */
 	for (size_t i = 0; r == 0 && i < q->nunref; i++)
-		r = qcow2_rc_dec(q, q->unref[i]);
+		r = rc_dec(q, q->unref[i]);
 	pthread_rwlock_unlock(&q->reading);
 	q->nunref = 0; /* dropped, or leaked after an error */
 	return r;

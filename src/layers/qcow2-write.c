@@ -50,7 +50,7 @@ struct step {
 
 /* L1 entry L1I names an L2 table a snapshot shares (no COPIED bit): the
  * active image gets a copy of its own, durable before L1 names it; the
- * old table's refcount drops once L1 no longer names it. */
+ * old table loses its reference at the next flush. */
 static int cow_l2(struct qcow2 *q, uint64_t l1i)
 {
 	uint64_t old = q->l1[l1i] & L1E_OFFSET_MASK, t;
@@ -65,12 +65,13 @@ static int cow_l2(struct qcow2 *q, uint64_t l1i)
 	    (r = qcow2_write_at(q, tbl, q->cluster_size, t)) ||
 	    (r = nd_layer_flush(q->file)))
 		goto out;
+	qcow2_l2_forget(q, t);
 	put_be64(be, t | L1E_COPIED);
 	if ((r = qcow2_write_at(q, be, 8, q->l1_off + l1i * 8)) ||
 	    (r = nd_layer_flush(q->file)))
 		goto out;
 	q->l1[l1i] = t | L1E_COPIED;
-	r = qcow2_rc_dec(q, old);
+	r = qcow2_unref_later(q, old);
 out:
 	free(tbl);
 	return r;
@@ -255,6 +256,7 @@ static int new_l2(struct qcow2 *q, uint64_t l1i, uint64_t idx,
 	    (r = nd_layer_flush(q->file)))
 		goto out;
 	put_be64(be, t | L1E_COPIED);
+	qcow2_l2_forget(q, t);
 	if ((r = qcow2_write_at(q, be, 8, q->l1_off + l1i * 8)) == 0)
 		q->l1[l1i] = t | L1E_COPIED;
 out:

@@ -129,6 +129,17 @@ void qcow2_l2_update(struct qcow2 *q, uint64_t off, size_t idx, uint64_t e,
 	pthread_mutex_unlock(&q->lock);
 }
 
+void qcow2_l2_forget(struct qcow2 *q, uint64_t off)
+{
+	struct l2_slot *s;
+	pthread_mutex_lock(&q->lock);
+	while ((s = slot_find(q, off)) && s->state == SLOT_LOADING)
+		pthread_cond_wait(&q->loaded, &q->lock);
+	if (s)
+		s->state = SLOT_EMPTY;
+	pthread_mutex_unlock(&q->lock);
+}
+
 /* --- mapping a guest offset -------------------------------------------- */
 
 static void subclusters(struct qcow2 *q, uint64_t e, uint64_t bitmap,

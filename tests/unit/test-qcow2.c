@@ -447,6 +447,37 @@ static void zero_cycles(const char *what, const char *create, int backing)
 		fail(what, "qemu-img check: not clean (leaked clusters?)");
 }
 
+/* An L2 table whose L1 entry lacks the COPIED bit but whose refcount is
+ * 1 is copied on the first write and freed at the flush; when its
+ * cluster becomes another L2 table, the copy cached from before must not
+ * be served for it. */
+static void freed_l2_reused(void)
+{
+	sh("rm -f fl.qcow2 && head -c 4M /dev/urandom > fl.raw && qemu-img "
+	   "create -q -f qcow2 -b fl.raw -F raw fl.qcow2 2G && qemu-io -f qcow2 "
+	   "-c 'write -P 1 0 64k' fl.qcow2 && off=$(od -An -tu8 -j40 -N8 "
+	   "--endian=big fl.qcow2) && head -c 1 /dev/zero | dd of=fl.qcow2 bs=1 "
+	   "seek=$((off)) conv=notrunc status=none");
+	struct nd_layer *q = open_rw("fl.qcow2");
+	unsigned char b[65536], z[65536] = { 0 };
+	if (!q)
+		return;
+	if (nd_layer_pread(q, b, 4096, 0) ||
+	    nd_layer_pwrite(q, memset(b, 2, 4096), 4096, 0) ||
+	    nd_layer_flush(q) || nd_layer_zero(q, 65536, 3ull << 29) ||
+	    nd_layer_pread(q, b, sizeof b, 3ull << 29) || nd_layer_flush(q))
+		fail("a freed L2 table reused", nd_get_error());
+	else if (memcmp(b, z, sizeof b))
+		fail("a freed L2 table reused", "the zeroed cluster reads "
+		     "other bytes (a stale cached L2 table)");
+	nd_layer_close(q);
+	char cmd[4096];
+	snprintf(cmd, sizeof cmd, "cd %s && qemu-img check fl.qcow2 >check.out "
+		 "2>&1 || { cat check.out; exit 1; }", dir);
+	if (system(cmd) != 0)
+		fail("a freed L2 table reused", "qemu-img check: not clean");
+}
+
 /* Extended L2 entries: a write into part of a cluster allocates only the
  * subclusters it touches (the others keep reading the backing file), a
  * zero of whole subclusters sets their zero bits: `qemu-img map` of the
@@ -559,6 +590,7 @@ int main(void)
 		    "qemu-img create -q -f qcow2 -o extended_l2=on -b text.raw "
 		    "-F raw z.qcow2", 1);
 	subcluster_map();
+	freed_l2_reused();
 	rtable_growth("refcount table growth, 16-bit refcounts",
 		      "refcount_bits=16", 16);
 	rtable_growth("refcount table growth, 64-bit refcounts",
