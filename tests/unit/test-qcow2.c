@@ -2,7 +2,10 @@
  * in every variant (v2, v3, cluster sizes 512 B to 2 MiB, zero clusters,
  * deflate and zstd compression, extended L2 entries, a backing chain with
  * relative names, an internal snapshot) to exactly the bytes of
- * `qemu-img convert -O raw`; hostile images give errors, never a crash. */
+ * `qemu-img convert -O raw`; hostile images give errors, never a crash.
+ * Writes (random pieces and zeroes, subclusters, snapshots shared, the
+ * refcount table grown, kill -9 between flushes) are judged by qemu-img
+ * check, compare and map. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
