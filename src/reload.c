@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "disk.h"
 #include "log.h"
 #include "reload.h"
@@ -57,6 +58,11 @@ static void *open_one(void *arg)
 {
 	struct opener *o = arg;
 	o->err = nd_disk_open(&o->e->opts, &o->disk);
+	/* The server away: an entry its cache directory knows mounts from
+	 * there and reconnects in the background. */
+	if (o->err < 0)
+		o->err = nd_cache_dir_open_offline(&o->e->opts, o->err,
+						   &o->disk);
 	if (o->err < 0) {
 		CLEANUP_FREE char *r = nd_redact(nd_get_error());
 		snprintf(o->msg, sizeof o->msg, "%s", r ? r : "error");
