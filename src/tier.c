@@ -155,9 +155,9 @@ static const char *meta_field(const char *meta, const char *key, int *len)
 /* Does line KEY= of meta texts A and B have the same value? */
 static bool same_field(const char *a, const char *b, const char *key)
 {
-	const char *x = strstr(a, key), *y = strstr(b, key);
-	size_t nx = x ? strcspn(x, "\n") : 0, ny = y ? strcspn(y, "\n") : 0;
-	return nx == ny && (!x || memcmp(x, y, nx) == 0);
+	int nx, ny;
+	const char *x = meta_field(a, key, &nx), *y = meta_field(b, key, &ny);
+	return nx == ny && memcmp(x, y, (size_t)nx) == 0;
 }
 
 /* Why the data there cannot be used, or NULL; *REWRITE: the meta text

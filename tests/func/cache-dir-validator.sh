@@ -5,7 +5,8 @@
 # dropped. Replaced during a random read loop (O_DIRECT, 64 KiB blocks):
 # every block read is the old file's or the new file's same block, never
 # anything else, and once a new block was seen every read is new (ranged
-# GETs carry If-Range: a changed object answers 200, not a mix).
+# GETs carry If-Range: a changed object answers 200, not a mix; the
+# caches are small there, so the loop keeps asking the server).
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nginx.sh"
 
@@ -31,12 +32,17 @@ cmp "$TMP/m/h" "$TMP/v1" || fail "first mount: wrong bytes"
 nd_unmount "$TMP/m"
 replace "$TMP/v2" '2021-01-01 00:00:00'
 nd_mount "$TMP/h.tab" "$TMP/m" -v
-cmp "$TMP/m/h" "$TMP/v2" || fail "after the file changed between mounts: not the new bytes"
+cmp "$TMP/m/h" "$TMP/v2" || { show_log "$TMP/m.log"; cat "$ST"; fail "after the file changed between mounts: not the new bytes"; }
 grep -q "dropped.*validator" "$TMP/m.log" || { show_log "$TMP/m.log"; fail "the log does not say the tier was dropped"; }
 tier dropped | grep -q validator || { cat "$ST"; fail "the status does not say the tier was dropped"; }
 [ "$(tier validator)" = "$(etag)" ] || fail "status validator is not the new ETag"
 
 echo "== during a read loop"
+# Small caches, so that the loop keeps asking the server (a block held in
+# memory or on disk is served without asking it: the old file's, allowed).
+nd_unmount "$TMP/m"
+echo "h $NGINX_URL/img cache-dir=$CD,reconnect-delay=2,timeout=2,cache-size=2M,cache-dir-size=4M,readahead=0" >"$TMP/h.tab"
+nd_mount "$TMP/h.tab" "$TMP/m" -v
 cat >"$TMP/loop.py" <<'PY'
 import mmap, os, random, subprocess, sys, time
 path, oldf, newf, replace_cmd = sys.argv[1:5]
@@ -80,6 +86,10 @@ cmp "$TMP/m/h" "$TMP/v3" || fail "after the change: the whole file is not the ne
 grep -q "changed" "$TMP/m.log" || { show_log "$TMP/m.log"; fail "the log does not say the object changed"; }
 tier dropped | grep -q validator || { cat "$ST"; fail "the status does not say the tier was dropped"; }
 [ "$(tier validator)" = "$(etag)" ] || { cat "$ST"; fail "status validator is not the newest ETag $(etag)"; }
+nd_unmount "$TMP/m"
+echo "h $NGINX_URL/img cache-dir=$CD,reconnect-delay=2,timeout=2" >"$TMP/h.tab"
+nd_mount "$TMP/h.tab" "$TMP/m"
+cat "$TMP/m/h" >/dev/null
 nd_unmount "$TMP/m"
 nginx_stop
 nd_mount "$TMP/h.tab" "$TMP/m"
