@@ -127,8 +127,6 @@ static const char *why_stop(struct nd_prefetch *p)
 		return "stopped: the disk tier is off";
 	if (nd_disk_changed(p->cfg.disk))
 		return "stopped: the object changed";
-	if (nd_tier_full(p->cfg.tier))
-		return "limit reached";
 	return NULL;
 }
 
@@ -162,6 +160,10 @@ static void *prefetch_thread(void *arg)
 			break;
 		if (!(run = next_run(p, &idx))) {
 			stop = "done";
+			break;
+		}
+		if (nd_tier_full(p->cfg.tier)) {
+			stop = "limit reached";
 			break;
 		}
 		if (!give_way(p))
