@@ -187,8 +187,9 @@ static const char *stale_reason(struct nd_tier *t, const char *want,
 		const char *hv = meta_field(have, "\nvalidator=", &hl);
 		const char *wv = meta_field(want, "\nvalidator=", &wl);
 		snprintf(t->dropped, sizeof t->dropped,
-			 "the server's validator changed (%.*s, was %.*s)", wl,
-			 wv, hl, hv);
+			 "the server's validator changed (%.*s, was %.*s)",
+			 wl ? wl : 4, wl ? wv : "none", hl ? hl : 4,
+			 hl ? hv : "none");
 	} else if (why && strcmp(why, "new") != 0) {
 		snprintf(t->dropped, sizeof t->dropped, "%s", why);
 	}
