@@ -330,12 +330,17 @@ static void settings_of(const struct nd_disk_cfg *c, struct nd_settings *s)
 
 /* The object changed: say so once; every request fails with -ESTALE
  * from now on (the entry is opened afresh by whoever sees it). */
+void (*nd_disk_on_change)(void);
+
 static void mark_changed(struct nd_disk *d)
 {
-	if (!atomic_exchange(&d->changed, true))
-		nd_warn("entry '%s': %s; its caches are dropped and it is "
-			"opened afresh",
-			d->name, nd_get_error());
+	if (atomic_exchange(&d->changed, true))
+		return;
+	nd_warn("entry '%s': %s; its caches are dropped and it is opened "
+		"afresh",
+		d->name, nd_get_error());
+	if (nd_disk_on_change)
+		nd_disk_on_change();
 }
 
 bool nd_disk_changed(struct nd_disk *d)

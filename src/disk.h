@@ -101,6 +101,10 @@ int nd_disk_open_offline(const struct nd_opts *opts,
 			 struct nd_disk **out);
 /* See nd_disk.changed. */
 bool nd_disk_changed(struct nd_disk *d);
+/* Called (from any thread, no lock held) when a disk is first marked
+ * changed, so that its entry is opened afresh even if nobody reads it;
+ * it must not block. NULL: nobody is told. */
+extern void (*nd_disk_on_change)(void);
 void nd_disk_close(struct nd_disk *d);
 
 /* All I/O: bounded in time, 0 or -errno; offsets are within the file.

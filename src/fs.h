@@ -83,6 +83,9 @@ int nd_fs_set(struct nd_fs *fs, const char *name, const char *url,
  * must go, but not while this request holds some of them. 0 or -errno. */
 int nd_fs_refresh(struct nd_fs *fs, struct nd_fs_entry *e,
 		  const struct nd_disk *seen);
+/* Refresh every entry whose disk is marked changed, then invalidate it.
+ * Called by the thread that adds and removes entries (the reload). */
+void nd_fs_refresh_changed(struct nd_fs *fs);
 /* The kernel forgets E's pages, attributes and name. */
 void nd_fs_invalidate(struct nd_fs *fs, struct nd_fs_entry *e);
 /* The definition NAME is served with (malloc'd), NULL if not served. */

@@ -366,6 +366,23 @@ int nd_fs_refresh(struct nd_fs *fs, struct nd_fs_entry *e,
 	return r;
 }
 
+void nd_fs_refresh_changed(struct nd_fs *fs)
+{
+	char **names = nd_fs_names(fs);
+	for (size_t i = 0; names && names[i]; i++) {
+		pthread_rwlock_rdlock(&fs->lock);
+		struct nd_fs_entry *e = nd_fs_find(fs, names[i]);
+		struct nd_disk *seen = e && nd_disk_changed(e->disk) ? e->disk
+								     : NULL;
+		pthread_rwlock_unlock(&fs->lock);
+		/* Only this thread removes entries: E stays. */
+		if (seen && nd_fs_refresh(fs, e, seen) == 0)
+			invalidate(fs, e);
+		free(names[i]);
+	}
+	free(names);
+}
+
 int nd_fs_set(struct nd_fs *fs, const char *name, const char *url,
 	      const char *key, struct nd_disk *disk, uint64_t budget)
 {

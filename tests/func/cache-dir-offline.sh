@@ -5,7 +5,9 @@
 # (size from its metadata); the whole first image reads back byte-exact;
 # the second image's uncached blocks fail with EIO within reconnect-delay
 # (and at once after); nginx back: the reconnect finds it and every read
-# works, the tier kept (same object).
+# works, the tier kept (same object). Mounted from the cache again and the
+# object replaced meanwhile: the new validator drops the tier, the new
+# bytes are served.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nginx.sh"
 
@@ -54,5 +56,23 @@ wait_for 20 dd if="$TMP/m/b" of=/dev/null bs=64k skip=200 count=1 iflag=direct s
 cmp "$TMP/m/b" "$NGINX_ROOT/img2" || fail "b after the server came back: wrong bytes"
 [ "$(field b 'e["state"]')" = connected ] || fail "b is not connected"
 [ "$(field a 'e["cache_dir"]["state"]')" = on ] || { cat "$ST"; fail "the tier of a went off for the same object"; }
+nd_unmount "$TMP/m"
+
+# Mounted from the cache with the server down, the object replaced
+# meanwhile: once the server is back its validator differs, the entry is
+# opened afresh, the tier of b dropped, and b reads the new bytes.
+nginx_stop
+nd_mount "$TMP/h.tab" "$TMP/m" -v
+pattern "$TMP/img2.new" 16
+cp "$TMP/img2.new" "$NGINX_ROOT/img2.tmp"
+touch -d '2030-01-01 00:00:00' "$NGINX_ROOT/img2.tmp"
+mv "$NGINX_ROOT/img2.tmp" "$NGINX_ROOT/img2"
+cmp <(head -c 4M "$TMP/m/b") "$TMP/b-head" || fail "b's cached head (old object, server down)"
+nginx_start
+wait_for 20 sh -c "cmp -s '$TMP/m/b' '$TMP/img2.new'" ||
+    { show_log "$TMP/m.log"; cat "$ST"; fail "b does not read the new object after the server came back"; }
+grep -q "object on the server changed" "$TMP/m.log" || { show_log "$TMP/m.log"; fail "the log does not say b's object changed"; }
+field b 'e["cache_dir"]["dropped"]' | grep -q validator || { cat "$ST"; fail "the status does not say b's tier was dropped"; }
+cmp "$TMP/m/a" "$NGINX_ROOT/img" || fail "a after b was opened afresh"
 nd_unmount "$TMP/m"
 echo "cache-dir-offline: mounted from the cache with the server down, EIO in bound, back after"
