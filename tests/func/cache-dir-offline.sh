@@ -48,6 +48,11 @@ expect_eio 8000 "$TMP/m.log" "an uncached block of b with the server down" "$TMP
 echo "uncached block: EIO after $EIO_MS ms"
 expect_eio 2000 "$TMP/m.log" "a second uncached block (entry failed: at once)" "$TMP/m/b" 201
 [ "$(field a 'e["cache_dir"]["state"]')" = on ] || { cat "$ST"; fail "status: the tier of a is not on"; }
+[ "$(field a 'e["hits_by_tier"]["disk"] >= 1024 and e["hits_by_tier"]["remote"] == 0')" = True ] ||
+    { cat "$ST"; fail "status: a's 1024 blocks should be disk hits, none remote"; }
+[ "$(field a 'e["cache_dir"]["bytes"] == e["cache_dir"]["limit"] == e["size"]')" = True ] ||
+    { cat "$ST"; fail "status: a's tier bytes/limit"; }
+[ "$(field b 'e["state"] in ("reconnecting", "failed")')" = True ] || { cat "$ST"; fail "status: b is not reconnecting/failed with the server down"; }
 grep -q "from the cache directory" "$TMP/m.log" || { show_log "$TMP/m.log"; fail "the log does not say the entry mounted from the cache"; }
 
 nginx_start

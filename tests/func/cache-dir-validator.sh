@@ -6,9 +6,12 @@
 # every block read is the old file's or the new file's same block, never
 # anything else, and once a new block was seen every read is new (ranged
 # GETs carry If-Range: a changed object answers 200, not a mix; the
-# caches are small there, so the loop keeps asking the server).
+# caches are small there, so the loop keeps asking the server). Over FTP
+# the validator is the size and MDTM: a file replaced between mounts is
+# found the same way.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nginx.sh"
+. "$TOP/tests/lib/vsftpd.sh"
 
 nginx_start
 pattern "$TMP/v1" 16
@@ -94,5 +97,22 @@ nd_unmount "$TMP/m"
 nginx_stop
 nd_mount "$TMP/h.tab" "$TMP/m"
 cmp "$TMP/m/h" "$TMP/v3" || fail "server down: the tier does not hold the newest file"
+nd_unmount "$TMP/m"
+echo "== ftp: size and MDTM"
+vsftpd_start plain
+cp "$TMP/v1" "$FTP_ROOT/img"
+touch -d '2020-01-01 00:00:00 UTC' "$FTP_ROOT/img"
+echo "f $FTP_URL/img username=$FTP_USER,password-file=$FTP_PASSFILE,cache-dir=$CD" >"$TMP/f.tab"
+nd_mount "$TMP/f.tab" "$TMP/m" -v
+cmp "$TMP/m/f" "$TMP/v1" || fail "ftp: first mount"
+[ "$(tier validator)" = "size=$((16 << 20)),mdtm=$(date -d '2020-01-01 00:00:00 UTC' +%s)" ] ||
+    { cat "$ST"; fail "ftp: validator $(tier validator)"; }
+nd_unmount "$TMP/m"
+cp "$TMP/v2" "$FTP_ROOT/img.new"
+touch -d '2021-01-01 00:00:00 UTC' "$FTP_ROOT/img.new"
+mv "$FTP_ROOT/img.new" "$FTP_ROOT/img"
+nd_mount "$TMP/f.tab" "$TMP/m" -v
+cmp "$TMP/m/f" "$TMP/v2" || fail "ftp: after the file changed between mounts: not the new bytes"
+tier dropped | grep -q mdtm || { cat "$ST"; fail "ftp: the status does not say the tier was dropped"; }
 nd_unmount "$TMP/m"
 echo "cache-dir-validator: a changed object is never mixed and drops the tier"
