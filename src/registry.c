@@ -312,6 +312,10 @@ static int refresh_swap(struct nd_fs *fs, struct nd_fs_entry *e,
 	int r = 0;
 	pthread_rwlock_wrlock(&e->io);
 	if (e->disk == seen) {
+		/* Dirty blocks of a writeback cache cannot go to a changed
+		 * object: they are saved for netdiskfs recover instead. */
+		if (entry_settle(e) < 0 && e->cache)
+			nd_recover_save(e->name, e->disk, e->cache);
 		nd_cache_drop_tier(e->cache);
 		r = backing_new(&b, url, key, d, budget);
 		if (r == 0) {
