@@ -3,10 +3,12 @@
 # directory in the background, with its progress in the status file;
 # once it says done, the image reads byte-exact with nginx stopped. A
 # second entry with a smaller cache-dir-size stops at its limit; one with
-# prefetch=idle fills too while nobody reads.
+# prefetch=idle fills too while nobody reads, and over a slow server it
+# waits while a reader keeps waiting for the server, then fills.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nginx.sh"
 
+NGINX_REQ_RATE=5 # /slow/: 5 requests a second, the rest queued
 nginx_start
 pattern "$NGINX_ROOT/img" 64
 pattern "$NGINX_ROOT/small" 16
@@ -38,6 +40,25 @@ wait_for 30 sh -c "grep -q . /dev/null; python3 -c 'import json,sys; sys.exit(0 
 qb=$(python3 -c 'import json,sys; print([e["cache_dir"]["bytes"] for e in json.load(open(sys.argv[1]))["entries"] if e["name"]=="q"][0])' "$ST")
 [ "$qb" -le $((4 << 20)) ] && [ "$qb" -ge $((3 << 20)) ] || { cat "$ST"; fail "q holds $qb bytes for a 4M limit"; }
 [ "$(pf i state)" = done ] || { cat "$ST"; fail "i: prefetch=idle did not fill"; }
+
+echo "== prefetch=idle gives way to a reader"
+pattern "$NGINX_ROOT/slowimg" 16
+echo "s $NGINX_URL/slow/slowimg cache-dir=$CD,prefetch=idle,readahead=0" >"$TMP/s.tab"
+nd_mount "$TMP/s.tab" "$TMP/ms" -v
+SST=$TMP/ms/.netdiskfs/status
+sstate() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["entries"][0]["cache_dir"]["prefetch"]["state"])' "$SST"; }
+seen=
+end=$(( $(date +%s) + 4 ))
+for k in $(seq 0 255 | shuf); do
+    [ "$(date +%s)" -lt "$end" ] || break
+    dd if="$TMP/ms/s" of=/dev/null bs=64k skip=$k count=1 iflag=direct status=none || fail "read of block $k"
+    [ "$(sstate)" = "waiting for readers to pause" ] && seen=1
+done
+[ -n "$seen" ] || { cat "$SST"; fail "prefetch=idle never waited for the reader"; }
+wait_for 40 sh -c "[ \"\$(python3 -c 'import json;print(json.load(open(\"$SST\"))[\"entries\"][0][\"cache_dir\"][\"prefetch\"][\"state\"])')\" = done ]" ||
+    { cat "$SST"; fail "prefetch=idle did not fill once the reader stopped"; }
+nd_unmount "$TMP/ms"
+
 nginx_stop
 cmp "$TMP/m/p" "$NGINX_ROOT/img" || fail "after prefetch, server down: wrong bytes"
 cmp "$TMP/m/i" "$NGINX_ROOT/small" || fail "after prefetch=idle, server down: wrong bytes"
