@@ -643,8 +643,10 @@ static void tier_open(struct nd_cache *c, struct nd_disk *d)
 				   .validator = d->info.validator,
 				   .writable = !d->ro };
 	if (!dir ||
-	    nd_opt_size(&d->opts, "cache-dir-size", 0, &cfg.limit) == -1)
+	    nd_opt_size(&d->opts, "cache-dir-size", 0, &cfg.limit) == -1) {
+		prefetch_open(c, d); /* says why it cannot run */
 		return;
+	}
 	char *id = nd_stack_identity_opts(&d->opts);
 	char *info = nd_cache_dir_info_text(&d->info);
 	cfg.identity = id;

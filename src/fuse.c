@@ -401,7 +401,9 @@ static int read_entry(fuse_req_t req, struct nd_fs_entry *e, size_t size,
 			nd_cache_release(e->cache, &ref);
 		}
 	}
-	if (r < 0)
+	/* A changed object was said once by the disk; the read is done
+	 * again on the entry opened afresh. */
+	if (r < 0 && r != -ESTALE)
 		nd_log(LOG_ERR, "entry '%s': read of %zu bytes at %lld: %s",
 		       e->name, size, (long long)off, nd_get_error());
 	return r;
