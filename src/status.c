@@ -92,6 +92,8 @@ static json_t *entry_json(struct nd_fs_entry *e)
 	json_object_set_new(j, "options", options_json(&d->opts));
 	json_object_set_new(j, "size", json_integer(d->size));
 	json_object_set_new(j, "read_only", json_boolean(d->ro));
+	json_object_set_new(j, "mounted_from_cache_dir",
+			    json_boolean(d->offline));
 	json_object_set_new(j, "removed", json_boolean(e->removed));
 	json_object_set_new(j, "open_files", json_integer(e->opens));
 	json_object_set_new(j, "max_connections", json_integer(d->maxslots));
