@@ -8,6 +8,8 @@
  * connection-level: it closes the entry's connections, opens a new one
  * with backoff and retries the request until reconnect-delay runs out);
  * -EAGAIN means "transient, retry the same request after a backoff".
+ * -ESTALE means "the object changed under this connection" (its
+ * validator differs): no byte of it may be mixed with what was read.
  * Anything else is final for that request. A callback that is NULL or a
  * capability that is false is emulated by the core (src/disk.c only):
  * zero by writing zeroes, alignment by read-modify-write, requests split at
@@ -66,6 +68,12 @@ struct nd_info {
 	bool can_grow;
 	bool thread_safe;    /* one connection may serve several threads */
 	unsigned max_connections; /* 0 = as many as connections= asks */
+	/* What identifies this version of the object, when the protocol has
+	 * it (HTTP: a strong ETag, else Last-Modified; FTP: size and MDTM),
+	 * else "". A reconnect that finds another validator, or a read that
+	 * finds the object changed (-ESTALE), makes the core drop the
+	 * entry's caches and open it afresh. */
+	char validator[128];
 };
 
 /* The type of an option's value, as --help shows it. */

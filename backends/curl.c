@@ -56,6 +56,7 @@ struct curl_xfer {
 	bool ranges;	     /* Accept-Ranges: bytes */
 	int64_t range_total; /* from Content-Range: bytes a-b/TOTAL, or -1 */
 	char reason[64];     /* the status line's reason phrase */
+	char etag[128], last_modified[128]; /* the response's validators */
 };
 
 /* A read waiting for its turn on an FTP stream. */
@@ -94,6 +95,11 @@ struct curl_conn {
 	char *label; /* the URL, any password redacted, for messages */
 	double timeout;
 	uint64_t size;
+	/* What this connection read is a version of (nd_info.validator);
+	 * HTTP: which header it is, and If-Range carrying it. */
+	char validator[128];
+	bool validator_is_etag;
+	struct curl_slist *if_range;
 	CURL *easy; /* HTTP: the handle; FTP: the template streams copy */
 	char errbuf[CURL_ERROR_SIZE];
 	struct curl_xfer x;
@@ -278,8 +284,14 @@ static size_t curl_header_cb(char *p, size_t sz, size_t n, void *ud)
 		x->ranges = false;
 		x->range_total = -1;
 		x->reason[0] = '\0';
+		x->etag[0] = x->last_modified[0] = '\0';
 		if (r && (r = strchr(r + 1, ' ')))
 			snprintf(x->reason, sizeof x->reason, "%s", r + 1);
+	} else if (strncasecmp(line, "etag:", 5) == 0) {
+		snprintf(x->etag, sizeof x->etag, "%s", line + 5 + strspn(line + 5, " \t"));
+	} else if (strncasecmp(line, "last-modified:", 14) == 0) {
+		snprintf(x->last_modified, sizeof x->last_modified, "%s",
+			 line + 14 + strspn(line + 14, " \t"));
 	} else if (strncasecmp(line, "accept-ranges:", 14) == 0) {
 		x->ranges = strcasestr(line + 14, "bytes") != NULL;
 	} else if (strncasecmp(line, "content-range:", 14) == 0) {
@@ -334,6 +346,7 @@ static CURLcode curl_http_perform(struct curl_conn *c, const char *range,
 	x->ranges = false;
 	x->range_total = -1;
 	x->reason[0] = '\0';
+	x->etag[0] = x->last_modified[0] = '\0';
 	c->errbuf[0] = '\0';
 	curl_easy_setopt(c->easy, CURLOPT_RANGE, range);
 	rc = curl_easy_perform(c->easy);
@@ -404,6 +417,42 @@ static int curl_http_size(struct curl_conn *c)
 							     : EIO);
 }
 
+/* The object's validator from the size probe's response: a strong ETag,
+ * else Last-Modified (a weak ETag may not go into If-Range). Ranged GETs
+ * then carry If-Range, so a changed object answers 200, never a 206 of
+ * its new bytes mixed with our old ones. */
+static int curl_http_validator(struct curl_conn *c)
+{
+	const struct curl_xfer *x = &c->x;
+	char *h = NULL;
+	c->validator_is_etag = x->etag[0] && strncmp(x->etag, "W/", 2) != 0;
+	snprintf(c->validator, sizeof c->validator, "%s",
+		 c->validator_is_etag ? x->etag : x->last_modified);
+	if (!c->validator[0])
+		return 0;
+	if (asprintf(&h, "If-Range: %s", c->validator) < 0 ||
+	    !(c->if_range = curl_slist_append(NULL, h))) {
+		free(h);
+		return -ENOMEM;
+	}
+	free(h);
+	curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->if_range);
+	return 0;
+}
+
+/* Did the last response come from another version of the object? A 200
+ * to a ranged GET with If-Range says so; so does a validator that
+ * differs (a server that ignores If-Range). */
+static bool curl_http_changed(const struct curl_conn *c, long code, bool whole)
+{
+	const char *now = c->validator_is_etag ? c->x.etag : c->x.last_modified;
+	if (!c->validator[0] || code < 200 || code >= 300)
+		return false;
+	if (code == 200 && !whole)
+		return true;
+	return now[0] && strcmp(now, c->validator) != 0;
+}
+
 static int curl_http_pread(struct curl_conn *c, void *buf, size_t len,
 			   uint64_t off)
 {
@@ -415,6 +464,17 @@ static int curl_http_pread(struct curl_conn *c, void *buf, size_t len,
 	snprintf(range, sizeof range, "%" PRIu64 "-%" PRIu64, off,
 		 off + len - 1);
 	rc = curl_http_perform(c, range, buf, len, whole, &code);
+	if (curl_http_changed(c, code, whole)) {
+		nd_error("%s: the object changed on the server (validator %s, "
+			 "was %s)",
+			 c->label,
+			 (c->validator_is_etag ? c->x.etag : c->x.last_modified)[0]
+			     ? (c->validator_is_etag ? c->x.etag
+						     : c->x.last_modified)
+			     : "-",
+			 c->validator);
+		return -ESTALE;
+	}
 	if (c->x.overflow) {
 		nd_error(
 		    "%s: the server sent more than the %zu bytes asked for at offset %" PRIu64,
@@ -810,6 +870,7 @@ static int curl_ftp_size(struct curl_conn *c)
 	if (r < 0)
 		return r;
 	curl_easy_setopt(s->easy, CURLOPT_NOBODY, 1L);
+	curl_easy_setopt(s->easy, CURLOPT_FILETIME, 1L);
 	curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, ms);
 	if (curl_multi_add_handle(s->multi, s->easy) != CURLM_OK) {
 		nd_error("%s: cannot start a curl transfer", c->label);
@@ -818,6 +879,7 @@ static int curl_ftp_size(struct curl_conn *c)
 	s->running = true;
 	r = curl_stream_pump(s, true, c->timeout * 2);
 	curl_easy_setopt(s->easy, CURLOPT_NOBODY, 0L);
+	curl_easy_setopt(s->easy, CURLOPT_FILETIME, 0L);
 	curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, 0L);
 	if (r < 0)
 		return curl_fail(c, s->errbuf, s->result,
@@ -833,6 +895,11 @@ static int curl_ftp_size(struct curl_conn *c)
 		return -EIO;
 	}
 	c->size = len;
+	/* FTP has no ETag: the size and the MDTM time stand for the version. */
+	curl_off_t mdtm = -1;
+	curl_easy_getinfo(s->easy, CURLINFO_FILETIME_T, &mdtm);
+	snprintf(c->validator, sizeof c->validator, "size=%" PRIu64 ",mdtm=%lld",
+		 c->size, (long long)mdtm);
 	s->end = s->max_end = 0;
 	s->net_pos = 0;
 	return 0;
@@ -851,6 +918,7 @@ static void curl_close(void *conn)
 	free(c->streams);
 	if (c->easy)
 		curl_easy_cleanup(c->easy);
+	curl_slist_free_all(c->if_range);
 	if (c->locks_ready) {
 		pthread_mutex_destroy(&c->lock);
 		pthread_mutex_destroy(&c->dup_lock);
@@ -1097,6 +1165,8 @@ static int curl_open(const struct nd_opts *o, const struct nd_settings *s,
 
 	if (c->kind == CURL_KIND_HTTP) {
 		r = curl_http_size(c);
+		if (r == 0)
+			r = curl_http_validator(c);
 	} else {
 		c->max_streams = s->connections;
 		c->streams = calloc(c->max_streams, sizeof *c->streams);
@@ -1123,7 +1193,9 @@ static int curl_open(const struct nd_opts *o, const struct nd_settings *s,
 	info->opt_request = 2u << 20;
 	info->thread_safe = c->kind == CURL_KIND_FTP;
 	info->max_connections = c->kind == CURL_KIND_FTP ? 1 : 0;
-	nd_debug("%s: size %" PRIu64 "%s", c->label, c->size,
+	snprintf(info->validator, sizeof info->validator, "%s", c->validator);
+	nd_debug("%s: size %" PRIu64 ", validator %s%s", c->label, c->size,
+		 c->validator[0] ? c->validator : "none",
 		 explicit_tls ? ", explicit TLS (AUTH TLS)" : "");
 	free(fetch);
 	*conn = c;

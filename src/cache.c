@@ -12,6 +12,7 @@
 #include "cache.h"
 #include "log.h"
 #include "layers/stack.h"
+#include "prefetch.h"
 #include "readahead.h"
 #include "tier.h"
 #include "workers.h"
@@ -94,6 +95,11 @@ struct nd_cache {
 	uint32_t ra_chunk; /* bytes per readahead request */
 	double wait_max;   /* longest wait for a block another thread loads */
 	struct nd_tier *tier; /* cache-dir: the persistent second tier */
+	struct nd_prefetch *prefetch; /* prefetch=: fills the tier */
+	enum nd_prefetch_mode prefetch_mode;
+	char prefetch_off[96]; /* why prefetch= was not started */
+	struct nd_reader_activity readers; /* for the prefetch */
+	uint64_t remote_blocks; /* fetched from the server (lock held) */
 };
 
 #define MAX_RETRIES 8
@@ -451,9 +457,13 @@ static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 	if (r == 0 && !from_tier)
 		tier_keep(c, blk, n);
 	pthread_mutex_lock(&c->lock);
+	if (r == 0 && !from_tier)
+		c->remote_blocks += n;
 	for (size_t i = 0; i < n; i++) {
 		struct nd_block *b = blk[i];
-		if (r < 0 && !tier_one(c, b)) {
+		/* A changed object (-ESTALE) is never served from the tier:
+		 * its blocks are of the old one. */
+		if (r < 0 && (r == -ESTALE || !tier_one(c, b))) {
 			/* A failure is reported to its readers. */
 			b->state = B_FAILED;
 			b->err = r;
@@ -595,23 +605,57 @@ static uint32_t ra_chunk_for(const struct nd_cache *c, uint32_t want)
 	return n > c->bs ? (uint32_t)n : c->bs;
 }
 
+/* prefetch=idle|all: a background fill of the tier, on read-only
+ * entries (see prefetch.c). */
+static void prefetch_open(struct nd_cache *c, struct nd_disk *d)
+{
+	struct nd_prefetch_cfg cfg = { .disk = d, .tier = c->tier,
+				       .block_size = c->bs, .size = c->size,
+				       .chunk = c->ra_chunk,
+				       .readers = &c->readers };
+	if (nd_prefetch_mode_of(&d->opts, &cfg.mode) == -1) {
+		nd_warn("entry '%s': %s", d->name, nd_get_error());
+		return;
+	}
+	c->prefetch_mode = cfg.mode;
+	if (cfg.mode == ND_PREFETCH_OFF)
+		snprintf(c->prefetch_off, sizeof c->prefetch_off, "off");
+	else if (!c->tier)
+		snprintf(c->prefetch_off, sizeof c->prefetch_off,
+			 "off: no disk tier");
+	else if (!d->ro)
+		snprintf(c->prefetch_off, sizeof c->prefetch_off,
+			 "off: the entry is writable");
+	else
+		c->prefetch = nd_prefetch_start(&cfg);
+	if (cfg.mode != ND_PREFETCH_OFF && !c->prefetch)
+		nd_warn("entry '%s': prefetch=%s: %s", d->name,
+			nd_opt_get(&d->opts, "prefetch"), c->prefetch_off);
+}
+
 /* cache-dir=PATH (cache-dir-size=, cache-dir-mode=read|off): the second
  * tier. Its trouble never fails the entry: it works without it. */
 static void tier_open(struct nd_cache *c, struct nd_disk *d)
 {
-	const char *dir = nd_opt_get(&d->opts, "cache-dir");
-	const char *mode = nd_opt_get(&d->opts, "cache-dir-mode");
+	const char *dir = nd_cache_dir_of(&d->opts);
 	struct nd_tier_cfg cfg = { .dir = dir, .block_size = c->bs,
-				   .size = c->size, .validator = "",
+				   .size = c->size,
+				   .validator = d->info.validator,
 				   .writable = !d->ro };
-	if (!dir || (mode && strcmp(mode, "off") == 0) ||
-	    nd_opt_size(&d->opts, "cache-dir-size", 0, &cfg.limit) == -1)
+	if (!dir ||
+	    nd_opt_size(&d->opts, "cache-dir-size", 0, &cfg.limit) == -1) {
+		prefetch_open(c, d); /* says why it cannot run */
 		return;
-	char *id = nd_stack_identity(&d->opts, d->size);
+	}
+	char *id = nd_stack_identity_opts(&d->opts);
+	char *info = nd_cache_dir_info_text(&d->info);
 	cfg.identity = id;
-	if (id && nd_tier_open(&cfg, &c->tier) == -1)
+	cfg.info = info;
+	if (id && info && nd_tier_open(&cfg, &c->tier) == -1)
 		nd_warn("entry '%s': %s", d->name, nd_get_error());
 	free(id);
+	free(info);
+	prefetch_open(c, d);
 }
 
 struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
@@ -661,9 +705,26 @@ void nd_cache_free(struct nd_cache *c)
 	pthread_mutex_unlock(&c->lock);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->cond);
+	nd_prefetch_stop(c->prefetch);
 	nd_tier_close(c->tier);
 	free(c->hash);
 	free(c);
+}
+
+void nd_cache_drop_tier(struct nd_cache *c)
+{
+	struct nd_tier *t;
+	if (!c)
+		return;
+	nd_prefetch_stop(c->prefetch);
+	c->prefetch = NULL;
+	pthread_mutex_lock(&c->lock);
+	while (c->jobs) /* readahead uses the tier too */
+		pthread_cond_wait(&c->cond, &c->lock);
+	t = c->tier;
+	c->tier = NULL;
+	pthread_mutex_unlock(&c->lock);
+	nd_tier_close(t);
 }
 
 void nd_cache_release(struct nd_cache *c, struct nd_cache_ref *ref)
@@ -677,6 +738,17 @@ void nd_cache_release(struct nd_cache *c, struct nd_cache_ref *ref)
 	free(ref->blk);
 	free(ref->iov);
 	memset(ref, 0, sizeof *ref);
+}
+
+/* A reader starts (ON) or stops waiting for the server: the prefetch
+ * gives way meanwhile. */
+static void reader_waits(struct nd_cache *c, bool on)
+{
+	if (on)
+		atomic_fetch_add(&c->readers.waiting, 1);
+	else
+		atomic_fetch_sub(&c->readers.waiting, 1);
+	atomic_store(&c->readers.last_wait_ms, nd_reader_now_ms());
 }
 
 static void submit_jobs(struct ra_job **jobs, size_t n)
@@ -696,6 +768,12 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 	int err = 0;
 
 	memset(ref, 0, sizeof *ref);
+	if (nd_disk_changed(c->disk)) {
+		/* Not one more byte of the old object, cached or not. */
+		nd_error("entry '%s': the object on the server changed",
+			 c->disk->name);
+		return -ESTALE;
+	}
 	if (off >= c->size || len == 0)
 		return 0;
 	if (len > c->size - off)
@@ -775,6 +853,8 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		if (err)
 			break;
 
+		if (missed)
+			reader_waits(c, true);
 		load_runs(c, ref->blk, mine, n,
 			  (c->ra_chunk >> c->shift) ? c->ra_chunk >> c->shift : 1);
 
@@ -799,6 +879,8 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 			}
 		}
 		pthread_mutex_unlock(&c->lock);
+		if (missed)
+			reader_waits(c, false);
 		if (!err && retry && attempt >= MAX_RETRIES)
 			err = -EIO;
 		if (err || !retry)
@@ -1235,6 +1317,17 @@ void nd_cache_get_stats(struct nd_cache *c, struct nd_cache_stats *s)
 	s->budget = c->budget;
 	s->window = nd_ra_window(&c->ra);
 	s->dirty = c->dirty_bytes;
+	s->remote_blocks = c->remote_blocks;
 	pthread_mutex_unlock(&c->lock);
 	nd_tier_get_stats(c->tier, &s->tier);
+	memset(&s->prefetch, 0, sizeof s->prefetch);
+	if (c->prefetch) {
+		nd_prefetch_get_stats(c->prefetch, &s->prefetch);
+	} else {
+		static const char *const names[] = { "off", "idle", "all" };
+		s->prefetch.mode = names[c->prefetch_mode];
+		snprintf(s->prefetch.state, sizeof s->prefetch.state, "%s",
+			 c->prefetch_off[0] ? c->prefetch_off : "off");
+		s->prefetch.total = c->size;
+	}
 }

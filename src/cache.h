@@ -9,6 +9,7 @@
 #include <sys/uio.h>
 
 #include "disk.h"
+#include "prefetch.h"
 #include "tier.h"
 
 struct nd_cache;
@@ -24,7 +25,9 @@ struct nd_cache_ref {
 
 struct nd_cache_stats {
 	uint64_t hits, misses, evictions, used, budget, window, dirty;
+	uint64_t remote_blocks; /* blocks fetched from the server */
 	struct nd_tier_stats tier; /* all 0 without cache-dir */
+	struct nd_prefetch_stats prefetch;
 };
 
 struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget);
@@ -51,5 +54,19 @@ void nd_cache_get_stats(struct nd_cache *c, struct nd_cache_stats *s);
 /* Append every dirty block to F as a record (offset: 8 bytes, length: 4
  * bytes, little-endian; then the bytes). *BYTES: the data saved. */
 int nd_cache_save_dirty(struct nd_cache *c, FILE *f, uint64_t *bytes);
+
+/* --- the cache directory of an entry (cache-dir.c) --- */
+/* cache-dir= of O when its disk tier is in use, else NULL. */
+const char *nd_cache_dir_of(const struct nd_opts *o);
+/* The backend's facts as the cache directory records them (malloc'd). */
+char *nd_cache_dir_info_text(const struct nd_info *i);
+/* ERR: why nd_disk_open of O failed. When that is an outage and O's
+ * cache directory holds what an earlier mount recorded, open the disk
+ * from that (no connection yet, reconnecting) and return 0; else ERR. */
+int nd_cache_dir_open_offline(const struct nd_opts *o, int err,
+			      struct nd_disk **out);
+/* Close the tier (and its prefetch) of C: a new definition of the entry
+ * is about to open the same directory. Called with no read in flight. */
+void nd_cache_drop_tier(struct nd_cache *c);
 
 #endif

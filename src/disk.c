@@ -57,7 +57,7 @@ static const char *const core_keys[] = {
 	"connections", "timeout", "reconnect-delay", "open-timeout", "offset",
 	"size", "debug", "uid", "gid", "mode", "umask", "format", "backing", "l2-cache-size", "snapshot",
 	"overlay", "overlay-create", "overlay-force", "recovery-dir",
-	"cache-dir", "cache-dir-size", "cache-dir-mode", NULL
+	"cache-dir", "cache-dir-size", "cache-dir-mode", "prefetch", NULL
 };
 
 /* "server.N.host" matches "server.12.host". */
@@ -128,6 +128,25 @@ static bool any_backend_takes(const char *key)
 }
 
 
+/* KEY of O, when given, must be one of the '|'-separated CHOICES. */
+static int check_choice(const struct nd_opts *o, const char *key,
+			const char *choices)
+{
+	const char *v = nd_opt_get(o, key);
+	size_t n = v ? strlen(v) : 0;
+	for (const char *p = choices; v && n; p = strchr(p, '|') + 1) {
+		if (strncmp(p, v, n) == 0 && (p[n] == '|' || !p[n]))
+			return 0;
+		if (!strchr(p, '|'))
+			break;
+	}
+	if (!v)
+		return 0;
+	errno = EINVAL;
+	nd_error("%s=%s: expected %s", key, v, choices);
+	return -1;
+}
+
 int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *c)
 {
 	uint64_t u;
@@ -145,7 +164,9 @@ int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *c)
 		    -1 ||
 	    nd_opt_seconds(o, "open-timeout", 0, &c->open_timeout) == -1 ||
 	    nd_opt_size(o, "offset", 0, &c->offset) == -1 ||
-	    nd_opt_size(o, "size", 0, &c->size) == -1)
+	    nd_opt_size(o, "size", 0, &c->size) == -1 ||
+	    check_choice(o, "cache-dir-mode", "read|off") == -1 ||
+	    check_choice(o, "prefetch", "off|idle|all") == -1)
 		return -1;
 	c->connections = u;
 	if (!(c->timeout > 0)) /* 0: the default; never wait forever */
@@ -307,6 +328,26 @@ static void settings_of(const struct nd_disk_cfg *c, struct nd_settings *s)
 	s->connections = c->connections;
 }
 
+/* The object changed: say so once; every request fails with -ESTALE
+ * from now on (the entry is opened afresh by whoever sees it). */
+void (*nd_disk_on_change)(void);
+
+static void mark_changed(struct nd_disk *d)
+{
+	if (atomic_exchange(&d->changed, true))
+		return;
+	nd_warn("entry '%s': %s; its caches are dropped and it is opened "
+		"afresh",
+		d->name, nd_get_error());
+	if (nd_disk_on_change)
+		nd_disk_on_change();
+}
+
+bool nd_disk_changed(struct nd_disk *d)
+{
+	return atomic_load(&d->changed);
+}
+
 /* Open a backend connection; checks it is the same disk as before. */
 static int open_conn(struct nd_disk *d, void **h)
 {
@@ -325,13 +366,18 @@ static int open_conn(struct nd_disk *d, void **h)
 	pthread_mutex_lock(&d->lock);
 	uint64_t known = d->info.size;
 	pthread_mutex_unlock(&d->lock);
-	if (info.size != known && !(d->info.can_grow && info.size > known)) {
+	if ((info.size != known && !(d->info.can_grow && info.size > known)) ||
+	    strcmp(info.validator, d->info.validator) != 0) {
 		d->be->close(*h);
 		*h = NULL;
-		nd_error("the disk changed size (%llu, was %llu)",
+		nd_error("the object on the server changed (size %llu, was "
+			 "%llu; validator %s, was %s)",
 			 (unsigned long long)info.size,
-			 (unsigned long long)known);
-		return -EIO;
+			 (unsigned long long)known,
+			 info.validator[0] ? info.validator : "-",
+			 d->info.validator[0] ? d->info.validator : "-");
+		mark_changed(d);
+		return -ESTALE;
 	}
 	return 0;
 }
@@ -604,11 +650,18 @@ static int run_op(struct nd_disk *d, const struct op *op)
 
 	for (;;) {
 		struct nd_slot *s;
+		if (atomic_load(&d->changed)) {
+			nd_error("entry '%s': the object on the server changed",
+				 d->name);
+			return -ESTALE;
+		}
 		r = borrow(d, until, &s);
 		if (r < 0)
 			break;
 		r = call_backend(d, s->h, op);
 		give_back(d, s, r);
+		if (r == -ESTALE)
+			mark_changed(d);
 		if (is_conn_error(r))
 			nd_warn("entry '%s': connection lost (%s), retrying",
 				d->name, nd_get_error());
@@ -634,13 +687,16 @@ static int run_op(struct nd_disk *d, const struct op *op)
 
 /* --- open / close ----------------------------------------------------- */
 
-int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
+static void disk_free(struct nd_disk *d);
+
+/* A disk for OPTS with its settings parsed, not yet connected. */
+static int disk_new(const struct nd_opts *opts, struct nd_disk **out)
 {
 	struct nd_disk *d = calloc(1, sizeof *d);
 	const char *driver = nd_opt_get(opts, "driver");
-	void *h = NULL;
 	int r;
 
+	*out = NULL;
 	if (!d)
 		return -ENOMEM;
 	d->name = strdup(opts->name);
@@ -661,26 +717,22 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 		goto fail;
 	}
 	settings_of(&d->cfg, &d->settings);
-	double deadline = now_s() + d->cfg.open_timeout;
-	double backoff = 0.1;
-	for (;;) {
-		nd_clear_error();
-		r = d->be->open(&d->opts, &d->settings, &h, &d->info);
-		if (r == 0 || !(is_conn_error(r) || r == -EAGAIN) ||
-		    now_s() + backoff > deadline)
-			break;
-		nd_debug("entry '%s': open failed (%s), retrying", d->name,
-			 nd_get_error());
-		sleep_s(backoff);
-		backoff = backoff * 2 > 2 ? 2 : backoff * 2;
-	}
-	if (r < 0)
-		goto fail;
+	*out = d;
+	return 0;
+fail:
+	disk_free(d);
+	return r;
+}
+
+/* From d->info: the file's size, the pool, the reconnect thread; H, the
+ * first connection, or NULL (offline). H is closed on failure. */
+static int disk_start(struct nd_disk *d, void *h)
+{
+	int r;
 	if (d->info.block_size < 1)
 		d->info.block_size = 1;
 	if (d->cfg.offset > d->info.size ||
 	    d->cfg.size > d->info.size - d->cfg.offset) {
-		d->be->close(h);
 		nd_error("offset/size reach past the end of the disk (%llu "
 			 "bytes)",
 			 (unsigned long long)d->info.size);
@@ -696,27 +748,91 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 		d->maxslots = 1;
 	d->slots = calloc(d->maxslots, sizeof *d->slots);
 	if (!d->slots) {
-		d->be->close(h);
 		r = -ENOMEM;
 		goto fail;
 	}
 	d->slots[0].h = h;
-	d->nslots = 1;
-	d->state = ND_CONNECTED;
+	d->nslots = h ? 1 : 0;
+	d->state = h ? ND_CONNECTED : ND_RECONNECTING;
 	d->state_since = time(NULL);
+	d->down_since = now_s();
 	r = -pthread_create(&d->rc_thread, NULL, reconnect_thread, d);
-	if (r < 0) {
+	if (r == 0)
+		return 0;
+	free(d->slots);
+	d->slots = NULL;
+fail:
+	if (h)
 		d->be->close(h);
-		free(d->slots);
-		goto fail;
+	return r;
+}
+
+int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
+{
+	struct nd_disk *d;
+	void *h = NULL;
+	int r = disk_new(opts, &d);
+
+	if (r < 0)
+		return r;
+	double deadline = now_s() + d->cfg.open_timeout;
+	double backoff = 0.1;
+	for (;;) {
+		nd_clear_error();
+		r = d->be->open(&d->opts, &d->settings, &h, &d->info);
+		if (r == 0 || !(is_conn_error(r) || r == -EAGAIN) ||
+		    now_s() + backoff > deadline)
+			break;
+		nd_debug("entry '%s': open failed (%s), retrying", d->name,
+			 nd_get_error());
+		sleep_s(backoff);
+		backoff = backoff * 2 > 2 ? 2 : backoff * 2;
+	}
+	if (r == 0)
+		r = disk_start(d, h);
+	if (r < 0) {
+		disk_free(d);
+		return r;
 	}
 	*out = d;
 	return 0;
-fail:
+}
+
+bool nd_disk_err_is_outage(int err)
+{
+	return is_conn_error(err) || err == -EAGAIN;
+}
+
+int nd_disk_open_offline(const struct nd_opts *opts,
+			 const struct nd_info *info, const char *why,
+			 struct nd_disk **out)
+{
+	struct nd_disk *d;
+	int r = disk_new(opts, &d);
+
+	if (r < 0)
+		return r;
+	d->info = *info;
+	d->offline = true;
+	snprintf(d->last_error, sizeof d->last_error, "%s", why);
+	if ((r = disk_start(d, NULL)) < 0) {
+		disk_free(d);
+		return r;
+	}
+	*out = d;
+	return 0;
+}
+
+/* What disk_new made. */
+static void disk_free(struct nd_disk *d)
+{
 	nd_opts_free(&d->opts);
+	pthread_mutex_destroy(&d->lock);
+	pthread_rwlock_destroy(&d->rmw_lock);
+	pthread_cond_destroy(&d->cond);
+	pthread_cond_destroy(&d->rc_cond);
 	free(d->name);
 	free(d);
-	return r;
 }
 
 void nd_disk_close(struct nd_disk *d)
@@ -732,13 +848,7 @@ void nd_disk_close(struct nd_disk *d)
 		if (d->slots[i].h)
 			d->be->close(d->slots[i].h);
 	free(d->slots);
-	nd_opts_free(&d->opts);
-	pthread_mutex_destroy(&d->lock);
-	pthread_rwlock_destroy(&d->rmw_lock);
-	pthread_cond_destroy(&d->cond);
-	pthread_cond_destroy(&d->rc_cond);
-	free(d->name);
-	free(d);
+	disk_free(d);
 }
 
 /* --- I/O with limits and emulation ------------------------------------ */

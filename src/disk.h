@@ -70,6 +70,12 @@ struct nd_disk {
 	double down_since;   /* monotonic: the last connection was lost */
 	char last_error[512];
 	struct nd_disk_stats st;
+	/* The object on the server is not the one this disk was opened on
+	 * (a reconnect found another size or validator, or a read said
+	 * -ESTALE): every request fails with -ESTALE, and the entry is
+	 * opened afresh (registry: nd_fs_refresh). */
+	atomic_bool changed;
+	bool offline; /* opened from recorded facts, no connection yet */
 };
 
 /* Drop from O the default keys (origin starting "-o" or containing
@@ -82,6 +88,23 @@ int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *cfg);
 
 /* Open the first connection (retrying for open-timeout). */
 int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out);
+/* Does the error of a failed open mean the server could not be reached
+ * (rather than refused the object: no such file, no access)? */
+bool nd_disk_err_is_outage(int err);
+/* A disk whose server cannot be reached now, from what an earlier mount
+ * recorded of it (INFO: size, limits, validator): no connection; requests
+ * wait for the reconnect thread until reconnect-delay like after a lost
+ * connection. The first connection must show the same size and
+ * validator, or the disk is marked changed. */
+int nd_disk_open_offline(const struct nd_opts *opts,
+			 const struct nd_info *info, const char *why,
+			 struct nd_disk **out);
+/* See nd_disk.changed. */
+bool nd_disk_changed(struct nd_disk *d);
+/* Called (from any thread, no lock held) when a disk is first marked
+ * changed, so that its entry is opened afresh even if nobody reads it;
+ * it must not block. NULL: nobody is told. */
+extern void (*nd_disk_on_change)(void);
 void nd_disk_close(struct nd_disk *d);
 
 /* All I/O: bounded in time, 0 or -errno; offsets are within the file.

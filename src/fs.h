@@ -75,6 +75,19 @@ struct nd_fs *nd_fs_new(void);
  * success. BUDGET: cache bytes. Called from one thread (the reload). */
 int nd_fs_set(struct nd_fs *fs, const char *name, const char *url,
 	      const char *key, struct nd_disk *disk, uint64_t budget);
+/* E's object changed on the server (its disk SEEN said -ESTALE): open it
+ * afresh and swap the new definition in (empty caches, the cache
+ * directory dropped by its validator), unless E serves another disk by
+ * now. Called by a request that left E (nd_fs_leave); the caller retries
+ * and, once it replied, calls nd_fs_invalidate: the kernel's pages of E
+ * must go, but not while this request holds some of them. 0 or -errno. */
+int nd_fs_refresh(struct nd_fs *fs, struct nd_fs_entry *e,
+		  const struct nd_disk *seen);
+/* Refresh every entry whose disk is marked changed, then invalidate it.
+ * Called by the thread that adds and removes entries (the reload). */
+void nd_fs_refresh_changed(struct nd_fs *fs);
+/* The kernel forgets E's pages, attributes and name. */
+void nd_fs_invalidate(struct nd_fs *fs, struct nd_fs_entry *e);
 /* The definition NAME is served with (malloc'd), NULL if not served. */
 char *nd_fs_key(struct nd_fs *fs, const char *name);
 /* The served names (malloc'd, NULL-terminated). */

@@ -374,22 +374,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-static void do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		    struct fuse_file_info *fi)
+/* One read of entry E: replied and 0, or -errno (not replied). */
+static int read_entry(fuse_req_t req, struct nd_fs_entry *e, size_t size,
+		      off_t off)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	struct nd_fs_entry *e = h->e;
 	int r;
-
-	if (!e) { /* status */
-		size_t n = (size_t)off >= h->text_len ? 0 : h->text_len - off;
-		fuse_reply_buf(req, n ? h->text + off : NULL,
-			       n < size ? n : size);
-		return;
-	}
 	if ((uint64_t)off >= entry_size(e)) {
 		fuse_reply_buf(req, NULL, 0);
-		return;
+		return 0;
 	}
 	if (size > entry_size(e) - off)
 		size = entry_size(e) - off;
@@ -401,28 +393,68 @@ static void do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if (r == 0)
 			fuse_reply_buf(req, buf, size);
 		free(buf);
-		if (r == 0)
-			return;
 	} else {
 		struct nd_cache_ref ref;
 		r = nd_cache_read(e->cache, off, size, &ref);
 		if (r == 0) {
 			fuse_reply_iov(req, ref.iov, ref.n);
 			nd_cache_release(e->cache, &ref);
-			return;
 		}
 	}
-	nd_log(LOG_ERR, "entry '%s': read of %zu bytes at %lld: %s", e->name,
-	       size, (long long)off, nd_get_error());
-	fuse_reply_err(req, r == -ENOTSUP ? EOPNOTSUPP : -r);
+	/* A changed object was said once by the disk; the read is done
+	 * again on the entry opened afresh. */
+	if (r < 0 && r != -ESTALE)
+		nd_log(LOG_ERR, "entry '%s': read of %zu bytes at %lld: %s",
+		       e->name, size, (long long)off, nd_get_error());
+	return r;
+}
+
+/* A read; true when the entry was opened afresh on the way (its object
+ * changed on the server: the kernel's pages of it must go, once this
+ * request is replied). */
+static bool do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct nd_fs_entry *e = h->e;
+	bool refreshed = false;
+	int r;
+
+	(void)ino;
+	if (!e) { /* status */
+		size_t n = (size_t)off >= h->text_len ? 0 : h->text_len - off;
+		fuse_reply_buf(req, n ? h->text + off : NULL,
+			       n < size ? n : size);
+		return false;
+	}
+	/* A changed object: the entry is opened afresh and the read done
+	 * again there, so it returns the new bytes, never a mix. */
+	while ((r = read_entry(req, e, size, off)) == -ESTALE && !refreshed) {
+		struct nd_disk *seen = e->disk;
+		nd_fs_leave(e);
+		r = nd_fs_refresh(h->fs, e, seen);
+		nd_fs_enter(e);
+		refreshed = true;
+		if (r < 0)
+			break;
+	}
+	if (r < 0)
+		fuse_reply_err(req, r == -ENOTSUP  ? EOPNOTSUPP
+				    : r == -ESTALE ? EIO
+						   : -r);
+	return refreshed;
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct handle *h = handle_get(fi);
-	do_read(req, ino, size, off, fi);
+	atomic_fetch_add(&h->refs, 1); /* h->e stays for the invalidation */
+	bool refreshed = do_read(req, ino, size, off, fi);
 	handle_put(h);
+	if (refreshed)
+		nd_fs_invalidate(h->fs, h->e);
+	handle_unref(h);
 }
 
 /* The entry behind H if it may be written; else NULL, the error replied. */

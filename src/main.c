@@ -93,7 +93,10 @@ static void help(void)
 	       "cache=writethrough|writeback|none, connections=N (4),\n"
 	       "  timeout=SECONDS, reconnect-delay=SECONDS (10), "
 	       "open-timeout=SECONDS (0),\n  offset=SIZE, size=SIZE, debug, "
-	       "uid=N, gid=N, mode=OCTAL (0644), umask=OCTAL\n");
+	       "uid=N, gid=N, mode=OCTAL (0644), umask=OCTAL\n"
+	       "  cache-dir=PATH, cache-dir-size=SIZE (10%% of the free "
+	       "space), cache-dir-mode=read|off,\n"
+	       "  prefetch=off|idle|all (off)\n");
 	printf("\nBackends compiled in:\n");
 	for (const struct nd_backend *const *b = nd_backend_list(); *b; b++) {
 		printf("\n  %s: %s\n    schemes:", (*b)->name,

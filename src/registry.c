@@ -277,6 +277,116 @@ static int entry_replace(struct nd_fs *fs, struct nd_fs_entry *e,
 	return 0;
 }
 
+void nd_fs_invalidate(struct nd_fs *fs, struct nd_fs_entry *e)
+{
+	invalidate(fs, e);
+}
+
+/* E's facts for a new definition of it, if it still serves SEEN. Lock
+ * held (read). */
+static bool refresh_facts(struct nd_fs_entry *e, const struct nd_disk *seen,
+			  struct nd_opts *o, char **url, char **key,
+			  uint64_t *budget)
+{
+	struct nd_cache_stats cs = { 0 };
+	if (e->disk != seen)
+		return false;
+	nd_opts_copy(o, &e->disk->opts);
+	*url = strdup(e->url_redacted);
+	*key = strdup(e->key);
+	if (e->cache)
+		nd_cache_get_stats(e->cache, &cs);
+	*budget = cs.budget;
+	return true;
+}
+
+/* Swap a definition over the new disk D in as E's, if E still serves
+ * SEEN: E's caches go with the old one; the old tier closes first so the
+ * new one can take the directory (where it finds the old validator and
+ * drops the blocks). Requests on E wait meanwhile. */
+static int refresh_swap(struct nd_fs *fs, struct nd_fs_entry *e,
+			const struct nd_disk *seen, struct nd_disk *d,
+			const char *url, const char *key, uint64_t budget)
+{
+	struct backing b;
+	int r = 0;
+	pthread_rwlock_wrlock(&e->io);
+	if (e->disk == seen) {
+		/* Dirty blocks of a writeback cache cannot go to a changed
+		 * object: they are saved for netdiskfs recover instead. */
+		if (entry_settle(e) < 0 && e->cache)
+			nd_recover_save(e->name, e->disk, e->cache);
+		nd_cache_drop_tier(e->cache);
+		r = backing_new(&b, url, key, d, budget);
+		if (r == 0) {
+			pthread_rwlock_wrlock(&fs->lock);
+			backing_swap(e, &b);
+			pthread_rwlock_unlock(&fs->lock);
+		}
+	} else {
+		r = 1; /* swapped by someone else meanwhile */
+	}
+	pthread_rwlock_unlock(&e->io);
+	if (r == 0)
+		backing_free(&b);
+	else
+		nd_disk_close(d);
+	return r < 0 ? r : 0;
+}
+
+int nd_fs_refresh(struct nd_fs *fs, struct nd_fs_entry *e,
+		  const struct nd_disk *seen)
+{
+	static pthread_mutex_t one = PTHREAD_MUTEX_INITIALIZER;
+	struct nd_opts o;
+	struct nd_disk *d = NULL;
+	char *url = NULL, *key = NULL;
+	uint64_t budget = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&one);
+	pthread_rwlock_rdlock(&fs->lock);
+	bool same = refresh_facts(e, seen, &o, &url, &key, &budget);
+	pthread_rwlock_unlock(&fs->lock);
+	if (same) {
+		r = url && key ? nd_disk_open(&o, &d) : -ENOMEM;
+		if (r == 0)
+			r = refresh_swap(fs, e, seen, d, url, key, budget);
+		if (r == 0)
+			nd_info("entry '%s': opened afresh after the object "
+				"changed (%llu bytes, validator %s)",
+				e->name, (unsigned long long)d->size,
+				d->info.validator[0] ? d->info.validator
+						     : "none");
+		else
+			nd_log(LOG_ERR, "entry '%s': opening it afresh after "
+					"the object changed: %s",
+			       e->name, nd_get_error());
+		nd_opts_free(&o);
+	}
+	free(url);
+	free(key);
+	pthread_mutex_unlock(&one);
+	return r;
+}
+
+void nd_fs_refresh_changed(struct nd_fs *fs)
+{
+	char **names = nd_fs_names(fs);
+	for (size_t i = 0; names && names[i]; i++) {
+		pthread_rwlock_rdlock(&fs->lock);
+		struct nd_fs_entry *e = nd_fs_find(fs, names[i]);
+		struct nd_disk *seen = e && nd_disk_changed(e->disk) ? e->disk
+								     : NULL;
+		pthread_rwlock_unlock(&fs->lock);
+		/* Only this thread removes entries: E stays. */
+		if (seen && nd_fs_refresh(fs, e, seen) == 0)
+			invalidate(fs, e);
+		free(names[i]);
+	}
+	free(names);
+}
+
 int nd_fs_set(struct nd_fs *fs, const char *name, const char *url,
 	      const char *key, struct nd_disk *disk, uint64_t budget)
 {

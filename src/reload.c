@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "disk.h"
 #include "log.h"
 #include "reload.h"
@@ -57,6 +58,11 @@ static void *open_one(void *arg)
 {
 	struct opener *o = arg;
 	o->err = nd_disk_open(&o->e->opts, &o->disk);
+	/* The server away: an entry its cache directory knows mounts from
+	 * there and reconnects in the background. */
+	if (o->err < 0)
+		o->err = nd_cache_dir_open_offline(&o->e->opts, o->err,
+						   &o->disk);
 	if (o->err < 0) {
 		CLEANUP_FREE char *r = nd_redact(nd_get_error());
 		snprintf(o->msg, sizeof o->msg, "%s", r ? r : "error");
@@ -200,6 +206,16 @@ static void reload(void)
 	nd_table_free(&t);
 }
 
+/* An entry's object changed on the server (nd_disk_on_change): the
+ * reload thread opens it afresh, as a reload would swap a changed line,
+ * so the kernel's pages of it go even when nobody reads it. */
+static void changed_poke(void)
+{
+	if (rl.pipe[1] >= 0 && write(rl.pipe[1], "c", 1) < 0) {
+		/* full: a pass is pending already */
+	}
+}
+
 static void *reload_thread(void *arg)
 {
 	char c;
@@ -207,7 +223,10 @@ static void *reload_thread(void *arg)
 	while (!atomic_load(&rl.stopping) && read(rl.pipe[0], &c, 1) == 1) {
 		if (c == 'q' || atomic_load(&rl.stopping))
 			break;
-		reload();
+		if (c == 'c')
+			nd_fs_refresh_changed(rl.fs);
+		else
+			reload();
 	}
 	return NULL;
 }
@@ -232,6 +251,7 @@ int nd_reload_start(struct nd_fs *fs, const char *source,
 		return -r;
 	}
 	rl.started = true;
+	nd_disk_on_change = changed_poke;
 	return 0;
 }
 
@@ -250,6 +270,7 @@ void nd_reload_stop(void)
 	if (!rl.started)
 		return;
 	atomic_store(&rl.stopping, true);
+	nd_disk_on_change = NULL;
 	if (write(rl.pipe[1], "q", 1) < 0) {
 		/* full: the thread sees the flag after its next read */
 	}

@@ -49,6 +49,23 @@ static const char *state_name(enum nd_conn_state s)
 	return "unknown";
 }
 
+/* The cache directory's part of an entry: its state (on, or off and
+ * why), use against the limit, hits, the validator it holds data of, why
+ * it dropped what it found, and the prefetch's progress. */
+static json_t *cache_dir_json(const struct nd_cache_stats *cs)
+{
+	const struct nd_tier_stats *t = &cs->tier;
+	const struct nd_prefetch_stats *p = &cs->prefetch;
+	return json_pack(
+		"{s:s, s:I, s:I, s:I, s:I, s:s, s:s?, s:{s:s, s:s, s:I, s:I}}",
+		"state", t->state, "bytes", (json_int_t)t->present, "limit",
+		(json_int_t)t->limit, "hits", (json_int_t)t->hits, "misses",
+		(json_int_t)t->misses, "validator", t->validator, "dropped",
+		t->dropped[0] ? t->dropped : NULL, "prefetch", "mode",
+		p->mode ? p->mode : "off", "state", p->state, "done",
+		(json_int_t)p->done, "total", (json_int_t)p->total);
+}
+
 static json_t *entry_json(struct nd_fs_entry *e)
 {
 	struct nd_disk *d = e->disk;
@@ -75,6 +92,8 @@ static json_t *entry_json(struct nd_fs_entry *e)
 	json_object_set_new(j, "options", options_json(&d->opts));
 	json_object_set_new(j, "size", json_integer(d->size));
 	json_object_set_new(j, "read_only", json_boolean(d->ro));
+	json_object_set_new(j, "mounted_from_cache_dir",
+			    json_boolean(d->offline));
 	json_object_set_new(j, "removed", json_boolean(e->removed));
 	json_object_set_new(j, "open_files", json_integer(e->opens));
 	json_object_set_new(j, "max_connections", json_integer(d->maxslots));
@@ -98,15 +117,14 @@ static json_t *entry_json(struct nd_fs_entry *e)
 		json_object_set_new(j, "dirty_bytes", json_integer(cs.dirty));
 		json_object_set_new(j, "readahead_window",
 				    json_integer(cs.window));
+		json_object_set_new(
+			j, "hits_by_tier",
+			json_pack("{s:I, s:I, s:I}", "memory",
+				  (json_int_t)cs.hits, "disk",
+				  (json_int_t)cs.tier.hits, "remote",
+				  (json_int_t)cs.remote_blocks));
 		if (cs.tier.state[0])
-			json_object_set_new(
-				j, "cache_dir",
-				json_pack("{s:s, s:I, s:I, s:I, s:I}", "state",
-					  cs.tier.state, "bytes",
-					  (json_int_t)cs.tier.present, "limit",
-					  (json_int_t)cs.tier.limit, "hits",
-					  (json_int_t)cs.tier.hits, "misses",
-					  (json_int_t)cs.tier.misses));
+			json_object_set_new(j, "cache_dir", cache_dir_json(&cs));
 	}
 	return j;
 }

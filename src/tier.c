@@ -2,7 +2,9 @@
  *
  * Under CACHE-DIR, each entry has a directory named by a hash of its
  * identity (canonical options without secrets, never the table name):
- *   meta    identity, disk size, block size, the server's validator
+ *   meta    identity, disk size, block size, the server's validator,
+ *           and what the backend said at open (to mount with the server
+ *           down: size, limits, validator)
  *   data    block N at N * block size (sparse)
  *   map     block N's checksum at N * 8 (0: absent), mapped in memory
  *   lock    held (flock) by the one mount using the directory
@@ -51,6 +53,7 @@ struct nd_tier {
 	uint64_t used, hand, hits, misses;
 	bool on;
 	char state[160];
+	char dropped[200]; /* why the blocks found at open were dropped */
 };
 
 #define PRESENT 1u
@@ -99,9 +102,9 @@ static char *meta_text(const struct nd_tier_cfg *c)
 	char *s;
 	if (asprintf(&s,
 		     "netdiskfs-cache 1\nsize=%" PRIu64 "\nblock-size=%" PRIu32
-		     "\nvalidator=%s\nidentity=%s\n",
+		     "\nvalidator=%s\ninfo=%s\nidentity=%s\n",
 		     c->size, c->block_size, c->validator ? c->validator : "",
-		     c->identity) < 0)
+		     c->info ? c->info : "", c->identity) < 0)
 		return NULL;
 	return s;
 }
@@ -140,28 +143,56 @@ static int write_meta(struct nd_tier *t, const char *text)
 
 /* --- open ------------------------------------------------------------------ */
 
+/* The value of line KEY ("\nname=") of a meta text, *LEN bytes long. */
+static const char *meta_field(const char *meta, const char *key, int *len)
+{
+	const char *p = strstr(meta, key);
+	p = p ? p + strlen(key) : "";
+	*len = (int)strcspn(p, "\n");
+	return p;
+}
+
 /* Does line KEY= of meta texts A and B have the same value? */
 static bool same_field(const char *a, const char *b, const char *key)
 {
-	const char *x = strstr(a, key), *y = strstr(b, key);
-	size_t nx = x ? strcspn(x, "\n") : 0, ny = y ? strcspn(y, "\n") : 0;
-	return nx == ny && (!x || memcmp(x, y, nx) == 0);
+	int nx, ny;
+	const char *x = meta_field(a, key, &nx), *y = meta_field(b, key, &ny);
+	return nx == ny && memcmp(x, y, (size_t)nx) == 0;
 }
 
-/* Why the data there cannot be used, or NULL. */
-static const char *stale_reason(struct nd_tier *t, const char *want)
+/* Why the data there cannot be used, or NULL; *REWRITE: the meta text
+ * differs only in what does not make the blocks stale (the backend's
+ * limits). */
+static const char *stale_reason(struct nd_tier *t, const char *want,
+				bool *rewrite)
 {
 	char *have_path = path_of(t, "meta"), *w = path_of(t, "writer");
 	char *have = have_path ? read_small(have_path) : NULL;
 	const char *why = NULL;
-	if (!have)
+	*rewrite = false;
+	if (!have || strncmp(have, "netdiskfs-cache 1\n", 18) != 0)
 		why = "new";
 	else if (w && access(w, F_OK) == 0)
 		why = "a mount that wrote the disk did not close it cleanly";
 	else if (!same_field(have, want, "\nvalidator="))
 		why = "the server's validator changed";
-	else if (strcmp(have, want) != 0)
+	else if (!same_field(have, want, "\nsize=") ||
+		 !same_field(have, want, "\nblock-size=") ||
+		 !same_field(have, want, "\nidentity="))
 		why = "the disk's size or block size changed";
+	else
+		*rewrite = strcmp(have, want) != 0;
+	if (why && strcmp(why, "the server's validator changed") == 0) {
+		int hl, wl;
+		const char *hv = meta_field(have, "\nvalidator=", &hl);
+		const char *wv = meta_field(want, "\nvalidator=", &wl);
+		snprintf(t->dropped, sizeof t->dropped,
+			 "the server's validator changed (%.*s, was %.*s)",
+			 wl ? wl : 4, wl ? wv : "none", hl ? hl : 4,
+			 hl ? hv : "none");
+	} else if (why && strcmp(why, "new") != 0) {
+		snprintf(t->dropped, sizeof t->dropped, "%s", why);
+	}
 	free(have);
 	free(have_path);
 	free(w);
@@ -210,12 +241,15 @@ static uint64_t default_limit(const struct nd_tier_cfg *c)
 static int tier_setup(struct nd_tier *t, const struct nd_tier_cfg *c)
 {
 	char *want = meta_text(c);
-	const char *why = want ? stale_reason(t, want) : "out of memory";
+	bool rewrite = false;
+	const char *why = want ? stale_reason(t, want, &rewrite)
+			       : "out of memory";
 	bool reset = why != NULL;
 	int r = -1;
 
 	if (reset && strcmp(why, "new") != 0)
-		nd_info("cache-dir %s: cached blocks dropped: %s", t->path, why);
+		nd_warn("cache-dir %s: cached blocks dropped: %s", t->path,
+			t->dropped[0] ? t->dropped : why);
 	t->data_fd = open_file(t, "data", reset);
 	t->map_fd = open_file(t, "map", reset);
 	if (t->data_fd < 0 || t->map_fd < 0 || !want)
@@ -225,9 +259,9 @@ static int tier_setup(struct nd_tier *t, const struct nd_tier_cfg *c)
 		if (w)
 			unlink(w);
 		free(w);
-		if (write_meta(t, want) == -1)
-			goto out;
 	}
+	if ((reset || rewrite) && write_meta(t, want) == -1)
+		goto out;
 	r = map_setup(t);
 out:
 	free(want);
@@ -477,7 +511,65 @@ void nd_tier_get_stats(struct nd_tier *t, struct nd_tier_stats *s)
 	s->on = t->on;
 	snprintf(s->state, sizeof s->state, "%s", t->state);
 	snprintf(s->validator, sizeof s->validator, "%s", t->validator);
+	snprintf(s->dropped, sizeof s->dropped, "%s", t->dropped);
 	pthread_mutex_unlock(&t->lock);
+}
+
+bool nd_tier_full(struct nd_tier *t)
+{
+	bool r;
+	pthread_mutex_lock(&t->lock);
+	r = !t->on || t->used >= t->max_blocks;
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+bool nd_tier_is_on(struct nd_tier *t)
+{
+	bool r;
+	pthread_mutex_lock(&t->lock);
+	r = t->on;
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+uint64_t nd_tier_nblocks(struct nd_tier *t)
+{
+	return t->nblocks;
+}
+
+static char *dup_field(const char *meta, const char *key)
+{
+	int len;
+	const char *v = meta_field(meta, key, &len);
+	return strndup(v, (size_t)len);
+}
+
+int nd_tier_peek(const char *dir, const char *identity, char **validator,
+		 char **info)
+{
+	char *p = NULL, *meta = NULL;
+	int r = -1;
+
+	*validator = *info = NULL;
+	if (asprintf(&p, "%s/%016llx/meta", dir,
+		     (unsigned long long)XXH3_64bits(identity,
+						     strlen(identity))) < 0)
+		return -1;
+	meta = read_small(p);
+	if (meta && strncmp(meta, "netdiskfs-cache 1\n", 18) == 0 &&
+	    strstr(meta, "\ninfo=") &&
+	    (*validator = dup_field(meta, "\nvalidator=")) &&
+	    (*info = dup_field(meta, "\ninfo=")) && **info)
+		r = 0;
+	if (r < 0) {
+		free(*validator);
+		free(*info);
+		*validator = *info = NULL;
+	}
+	free(meta);
+	free(p);
+	return r;
 }
 
 /* --- netdiskfs cache ls|verify|drop ---------------------------------------- */
@@ -519,13 +611,7 @@ static int each_entry(const char *dir, const char *name, FILE *out,
 	return r;
 }
 
-static const char *field(const char *meta, const char *key, int *len)
-{
-	const char *p = strstr(meta, key);
-	p = p ? p + strlen(key) : "";
-	*len = (int)strcspn(p, "\n");
-	return p;
-}
+#define field meta_field
 
 /* The entry at PATH locked for a tool, its records mapped: 0, or 1 when
  * a mount holds it. */

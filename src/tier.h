@@ -17,6 +17,7 @@ struct nd_tier_cfg {
 	uint64_t size;	       /* of the disk */
 	const char *identity;  /* canonical options without secrets */
 	const char *validator; /* what the server says of the object, or "" */
+	const char *info;      /* the backend's facts, kept for nd_tier_peek */
 	bool writable;	       /* this mount writes the disk */
 };
 
@@ -46,8 +47,19 @@ struct nd_tier_stats {
 	bool on;
 	char state[160]; /* "on", or "off: why" */
 	char validator[128];
+	char dropped[200]; /* why the blocks found at open were dropped, or "" */
 };
 void nd_tier_get_stats(struct nd_tier *t, struct nd_tier_stats *s);
+
+/* Has the tier reached its limit (or is it off)? */
+bool nd_tier_full(struct nd_tier *t);
+bool nd_tier_is_on(struct nd_tier *t);
+uint64_t nd_tier_nblocks(struct nd_tier *t);
+/* What the last mount recorded for IDENTITY under DIR (no lock taken,
+ * nothing changed): its validator and the backend's facts (malloc'd).
+ * 0, or -1 when there is no such entry. */
+int nd_tier_peek(const char *dir, const char *identity, char **validator,
+		 char **info);
 
 /* netdiskfs cache ls|verify|drop CACHE-DIR [NAME]: NAME matches an
  * entry's key or a part of its identity. 0, or 1 when verify found bad

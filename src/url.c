@@ -399,7 +399,7 @@ bool nd_opt_is_core(const char *k)
 		"reconnect-delay", "open-timeout", "debug", "media", "uid", "gid",
 		"mode", "umask", "format",
 		"overlay", "overlay-create", "overlay-force", "cache-dir",
-		"cache-dir-size", "cache-dir-mode", "backing",
+		"cache-dir-size", "cache-dir-mode", "prefetch", "backing",
 		"l2-cache-size", "snapshot", "recovery-dir", NULL
 	};
 	for (size_t i = 0; keys[i]; i++)

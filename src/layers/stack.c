@@ -114,10 +114,11 @@ int nd_layer_cache_open(struct nd_disk *d, struct nd_cache *c, bool own,
 
 /* --- identity -------------------------------------------------------------- */
 
-char *nd_stack_identity(const struct nd_opts *o, uint64_t size)
+/* The canonical options without secrets and without the core's keys. */
+char *nd_stack_identity_opts(const struct nd_opts *o)
 {
 	struct nd_opts id;
-	char *list, *r = NULL;
+	char *r = NULL;
 	nd_opts_init(&id, o->name);
 	for (size_t i = 0; i < o->n; i++) {
 		if (nd_opt_is_secret(o->v[i].key) || nd_opt_is_core(o->v[i].key))
@@ -129,12 +130,19 @@ char *nd_stack_identity(const struct nd_opts *o, uint64_t size)
 		if (set == -1)
 			goto out;
 	}
-	if ((list = nd_opts_format(&id, ",")) &&
+	r = nd_opts_format(&id, ",");
+out:
+	nd_opts_free(&id);
+	return r;
+}
+
+char *nd_stack_identity(const struct nd_opts *o, uint64_t size)
+{
+	char *list = nd_stack_identity_opts(o), *r = NULL;
+	if (list &&
 	    asprintf(&r, "%s,size=%llu", list, (unsigned long long)size) < 0)
 		r = NULL;
 	free(list);
-out:
-	nd_opts_free(&id);
 	return r;
 }
 

@@ -17,6 +17,9 @@ int nd_stack_open(struct nd_disk *d, struct nd_cache *c,
 /* The identity of the image D names: its canonical options without
  * secrets and without the core's own keys, then its size (malloc'd). */
 char *nd_stack_identity(const struct nd_opts *o, uint64_t size);
+/* The same without the size: the cache directory's key, known before the
+ * server is reached (the size is recorded beside it). */
+char *nd_stack_identity_opts(const struct nd_opts *o);
 
 /* The bottom of a stack: a layer over a cache (or over the disk alone
  * when C is NULL); OWN: closing it closes the disk too. */

@@ -66,6 +66,10 @@ dd if="$MNT/n" of=/dev/null bs=64k count=4 iflag=direct status=none || fail "re-
 h2=$(status_field "$MNT" n cache_hits)
 echo "cache_hits $h1 -> $h2"
 ((h2 > h1)) || fail "cache_hits did not grow on a re-read"
+tiers=$(status_field "$MNT" n hits_by_tier)
+$PY -c 'import json,sys; t=json.loads(sys.argv[1]); sys.exit(0 if t["memory"] == int(sys.argv[2]) and t["disk"] == 0 and t["remote"] >= 16 else 1)' "$tiers" "$h2" ||
+    fail "hits_by_tier $tiers: memory should be cache_hits ($h2), disk 0 (no cache-dir), remote at least the 16 blocks read"
+[ "$(status_field "$MNT" n cache_dir)" = null ] || fail "cache_dir shown without cache-dir="
 cat "$TMP/local.img" >/dev/null
 cmp "$MNT/local" "$TMP/local.img" || fail "local differs"
 [ "$(status_field "$MNT" local bytes_read)" = $((2 << 20)) ] || fail "local.bytes_read = $(status_field "$MNT" local bytes_read), expected 2 MiB"

@@ -211,12 +211,64 @@ static void tools(void)
 	fclose(out);
 }
 
+static struct nd_tier *topen_info(const char *validator, const char *info,
+				  uint64_t limit)
+{
+	struct nd_tier_cfg c = { .dir = cdir, .limit = limit, .block_size = BS,
+				 .size = SIZE, .identity = "driver=http,url=y",
+				 .validator = validator, .info = info };
+	struct nd_tier *t = NULL;
+	if (nd_tier_open(&c, &t) != 0)
+		printf("open: %s\n", nd_get_error());
+	return t;
+}
+
+/* What a mount records for the next one to mount with the server down:
+ * nd_tier_peek gives it back; the backend's facts changing alone keep
+ * the blocks; a new validator drops them and the stats say why. */
+static void recorded(void)
+{
+	struct nd_tier_stats st;
+	char *v = NULL, *info = NULL;
+	struct nd_tier *t;
+
+	CHECK(nd_tier_peek(cdir, "driver=http,url=y", &v, &info) == -1,
+	      "peek of an entry never mounted");
+	t = topen_info("\"e1\"", "facts-1", 0);
+	put_all(t, 5);
+	CHECK(nd_tier_full(t), "all blocks in: full at the image's size");
+	nd_tier_close(t);
+	CHECK(nd_tier_peek(cdir, "driver=http,url=y", &v, &info) == 0 && v &&
+		  strcmp(v, "\"e1\"") == 0 && info && strcmp(info, "facts-1") == 0,
+	      "peek: validator %s, info %s", v ? v : "-", info ? info : "-");
+	free(v);
+	free(info);
+	t = topen_info("\"e1\"", "facts-2", 0);
+	CHECK(t && count_good(t, 5) == NB + 1, "new facts, same object: kept");
+	nd_tier_get_stats(t, &st);
+	CHECK(st.dropped[0] == 0, "nothing dropped: %s", st.dropped);
+	nd_tier_close(t);
+	CHECK(nd_tier_peek(cdir, "driver=http,url=y", &v, &info) == 0 && info &&
+		  strcmp(info, "facts-2") == 0,
+	      "the new facts are recorded");
+	free(v);
+	free(info);
+	t = topen_info("\"e2\"", "facts-2", 0);
+	CHECK(t && count_good(t, 5) == 0, "a new validator drops the blocks");
+	nd_tier_get_stats(t, &st);
+	CHECK(strstr(st.dropped, "validator") && strstr(st.dropped, "e1"),
+	      "stats say why: '%s'", st.dropped);
+	CHECK(!nd_tier_full(t), "empty: not full");
+	nd_tier_close(t);
+}
+
 int main(void)
 {
 	if (!mkdtemp(dir))
 		return 1;
 	snprintf(cdir, sizeof cdir, "%s/cache", dir);
 	basics();
+	recorded();
 	writer();
 	crashes();
 	tools();
