@@ -28,6 +28,7 @@
 #include <curl/curl.h>
 
 #include "backend.h"
+#include "util/clock.h"
 #include "util/cleanup.h"
 
 #define CURL_BUFFER_SIZE (512 * 1024)
@@ -115,22 +116,6 @@ static void curl_global(void)
 {
 	curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 	curl_inited = curl_init_rc == CURLE_OK;
-}
-
-static double curl_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void curl_sleep(double s)
-{
-	struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
-
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
 }
 
 /* The one place libcurl's error text becomes an nd_error. */
@@ -437,7 +422,7 @@ static int curl_http_pread(struct curl_conn *c, void *buf, size_t len,
 		curl_off_t after = 0;
 		curl_easy_getinfo(c->easy, CURLINFO_RETRY_AFTER, &after);
 		if (after > 0)
-			curl_sleep(after < c->timeout ? (double)after
+			nd_sleep_s(after < c->timeout ? (double)after
 						      : c->timeout);
 		return curl_status_fail(c, code, EAGAIN);
 	}
@@ -594,7 +579,7 @@ static void curl_stream_reap(struct curl_stream *s)
  * up after `limit` seconds without a byte. */
 static int curl_stream_pump(struct curl_stream *s, bool whole, double limit)
 {
-	double last = curl_now();
+	double last = nd_mono_s();
 	uint64_t seen = s->net_pos;
 
 	for (;;) {
@@ -615,8 +600,8 @@ static int curl_stream_pump(struct curl_stream *s, bool whole, double limit)
 			return -1;
 		if (s->net_pos != seen) {
 			seen = s->net_pos;
-			last = curl_now();
-		} else if (curl_now() - last > limit) {
+			last = nd_mono_s();
+		} else if (nd_mono_s() - last > limit) {
 			snprintf(s->errbuf, sizeof s->errbuf,
 				 "no answer from the server for %.1f s", limit);
 			s->result = CURLE_OPERATION_TIMEDOUT;

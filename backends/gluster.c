@@ -55,6 +55,7 @@
 #include <glusterfs/api/glfs.h>
 
 #include "backend.h"
+#include "util/clock.h"
 
 #define GLUSTER_DEFAULT_DEBUG 4
 #define GLUSTER_MAX_DEBUG 9
@@ -124,29 +125,7 @@ static atomic_uint gluster_nbad; /* any file refusing writes at all? */
 
 static void gluster_init_cond(void)
 {
-	pthread_condattr_t a;
-
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(&gluster_cond, &a);
-	pthread_condattr_destroy(&a);
-}
-
-static double gluster_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static struct timespec gluster_abstime(double t)
-{
-	struct timespec ts;
-
-	ts.tv_sec = (time_t)t;
-	ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-	return ts;
+	nd_cond_init_mono(&gluster_cond);
 }
 
 /* The one wrapper of libgfapi's errors (it reports through errno only):
@@ -769,7 +748,7 @@ static struct gluster_vol *gluster_vol_get(const struct gluster_cfg *c,
 					   int *errp)
 {
 	struct gluster_vol *v;
-	double deadline = gluster_now() + c->open_timeout;
+	double deadline = nd_mono_s() + c->open_timeout;
 	char *key = gluster_key(c);
 	pthread_attr_t attr;
 	pthread_t th;
@@ -817,7 +796,7 @@ static struct gluster_vol *gluster_vol_get(const struct gluster_cfg *c,
 		}
 	}
 	while (v->state == GLUSTER_STARTING) {
-		struct timespec ts = gluster_abstime(deadline);
+		struct timespec ts = nd_timespec(deadline);
 		if (pthread_cond_timedwait(&gluster_cond, &gluster_lock, &ts) ==
 		    ETIMEDOUT)
 			break;
@@ -1119,7 +1098,7 @@ static void *gluster_fini_thread(void *arg)
 static void gluster_shutdown(void)
 {
 	struct gluster_vol *ready = NULL, *next;
-	double t0 = gluster_now();
+	double t0 = nd_mono_s();
 	unsigned n = 0;
 
 	pthread_once(&gluster_once, gluster_init_cond);
@@ -1160,7 +1139,7 @@ static void gluster_shutdown(void)
 		}
 		pthread_attr_destroy(&attr);
 	}
-	struct timespec ts = gluster_abstime(t0 + GLUSTER_FINI_BOUND);
+	struct timespec ts = nd_timespec(t0 + GLUSTER_FINI_BOUND);
 	while (gluster_finis_left > 0)
 		if (pthread_cond_timedwait(&gluster_cond, &gluster_lock, &ts) ==
 		    ETIMEDOUT)
@@ -1173,7 +1152,7 @@ static void gluster_shutdown(void)
 		    left, n, GLUSTER_FINI_BOUND);
 	else if (n)
 		nd_debug("gluster: %u glfs_fini calls done in %.1f s", n,
-			 gluster_now() - t0);
+			 nd_mono_s() - t0);
 }
 
 static const char *const gluster_drivers[] = {"gluster", NULL};

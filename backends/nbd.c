@@ -33,6 +33,7 @@
 #include <libnbd.h>
 
 #include "backend.h"
+#include "util/clock.h"
 
 #define NBD_DEFAULT_PORT "10809"
 /* Largest read/write when the server gives no limit: the NBD protocol
@@ -78,14 +79,6 @@ struct nbd_conn {
 	bool dead;	/* the handle is dead or we killed it */
 	bool timed_out; /* ... because a request ran out of time */
 };
-
-static double nbd_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* The one wrapper for libnbd's error text: record it with nd_error and
  * return -errno (EIO when libnbd names none). */
@@ -184,7 +177,7 @@ static void *nbd_dispatch(void *arg)
 			break;
 		}
 		if (c->head && !c->dead) {
-			double left = c->head->deadline - nbd_now();
+			double left = c->head->deadline - nd_mono_s();
 			if (left <= 0)
 				expired = true;
 			else if (left * 1000 < ms)
@@ -307,7 +300,7 @@ static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
 		pthread_cond_destroy(&r.cond);
 		return nbd_lost(c, nbd_what(what, sizeof what, op, len, off));
 	}
-	r.deadline = nbd_now() + c->timeout;
+	r.deadline = nd_mono_s() + c->timeout;
 	r.prev = c->tail;
 	if (c->tail)
 		c->tail->next = &r;
@@ -511,14 +504,14 @@ static int nbd_connect_fail(struct nbd_conn *c, const char *where, int tls)
 static int nbd_wait_ready(struct nbd_conn *c, const char *where, int tls,
 			  double limit)
 {
-	double deadline = nbd_now() + limit;
+	double deadline = nd_mono_s() + limit;
 
 	for (;;) {
 		if (nbd_aio_is_ready(c->h))
 			return 0;
 		if (nbd_handle_gone(c))
 			return nbd_connect_fail(c, where, tls);
-		double left = deadline - nbd_now();
+		double left = deadline - nd_mono_s();
 		if (left <= 0) {
 			nd_error(
 			    "%s: nbd: cannot connect to %s: no answer in %g s",

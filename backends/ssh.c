@@ -38,6 +38,7 @@
 #include <libssh/sftp.h>
 
 #include "backend.h"
+#include "util/clock.h"
 
 #define SSH_DEFAULT_PORT 22
 #define SSH_CLOSE_TIMEOUT 1.0	 /* seconds for a polite close */
@@ -160,20 +161,11 @@ static struct ssh_conn *ssh_wd_list;
 static pthread_t ssh_wd_thread;
 static bool ssh_wd_running, ssh_wd_stop;
 
-static int64_t ssh_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void *ssh_wd_main(void *arg)
 {
 	pthread_mutex_lock(&ssh_wd_lock);
 	while (!ssh_wd_stop) {
-		int64_t now = ssh_now();
-		struct timespec ts;
+		int64_t now = (int64_t)nd_mono_ns();
 
 		for (struct ssh_conn *c = ssh_wd_list; c; c = c->wd_next) {
 			if (c->deadline && now >= c->deadline && !c->wd_fired) {
@@ -181,12 +173,8 @@ static void *ssh_wd_main(void *arg)
 				shutdown(c->wd_fd, SHUT_RDWR);
 			}
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += SSH_WD_TICK_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		struct timespec ts = nd_wall_after(SSH_WD_TICK_MS / 1e3);
+
 		pthread_cond_timedwait(&ssh_wd_cond, &ssh_wd_lock, &ts);
 	}
 	pthread_mutex_unlock(&ssh_wd_lock);
@@ -252,7 +240,7 @@ static void ssh_wd_del(struct ssh_conn *c)
 /* Start (or, on progress, extend) the deadline of the current operation. */
 static void ssh_arm(struct ssh_conn *c)
 {
-	int64_t d = ssh_now() + (int64_t)(c->timeout * 1e9);
+	int64_t d = (int64_t)nd_mono_ns() + (int64_t)(c->timeout * 1e9);
 
 	pthread_mutex_lock(&ssh_wd_lock);
 	c->deadline = d;

@@ -15,6 +15,7 @@
 #include "readahead.h"
 #include "tier.h"
 #include "workers.h"
+#include "util/clock.h"
 
 enum { B_LOADING, B_VALID, B_FAILED };
 
@@ -346,9 +347,7 @@ static bool covers(const struct nd_block *b, uint64_t s, uint64_t e)
  * even if it were not. 0, or -EIO past the bound. */
 static int wait_loaded(struct nd_cache *c, struct nd_block *b)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += (time_t)c->wait_max;
+	struct timespec until = nd_wall_after(c->wait_max);
 	while (b->state == B_LOADING)
 		if (pthread_cond_timedwait(&c->cond, &c->lock, &until) ==
 		    ETIMEDOUT) {

@@ -16,6 +16,7 @@
 #include "disk.h"
 #include "log.h"
 #include "util/cleanup.h"
+#include "util/clock.h"
 
 #define MAX_BACKENDS 16
 #define ZERO_CHUNK (1u << 20)
@@ -223,37 +224,12 @@ struct nd_slot {
 	bool dead; /* failed: close once the last user is gone */
 };
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void sleep_s(double s)
-{
-	if (s <= 0)
-		return;
-	struct timespec ts = { (time_t)s, (long)((s - (time_t)s) * 1e9) };
-	nanosleep(&ts, NULL);
-}
-
 /* pthread_cond_timedwait until the monotonic time UNTIL (the conds use
- * CLOCK_MONOTONIC, see cond_init). */
+ * CLOCK_MONOTONIC, see nd_cond_init_mono). */
 static void wait_until(pthread_cond_t *c, pthread_mutex_t *m, double until)
 {
-	struct timespec ts = { (time_t)until,
-			       (long)((until - (time_t)until) * 1e9) };
+	struct timespec ts = nd_timespec(until);
 	pthread_cond_timedwait(c, m, &ts);
-}
-
-static void cond_init(pthread_cond_t *c)
-{
-	pthread_condattr_t a;
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(c, &a);
-	pthread_condattr_destroy(&a);
 }
 
 /* Called with d->lock held. */
@@ -275,7 +251,7 @@ static void set_state(struct nd_disk *d, enum nd_conn_state s, int err)
 static void conn_lost(struct nd_disk *d, int err)
 {
 	if (d->state == ND_CONNECTED) {
-		d->down_since = now_s();
+		d->down_since = nd_mono_s();
 		set_state(d, ND_RECONNECTING, err);
 	}
 	pthread_cond_signal(&d->rc_cond);
@@ -287,7 +263,7 @@ static void conn_lost(struct nd_disk *d, int err)
 static bool check_failed(struct nd_disk *d)
 {
 	if (d->state == ND_RECONNECTING &&
-	    now_s() >= d->down_since + d->cfg.reconnect_delay) {
+	    nd_mono_s() >= d->down_since + d->cfg.reconnect_delay) {
 		set_state(d, ND_FAILED, 0);
 		nd_warn(
 		    "entry '%s': failed: no connection for %g s (reconnect-delay); requests fail at once while reconnecting goes on (%s)",
@@ -349,7 +325,7 @@ static bool install(struct nd_disk *d, void *h)
 		d->nslots++;
 		if (d->state != ND_CONNECTED)
 			nd_info("entry '%s': connected again after %.1f s",
-				d->name, now_s() - d->down_since);
+				d->name, nd_mono_s() - d->down_since);
 		set_state(d, ND_CONNECTED, 0);
 		pthread_cond_broadcast(&d->cond);
 		return true;
@@ -379,7 +355,7 @@ static bool reconnect_once(struct nd_disk *d)
 	}
 	if (!reconnect || d->nslots) {
 		/* Growing failed while others live: use those a while. */
-		d->no_grow_until = now_s() + 5;
+		d->no_grow_until = nd_mono_s() + 5;
 		return false;
 	}
 	set_state(d, d->state, r);
@@ -407,7 +383,7 @@ static void *reconnect_thread(void *arg)
 			continue;
 		/* Wake when it is time to fail the entry, if that is
 		 * sooner than the next attempt. */
-		double until = now_s() + backoff;
+		double until = nd_mono_s() + backoff;
 		double fail_at = d->down_since + d->cfg.reconnect_delay;
 		if (d->state == ND_RECONNECTING && fail_at < until)
 			until = fail_at;
@@ -440,7 +416,7 @@ static struct nd_slot *pick_slot(struct nd_disk *d)
 		if (d->info.thread_safe && (!best || s->users < best->users))
 			best = s;
 	}
-	if (room && d->nslots > 0 && now_s() >= d->no_grow_until &&
+	if (room && d->nslots > 0 && nd_mono_s() >= d->no_grow_until &&
 	    !d->grow_wanted) {
 		d->grow_wanted = true;
 		pthread_cond_signal(&d->rc_cond);
@@ -469,7 +445,7 @@ static int borrow(struct nd_disk *d, double until, struct nd_slot **out)
 			*out = s;
 			return 0;
 		}
-		if (now_s() >= end)
+		if (nd_mono_s() >= end)
 			break;
 		wait_until(&d->cond, &d->lock, end);
 	}
@@ -598,7 +574,7 @@ static void transient_down(struct nd_disk *d, double started)
  * takes longer than reconnect-delay + timeout. */
 static int run_op(struct nd_disk *d, const struct op *op)
 {
-	double started = now_s(), until = started + d->cfg.reconnect_delay;
+	double started = nd_mono_s(), until = started + d->cfg.reconnect_delay;
 	double backoff = BACKOFF_MIN;
 	int r;
 
@@ -614,10 +590,10 @@ static int run_op(struct nd_disk *d, const struct op *op)
 				d->name, nd_get_error());
 		else if (r != -EAGAIN)
 			break;
-		if (r == -EAGAIN && now_s() + backoff < until) {
-			sleep_s(backoff);
+		if (r == -EAGAIN && nd_mono_s() + backoff < until) {
+			nd_sleep_s(backoff);
 			backoff = backoff * 2 > 1 ? 1 : backoff * 2;
-		} else if (now_s() >= until || r == -EAGAIN) {
+		} else if (nd_mono_s() >= until || r == -EAGAIN) {
 			if (r == -EAGAIN)
 				transient_down(d, started);
 			r = -EIO;
@@ -647,8 +623,8 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 	nd_opts_copy(&d->opts, opts);
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_rwlock_init(&d->rmw_lock, NULL);
-	cond_init(&d->cond);
-	cond_init(&d->rc_cond);
+	nd_cond_init_mono(&d->cond);
+	nd_cond_init_mono(&d->rc_cond);
 	d->be = driver ? nd_backend_find(driver) : NULL;
 	if (!d->be) {
 		nd_error("driver '%s' is not compiled in",
@@ -661,17 +637,17 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 		goto fail;
 	}
 	settings_of(&d->cfg, &d->settings);
-	double deadline = now_s() + d->cfg.open_timeout;
+	double deadline = nd_mono_s() + d->cfg.open_timeout;
 	double backoff = 0.1;
 	for (;;) {
 		nd_clear_error();
 		r = d->be->open(&d->opts, &d->settings, &h, &d->info);
 		if (r == 0 || !(is_conn_error(r) || r == -EAGAIN) ||
-		    now_s() + backoff > deadline)
+		    nd_mono_s() + backoff > deadline)
 			break;
 		nd_debug("entry '%s': open failed (%s), retrying", d->name,
 			 nd_get_error());
-		sleep_s(backoff);
+		nd_sleep_s(backoff);
 		backoff = backoff * 2 > 2 ? 2 : backoff * 2;
 	}
 	if (r < 0)
