@@ -56,6 +56,7 @@
 
 #include "backend.h"
 #include "util/clock.h"
+#include "util/once.h"
 
 #define GLUSTER_DEFAULT_DEBUG 4
 #define GLUSTER_MAX_DEBUG 9
@@ -187,34 +188,6 @@ static int gluster_max_server(const struct nd_opts *o)
 	return max;
 }
 
-/* True the first time NAME/I is seen: open() runs again for every
- * connection and reconnection, a warning about the entry should not. */
-static bool gluster_first_time(const char *name, int i)
-{
-	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	static char **seen;
-	static size_t nseen;
-	char *key = NULL;
-	bool first = true;
-
-	if (asprintf(&key, "%s\n%d", name, i) < 0)
-		return true;
-	pthread_mutex_lock(&lock);
-	for (size_t k = 0; k < nseen && first; k++)
-		first = strcmp(seen[k], key) != 0;
-	if (first) {
-		char **n = realloc(seen, (nseen + 1) * sizeof *n);
-		if (n) {
-			seen = n;
-			seen[nseen++] = key;
-			key = NULL;
-		}
-	}
-	pthread_mutex_unlock(&lock);
-	free(key);
-	return first;
-}
-
 static int gluster_parse_server(const struct nd_opts *o, int i,
 				struct gluster_server *s)
 {
@@ -227,7 +200,7 @@ static int gluster_parse_server(const struct nd_opts *o, int i,
 	uint64_t port;
 
 	if (strcmp(type, "rdma") == 0) {
-		if (gluster_first_time(o->name, i))
+		if (nd_first_time("gluster/rdma/%s/%d", o->name, i))
 			nd_warn(
 			    "%s: gluster: server.%d: the rdma transport is gone from GlusterFS, using tcp",
 			    o->name, i);

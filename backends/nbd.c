@@ -20,7 +20,6 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
-#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +33,7 @@
 
 #include "backend.h"
 #include "util/clock.h"
+#include "util/once.h"
 
 #define NBD_DEFAULT_PORT "10809"
 /* Largest read/write when the server gives no limit: the NBD protocol
@@ -44,9 +44,6 @@
 #define NBD_MAX_TRIM (1u << 30)
 /* The dispatcher looks at the deadlines at least this often (ms). */
 #define NBD_TICK_MS 1000
-
-/* Say once per process that X.509 without a CA directory is unverified. */
-static atomic_bool nbd_warned_unverified;
 
 enum nbd_op { NBD_OP_READ, NBD_OP_WRITE, NBD_OP_FLUSH, NBD_OP_ZERO };
 
@@ -606,7 +603,7 @@ static int nbd_setup_tls(struct nbd_conn *c, const struct nd_opts *o, int tls)
 	}
 	if (!c->psk && !nd_opt_get(o, "tls-certificates") &&
 	    access("/etc/pki/libnbd/ca-cert.pem", R_OK) < 0 &&
-	    !atomic_exchange(&nbd_warned_unverified, true))
+	    nd_first_time("nbd/tls-unverified")) /* once per process */
 		nd_warn(
 		    "%s: nbd: TLS without tls-certificates=: libnbd will not verify the server's certificate",
 		    c->name);

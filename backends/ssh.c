@@ -39,6 +39,7 @@
 
 #include "backend.h"
 #include "util/clock.h"
+#include "util/once.h"
 
 #define SSH_DEFAULT_PORT 22
 #define SSH_CLOSE_TIMEOUT 1.0	 /* seconds for a polite close */
@@ -120,35 +121,6 @@ static void ssh_thread_setup(void)
 	} else {
 		ssh_set_log_level(SSH_LOG_NOLOG);
 	}
-}
-
-/* One warning per entry and kind, however many connections open. */
-static pthread_mutex_t ssh_warned_lock = PTHREAD_MUTEX_INITIALIZER;
-static char **ssh_warned;
-static size_t ssh_nwarned;
-
-static bool ssh_first_time(const char *kind, const char *entry)
-{
-	char key[256];
-	bool first = true;
-	char **v;
-
-	snprintf(key, sizeof(key), "%s/%s", kind, entry ? entry : "");
-	pthread_mutex_lock(&ssh_warned_lock);
-	for (size_t i = 0; i < ssh_nwarned; i++)
-		if (strcmp(ssh_warned[i], key) == 0)
-			first = false;
-	if (first) {
-		v = realloc(ssh_warned, (ssh_nwarned + 1) * sizeof(*v));
-		if (v) {
-			ssh_warned = v;
-			ssh_warned[ssh_nwarned] = strdup(key);
-			if (ssh_warned[ssh_nwarned])
-				ssh_nwarned++;
-		}
-	}
-	pthread_mutex_unlock(&ssh_warned_lock);
-	return first;
 }
 
 /* ---- watchdog ---------------------------------------------------------- */
@@ -593,7 +565,7 @@ static int ssh_check_host_key(ssh_session s, const struct ssh_params *p,
 	fp = ssh_fingerprint(key, SSH_PUBLICKEY_HASH_SHA256);
 	switch (p->hkc) {
 	case SSH_HKC_NONE:
-		if (ssh_first_time("hostkey-none", entry))
+		if (nd_first_time("ssh/hostkey-none/%s", entry ? entry : ""))
 			nd_warn(
 			    "entry '%s': ssh: host-key-check=none: NOT verifying the host key of %s (%s %s)",
 			    entry, where, type, fp ? fp : "?");
@@ -824,7 +796,7 @@ static int ssh_open_file(struct ssh_conn *c, const struct nd_opts *o,
 		if (fx != SSH_FX_PERMISSION_DENIED &&
 		    fx != SSH_FX_WRITE_PROTECT)
 			goto fail;
-		if (ssh_first_time("readonly", o->name))
+		if (nd_first_time("ssh/readonly/%s", o->name))
 			nd_info(
 			    "entry '%s': ssh: %s is not writable: read-only",
 			    o->name, c->where);
@@ -1002,7 +974,7 @@ static int ssh_open(const struct nd_opts *o, const struct nd_settings *s,
 	info->can_flush =
 	    sftp_extension_supported(c->sftp, "fsync@openssh.com", "1") == 1;
 	if (!info->can_flush && !info->read_only &&
-	    ssh_first_time("nofsync", o->name))
+	    nd_first_time("ssh/nofsync/%s", o->name))
 		nd_warn(
 		    "entry '%s': ssh: the SFTP server of %s does not offer fsync@openssh.com: fsync cannot reach its disk",
 		    o->name, c->where);
@@ -1261,13 +1233,6 @@ static int ssh_flush(void *vc)
 static void ssh_shutdown(void)
 {
 	ssh_wd_shutdown();
-	pthread_mutex_lock(&ssh_warned_lock);
-	for (size_t i = 0; i < ssh_nwarned; i++)
-		free(ssh_warned[i]);
-	free(ssh_warned);
-	ssh_warned = NULL;
-	ssh_nwarned = 0;
-	pthread_mutex_unlock(&ssh_warned_lock);
 }
 
 static const char *const ssh_drivers[] = {"ssh", NULL};
