@@ -15,6 +15,7 @@
 
 #include "disk.h"
 #include "log.h"
+#include "url.h"
 #include "util/cleanup.h"
 #include "util/clock.h"
 
@@ -53,14 +54,6 @@ void nd_backends_shutdown(void)
 
 /* --- options ---------------------------------------------------------- */
 
-static const char *const core_keys[] = {
-	"driver", "ro", "readahead", "block-size", "cache-size", "cache",
-	"connections", "timeout", "reconnect-delay", "open-timeout", "offset",
-	"size", "debug", "uid", "gid", "mode", "umask", "format", "backing", "l2-cache-size", "snapshot",
-	"overlay", "overlay-create", "overlay-force", "recovery-dir",
-	"cache-dir", "cache-dir-size", "cache-dir-mode", NULL
-};
-
 /* "server.N.host" matches "server.12.host". */
 static bool key_matches(const char *pat, const char *key)
 {
@@ -82,9 +75,8 @@ static bool key_matches(const char *pat, const char *key)
 
 static bool backend_takes(const struct nd_backend *b, const char *key)
 {
-	for (size_t i = 0; core_keys[i]; i++)
-		if (strcmp(core_keys[i], key) == 0)
-			return true;
+	if (nd_opt_is_entry_core(key))
+		return true;
 	for (const struct nd_optdesc *d = b->options; d && d->key; d++)
 		if (key_matches(d->key, key))
 			return true;
