@@ -46,7 +46,12 @@ struct nd_settings {
 	double open_timeout;	/* open-timeout=: 0 = not given */
 	double reconnect_delay; /* reconnect-delay= (10 s) */
 	unsigned connections;	/* connections= (1..64, 4) */
+	/* debug=: -1 not given, else a level 0..ND_DEBUG_MAX for a
+	 * library's own log (on = ND_DEBUG_MAX, off = 0, like QEMU's
+	 * gluster debug=N; larger levels are clamped). */
+	int debug;
 };
+#define ND_DEBUG_MAX 9
 
 struct nd_info {
 	uint64_t size;

@@ -845,10 +845,11 @@ static void curl_close(void *conn)
 	free(c);
 }
 
-/* The URL libcurl should fetch: checked against driver=, and for explicit
- * FTPS turned into ftp:// with AUTH TLS required (*explicit_tls). */
-static int curl_url_for(const struct nd_opts *o, const char *driver,
-			const char *url, char **out, bool *explicit_tls)
+/* The URL libcurl should fetch (its scheme is the driver: curl-url.c
+ * checked url= against driver=), for explicit FTPS turned into ftp://
+ * with AUTH TLS required (*explicit_tls). */
+static int curl_url_for(const struct nd_opts *o, const char *url,
+			char **out, bool *explicit_tls)
 {
 	CURLU *u = curl_url();
 	char *scheme = NULL, *port = NULL;
@@ -865,11 +866,6 @@ static int curl_url_for(const struct nd_opts *o, const char *driver,
 		nd_error("url: not a valid URL");
 		goto out;
 	}
-	if (strcasecmp(scheme, driver) != 0) {
-		nd_error("url: the scheme %s does not match driver=%s", scheme,
-			 driver);
-		goto out;
-	}
 	if (mode && strcmp(mode, "auto") && strcmp(mode, "implicit") &&
 	    strcmp(mode, "explicit")) {
 		nd_error(
@@ -877,7 +873,7 @@ static int curl_url_for(const struct nd_opts *o, const char *driver,
 		    mode);
 		goto out;
 	}
-	if (strcasecmp(driver, "ftps") == 0) {
+	if (strcasecmp(scheme, "ftps") == 0) {
 		/* auto: implicit TLS on port 990 (the ftps:// default, as
 		 * QEMU does), explicit AUTH TLS on any other port. Without a
 		 * port, explicit TLS goes to ftp's port 21. */
@@ -1031,7 +1027,6 @@ out:
 static int curl_open(const struct nd_opts *o, const struct nd_settings *s,
 		     void **conn, struct nd_info *info)
 {
-	const char *driver = nd_opt_get(o, "driver");
 	const char *url = nd_opt_get(o, "url");
 	char *fetch = NULL;
 	bool explicit_tls;
@@ -1044,15 +1039,16 @@ static int curl_open(const struct nd_opts *o, const struct nd_settings *s,
 		nd_error("libcurl: %s", curl_easy_strerror(curl_init_rc));
 		return -EIO;
 	}
-	if (!driver || !url) {
-		nd_error("the %s driver needs url=", driver ? driver : "http");
+	if (!url) {
+		nd_error("the curl driver needs url=");
 		return -EINVAL;
 	}
 	c = calloc(1, sizeof *c);
 	if (!c)
 		return -ENOMEM;
+	/* curl-url.c made the URL's scheme the driver: ftp(s) or http(s). */
 	c->kind =
-	    strncasecmp(driver, "ftp", 3) == 0 ? CURL_KIND_FTP : CURL_KIND_HTTP;
+	    strncasecmp(url, "ftp", 3) == 0 ? CURL_KIND_FTP : CURL_KIND_HTTP;
 	/* The core names the entry in front of every message. */
 	c->label = nd_redact(url);
 	if (!c->label) {
@@ -1066,7 +1062,7 @@ static int curl_open(const struct nd_opts *o, const struct nd_settings *s,
 		r = -EINVAL;
 		goto fail;
 	}
-	r = curl_url_for(o, driver, url, &fetch, &explicit_tls);
+	r = curl_url_for(o, url, &fetch, &explicit_tls);
 	if (r < 0)
 		goto fail;
 	c->easy = curl_easy_init();

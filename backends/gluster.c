@@ -59,7 +59,6 @@
 #include "util/once.h"
 
 #define GLUSTER_DEFAULT_DEBUG 4
-#define GLUSTER_MAX_DEBUG 9
 /* Seconds open() waits for glfs_init (about 3 s per dead server). */
 #define GLUSTER_DEFAULT_OPEN_TIMEOUT 30.0
 #define GLUSTER_MAX_SERVERS 64
@@ -221,32 +220,6 @@ static int gluster_parse_server(const struct nd_opts *o, int i,
 	return 0;
 }
 
-/* debug: 0-9 like QEMU (larger values are clamped to 9); on/off also
- * accepted (9/0) in case the entry's generic debug flag lands here. */
-static int gluster_parse_debug(const struct nd_opts *o, int *out)
-{
-	const char *v = nd_opt_get(o, "debug");
-	char *end;
-	bool b;
-
-	*out = GLUSTER_DEFAULT_DEBUG;
-	if (!v)
-		return 0;
-	errno = 0;
-	unsigned long n = strtoul(v, &end, 10);
-	if (*v >= '0' && *v <= '9' && !*end && !errno) {
-		*out = n > GLUSTER_MAX_DEBUG ? GLUSTER_MAX_DEBUG : (int)n;
-		return 0;
-	}
-	if (nd_parse_bool(v, &b) == 0) {
-		*out = b ? GLUSTER_MAX_DEBUG : 0;
-		return 0;
-	}
-	nd_error("%s: gluster: debug=%s: expected a level from 0 to 9", o->name,
-		 v);
-	return -1;
-}
-
 static int gluster_parse(const struct nd_opts *o, const struct nd_settings *s,
 			 struct gluster_cfg *c)
 {
@@ -270,8 +243,7 @@ static int gluster_parse(const struct nd_opts *o, const struct nd_settings *s,
 		c->logfile = NULL;
 	/* A silent brick is given `timeout` seconds (ping-timeout and
 	 * frame-timeout of the client translators). */
-	if (gluster_parse_debug(o, &c->debug) < 0)
-		return -1;
+	c->debug = s->debug < 0 ? GLUSTER_DEFAULT_DEBUG : s->debug;
 	c->ro = s->read_only;
 	c->timeout = s->timeout < 1 ? ND_DEFAULT_TIMEOUT : s->timeout;
 	c->open_timeout = s->open_timeout > 0 ? s->open_timeout

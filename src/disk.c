@@ -121,6 +121,32 @@ static bool any_backend_takes(const char *key)
 }
 
 
+/* debug=: on/off, or a level (struct nd_settings). */
+static int parse_debug(const struct nd_opts *o, int *level)
+{
+	const char *v = nd_opt_get(o, "debug");
+	char *end;
+	bool b;
+
+	*level = -1;
+	if (!v)
+		return 0;
+	errno = 0;
+	unsigned long n = strtoul(v, &end, 10);
+	if (*v >= '0' && *v <= '9' && !*end && !errno) {
+		*level = n > ND_DEBUG_MAX ? ND_DEBUG_MAX : (int)n;
+		return 0;
+	}
+	if (nd_parse_bool(v, &b) == 0) {
+		*level = b ? ND_DEBUG_MAX : 0;
+		return 0;
+	}
+	errno = EINVAL;
+	nd_error("debug=%s: expected on, off or a level from 0 to %d", v,
+		 ND_DEBUG_MAX);
+	return -1;
+}
+
 int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *c)
 {
 	uint64_t u;
@@ -138,7 +164,8 @@ int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *c)
 		    -1 ||
 	    nd_opt_seconds(o, "open-timeout", 0, &c->open_timeout) == -1 ||
 	    nd_opt_size(o, "offset", 0, &c->offset) == -1 ||
-	    nd_opt_size(o, "size", 0, &c->size) == -1)
+	    nd_opt_size(o, "size", 0, &c->size) == -1 ||
+	    parse_debug(o, &c->debug) == -1)
 		return -1;
 	c->connections = u;
 	if (!(c->timeout > 0)) /* 0: the default; never wait forever */
@@ -273,6 +300,7 @@ static void settings_of(const struct nd_disk_cfg *c, struct nd_settings *s)
 	s->open_timeout = c->open_timeout;
 	s->reconnect_delay = c->reconnect_delay;
 	s->connections = c->connections;
+	s->debug = c->debug;
 }
 
 /* Open a backend connection; checks it is the same disk as before. */

@@ -25,6 +25,7 @@ struct nd_disk_cfg {
 	double reconnect_delay; /* how long the entry waits for a reconnect */
 	double open_timeout;	/* how long the first open retries */
 	uint64_t offset, size;	/* slice; size 0 = to the end */
+	int debug;		/* see struct nd_settings */
 };
 
 /* CONNECTED: at least one live connection. RECONNECTING: none, for less

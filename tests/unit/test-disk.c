@@ -308,15 +308,37 @@ static void settings_and_secrets(void)
 	CHECK(last_settings.read_only && last_settings.connections == 2 &&
 		  last_settings.reconnect_delay == 3 &&
 		  last_settings.timeout == ND_DEFAULT_TIMEOUT &&
-		  last_settings.open_timeout == 0,
-	      "settings: ro %d conns %u rd %g timeout %g ot %g",
+		  last_settings.open_timeout == 0 &&
+		  last_settings.debug == -1,
+	      "settings: ro %d conns %u rd %g timeout %g ot %g debug %d",
 	      last_settings.read_only, last_settings.connections,
 	      last_settings.reconnect_delay, last_settings.timeout,
-	      last_settings.open_timeout);
+	      last_settings.open_timeout, last_settings.debug);
 	CHECK(!nd_opt_get(&d->opts, "timeout"),
 	      "the core wrote timeout= into the entry's options");
 	nd_disk_close(d);
 	nd_opts_free(&o);
+	/* debug= reaches open() parsed: a level (clamped), on or off. */
+	static const struct {
+		const char *v;
+		int level;
+	} dbg[] = { { "3", 3 }, { "12", ND_DEBUG_MAX }, { "on", ND_DEBUG_MAX },
+		    { "off", 0 }, { "x", -2 } };
+	for (size_t i = 0; i < sizeof dbg / sizeof *dbg; i++) {
+		nd_opts_init(&o, "t");
+		nd_opt_set(&o, "driver", "fake", "test");
+		nd_opt_set(&o, "debug", dbg[i].v, "test");
+		d = NULL;
+		r = nd_disk_open(&o, &d);
+		CHECK(dbg[i].level == -2 ? r < 0
+					 : r == 0 && last_settings.debug ==
+							  dbg[i].level,
+		      "debug=%s: r=%d level %d", dbg[i].v, r,
+		      last_settings.debug);
+		if (r == 0)
+			nd_disk_close(d);
+		nd_opts_free(&o);
+	}
 	CHECK(nd_backend_key_is_secret("fake", "server.3.password") &&
 		  !nd_backend_key_is_secret("fake", "user") &&
 		  !nd_backend_key_is_secret("fake", "password") &&
