@@ -83,16 +83,6 @@ static bool backend_takes(const struct nd_backend *b, const char *key)
 	return false;
 }
 
-bool nd_backend_key_is_secret(const char *driver, const char *key)
-{
-	const struct nd_backend *b = driver ? nd_backend_find(driver) : NULL;
-	for (const struct nd_optdesc *d = b ? b->options : NULL; d && d->key;
-	     d++)
-		if (key_matches(d->key, key))
-			return d->secret;
-	return false;
-}
-
 void nd_backend_print_options(FILE *f, const struct nd_backend *b)
 {
 	static const char *const shown[] = {

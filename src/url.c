@@ -276,6 +276,7 @@ void nd_proto_register(const struct nd_proto *p)
 {
 	if (nprotos < MAX_PROTOS)
 		protos[nprotos++] = p;
+	nd_secret_declare(p->secrets);
 }
 
 static bool in_list(const char *const *list, const char *s)
