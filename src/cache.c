@@ -598,18 +598,18 @@ static uint32_t ra_chunk_for(const struct nd_cache *c, uint32_t want)
  * tier. Its trouble never fails the entry: it works without it. */
 static void tier_open(struct nd_cache *c, struct nd_disk *d)
 {
-	const char *dir = nd_opt_get(&d->opts, "cache-dir");
-	const char *mode = nd_opt_get(&d->opts, "cache-dir-mode");
+	const char *dir = nd_opt_get(nd_disk_opts(d), "cache-dir");
+	const char *mode = nd_opt_get(nd_disk_opts(d), "cache-dir-mode");
 	struct nd_tier_cfg cfg = { .dir = dir, .block_size = c->bs,
 				   .size = c->size, .validator = "",
-				   .writable = !d->ro };
+				   .writable = !nd_disk_read_only(d) };
 	if (!dir || (mode && strcmp(mode, "off") == 0) ||
-	    nd_opt_size(&d->opts, "cache-dir-size", 0, &cfg.limit) == -1)
+	    nd_opt_size(nd_disk_opts(d), "cache-dir-size", 0, &cfg.limit) == -1)
 		return;
-	char *id = nd_stack_identity(&d->opts, d->size);
+	char *id = nd_stack_identity(nd_disk_opts(d), nd_disk_size(d));
 	cfg.identity = id;
 	if (id && nd_tier_open(&cfg, &c->tier) == -1)
-		nd_warn("entry '%s': %s", d->name, nd_get_error());
+		nd_warn("entry '%s': %s", nd_disk_name(d), nd_get_error());
 	free(id);
 }
 
@@ -619,14 +619,15 @@ struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
 	if (!c)
 		return NULL;
 	c->disk = d;
-	c->size = d->size;
-	c->bs = d->cfg.block_size;
+	c->size = nd_disk_size(d);
+	c->bs = nd_disk_cfg(d)->block_size;
 	while ((1u << c->shift) < c->bs)
 		c->shift++;
 	if (budget < 8ull * c->bs)
 		budget = 8ull * c->bs;
 	c->budget = budget;
-	c->writeback = d->cfg.cache == ND_CACHE_WRITEBACK && !d->ro;
+	c->writeback = nd_disk_cfg(d)->cache == ND_CACHE_WRITEBACK &&
+		       !nd_disk_read_only(d);
 	c->nbuckets = budget / c->bs * 2 + 1;
 	c->hash = calloc(c->nbuckets, sizeof *c->hash);
 	if (!c->hash) {
@@ -639,10 +640,11 @@ struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
 	uint64_t max = budget / 4;
 	if (max > (64u << 20))
 		max = 64u << 20;
-	nd_ra_init(&c->ra, d->cfg.readahead, max);
-	c->ra_chunk = ra_chunk_for(c, d->info.opt_request);
+	nd_ra_init(&c->ra, nd_disk_cfg(d)->readahead, max);
+	c->ra_chunk = ra_chunk_for(c, nd_disk_opt_request(d));
 	/* A load is one request: at most reconnect-delay + timeout. */
-	c->wait_max = d->cfg.reconnect_delay + d->cfg.timeout + 5;
+	c->wait_max =
+	    nd_disk_cfg(d)->reconnect_delay + nd_disk_cfg(d)->timeout + 5;
 	tier_open(c, d);
 	return c;
 }
@@ -1059,8 +1061,8 @@ static int writeback_dirty(struct nd_cache *c)
 	pthread_mutex_unlock(&c->lock);
 	if (w.n > 1)
 		qsort(w.blk, w.n, sizeof *w.blk, by_idx);
-	unsigned want = c->disk->cfg.connections < WB_THREADS
-				? c->disk->cfg.connections
+	unsigned want = nd_disk_cfg(c->disk)->connections < WB_THREADS
+				? nd_disk_cfg(c->disk)->connections
 				: WB_THREADS;
 	for (; nthr + 1 < want && nthr + 1 < w.n; nthr++)
 		if (pthread_create(&thr[nthr], NULL, wb_thread, &w) != 0)
@@ -1109,7 +1111,7 @@ int nd_cache_write(struct nd_cache *c, const void *buf, size_t len,
 		   uint64_t off)
 {
 	int r;
-	if (c->disk->ro)
+	if (nd_disk_read_only(c->disk))
 		return -EROFS;
 	if (off > c->size || len > c->size - off)
 		return -ENOSPC;

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "disk.h"
+#include "disk-priv.h"
 #include "log.h"
 #include "url.h"
 #include "util/cleanup.h"
@@ -673,8 +673,6 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 		r = -EINVAL;
 		goto fail;
 	}
-	d->size = d->cfg.size ? d->cfg.size : d->info.size - d->cfg.offset;
-	d->ro = d->cfg.ro || d->info.read_only;
 	d->maxslots = d->cfg.connections;
 	if (d->info.max_connections && d->maxslots > d->info.max_connections)
 		d->maxslots = d->info.max_connections;
@@ -771,7 +769,7 @@ int nd_disk_pread(struct nd_disk *d, void *buf, size_t len, uint64_t off)
 	uint32_t bs = d->info.block_size;
 	int r;
 
-	if (off > d->size || len > d->size - off)
+	if (off > nd_disk_size(d) || len > nd_disk_size(d) - off)
 		return -EINVAL;
 	off += d->cfg.offset;
 	if (bs <= 1 || (off % bs == 0 && len % bs == 0)) {
@@ -800,9 +798,9 @@ int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 	uint32_t bs = d->info.block_size;
 	int r;
 
-	if (d->ro)
+	if (nd_disk_read_only(d))
 		return -EROFS;
-	if (off > d->size || len > d->size - off)
+	if (off > nd_disk_size(d) || len > nd_disk_size(d) - off)
 		return -ENOSPC;
 	off += d->cfg.offset;
 	if (bs <= 1) {
@@ -843,20 +841,20 @@ int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 int nd_disk_grow(struct nd_disk *d, uint64_t size)
 {
 	static const char zeroes[512];
-	uint64_t old = d->size;
+	uint64_t old = nd_disk_size(d);
+	bool ro = nd_disk_read_only(d);
 	int r;
 
 	if (size <= old)
 		return 0;
-	if (d->ro || !d->info.can_grow || d->cfg.size ||
-	    d->info.block_size > 1) {
-		errno = d->ro ? EROFS : ENOSPC;
+	if (ro || !d->info.can_grow || d->cfg.size || d->info.block_size > 1) {
+		errno = ro ? EROFS : ENOSPC;
 		nd_error("the container cannot grow past %llu bytes (%s%s)",
 			 (unsigned long long)old,
-			 d->ro		 ? "read-only"
+			 ro	       ? "read-only"
 			 : d->cfg.size ? "size= is set"
 				       : "a fixed size over ",
-			 d->ro || d->cfg.size ? "" : d->be->name);
+			 ro || d->cfg.size ? "" : d->be->name);
 		return -errno;
 	}
 	/* Zeroes up to the new end: the file is that long before anything
@@ -868,7 +866,6 @@ int nd_disk_grow(struct nd_disk *d, uint64_t size)
 		return r;
 	pthread_mutex_lock(&d->lock);
 	d->info.size = d->cfg.offset + size;
-	d->size = size;
 	pthread_mutex_unlock(&d->lock);
 	return 0;
 }
@@ -905,9 +902,9 @@ int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off,
 	uint32_t bs = d->info.block_size;
 	uint32_t m = d->info.max_trim ? d->info.max_trim : max_req(d);
 
-	if (d->ro)
+	if (nd_disk_read_only(d))
 		return -EROFS;
-	if (off > d->size || len > d->size - off)
+	if (off > nd_disk_size(d) || len > nd_disk_size(d) - off)
 		return -ENOSPC;
 	if (!d->info.can_zero || !d->be->zero)
 		return zero_by_writing(d, len, off);
@@ -948,4 +945,59 @@ int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off,
 		len -= n;
 	}
 	return 0;
+}
+
+/* --- accessors -------------------------------------------------------- */
+
+uint64_t nd_disk_size(const struct nd_disk *d)
+{
+	return d->cfg.size ? d->cfg.size : d->info.size - d->cfg.offset;
+}
+
+bool nd_disk_read_only(const struct nd_disk *d)
+{
+	return d->cfg.ro || d->info.read_only;
+}
+
+const char *nd_disk_name(const struct nd_disk *d)
+{
+	return d->name;
+}
+
+const char *nd_disk_backend_name(const struct nd_disk *d)
+{
+	return d->be->name;
+}
+
+const struct nd_opts *nd_disk_opts(const struct nd_disk *d)
+{
+	return &d->opts;
+}
+
+const struct nd_disk_cfg *nd_disk_cfg(const struct nd_disk *d)
+{
+	return &d->cfg;
+}
+
+uint32_t nd_disk_opt_request(const struct nd_disk *d)
+{
+	return d->info.opt_request;
+}
+
+void nd_disk_status(struct nd_disk *d, struct nd_disk_status *s)
+{
+	pthread_mutex_lock(&d->lock);
+	s->state = d->state;
+	s->state_since = d->state_since;
+	snprintf(s->last_error, sizeof s->last_error, "%s", d->last_error);
+	s->connections = d->nslots;
+	pthread_mutex_unlock(&d->lock);
+	s->max_connections = d->maxslots;
+	s->bytes_read = d->st.bytes_read;
+	s->bytes_written = d->st.bytes_written;
+	s->reads = d->st.reads;
+	s->writes = d->st.writes;
+	s->flushes = d->st.flushes;
+	s->errors = d->st.errors;
+	s->reconnects = d->st.reconnects;
 }

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "backend.h"
-#include "disk.h"
+#include "disk-priv.h"
 #include "util/clock.h"
 
 #define DISK (1u << 20)
