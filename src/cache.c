@@ -686,6 +686,46 @@ static void submit_jobs(struct ra_job **jobs, size_t n)
 		nd_workers_submit(jobs[i]->c, ra_work, jobs[i]);
 }
 
+/* Wait for REF's blocks (FIRST.. of the read OFF+LEN) to load: 0, or the
+ * first error; *RETRY when one must be fetched again (-EAGAIN, or another
+ * reader's partial block). */
+static int check_loaded(struct nd_cache *c, struct nd_cache_ref *ref,
+			uint64_t first, uint64_t off, size_t len, bool *retry)
+{
+	int err = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < ref->n; i++) {
+		struct nd_block *b = ref->blk[i];
+		uint64_t s, e;
+		block_span(c, first + i, off, len, &s, &e);
+		if (b->state == B_LOADING && wait_loaded(c, b) < 0) {
+			if (!err)
+				err = -EIO;
+			continue;
+		}
+		if (b->state == B_FAILED) {
+			if (b->err == -EAGAIN)
+				*retry = true;
+			else if (!err)
+				err = b->err;
+		} else if (!covers(b, s, e)) {
+			*retry = true; /* another reader's partial block */
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+static void unpin_all(struct nd_cache *c, struct nd_cache_ref *ref)
+{
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < ref->n; i++)
+		unpin(c, ref->blk[i]);
+	ref->n = 0;
+	pthread_mutex_unlock(&c->lock);
+}
+
 int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		  struct nd_cache_ref *ref)
 {
@@ -779,37 +819,14 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		load_runs(c, ref->blk, mine, n,
 			  (c->ra_chunk >> c->shift) ? c->ra_chunk >> c->shift : 1);
 
-		pthread_mutex_lock(&c->lock);
 		bool retry = false;
-		for (size_t i = 0; i < n; i++) {
-			struct nd_block *b = ref->blk[i];
-			uint64_t s, e;
-			block_span(c, first + i, off, len, &s, &e);
-			if (b->state == B_LOADING && wait_loaded(c, b) < 0) {
-				if (!err)
-					err = -EIO;
-				continue;
-			}
-			if (b->state == B_FAILED) {
-				if (b->err == -EAGAIN)
-					retry = true;
-				else if (!err)
-					err = b->err;
-			} else if (!covers(b, s, e)) {
-				retry = true; /* another reader's partial block */
-			}
-		}
-		pthread_mutex_unlock(&c->lock);
+		err = check_loaded(c, ref, first, off, len, &retry);
 		if (!err && retry && attempt >= MAX_RETRIES)
 			err = -EIO;
 		if (err || !retry)
 			break;
 		/* Raced with a write or a partial block: read again. */
-		pthread_mutex_lock(&c->lock);
-		for (size_t i = 0; i < ref->n; i++)
-			unpin(c, ref->blk[i]);
-		ref->n = 0;
-		pthread_mutex_unlock(&c->lock);
+		unpin_all(c, ref);
 	}
 	free(mine);
 	if (err) {

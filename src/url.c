@@ -384,8 +384,8 @@ int nd_url_parse(const char *url, struct nd_opts *o, const char *origin)
 	if (is_key_list(url))
 		return nd_opts_parse_list(o, url, origin);
 	return nd_url_error("'%s' is not a device URL (expected SCHEME://..., "
-			    "nbd:HOST:PORT, json:{...}, driver=... or an "
-			    "absolute path)",
+			    "a protocol's legacy form, json:{...}, "
+			    "driver=... or an absolute path)",
 			    url);
 }
 
