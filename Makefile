@@ -11,7 +11,7 @@ BACKEND_PKGS := $(shell sed -n 's|^/\* pkg-config: \(.*\) \*/$$|\1|p' $(BACKEND_
 # ... and a library without a .pc file in a line "/* libs: -lfoo */".
 BACKEND_LIBS := $(shell sed -n 's|^/\* libs: \(.*\) \*/$$|\1|p' $(BACKEND_SRCS))
 PKGS := fuse3 jansson libcurl zlib libzstd libxxhash $(BACKEND_PKGS)
-CORE_SRCS := $(filter-out src/main.c,$(sort $(wildcard src/*.c src/layers/*.c)))
+CORE_SRCS := $(filter-out src/main.c,$(sort $(wildcard src/*.c src/util/*.c src/layers/*.c)))
 WARN := -Wall -Wextra -Wshadow -Wvla -Wformat=2 -Wmissing-prototypes -Wno-unused-parameter -Werror
 CFLAGS ?= -O2 -g
 # pkg-config runs when a recipe first needs it, never while the Makefile

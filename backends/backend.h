@@ -48,7 +48,12 @@ struct nd_settings {
 	double open_timeout;	/* open-timeout=: 0 = not given */
 	double reconnect_delay; /* reconnect-delay= (10 s) */
 	unsigned connections;	/* connections= (1..64, 4) */
+	/* debug=: -1 not given, else a level 0..ND_DEBUG_MAX for a
+	 * library's own log (on = ND_DEBUG_MAX, off = 0, like QEMU's
+	 * gluster debug=N; larger levels are clamped). */
+	int debug;
 };
+#define ND_DEBUG_MAX 9
 
 struct nd_info {
 	uint64_t size;
@@ -149,6 +154,11 @@ struct nd_proto {
 	 * relative to its directory; absolute on the same server). NULL:
 	 * such names cannot be resolved over this protocol. */
 	int (*relative)(struct nd_opts *o, const char *name);
+	/* Optional, NULL-terminated: the names of this protocol's keys (and
+	 * its URLs' query parameters) whose values are secret. The redactor
+	 * (src/secret.c) hides the value of any key whose last word ends
+	 * with one of their last words, wherever it is shown. */
+	const char *const *secrets;
 };
 
 void nd_proto_register(const struct nd_proto *p);
@@ -165,9 +175,6 @@ const struct nd_proto *nd_proto_by_legacy(const char *url);
 
 void nd_backend_register(const struct nd_backend *b);
 const struct nd_backend *nd_backend_find(const char *driver);
-/* Does DRIVER's backend declare KEY secret (its value never shown)? False
- * for an unknown driver or key. For the core's redactor. */
-bool nd_backend_key_is_secret(const char *driver, const char *key);
 /* B's options, one line each, as --help shows them. */
 void nd_backend_print_options(FILE *f, const struct nd_backend *b);
 /* NULL-terminated list, in registration order. */

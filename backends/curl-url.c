@@ -108,7 +108,14 @@ out:
 	return r;
 }
 
+/* Credentials, cookies, and the tokens and signatures of pre-signed
+ * URLs (token=, sig=, X-Amz-Signature=). */
+static const char *const curl_secrets[] = { "password", "cookie", "cookies",
+					    "token", "sig", "signature",
+					    NULL };
+
 const struct nd_proto curl_proto = {
+	.secrets = curl_secrets,
 	.drivers = curl_names,
 	.schemes = curl_names,
 	.parse_split = curl_parse_split,

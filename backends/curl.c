@@ -28,6 +28,7 @@
 #include <curl/curl.h>
 
 #include "backend.h"
+#include "util/clock.h"
 #include "util/cleanup.h"
 
 #define CURL_BUFFER_SIZE (512 * 1024)
@@ -121,22 +122,6 @@ static void curl_global(void)
 {
 	curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 	curl_inited = curl_init_rc == CURLE_OK;
-}
-
-static double curl_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void curl_sleep(double s)
-{
-	struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
-
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
 }
 
 /* The one place libcurl's error text becomes an nd_error. */
@@ -497,7 +482,7 @@ static int curl_http_pread(struct curl_conn *c, void *buf, size_t len,
 		curl_off_t after = 0;
 		curl_easy_getinfo(c->easy, CURLINFO_RETRY_AFTER, &after);
 		if (after > 0)
-			curl_sleep(after < c->timeout ? (double)after
+			nd_sleep_s(after < c->timeout ? (double)after
 						      : c->timeout);
 		return curl_status_fail(c, code, EAGAIN);
 	}
@@ -654,7 +639,7 @@ static void curl_stream_reap(struct curl_stream *s)
  * up after `limit` seconds without a byte. */
 static int curl_stream_pump(struct curl_stream *s, bool whole, double limit)
 {
-	double last = curl_now();
+	double last = nd_mono_s();
 	uint64_t seen = s->net_pos;
 
 	for (;;) {
@@ -675,8 +660,8 @@ static int curl_stream_pump(struct curl_stream *s, bool whole, double limit)
 			return -1;
 		if (s->net_pos != seen) {
 			seen = s->net_pos;
-			last = curl_now();
-		} else if (curl_now() - last > limit) {
+			last = nd_mono_s();
+		} else if (nd_mono_s() - last > limit) {
 			snprintf(s->errbuf, sizeof s->errbuf,
 				 "no answer from the server for %.1f s", limit);
 			s->result = CURLE_OPERATION_TIMEDOUT;
@@ -928,10 +913,11 @@ static void curl_close(void *conn)
 	free(c);
 }
 
-/* The URL libcurl should fetch: checked against driver=, and for explicit
- * FTPS turned into ftp:// with AUTH TLS required (*explicit_tls). */
-static int curl_url_for(const struct nd_opts *o, const char *driver,
-			const char *url, char **out, bool *explicit_tls)
+/* The URL libcurl should fetch (its scheme is the driver: curl-url.c
+ * checked url= against driver=), for explicit FTPS turned into ftp://
+ * with AUTH TLS required (*explicit_tls). */
+static int curl_url_for(const struct nd_opts *o, const char *url,
+			char **out, bool *explicit_tls)
 {
 	CURLU *u = curl_url();
 	char *scheme = NULL, *port = NULL;
@@ -948,11 +934,6 @@ static int curl_url_for(const struct nd_opts *o, const char *driver,
 		nd_error("url: not a valid URL");
 		goto out;
 	}
-	if (strcasecmp(scheme, driver) != 0) {
-		nd_error("url: the scheme %s does not match driver=%s", scheme,
-			 driver);
-		goto out;
-	}
 	if (mode && strcmp(mode, "auto") && strcmp(mode, "implicit") &&
 	    strcmp(mode, "explicit")) {
 		nd_error(
@@ -960,7 +941,7 @@ static int curl_url_for(const struct nd_opts *o, const char *driver,
 		    mode);
 		goto out;
 	}
-	if (strcasecmp(driver, "ftps") == 0) {
+	if (strcasecmp(scheme, "ftps") == 0) {
 		/* auto: implicit TLS on port 990 (the ftps:// default, as
 		 * QEMU does), explicit AUTH TLS on any other port. Without a
 		 * port, explicit TLS goes to ftp's port 21. */
@@ -1114,7 +1095,6 @@ out:
 static int curl_open(const struct nd_opts *o, const struct nd_settings *s,
 		     void **conn, struct nd_info *info)
 {
-	const char *driver = nd_opt_get(o, "driver");
 	const char *url = nd_opt_get(o, "url");
 	char *fetch = NULL;
 	bool explicit_tls;
@@ -1127,15 +1107,16 @@ static int curl_open(const struct nd_opts *o, const struct nd_settings *s,
 		nd_error("libcurl: %s", curl_easy_strerror(curl_init_rc));
 		return -EIO;
 	}
-	if (!driver || !url) {
-		nd_error("the %s driver needs url=", driver ? driver : "http");
+	if (!url) {
+		nd_error("the curl driver needs url=");
 		return -EINVAL;
 	}
 	c = calloc(1, sizeof *c);
 	if (!c)
 		return -ENOMEM;
+	/* curl-url.c made the URL's scheme the driver: ftp(s) or http(s). */
 	c->kind =
-	    strncasecmp(driver, "ftp", 3) == 0 ? CURL_KIND_FTP : CURL_KIND_HTTP;
+	    strncasecmp(url, "ftp", 3) == 0 ? CURL_KIND_FTP : CURL_KIND_HTTP;
 	/* The core names the entry in front of every message. */
 	c->label = nd_redact(url);
 	if (!c->label) {
@@ -1149,7 +1130,7 @@ static int curl_open(const struct nd_opts *o, const struct nd_settings *s,
 		r = -EINVAL;
 		goto fail;
 	}
-	r = curl_url_for(o, driver, url, &fetch, &explicit_tls);
+	r = curl_url_for(o, url, &fetch, &explicit_tls);
 	if (r < 0)
 		goto fail;
 	c->easy = curl_easy_init();

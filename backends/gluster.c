@@ -55,9 +55,10 @@
 #include <glusterfs/api/glfs.h>
 
 #include "backend.h"
+#include "util/clock.h"
+#include "util/once.h"
 
 #define GLUSTER_DEFAULT_DEBUG 4
-#define GLUSTER_MAX_DEBUG 9
 /* Seconds open() waits for glfs_init (about 3 s per dead server). */
 #define GLUSTER_DEFAULT_OPEN_TIMEOUT 30.0
 #define GLUSTER_MAX_SERVERS 64
@@ -124,29 +125,7 @@ static atomic_uint gluster_nbad; /* any file refusing writes at all? */
 
 static void gluster_init_cond(void)
 {
-	pthread_condattr_t a;
-
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(&gluster_cond, &a);
-	pthread_condattr_destroy(&a);
-}
-
-static double gluster_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static struct timespec gluster_abstime(double t)
-{
-	struct timespec ts;
-
-	ts.tv_sec = (time_t)t;
-	ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-	return ts;
+	nd_cond_init_mono(&gluster_cond);
 }
 
 /* The one wrapper of libgfapi's errors (it reports through errno only):
@@ -208,34 +187,6 @@ static int gluster_max_server(const struct nd_opts *o)
 	return max;
 }
 
-/* True the first time NAME/I is seen: open() runs again for every
- * connection and reconnection, a warning about the entry should not. */
-static bool gluster_first_time(const char *name, int i)
-{
-	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	static char **seen;
-	static size_t nseen;
-	char *key = NULL;
-	bool first = true;
-
-	if (asprintf(&key, "%s\n%d", name, i) < 0)
-		return true;
-	pthread_mutex_lock(&lock);
-	for (size_t k = 0; k < nseen && first; k++)
-		first = strcmp(seen[k], key) != 0;
-	if (first) {
-		char **n = realloc(seen, (nseen + 1) * sizeof *n);
-		if (n) {
-			seen = n;
-			seen[nseen++] = key;
-			key = NULL;
-		}
-	}
-	pthread_mutex_unlock(&lock);
-	free(key);
-	return first;
-}
-
 static int gluster_parse_server(const struct nd_opts *o, int i,
 				struct gluster_server *s)
 {
@@ -248,7 +199,7 @@ static int gluster_parse_server(const struct nd_opts *o, int i,
 	uint64_t port;
 
 	if (strcmp(type, "rdma") == 0) {
-		if (gluster_first_time(o->name, i))
+		if (nd_first_time("gluster/rdma/%s/%d", o->name, i))
 			nd_warn(
 			    "%s: gluster: server.%d: the rdma transport is gone from GlusterFS, using tcp",
 			    o->name, i);
@@ -267,32 +218,6 @@ static int gluster_parse_server(const struct nd_opts *o, int i,
 	s->host = (char *)(*host ? host : "localhost");
 	s->port = (int)port;
 	return 0;
-}
-
-/* debug: 0-9 like QEMU (larger values are clamped to 9); on/off also
- * accepted (9/0) in case the entry's generic debug flag lands here. */
-static int gluster_parse_debug(const struct nd_opts *o, int *out)
-{
-	const char *v = nd_opt_get(o, "debug");
-	char *end;
-	bool b;
-
-	*out = GLUSTER_DEFAULT_DEBUG;
-	if (!v)
-		return 0;
-	errno = 0;
-	unsigned long n = strtoul(v, &end, 10);
-	if (*v >= '0' && *v <= '9' && !*end && !errno) {
-		*out = n > GLUSTER_MAX_DEBUG ? GLUSTER_MAX_DEBUG : (int)n;
-		return 0;
-	}
-	if (nd_parse_bool(v, &b) == 0) {
-		*out = b ? GLUSTER_MAX_DEBUG : 0;
-		return 0;
-	}
-	nd_error("%s: gluster: debug=%s: expected a level from 0 to 9", o->name,
-		 v);
-	return -1;
 }
 
 static int gluster_parse(const struct nd_opts *o, const struct nd_settings *s,
@@ -318,8 +243,7 @@ static int gluster_parse(const struct nd_opts *o, const struct nd_settings *s,
 		c->logfile = NULL;
 	/* A silent brick is given `timeout` seconds (ping-timeout and
 	 * frame-timeout of the client translators). */
-	if (gluster_parse_debug(o, &c->debug) < 0)
-		return -1;
+	c->debug = s->debug < 0 ? GLUSTER_DEFAULT_DEBUG : s->debug;
 	c->ro = s->read_only;
 	c->timeout = s->timeout < 1 ? ND_DEFAULT_TIMEOUT : s->timeout;
 	c->open_timeout = s->open_timeout > 0 ? s->open_timeout
@@ -769,7 +693,7 @@ static struct gluster_vol *gluster_vol_get(const struct gluster_cfg *c,
 					   int *errp)
 {
 	struct gluster_vol *v;
-	double deadline = gluster_now() + c->open_timeout;
+	double deadline = nd_mono_s() + c->open_timeout;
 	char *key = gluster_key(c);
 	pthread_attr_t attr;
 	pthread_t th;
@@ -817,7 +741,7 @@ static struct gluster_vol *gluster_vol_get(const struct gluster_cfg *c,
 		}
 	}
 	while (v->state == GLUSTER_STARTING) {
-		struct timespec ts = gluster_abstime(deadline);
+		struct timespec ts = nd_timespec(deadline);
 		if (pthread_cond_timedwait(&gluster_cond, &gluster_lock, &ts) ==
 		    ETIMEDOUT)
 			break;
@@ -1119,7 +1043,7 @@ static void *gluster_fini_thread(void *arg)
 static void gluster_shutdown(void)
 {
 	struct gluster_vol *ready = NULL, *next;
-	double t0 = gluster_now();
+	double t0 = nd_mono_s();
 	unsigned n = 0;
 
 	pthread_once(&gluster_once, gluster_init_cond);
@@ -1160,7 +1084,7 @@ static void gluster_shutdown(void)
 		}
 		pthread_attr_destroy(&attr);
 	}
-	struct timespec ts = gluster_abstime(t0 + GLUSTER_FINI_BOUND);
+	struct timespec ts = nd_timespec(t0 + GLUSTER_FINI_BOUND);
 	while (gluster_finis_left > 0)
 		if (pthread_cond_timedwait(&gluster_cond, &gluster_lock, &ts) ==
 		    ETIMEDOUT)
@@ -1173,7 +1097,7 @@ static void gluster_shutdown(void)
 		    left, n, GLUSTER_FINI_BOUND);
 	else if (n)
 		nd_debug("gluster: %u glfs_fini calls done in %.1f s", n,
-			 gluster_now() - t0);
+			 nd_mono_s() - t0);
 }
 
 static const char *const gluster_drivers[] = {"gluster", NULL};

@@ -103,7 +103,11 @@ static int iscsi_normalize(struct nd_opts *o)
 
 static const char *const iscsi_names[] = { "iscsi", NULL };
 
+static const char *const iscsi_secrets[] = { "password", "target-password",
+					     NULL };
+
 const struct nd_proto iscsi_proto = {
+	.secrets = iscsi_secrets,
 	.name = "iscsi",
 	.drivers = iscsi_names,
 	.schemes = iscsi_names,

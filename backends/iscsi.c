@@ -31,6 +31,7 @@
 #include <iscsi/scsi-lowlevel.h>
 
 #include "backend.h"
+#include "util/clock.h"
 
 #define ISCSI_DEFAULT_IQN "iqn.2008-11.org.linux-kvm"
 /* Seconds a logout at close may take before we just drop the socket. */
@@ -85,14 +86,6 @@ struct iscsi_conn {
 
 static const char *const iscsi_drivers[] = {"iscsi", NULL};
 static const char *const iscsi_schemes[] = {"iscsi", NULL};
-
-static double iscsi_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static void iscsi_log(int level, const char *message)
 {
@@ -296,7 +289,7 @@ static int iscsi_pump(struct iscsi_conn *c, struct iscsi_wait *w, int n,
 		      double deadline)
 {
 	while (!iscsi_all_done(w, n)) {
-		double left = deadline - iscsi_now();
+		double left = deadline - nd_mono_s();
 		struct pollfd pfd;
 		int ms, k, revents = 0;
 
@@ -354,7 +347,7 @@ static int iscsi_exec(struct iscsi_conn *c, struct scsi_task **tp,
 
 	if (*tp == NULL)
 		return iscsi_fail(c, ISCSI_ST_LIBRARY, NULL, "%s", what);
-	r = iscsi_pump(c, &c->wait, 1, iscsi_now() + c->bound);
+	r = iscsi_pump(c, &c->wait, 1, nd_mono_s() + c->bound);
 	if (r != 0) {
 		iscsi_orphan(c, tp, &c->wait);
 		return iscsi_fail(c, r, *tp, "%s", what);
@@ -868,7 +861,7 @@ static int iscsi_open(const struct nd_opts *o, const struct nd_settings *s,
 		goto fail;
 	}
 	/* one attempt, bounded like a command; the core retries opens */
-	r = iscsi_login(c, portal, target, iscsi_now() + c->bound);
+	r = iscsi_login(c, portal, target, nd_mono_s() + c->bound);
 	iscsi_forget_secrets(c);
 	if (r < 0)
 		goto fail;
@@ -924,7 +917,7 @@ static void iscsi_close(void *conn)
 		    iscsi_logout_async(c->ctx, iscsi_done_cb, iscsi_arm(c)) ==
 			0)
 			iscsi_pump(c, &c->wait, 1,
-				   iscsi_now() + ISCSI_LOGOUT_BOUND);
+				   nd_mono_s() + ISCSI_LOGOUT_BOUND);
 		iscsi_destroy_context(c->ctx);
 	}
 	for (i = 0; i < ISCSI_PIPE; i++)
@@ -1035,7 +1028,7 @@ static int iscsi_rw(struct iscsi_conn *c, bool write, unsigned char *buf,
 		n++;
 	}
 	/* whatever was queued runs to its end, even after a failure */
-	pr = iscsi_pump(c, c->io, n, iscsi_now() + c->bound);
+	pr = iscsi_pump(c, c->io, n, nd_mono_s() + c->bound);
 	for (i = 0; i < n; i++) {
 		if (pr != 0) {
 			iscsi_orphan(c, &t[i], &c->io[i]);

@@ -159,7 +159,12 @@ static int nbd_relative(struct nd_opts *o, const char *name)
 	return nd_opt_set(o, "export", name + strspn(name, "/"), org);
 }
 
+/* libnbd takes the TLS pre-shared key only from a file; a tls-psk= given
+ * by mistake is hidden all the same. */
+static const char *const nbd_secrets[] = { "tls-psk", NULL };
+
 const struct nd_proto nbd_proto = {
+	.secrets = nbd_secrets,
 	.name = "nbd",
 	.drivers = nbd_drivers,
 	.schemes = nbd_schemes,

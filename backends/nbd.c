@@ -20,7 +20,6 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
-#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +32,8 @@
 #include <libnbd.h>
 
 #include "backend.h"
+#include "util/clock.h"
+#include "util/once.h"
 
 #define NBD_DEFAULT_PORT "10809"
 /* Largest read/write when the server gives no limit: the NBD protocol
@@ -43,9 +44,6 @@
 #define NBD_MAX_TRIM (1u << 30)
 /* The dispatcher looks at the deadlines at least this often (ms). */
 #define NBD_TICK_MS 1000
-
-/* Say once per process that X.509 without a CA directory is unverified. */
-static atomic_bool nbd_warned_unverified;
 
 enum nbd_op { NBD_OP_READ, NBD_OP_WRITE, NBD_OP_FLUSH, NBD_OP_ZERO };
 
@@ -78,14 +76,6 @@ struct nbd_conn {
 	bool dead;	/* the handle is dead or we killed it */
 	bool timed_out; /* ... because a request ran out of time */
 };
-
-static double nbd_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* The one wrapper for libnbd's error text: record it with nd_error and
  * return -errno (EIO when libnbd names none). */
@@ -184,7 +174,7 @@ static void *nbd_dispatch(void *arg)
 			break;
 		}
 		if (c->head && !c->dead) {
-			double left = c->head->deadline - nbd_now();
+			double left = c->head->deadline - nd_mono_s();
 			if (left <= 0)
 				expired = true;
 			else if (left * 1000 < ms)
@@ -307,7 +297,7 @@ static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
 		pthread_cond_destroy(&r.cond);
 		return nbd_lost(c, nbd_what(what, sizeof what, op, len, off));
 	}
-	r.deadline = nbd_now() + c->timeout;
+	r.deadline = nd_mono_s() + c->timeout;
 	r.prev = c->tail;
 	if (c->tail)
 		c->tail->next = &r;
@@ -511,14 +501,14 @@ static int nbd_connect_fail(struct nbd_conn *c, const char *where, int tls)
 static int nbd_wait_ready(struct nbd_conn *c, const char *where, int tls,
 			  double limit)
 {
-	double deadline = nbd_now() + limit;
+	double deadline = nd_mono_s() + limit;
 
 	for (;;) {
 		if (nbd_aio_is_ready(c->h))
 			return 0;
 		if (nbd_handle_gone(c))
 			return nbd_connect_fail(c, where, tls);
-		double left = deadline - nbd_now();
+		double left = deadline - nd_mono_s();
 		if (left <= 0) {
 			nd_error(
 			    "%s: nbd: cannot connect to %s: no answer in %g s",
@@ -613,7 +603,7 @@ static int nbd_setup_tls(struct nbd_conn *c, const struct nd_opts *o, int tls)
 	}
 	if (!c->psk && !nd_opt_get(o, "tls-certificates") &&
 	    access("/etc/pki/libnbd/ca-cert.pem", R_OK) < 0 &&
-	    !atomic_exchange(&nbd_warned_unverified, true))
+	    nd_first_time("nbd/tls-unverified")) /* once per process */
 		nd_warn(
 		    "%s: nbd: TLS without tls-certificates=: libnbd will not verify the server's certificate",
 		    c->name);

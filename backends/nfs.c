@@ -33,6 +33,7 @@
 #include <nfsc/libnfs.h>
 
 #include "backend.h"
+#include "util/clock.h"
 #include "../src/util/cleanup.h"
 
 /* nfs_service() also runs libnfs's own timers: call it this often (ms). */
@@ -77,14 +78,6 @@ struct ndnfs_conn {
 	bool stop;
 	bool dead; /* libnfs is not run on this context any more */
 };
-
-static double ndnfs_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* The one wrapper for libnfs's error text: an nd_error, and -errno. */
 static int ndnfs_fail(struct ndnfs_conn *c, const char *what, int err)
@@ -228,7 +221,7 @@ static bool ndnfs_take(struct ndnfs_conn *c, struct ndnfs_req **batch)
 	}
 	*batch = c->queue;
 	c->queue = NULL;
-	if (c->inflight && c->inflight->deadline < ndnfs_now() && !c->dead) {
+	if (c->inflight && c->inflight->deadline < nd_mono_s() && !c->dead) {
 		nd_warn("%s: nfs: no reply from the server in %g s, dropping the connection",
 			c->name, c->timeout);
 		ndnfs_give_up(c);
@@ -301,7 +294,7 @@ static int ndnfs_submit(struct ndnfs_conn *c, enum ndnfs_op op, void *buf,
 		pthread_cond_destroy(&r.cond);
 		return -ENOTCONN;
 	}
-	r.deadline = ndnfs_now() + c->timeout;
+	r.deadline = nd_mono_s() + c->timeout;
 	struct ndnfs_req **tail = &c->queue;
 	while (*tail)
 		tail = &(*tail)->next;

@@ -314,7 +314,11 @@ static char *rbd_basename(const char *url)
 static const char *const rbd_drivers[] = { "rbd", NULL };
 static const char *const rbd_schemes[] = { NULL };
 
+/* Refused inline (key-secret-file= only), hidden all the same. */
+static const char *const rbd_secrets[] = { "key-secret", "key", NULL };
+
 const struct nd_proto rbd_proto = {
+	.secrets = rbd_secrets,
 	.name = "rbd",
 	.drivers = rbd_drivers,
 	.schemes = rbd_schemes,

@@ -57,7 +57,10 @@ static int ssh_relative(struct nd_opts *o, const char *name)
 	return nd_opts_relative_path(o, "path", name, true);
 }
 
+static const char *const ssh_secrets[] = { "password", NULL };
+
 const struct nd_proto ssh_proto = {
+	.secrets = ssh_secrets,
 	.name = "ssh",
 	.drivers = ssh_names,
 	.schemes = ssh_names,

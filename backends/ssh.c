@@ -38,6 +38,8 @@
 #include <libssh/sftp.h>
 
 #include "backend.h"
+#include "util/clock.h"
+#include "util/once.h"
 
 #define SSH_DEFAULT_PORT 22
 #define SSH_CLOSE_TIMEOUT 1.0	 /* seconds for a polite close */
@@ -121,35 +123,6 @@ static void ssh_thread_setup(void)
 	}
 }
 
-/* One warning per entry and kind, however many connections open. */
-static pthread_mutex_t ssh_warned_lock = PTHREAD_MUTEX_INITIALIZER;
-static char **ssh_warned;
-static size_t ssh_nwarned;
-
-static bool ssh_first_time(const char *kind, const char *entry)
-{
-	char key[256];
-	bool first = true;
-	char **v;
-
-	snprintf(key, sizeof(key), "%s/%s", kind, entry ? entry : "");
-	pthread_mutex_lock(&ssh_warned_lock);
-	for (size_t i = 0; i < ssh_nwarned; i++)
-		if (strcmp(ssh_warned[i], key) == 0)
-			first = false;
-	if (first) {
-		v = realloc(ssh_warned, (ssh_nwarned + 1) * sizeof(*v));
-		if (v) {
-			ssh_warned = v;
-			ssh_warned[ssh_nwarned] = strdup(key);
-			if (ssh_warned[ssh_nwarned])
-				ssh_nwarned++;
-		}
-	}
-	pthread_mutex_unlock(&ssh_warned_lock);
-	return first;
-}
-
 /* ---- watchdog ---------------------------------------------------------- */
 
 #define SSH_WD_TICK_MS 100
@@ -160,20 +133,11 @@ static struct ssh_conn *ssh_wd_list;
 static pthread_t ssh_wd_thread;
 static bool ssh_wd_running, ssh_wd_stop;
 
-static int64_t ssh_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void *ssh_wd_main(void *arg)
 {
 	pthread_mutex_lock(&ssh_wd_lock);
 	while (!ssh_wd_stop) {
-		int64_t now = ssh_now();
-		struct timespec ts;
+		int64_t now = (int64_t)nd_mono_ns();
 
 		for (struct ssh_conn *c = ssh_wd_list; c; c = c->wd_next) {
 			if (c->deadline && now >= c->deadline && !c->wd_fired) {
@@ -181,12 +145,8 @@ static void *ssh_wd_main(void *arg)
 				shutdown(c->wd_fd, SHUT_RDWR);
 			}
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += SSH_WD_TICK_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		struct timespec ts = nd_wall_after(SSH_WD_TICK_MS / 1e3);
+
 		pthread_cond_timedwait(&ssh_wd_cond, &ssh_wd_lock, &ts);
 	}
 	pthread_mutex_unlock(&ssh_wd_lock);
@@ -252,7 +212,7 @@ static void ssh_wd_del(struct ssh_conn *c)
 /* Start (or, on progress, extend) the deadline of the current operation. */
 static void ssh_arm(struct ssh_conn *c)
 {
-	int64_t d = ssh_now() + (int64_t)(c->timeout * 1e9);
+	int64_t d = (int64_t)nd_mono_ns() + (int64_t)(c->timeout * 1e9);
 
 	pthread_mutex_lock(&ssh_wd_lock);
 	c->deadline = d;
@@ -605,7 +565,7 @@ static int ssh_check_host_key(ssh_session s, const struct ssh_params *p,
 	fp = ssh_fingerprint(key, SSH_PUBLICKEY_HASH_SHA256);
 	switch (p->hkc) {
 	case SSH_HKC_NONE:
-		if (ssh_first_time("hostkey-none", entry))
+		if (nd_first_time("ssh/hostkey-none/%s", entry ? entry : ""))
 			nd_warn(
 			    "entry '%s': ssh: host-key-check=none: NOT verifying the host key of %s (%s %s)",
 			    entry, where, type, fp ? fp : "?");
@@ -836,7 +796,7 @@ static int ssh_open_file(struct ssh_conn *c, const struct nd_opts *o,
 		if (fx != SSH_FX_PERMISSION_DENIED &&
 		    fx != SSH_FX_WRITE_PROTECT)
 			goto fail;
-		if (ssh_first_time("readonly", o->name))
+		if (nd_first_time("ssh/readonly/%s", o->name))
 			nd_info(
 			    "entry '%s': ssh: %s is not writable: read-only",
 			    o->name, c->where);
@@ -1014,7 +974,7 @@ static int ssh_open(const struct nd_opts *o, const struct nd_settings *s,
 	info->can_flush =
 	    sftp_extension_supported(c->sftp, "fsync@openssh.com", "1") == 1;
 	if (!info->can_flush && !info->read_only &&
-	    ssh_first_time("nofsync", o->name))
+	    nd_first_time("ssh/nofsync/%s", o->name))
 		nd_warn(
 		    "entry '%s': ssh: the SFTP server of %s does not offer fsync@openssh.com: fsync cannot reach its disk",
 		    o->name, c->where);
@@ -1273,13 +1233,6 @@ static int ssh_flush(void *vc)
 static void ssh_shutdown(void)
 {
 	ssh_wd_shutdown();
-	pthread_mutex_lock(&ssh_warned_lock);
-	for (size_t i = 0; i < ssh_nwarned; i++)
-		free(ssh_warned[i]);
-	free(ssh_warned);
-	ssh_warned = NULL;
-	ssh_nwarned = 0;
-	pthread_mutex_unlock(&ssh_warned_lock);
 }
 
 static const char *const ssh_drivers[] = {"ssh", NULL};

@@ -16,6 +16,7 @@
 #include "readahead.h"
 #include "tier.h"
 #include "workers.h"
+#include "util/clock.h"
 
 enum { B_LOADING, B_VALID, B_FAILED };
 
@@ -352,9 +353,7 @@ static bool covers(const struct nd_block *b, uint64_t s, uint64_t e)
  * even if it were not. 0, or -EIO past the bound. */
 static int wait_loaded(struct nd_cache *c, struct nd_block *b)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += (time_t)c->wait_max;
+	struct timespec until = nd_wall_after(c->wait_max);
 	while (b->state == B_LOADING)
 		if (pthread_cond_timedwait(&c->cond, &c->lock, &until) ==
 		    ETIMEDOUT) {
@@ -613,8 +612,8 @@ static void prefetch_open(struct nd_cache *c, struct nd_disk *d)
 				       .block_size = c->bs, .size = c->size,
 				       .chunk = c->ra_chunk,
 				       .readers = &c->readers };
-	if (nd_prefetch_mode_of(&d->opts, &cfg.mode) == -1) {
-		nd_warn("entry '%s': %s", d->name, nd_get_error());
+	if (nd_prefetch_mode_of(nd_disk_opts(d), &cfg.mode) == -1) {
+		nd_warn("entry '%s': %s", nd_disk_name(d), nd_get_error());
 		return;
 	}
 	c->prefetch_mode = cfg.mode;
@@ -623,36 +622,36 @@ static void prefetch_open(struct nd_cache *c, struct nd_disk *d)
 	else if (!c->tier)
 		snprintf(c->prefetch_off, sizeof c->prefetch_off,
 			 "off: no disk tier");
-	else if (!d->ro)
+	else if (!nd_disk_read_only(d))
 		snprintf(c->prefetch_off, sizeof c->prefetch_off,
 			 "off: the entry is writable");
 	else
 		c->prefetch = nd_prefetch_start(&cfg);
 	if (cfg.mode != ND_PREFETCH_OFF && !c->prefetch)
-		nd_warn("entry '%s': prefetch=%s: %s", d->name,
-			nd_opt_get(&d->opts, "prefetch"), c->prefetch_off);
+		nd_warn("entry '%s': prefetch=%s: %s", nd_disk_name(d),
+			nd_opt_get(nd_disk_opts(d), "prefetch"), c->prefetch_off);
 }
 
 /* cache-dir=PATH (cache-dir-size=, cache-dir-mode=read|off): the second
  * tier. Its trouble never fails the entry: it works without it. */
 static void tier_open(struct nd_cache *c, struct nd_disk *d)
 {
-	const char *dir = nd_cache_dir_of(&d->opts);
+	const char *dir = nd_cache_dir_of(nd_disk_opts(d));
 	struct nd_tier_cfg cfg = { .dir = dir, .block_size = c->bs,
 				   .size = c->size,
-				   .validator = d->info.validator,
-				   .writable = !d->ro };
+				   .validator = nd_disk_info(d)->validator,
+				   .writable = !nd_disk_read_only(d) };
 	if (!dir ||
-	    nd_opt_size(&d->opts, "cache-dir-size", 0, &cfg.limit) == -1) {
+	    nd_opt_size(nd_disk_opts(d), "cache-dir-size", 0, &cfg.limit) == -1) {
 		prefetch_open(c, d); /* says why it cannot run */
 		return;
 	}
-	char *id = nd_stack_identity_opts(&d->opts);
-	char *info = nd_cache_dir_info_text(&d->info);
+	char *id = nd_stack_identity_opts(nd_disk_opts(d));
+	char *info = nd_cache_dir_info_text(nd_disk_info(d));
 	cfg.identity = id;
 	cfg.info = info;
 	if (id && info && nd_tier_open(&cfg, &c->tier) == -1)
-		nd_warn("entry '%s': %s", d->name, nd_get_error());
+		nd_warn("entry '%s': %s", nd_disk_name(d), nd_get_error());
 	free(id);
 	free(info);
 	prefetch_open(c, d);
@@ -664,14 +663,15 @@ struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
 	if (!c)
 		return NULL;
 	c->disk = d;
-	c->size = d->size;
-	c->bs = d->cfg.block_size;
+	c->size = nd_disk_size(d);
+	c->bs = nd_disk_cfg(d)->block_size;
 	while ((1u << c->shift) < c->bs)
 		c->shift++;
 	if (budget < 8ull * c->bs)
 		budget = 8ull * c->bs;
 	c->budget = budget;
-	c->writeback = d->cfg.cache == ND_CACHE_WRITEBACK && !d->ro;
+	c->writeback = nd_disk_cfg(d)->cache == ND_CACHE_WRITEBACK &&
+		       !nd_disk_read_only(d);
 	c->nbuckets = budget / c->bs * 2 + 1;
 	c->hash = calloc(c->nbuckets, sizeof *c->hash);
 	if (!c->hash) {
@@ -684,10 +684,11 @@ struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
 	uint64_t max = budget / 4;
 	if (max > (64u << 20))
 		max = 64u << 20;
-	nd_ra_init(&c->ra, d->cfg.readahead, max);
-	c->ra_chunk = ra_chunk_for(c, d->info.opt_request);
+	nd_ra_init(&c->ra, nd_disk_cfg(d)->readahead, max);
+	c->ra_chunk = ra_chunk_for(c, nd_disk_opt_request(d));
 	/* A load is one request: at most reconnect-delay + timeout. */
-	c->wait_max = d->cfg.reconnect_delay + d->cfg.timeout + 5;
+	c->wait_max =
+	    nd_disk_cfg(d)->reconnect_delay + nd_disk_cfg(d)->timeout + 5;
 	tier_open(c, d);
 	return c;
 }
@@ -757,6 +758,46 @@ static void submit_jobs(struct ra_job **jobs, size_t n)
 		nd_workers_submit(jobs[i]->c, ra_work, jobs[i]);
 }
 
+/* Wait for REF's blocks (FIRST.. of the read OFF+LEN) to load: 0, or the
+ * first error; *RETRY when one must be fetched again (-EAGAIN, or another
+ * reader's partial block). */
+static int check_loaded(struct nd_cache *c, struct nd_cache_ref *ref,
+			uint64_t first, uint64_t off, size_t len, bool *retry)
+{
+	int err = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < ref->n; i++) {
+		struct nd_block *b = ref->blk[i];
+		uint64_t s, e;
+		block_span(c, first + i, off, len, &s, &e);
+		if (b->state == B_LOADING && wait_loaded(c, b) < 0) {
+			if (!err)
+				err = -EIO;
+			continue;
+		}
+		if (b->state == B_FAILED) {
+			if (b->err == -EAGAIN)
+				*retry = true;
+			else if (!err)
+				err = b->err;
+		} else if (!covers(b, s, e)) {
+			*retry = true; /* another reader's partial block */
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+static void unpin_all(struct nd_cache *c, struct nd_cache_ref *ref)
+{
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < ref->n; i++)
+		unpin(c, ref->blk[i]);
+	ref->n = 0;
+	pthread_mutex_unlock(&c->lock);
+}
+
 int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		  struct nd_cache_ref *ref)
 {
@@ -771,7 +812,7 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 	if (nd_disk_changed(c->disk)) {
 		/* Not one more byte of the old object, cached or not. */
 		nd_error("entry '%s': the object on the server changed",
-			 c->disk->name);
+			 nd_disk_name(c->disk));
 		return -ESTALE;
 	}
 	if (off >= c->size || len == 0)
@@ -858,27 +899,8 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		load_runs(c, ref->blk, mine, n,
 			  (c->ra_chunk >> c->shift) ? c->ra_chunk >> c->shift : 1);
 
-		pthread_mutex_lock(&c->lock);
 		bool retry = false;
-		for (size_t i = 0; i < n; i++) {
-			struct nd_block *b = ref->blk[i];
-			uint64_t s, e;
-			block_span(c, first + i, off, len, &s, &e);
-			if (b->state == B_LOADING && wait_loaded(c, b) < 0) {
-				if (!err)
-					err = -EIO;
-				continue;
-			}
-			if (b->state == B_FAILED) {
-				if (b->err == -EAGAIN)
-					retry = true;
-				else if (!err)
-					err = b->err;
-			} else if (!covers(b, s, e)) {
-				retry = true; /* another reader's partial block */
-			}
-		}
-		pthread_mutex_unlock(&c->lock);
+		err = check_loaded(c, ref, first, off, len, &retry);
 		if (missed)
 			reader_waits(c, false);
 		if (!err && retry && attempt >= MAX_RETRIES)
@@ -886,11 +908,7 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		if (err || !retry)
 			break;
 		/* Raced with a write or a partial block: read again. */
-		pthread_mutex_lock(&c->lock);
-		for (size_t i = 0; i < ref->n; i++)
-			unpin(c, ref->blk[i]);
-		ref->n = 0;
-		pthread_mutex_unlock(&c->lock);
+		unpin_all(c, ref);
 	}
 	free(mine);
 	if (err) {
@@ -1142,8 +1160,8 @@ static int writeback_dirty(struct nd_cache *c)
 	pthread_mutex_unlock(&c->lock);
 	if (w.n > 1)
 		qsort(w.blk, w.n, sizeof *w.blk, by_idx);
-	unsigned want = c->disk->cfg.connections < WB_THREADS
-				? c->disk->cfg.connections
+	unsigned want = nd_disk_cfg(c->disk)->connections < WB_THREADS
+				? nd_disk_cfg(c->disk)->connections
 				: WB_THREADS;
 	for (; nthr + 1 < want && nthr + 1 < w.n; nthr++)
 		if (pthread_create(&thr[nthr], NULL, wb_thread, &w) != 0)
@@ -1192,7 +1210,7 @@ int nd_cache_write(struct nd_cache *c, const void *buf, size_t len,
 		   uint64_t off)
 {
 	int r;
-	if (c->disk->ro)
+	if (nd_disk_read_only(c->disk))
 		return -EROFS;
 	if (off > c->size || len > c->size - off)
 		return -ENOSPC;

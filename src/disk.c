@@ -13,9 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "disk.h"
+#include "disk-priv.h"
 #include "log.h"
+#include "url.h"
 #include "util/cleanup.h"
+#include "util/clock.h"
 
 #define MAX_BACKENDS 16
 #define ZERO_CHUNK (1u << 20)
@@ -52,14 +54,6 @@ void nd_backends_shutdown(void)
 
 /* --- options ---------------------------------------------------------- */
 
-static const char *const core_keys[] = {
-	"driver", "ro", "readahead", "block-size", "cache-size", "cache",
-	"connections", "timeout", "reconnect-delay", "open-timeout", "offset",
-	"size", "debug", "uid", "gid", "mode", "umask", "format", "backing", "l2-cache-size", "snapshot",
-	"overlay", "overlay-create", "overlay-force", "recovery-dir",
-	"cache-dir", "cache-dir-size", "cache-dir-mode", "prefetch", NULL
-};
-
 /* "server.N.host" matches "server.12.host". */
 static bool key_matches(const char *pat, const char *key)
 {
@@ -81,22 +75,11 @@ static bool key_matches(const char *pat, const char *key)
 
 static bool backend_takes(const struct nd_backend *b, const char *key)
 {
-	for (size_t i = 0; core_keys[i]; i++)
-		if (strcmp(core_keys[i], key) == 0)
-			return true;
+	if (nd_opt_is_entry_core(key))
+		return true;
 	for (const struct nd_optdesc *d = b->options; d && d->key; d++)
 		if (key_matches(d->key, key))
 			return true;
-	return false;
-}
-
-bool nd_backend_key_is_secret(const char *driver, const char *key)
-{
-	const struct nd_backend *b = driver ? nd_backend_find(driver) : NULL;
-	for (const struct nd_optdesc *d = b ? b->options : NULL; d && d->key;
-	     d++)
-		if (key_matches(d->key, key))
-			return d->secret;
 	return false;
 }
 
@@ -147,6 +130,32 @@ static int check_choice(const struct nd_opts *o, const char *key,
 	return -1;
 }
 
+/* debug=: on/off, or a level (struct nd_settings). */
+static int parse_debug(const struct nd_opts *o, int *level)
+{
+	const char *v = nd_opt_get(o, "debug");
+	char *end;
+	bool b;
+
+	*level = -1;
+	if (!v)
+		return 0;
+	errno = 0;
+	unsigned long n = strtoul(v, &end, 10);
+	if (*v >= '0' && *v <= '9' && !*end && !errno) {
+		*level = n > ND_DEBUG_MAX ? ND_DEBUG_MAX : (int)n;
+		return 0;
+	}
+	if (nd_parse_bool(v, &b) == 0) {
+		*level = b ? ND_DEBUG_MAX : 0;
+		return 0;
+	}
+	errno = EINVAL;
+	nd_error("debug=%s: expected on, off or a level from 0 to %d", v,
+		 ND_DEBUG_MAX);
+	return -1;
+}
+
 int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *c)
 {
 	uint64_t u;
@@ -166,7 +175,9 @@ int nd_disk_parse_cfg(const struct nd_opts *o, struct nd_disk_cfg *c)
 	    nd_opt_size(o, "offset", 0, &c->offset) == -1 ||
 	    nd_opt_size(o, "size", 0, &c->size) == -1 ||
 	    check_choice(o, "cache-dir-mode", "read|off") == -1 ||
-	    check_choice(o, "prefetch", "off|idle|all") == -1)
+	    check_choice(o, "prefetch", "off|idle|all") == -1 ||
+
+parse_debug(o, &c->debug) == -1)
 		return -1;
 	c->connections = u;
 	if (!(c->timeout > 0)) /* 0: the default; never wait forever */
@@ -244,37 +255,12 @@ struct nd_slot {
 	bool dead; /* failed: close once the last user is gone */
 };
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void sleep_s(double s)
-{
-	if (s <= 0)
-		return;
-	struct timespec ts = { (time_t)s, (long)((s - (time_t)s) * 1e9) };
-	nanosleep(&ts, NULL);
-}
-
 /* pthread_cond_timedwait until the monotonic time UNTIL (the conds use
- * CLOCK_MONOTONIC, see cond_init). */
+ * CLOCK_MONOTONIC, see nd_cond_init_mono). */
 static void wait_until(pthread_cond_t *c, pthread_mutex_t *m, double until)
 {
-	struct timespec ts = { (time_t)until,
-			       (long)((until - (time_t)until) * 1e9) };
+	struct timespec ts = nd_timespec(until);
 	pthread_cond_timedwait(c, m, &ts);
-}
-
-static void cond_init(pthread_cond_t *c)
-{
-	pthread_condattr_t a;
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(c, &a);
-	pthread_condattr_destroy(&a);
 }
 
 /* Called with d->lock held. */
@@ -296,7 +282,7 @@ static void set_state(struct nd_disk *d, enum nd_conn_state s, int err)
 static void conn_lost(struct nd_disk *d, int err)
 {
 	if (d->state == ND_CONNECTED) {
-		d->down_since = now_s();
+		d->down_since = nd_mono_s();
 		set_state(d, ND_RECONNECTING, err);
 	}
 	pthread_cond_signal(&d->rc_cond);
@@ -308,7 +294,7 @@ static void conn_lost(struct nd_disk *d, int err)
 static bool check_failed(struct nd_disk *d)
 {
 	if (d->state == ND_RECONNECTING &&
-	    now_s() >= d->down_since + d->cfg.reconnect_delay) {
+	    nd_mono_s() >= d->down_since + d->cfg.reconnect_delay) {
 		set_state(d, ND_FAILED, 0);
 		nd_warn(
 		    "entry '%s': failed: no connection for %g s (reconnect-delay); requests fail at once while reconnecting goes on (%s)",
@@ -326,6 +312,7 @@ static void settings_of(const struct nd_disk_cfg *c, struct nd_settings *s)
 	s->open_timeout = c->open_timeout;
 	s->reconnect_delay = c->reconnect_delay;
 	s->connections = c->connections;
+	s->debug = c->debug;
 }
 
 /* The object changed: say so once; every request fails with -ESTALE
@@ -395,7 +382,7 @@ static bool install(struct nd_disk *d, void *h)
 		d->nslots++;
 		if (d->state != ND_CONNECTED)
 			nd_info("entry '%s': connected again after %.1f s",
-				d->name, now_s() - d->down_since);
+				d->name, nd_mono_s() - d->down_since);
 		set_state(d, ND_CONNECTED, 0);
 		pthread_cond_broadcast(&d->cond);
 		return true;
@@ -425,7 +412,7 @@ static bool reconnect_once(struct nd_disk *d)
 	}
 	if (!reconnect || d->nslots) {
 		/* Growing failed while others live: use those a while. */
-		d->no_grow_until = now_s() + 5;
+		d->no_grow_until = nd_mono_s() + 5;
 		return false;
 	}
 	set_state(d, d->state, r);
@@ -453,7 +440,7 @@ static void *reconnect_thread(void *arg)
 			continue;
 		/* Wake when it is time to fail the entry, if that is
 		 * sooner than the next attempt. */
-		double until = now_s() + backoff;
+		double until = nd_mono_s() + backoff;
 		double fail_at = d->down_since + d->cfg.reconnect_delay;
 		if (d->state == ND_RECONNECTING && fail_at < until)
 			until = fail_at;
@@ -486,7 +473,7 @@ static struct nd_slot *pick_slot(struct nd_disk *d)
 		if (d->info.thread_safe && (!best || s->users < best->users))
 			best = s;
 	}
-	if (room && d->nslots > 0 && now_s() >= d->no_grow_until &&
+	if (room && d->nslots > 0 && nd_mono_s() >= d->no_grow_until &&
 	    !d->grow_wanted) {
 		d->grow_wanted = true;
 		pthread_cond_signal(&d->rc_cond);
@@ -515,7 +502,7 @@ static int borrow(struct nd_disk *d, double until, struct nd_slot **out)
 			*out = s;
 			return 0;
 		}
-		if (now_s() >= end)
+		if (nd_mono_s() >= end)
 			break;
 		wait_until(&d->cond, &d->lock, end);
 	}
@@ -644,7 +631,7 @@ static void transient_down(struct nd_disk *d, double started)
  * takes longer than reconnect-delay + timeout. */
 static int run_op(struct nd_disk *d, const struct op *op)
 {
-	double started = now_s(), until = started + d->cfg.reconnect_delay;
+	double started = nd_mono_s(), until = started + d->cfg.reconnect_delay;
 	double backoff = BACKOFF_MIN;
 	int r;
 
@@ -667,10 +654,10 @@ static int run_op(struct nd_disk *d, const struct op *op)
 				d->name, nd_get_error());
 		else if (r != -EAGAIN)
 			break;
-		if (r == -EAGAIN && now_s() + backoff < until) {
-			sleep_s(backoff);
+		if (r == -EAGAIN && nd_mono_s() + backoff < until) {
+			nd_sleep_s(backoff);
 			backoff = backoff * 2 > 1 ? 1 : backoff * 2;
-		} else if (now_s() >= until || r == -EAGAIN) {
+		} else if (nd_mono_s() >= until || r == -EAGAIN) {
 			if (r == -EAGAIN)
 				transient_down(d, started);
 			r = -EIO;
@@ -703,8 +690,8 @@ static int disk_new(const struct nd_opts *opts, struct nd_disk **out)
 	nd_opts_copy(&d->opts, opts);
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_rwlock_init(&d->rmw_lock, NULL);
-	cond_init(&d->cond);
-	cond_init(&d->rc_cond);
+	nd_cond_init_mono(&d->cond);
+	nd_cond_init_mono(&d->rc_cond);
 	d->be = driver ? nd_backend_find(driver) : NULL;
 	if (!d->be) {
 		nd_error("driver '%s' is not compiled in",
@@ -739,8 +726,6 @@ static int disk_start(struct nd_disk *d, void *h)
 		r = -EINVAL;
 		goto fail;
 	}
-	d->size = d->cfg.size ? d->cfg.size : d->info.size - d->cfg.offset;
-	d->ro = d->cfg.ro || d->info.read_only;
 	d->maxslots = d->cfg.connections;
 	if (d->info.max_connections && d->maxslots > d->info.max_connections)
 		d->maxslots = d->info.max_connections;
@@ -755,7 +740,7 @@ static int disk_start(struct nd_disk *d, void *h)
 	d->nslots = h ? 1 : 0;
 	d->state = h ? ND_CONNECTED : ND_RECONNECTING;
 	d->state_since = time(NULL);
-	d->down_since = now_s();
+	d->down_since = nd_mono_s();
 	r = -pthread_create(&d->rc_thread, NULL, reconnect_thread, d);
 	if (r == 0)
 		return 0;
@@ -775,17 +760,17 @@ int nd_disk_open(const struct nd_opts *opts, struct nd_disk **out)
 
 	if (r < 0)
 		return r;
-	double deadline = now_s() + d->cfg.open_timeout;
+	double deadline = nd_mono_s() + d->cfg.open_timeout;
 	double backoff = 0.1;
 	for (;;) {
 		nd_clear_error();
 		r = d->be->open(&d->opts, &d->settings, &h, &d->info);
 		if (r == 0 || !(is_conn_error(r) || r == -EAGAIN) ||
-		    now_s() + backoff > deadline)
+		    nd_mono_s() + backoff > deadline)
 			break;
 		nd_debug("entry '%s': open failed (%s), retrying", d->name,
 			 nd_get_error());
-		sleep_s(backoff);
+		nd_sleep_s(backoff);
 		backoff = backoff * 2 > 2 ? 2 : backoff * 2;
 	}
 	if (r == 0)
@@ -895,7 +880,7 @@ int nd_disk_pread(struct nd_disk *d, void *buf, size_t len, uint64_t off)
 	uint32_t bs = d->info.block_size;
 	int r;
 
-	if (off > d->size || len > d->size - off)
+	if (off > nd_disk_size(d) || len > nd_disk_size(d) - off)
 		return -EINVAL;
 	off += d->cfg.offset;
 	if (bs <= 1 || (off % bs == 0 && len % bs == 0)) {
@@ -924,9 +909,9 @@ int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 	uint32_t bs = d->info.block_size;
 	int r;
 
-	if (d->ro)
+	if (nd_disk_read_only(d))
 		return -EROFS;
-	if (off > d->size || len > d->size - off)
+	if (off > nd_disk_size(d) || len > nd_disk_size(d) - off)
 		return -ENOSPC;
 	off += d->cfg.offset;
 	if (bs <= 1) {
@@ -967,20 +952,20 @@ int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 int nd_disk_grow(struct nd_disk *d, uint64_t size)
 {
 	static const char zeroes[512];
-	uint64_t old = d->size;
+	uint64_t old = nd_disk_size(d);
+	bool ro = nd_disk_read_only(d);
 	int r;
 
 	if (size <= old)
 		return 0;
-	if (d->ro || !d->info.can_grow || d->cfg.size ||
-	    d->info.block_size > 1) {
-		errno = d->ro ? EROFS : ENOSPC;
+	if (ro || !d->info.can_grow || d->cfg.size || d->info.block_size > 1) {
+		errno = ro ? EROFS : ENOSPC;
 		nd_error("the container cannot grow past %llu bytes (%s%s)",
 			 (unsigned long long)old,
-			 d->ro		 ? "read-only"
+			 ro	       ? "read-only"
 			 : d->cfg.size ? "size= is set"
 				       : "a fixed size over ",
-			 d->ro || d->cfg.size ? "" : d->be->name);
+			 ro || d->cfg.size ? "" : d->be->name);
 		return -errno;
 	}
 	/* Zeroes up to the new end: the file is that long before anything
@@ -992,7 +977,6 @@ int nd_disk_grow(struct nd_disk *d, uint64_t size)
 		return r;
 	pthread_mutex_lock(&d->lock);
 	d->info.size = d->cfg.offset + size;
-	d->size = size;
 	pthread_mutex_unlock(&d->lock);
 	return 0;
 }
@@ -1029,9 +1013,9 @@ int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off,
 	uint32_t bs = d->info.block_size;
 	uint32_t m = d->info.max_trim ? d->info.max_trim : max_req(d);
 
-	if (d->ro)
+	if (nd_disk_read_only(d))
 		return -EROFS;
-	if (off > d->size || len > d->size - off)
+	if (off > nd_disk_size(d) || len > nd_disk_size(d) - off)
 		return -ENOSPC;
 	if (!d->info.can_zero || !d->be->zero)
 		return zero_by_writing(d, len, off);
@@ -1072,4 +1056,66 @@ int nd_disk_zero(struct nd_disk *d, uint64_t len, uint64_t off,
 		len -= n;
 	}
 	return 0;
+}
+
+/* --- accessors -------------------------------------------------------- */
+
+uint64_t nd_disk_size(const struct nd_disk *d)
+{
+	return d->cfg.size ? d->cfg.size : d->info.size - d->cfg.offset;
+}
+
+bool nd_disk_read_only(const struct nd_disk *d)
+{
+	return d->cfg.ro || d->info.read_only;
+}
+
+const char *nd_disk_name(const struct nd_disk *d)
+{
+	return d->name;
+}
+
+const char *nd_disk_backend_name(const struct nd_disk *d)
+{
+	return d->be->name;
+}
+
+const struct nd_opts *nd_disk_opts(const struct nd_disk *d)
+{
+	return &d->opts;
+}
+
+const struct nd_disk_cfg *nd_disk_cfg(const struct nd_disk *d)
+{
+	return &d->cfg;
+}
+
+uint32_t nd_disk_opt_request(const struct nd_disk *d)
+{
+	return d->info.opt_request;
+}
+
+const struct nd_info *nd_disk_info(const struct nd_disk *d)
+{
+	return &d->info;
+}
+
+void nd_disk_status(struct nd_disk *d, struct nd_disk_status *s)
+{
+	pthread_mutex_lock(&d->lock);
+	s->state = d->state;
+	s->state_since = d->state_since;
+	snprintf(s->last_error, sizeof s->last_error, "%s", d->last_error);
+	s->connections = d->nslots;
+	s->offline = d->offline;
+	pthread_mutex_unlock(&d->lock);
+	s->changed = atomic_load(&d->changed);
+	s->max_connections = d->maxslots;
+	s->bytes_read = d->st.bytes_read;
+	s->bytes_written = d->st.bytes_written;
+	s->reads = d->st.reads;
+	s->writes = d->st.writes;
+	s->flushes = d->st.flushes;
+	s->errors = d->st.errors;
+	s->reconnects = d->st.reconnects;
 }

@@ -3,10 +3,10 @@
 #ifndef ND_DISK_H
 #define ND_DISK_H
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "backend.h"
 #include "opts.h"
@@ -25,6 +25,7 @@ struct nd_disk_cfg {
 	double reconnect_delay; /* how long the entry waits for a reconnect */
 	double open_timeout;	/* how long the first open retries */
 	uint64_t offset, size;	/* slice; size 0 = to the end */
+	int debug;		/* see struct nd_settings */
 };
 
 /* CONNECTED: at least one live connection. RECONNECTING: none, for less
@@ -33,50 +34,33 @@ struct nd_disk_cfg {
  * thread keeps trying. */
 enum nd_conn_state { ND_CONNECTED, ND_RECONNECTING, ND_FAILED };
 
-struct nd_disk_stats {
-	atomic_uint_fast64_t bytes_read, bytes_written, reads, writes,
-		flushes, errors, reconnects;
-};
+/* An opened entry; its fields are disk.c's own (src/disk-priv.h). */
+struct nd_disk;
 
-struct nd_slot;
+uint64_t nd_disk_size(const struct nd_disk *d); /* what the file shows */
+bool nd_disk_read_only(const struct nd_disk *d); /* ro= or the backend's */
+const char *nd_disk_name(const struct nd_disk *d);
+const char *nd_disk_backend_name(const struct nd_disk *d);
+const struct nd_opts *nd_disk_opts(const struct nd_disk *d);
+const struct nd_disk_cfg *nd_disk_cfg(const struct nd_disk *d);
+/* The backend's preferred request size (struct nd_info's opt_request). */
+uint32_t nd_disk_opt_request(const struct nd_disk *d);
+/* What the backend said at open (size, limits, validator). */
+const struct nd_info *nd_disk_info(const struct nd_disk *d);
 
-struct nd_disk {
-	char *name;
-	struct nd_opts opts;
-	const struct nd_backend *be;
-	struct nd_info info;
-	struct nd_disk_cfg cfg;
-	struct nd_settings settings; /* what open() gets, from cfg */
-	uint64_t size; /* what the file shows */
-	bool ro;
-
-	/* lock protects the pool, the state and the reconnect thread's
-	 * flags below; it is never held across a backend call. */
-	pthread_mutex_t lock;
-	pthread_cond_t cond;	/* a slot freed, a connection came, state */
-	pthread_cond_t rc_cond; /* wakes the reconnect thread */
-	struct nd_slot *slots;
-	unsigned nslots, maxslots; /* nslots: live connections */
-	double no_grow_until; /* a failed pool growth pauses growing */
-	bool grow_wanted;     /* all busy: the reconnect thread opens one */
-	bool closing;	      /* nd_disk_close: the reconnect thread ends */
-	pthread_t rc_thread;  /* opens every connection after the first */
-	/* Held exclusively by a read-modify-write of partial blocks, shared
-	 * by aligned writes: neither can undo the other. */
-	pthread_rwlock_t rmw_lock;
-
+/* One consistent picture of the disk for the status file, taken under the
+ * disk's lock (which no other file takes). */
+struct nd_disk_status {
 	enum nd_conn_state state;
-	time_t state_since;  /* wall clock, for status */
-	double down_since;   /* monotonic: the last connection was lost */
+	time_t state_since; /* wall clock */
 	char last_error[512];
-	struct nd_disk_stats st;
-	/* The object on the server is not the one this disk was opened on
-	 * (a reconnect found another size or validator, or a read said
-	 * -ESTALE): every request fails with -ESTALE, and the entry is
-	 * opened afresh (registry: nd_fs_refresh). */
-	atomic_bool changed;
+	unsigned connections, max_connections;
+	uint64_t bytes_read, bytes_written, reads, writes, flushes, errors,
+	    reconnects;
+	bool changed; /* see nd_disk_changed */
 	bool offline; /* opened from recorded facts, no connection yet */
 };
+void nd_disk_status(struct nd_disk *d, struct nd_disk_status *s);
 
 /* Drop from O the default keys (origin starting "-o" or containing
  * "defaults") that its driver does not take but another driver does; fail

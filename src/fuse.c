@@ -42,12 +42,12 @@ struct handle {
  * entry has layers (a decoded qcow2, an overlay), else the disk's. */
 static uint64_t entry_size(const struct nd_fs_entry *e)
 {
-	return e->top ? e->top->size : e->disk->size;
+	return e->top ? e->top->size : nd_disk_size(e->disk);
 }
 
 static bool entry_ro(const struct nd_fs_entry *e)
 {
-	return e->top ? e->top->ro : e->disk->ro;
+	return e->top ? e->top->ro : nd_disk_read_only(e->disk);
 }
 
 static void fill_attr(struct nd_fs *fs, fuse_ino_t ino, struct stat *st,
@@ -71,7 +71,8 @@ static void fill_attr(struct nd_fs *fs, fuse_ino_t ino, struct stat *st,
 	} else {
 		struct nd_perm p = { fs->uid, fs->gid, 0 };
 		/* Checked when the table was read: cannot fail here. */
-		nd_opt_perm(&e->disk->opts, fs->uid, fs->gid, entry_ro(e), &p);
+		nd_opt_perm(nd_disk_opts(e->disk), fs->uid, fs->gid,
+			    entry_ro(e), &p);
 		st->st_mode = S_IFREG | p.mode;
 		st->st_uid = p.uid;
 		st->st_gid = p.gid;
@@ -79,7 +80,7 @@ static void fill_attr(struct nd_fs *fs, fuse_ino_t ino, struct stat *st,
 		st->st_size = entry_size(e);
 		st->st_blocks = (entry_size(e) + 511) / 512;
 		if (e->cache)
-			st->st_blksize = e->disk->cfg.block_size;
+			st->st_blksize = nd_disk_cfg(e->disk)->block_size;
 	}
 }
 
@@ -540,7 +541,8 @@ static void do_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	int r = 0;
-	if (h->e && h->wrote && h->e->disk->cfg.cache != ND_CACHE_WRITEBACK) {
+	if (h->e && h->wrote &&
+	    nd_disk_cfg(h->e->disk)->cache != ND_CACHE_WRITEBACK) {
 		r = entry_sync(h->e);
 		if (r < 0)
 			nd_log(LOG_ERR, "entry '%s': flush at close: %s",

@@ -24,6 +24,7 @@
 
 #include "fuse_ver.h"
 #include "loop.h"
+#include "util/clock.h"
 
 #define SPIN_NS 100000ull /* watch this long after answering a request */
 #define QUICK_NS 20000ull /* ... answered this fast (not a long copy or a
@@ -42,21 +43,14 @@ struct loop {
 	int err;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* Watch for a request for up to SPIN_NS, unless another thread does. */
 static void watch(struct loop *l)
 {
 	if (atomic_exchange(&l->watching, true))
 		return;
 	struct pollfd p = {.fd = l->fd, .events = POLLIN};
-	uint64_t from = now_ns();
-	while (poll(&p, 1, 0) == 0 && now_ns() - from < SPIN_NS)
+	uint64_t from = nd_mono_ns();
+	while (poll(&p, 1, 0) == 0 && nd_mono_ns() - from < SPIN_NS)
 		sched_yield();
 	atomic_store(&l->watching, false);
 }
@@ -101,9 +95,9 @@ static void *worker(void *arg)
 			if (l->avail == 0)
 				start_thread(l);
 			pthread_mutex_unlock(&l->lock);
-			uint64_t t0 = now_ns();
+			uint64_t t0 = nd_mono_ns();
 			fuse_session_process_buf(l->se, &buf);
-			answered = now_ns() - t0 < QUICK_NS;
+			answered = nd_mono_ns() - t0 < QUICK_NS;
 			pthread_mutex_lock(&l->lock);
 			continue;
 		}
@@ -132,13 +126,7 @@ int nd_loop_run(struct fuse_session *se, unsigned max_threads)
 	start_thread(&l);
 	/* A signal handler can only mark the session exited: look. */
 	while (!l.stop && l.threads && !fuse_session_exited(se)) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += CHECK_MS * 1000000l;
-		if (ts.tv_nsec >= 1000000000l) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000l;
-		}
+		struct timespec ts = nd_wall_after(CHECK_MS / 1e3);
 		pthread_cond_timedwait(&l.cond, &l.lock, &ts);
 	}
 	l.stop = true;

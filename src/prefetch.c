@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "prefetch.h"
+#include "util/clock.h"
 
 #define IDLE_MS 2000   /* prefetch=idle: no reader waited this long */
 #define RETRY_MS 1000  /* after a failed fetch */
@@ -37,9 +38,7 @@ struct nd_prefetch {
 
 uint64_t nd_reader_now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return nd_mono_ns() / 1000000;
 }
 
 int nd_prefetch_mode_of(const struct nd_opts *o, enum nd_prefetch_mode *m)
@@ -70,15 +69,8 @@ static void set_state(struct nd_prefetch *p, const char *s)
 /* Sleep MS unless stopped; false when stopped. */
 static bool pause_ms(struct nd_prefetch *p, unsigned ms)
 {
-	struct timespec until;
+	struct timespec until = nd_timespec(nd_mono_s() + ms / 1000.0);
 	bool go;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
 	pthread_mutex_lock(&p->lock);
 	if (!p->stop)
 		pthread_cond_timedwait(&p->cond, &p->lock, &until);
@@ -184,7 +176,7 @@ static void *prefetch_thread(void *arg)
 	}
 	if (stop) {
 		set_state(p, stop);
-		nd_info("prefetch of %s: %s", p->cfg.disk->name, stop);
+		nd_info("prefetch of %s: %s", nd_disk_name(p->cfg.disk), stop);
 	}
 	free(buf);
 	return NULL;
@@ -201,15 +193,11 @@ struct nd_prefetch *nd_prefetch_start(const struct nd_prefetch_cfg *cfg)
 	if (p->cfg.chunk < p->cfg.block_size)
 		p->cfg.chunk = p->cfg.block_size;
 	pthread_mutex_init(&p->lock, NULL);
-	pthread_condattr_t a;
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(&p->cond, &a);
-	pthread_condattr_destroy(&a);
+	nd_cond_init_mono(&p->cond);
 	snprintf(p->state, sizeof p->state, "starting");
 	if (pthread_create(&p->thr, NULL, prefetch_thread, p) != 0) {
 		nd_warn("entry '%s': prefetch: cannot start a thread",
-			cfg->disk->name);
+			nd_disk_name(cfg->disk));
 		pthread_mutex_destroy(&p->lock);
 		pthread_cond_destroy(&p->cond);
 		free(p);

@@ -41,12 +41,12 @@ static FILE *create_file(const char *dir, const char *name, char **path)
 
 int nd_recover_save(const char *name, struct nd_disk *d, struct nd_cache *c)
 {
-	const char *dir = nd_opt_get(&d->opts, "recovery-dir");
+	const char *dir = nd_opt_get(nd_disk_opts(d), "recovery-dir");
 	struct nd_cache_stats st;
 	nd_cache_get_stats(c, &st);
 	if (st.dirty == 0)
 		return 0; /* the failure was the server's flush alone */
-	char *path = NULL, *id = nd_stack_identity(&d->opts, d->size);
+	char *path = NULL, *id = nd_stack_identity(nd_disk_opts(d), nd_disk_size(d));
 	uint64_t bytes = 0;
 	FILE *f = id ? create_file(dir ? dir : ND_RECOVERY_DIR, name, &path)
 		     : NULL;
@@ -149,7 +149,7 @@ int nd_recover_apply(const char *path, struct nd_disk *d, uint64_t *bytes)
 			off = off << 8 | rec[k];
 		for (int k = 3; k >= 0; k--)
 			len = len << 8 | rec[8 + k];
-		if (off > d->size || len > d->size - off) {
+		if (off > nd_disk_size(d) || len > nd_disk_size(d) - off) {
 			errno = EINVAL;
 			nd_error("%s: a record at %llu lies past the disk's end",
 				 path, (unsigned long long)off);

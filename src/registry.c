@@ -79,15 +79,15 @@ static int backing_new(struct backing *b, const char *url, const char *key,
 	b->disk = disk;
 	b->url_redacted = nd_redact(url);
 	b->key = strdup(key ? key : "");
-	if (disk->cfg.cache != ND_CACHE_NONE)
+	if (nd_disk_cfg(disk)->cache != ND_CACHE_NONE)
 		b->cache = nd_cache_new(disk, budget);
 	int r = -ENOMEM;
 	if (b->url_redacted && b->key &&
-	    (disk->cfg.cache == ND_CACHE_NONE || b->cache) &&
+	    (nd_disk_cfg(disk)->cache == ND_CACHE_NONE || b->cache) &&
 	    (r = nd_stack_open(disk, b->cache, &b->top)) == 0)
 		return 0;
 	if (r != -ENOMEM)
-		nd_log(LOG_ERR, "entry '%s': %s", disk->name, nd_get_error());
+		nd_log(LOG_ERR, "entry '%s': %s", nd_disk_name(disk), nd_get_error());
 	nd_cache_free(b->cache);
 	free(b->url_redacted);
 	free(b->key);
@@ -151,9 +151,9 @@ static int entry_settle(struct nd_fs_entry *e)
 	 * through the cache to the server. */
 	if (e->top)
 		return e->top->ro ? 0 : nd_layer_flush(e->top);
-	if (e->disk->ro)
+	if (nd_disk_read_only(e->disk))
 		return 0;
-	if (e->cache && e->disk->cfg.cache == ND_CACHE_WRITEBACK)
+	if (e->cache && nd_disk_cfg(e->disk)->cache == ND_CACHE_WRITEBACK)
 		return nd_cache_flush(e->cache);
 	r = e->cache ? nd_cache_flush(e->cache) : nd_disk_flush(e->disk);
 	if (r < 0)
@@ -291,7 +291,7 @@ static bool refresh_facts(struct nd_fs_entry *e, const struct nd_disk *seen,
 	struct nd_cache_stats cs = { 0 };
 	if (e->disk != seen)
 		return false;
-	nd_opts_copy(o, &e->disk->opts);
+	nd_opts_copy(o, nd_disk_opts(e->disk));
 	*url = strdup(e->url_redacted);
 	*key = strdup(e->key);
 	if (e->cache)
@@ -355,9 +355,10 @@ int nd_fs_refresh(struct nd_fs *fs, struct nd_fs_entry *e,
 		if (r == 0)
 			nd_info("entry '%s': opened afresh after the object "
 				"changed (%llu bytes, validator %s)",
-				e->name, (unsigned long long)d->size,
-				d->info.validator[0] ? d->info.validator
-						     : "none");
+				e->name, (unsigned long long)nd_disk_size(d),
+				nd_disk_info(d)->validator[0]
+					? nd_disk_info(d)->validator
+					: "none");
 		else
 			nd_log(LOG_ERR, "entry '%s': opening it afresh after "
 					"the object changed: %s",
@@ -519,10 +520,11 @@ double nd_fs_stop_bound(struct nd_fs *fs)
 {
 	double t = 10;
 	pthread_rwlock_rdlock(&fs->lock);
-	for (struct nd_fs_entry *e = fs->entries; e; e = e->next)
-		if (!e->disk->ro) /* two flush attempts, each bounded */
-			t += 2 * (e->disk->cfg.reconnect_delay +
-				  e->disk->cfg.timeout);
+	for (struct nd_fs_entry *e = fs->entries; e; e = e->next) {
+		const struct nd_disk_cfg *c = nd_disk_cfg(e->disk);
+		if (!nd_disk_read_only(e->disk)) /* two bounded flushes */
+			t += 2 * (c->reconnect_delay + c->timeout);
+	}
 	pthread_rwlock_unlock(&fs->lock);
 	return t;
 }

@@ -119,7 +119,7 @@ static int set_one(struct nd_fs *fs, struct opener *o, uint64_t share)
 		return 1;
 	}
 	int r = nd_fs_set(fs, e->name, e->url, o->key, o->disk,
-			  cs && !nd_opt_is_default(cs) ? o->disk->cfg.cache_size
+			  cs && !nd_opt_is_default(cs) ? nd_disk_cfg(o->disk)->cache_size
 						       : share);
 	if (r < 0) {
 		nd_log(LOG_ERR, "%s: entry '%s': %s%s", e->where, e->name,
@@ -129,9 +129,10 @@ static int set_one(struct nd_fs *fs, struct opener *o, uint64_t share)
 		nd_disk_close(o->disk);
 		return 1;
 	}
-	nd_info("entry '%s': %s, %llu bytes%s%s", e->name, o->disk->be->name,
-		(unsigned long long)o->disk->size,
-		o->disk->ro ? ", read-only" : "",
+	nd_info("entry '%s': %s, %llu bytes%s%s", e->name,
+		nd_disk_backend_name(o->disk),
+		(unsigned long long)nd_disk_size(o->disk),
+		nd_disk_read_only(o->disk) ? ", read-only" : "",
 		o->cur ? " (changed: swapped in)" : "");
 	return 0;
 }

@@ -19,14 +19,34 @@ static bool ends_with(const char *w, size_t n, const char *suf)
 	return n >= k && strncasecmp(w + n - k, suf, k) == 0;
 }
 
+/* The words of secret keys in any syntax; each protocol declares its own
+ * (struct nd_proto's secrets, registered by src/url.c). */
+static const char *const generic_words[] = {
+    "password",	     "passwd",	    "passphrase",  "pwd",
+    "secret",	     "key",	    "auth",	   "authorization",
+    "credential",    "credentials", NULL};
+
+#define MAX_DECLARED 32
+static const char *const *declared[MAX_DECLARED + 1] = { generic_words };
+static size_t ndeclared = 1;
+
+void nd_secret_declare(const char *const *names)
+{
+	if (names && ndeclared < MAX_DECLARED + 1)
+		declared[ndeclared++] = names;
+}
+
+/* The last word of NAME ("target-password" -> "password"). */
+static const char *last_word(const char *name)
+{
+	const char *w = name + strlen(name);
+	while (w > name && w[-1] != '-' && w[-1] != '_')
+		w--;
+	return w;
+}
+
 bool nd_secret_key(const char *key)
 {
-	static const char *const suffixes[] = {
-	    "password",	 "passwd",	  "passphrase", "pwd",
-	    "secret",	 "token",	  "key",	"sig",
-	    "signature", "cookie",	  "cookies",	"psk",
-	    "auth",	 "authorization", "credential", "credentials",
-	    NULL};
 	const char *last = strrchr(key, '.');
 	const char *end, *w;
 
@@ -38,9 +58,10 @@ bool nd_secret_key(const char *key)
 		;
 	if (end - w == 4 && strncasecmp(w, "pass", 4) == 0)
 		return true;
-	for (size_t i = 0; suffixes[i]; i++)
-		if (ends_with(w, end - w, suffixes[i]))
-			return true;
+	for (size_t l = 0; l < ndeclared; l++)
+		for (size_t i = 0; declared[l][i]; i++)
+			if (ends_with(w, end - w, last_word(declared[l][i])))
+				return true;
 	return false;
 }
 

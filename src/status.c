@@ -69,42 +69,43 @@ static json_t *cache_dir_json(const struct nd_cache_stats *cs)
 static json_t *entry_json(struct nd_fs_entry *e)
 {
 	struct nd_disk *d = e->disk;
+	struct nd_disk_status ds;
 	json_t *j = json_object();
 	char since[32];
 	struct tm tm;
 
-	pthread_mutex_lock(&d->lock);
-	gmtime_r(&d->state_since, &tm);
+	nd_disk_status(d, &ds);
+	gmtime_r(&ds.state_since, &tm);
 	strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	json_object_set_new(j, "state", json_string(state_name(d->state)));
+	json_object_set_new(j, "state", json_string(state_name(ds.state)));
 	json_object_set_new(j, "state_since", json_string(since));
 	json_object_set_new(j, "state_text",
-			    d->state == ND_CONNECTED
+			    ds.state == ND_CONNECTED
 				? json_string("connected")
 				: json_sprintf("%s since %s, reconnecting",
-					       state_name(d->state), since));
-	json_object_set_new(j, "last_error", redacted(d->last_error));
-	json_object_set_new(j, "connections", json_integer(d->nslots));
-	pthread_mutex_unlock(&d->lock);
+					       state_name(ds.state), since));
+	json_object_set_new(j, "last_error", redacted(ds.last_error));
+	json_object_set_new(j, "connections", json_integer(ds.connections));
 	json_object_set_new(j, "name", json_string(e->name));
-	json_object_set_new(j, "backend", json_string(d->be->name));
+	json_object_set_new(j, "backend",
+			    json_string(nd_disk_backend_name(d)));
 	json_object_set_new(j, "url", redacted(e->url_redacted));
-	json_object_set_new(j, "options", options_json(&d->opts));
-	json_object_set_new(j, "size", json_integer(d->size));
-	json_object_set_new(j, "read_only", json_boolean(d->ro));
+	json_object_set_new(j, "options", options_json(nd_disk_opts(d)));
+	json_object_set_new(j, "size", json_integer(nd_disk_size(d)));
+	json_object_set_new(j, "read_only", json_boolean(nd_disk_read_only(d)));
 	json_object_set_new(j, "mounted_from_cache_dir",
-			    json_boolean(d->offline));
+			    json_boolean(ds.offline));
 	json_object_set_new(j, "removed", json_boolean(e->removed));
 	json_object_set_new(j, "open_files", json_integer(e->opens));
-	json_object_set_new(j, "max_connections", json_integer(d->maxslots));
-	json_object_set_new(j, "bytes_read", json_integer(d->st.bytes_read));
-	json_object_set_new(j, "bytes_written",
-			    json_integer(d->st.bytes_written));
-	json_object_set_new(j, "requests_read", json_integer(d->st.reads));
-	json_object_set_new(j, "requests_written", json_integer(d->st.writes));
-	json_object_set_new(j, "flushes", json_integer(d->st.flushes));
-	json_object_set_new(j, "errors", json_integer(d->st.errors));
-	json_object_set_new(j, "reconnects", json_integer(d->st.reconnects));
+	json_object_set_new(j, "max_connections",
+			    json_integer(ds.max_connections));
+	json_object_set_new(j, "bytes_read", json_integer(ds.bytes_read));
+	json_object_set_new(j, "bytes_written", json_integer(ds.bytes_written));
+	json_object_set_new(j, "requests_read", json_integer(ds.reads));
+	json_object_set_new(j, "requests_written", json_integer(ds.writes));
+	json_object_set_new(j, "flushes", json_integer(ds.flushes));
+	json_object_set_new(j, "errors", json_integer(ds.errors));
+	json_object_set_new(j, "reconnects", json_integer(ds.reconnects));
 	if (e->cache) {
 		struct nd_cache_stats cs;
 		nd_cache_get_stats(e->cache, &cs);

@@ -116,7 +116,7 @@ static int open_source(const char *path, const char *want, const char *source,
 			      stderr) != 0 ||
 	    t.n != 1 || nd_disk_open(&t.e[0].opts, d) != 0)
 		goto out;
-	id = nd_stack_identity(&(*d)->opts, (*d)->size);
+	id = nd_stack_identity(nd_disk_opts(*d), nd_disk_size(*d));
 	if (id && strcmp(id, want) == 0) {
 		r = 0;
 	} else {
@@ -236,7 +236,7 @@ static int overlay_export(const char *path, const char *source,
 
 	if (!buf || !zero || open_base(path, source, opts, nopts, false, &d))
 		goto done;
-	char *id = nd_stack_identity(&d->opts, d->size);
+	char *id = nd_stack_identity(nd_disk_opts(d), nd_disk_size(d));
 	if (!id || nd_layer_cache_open(d, NULL, true, &base) ||
 	    nd_overlay_open(path, base, id, &o, &l)) {
 		free(id);

@@ -276,6 +276,7 @@ void nd_proto_register(const struct nd_proto *p)
 {
 	if (nprotos < MAX_PROTOS)
 		protos[nprotos++] = p;
+	nd_secret_declare(p->secrets);
 }
 
 static bool in_list(const char *const *list, const char *s)
@@ -383,29 +384,57 @@ int nd_url_parse(const char *url, struct nd_opts *o, const char *origin)
 	if (is_key_list(url))
 		return nd_opts_parse_list(o, url, origin);
 	return nd_url_error("'%s' is not a device URL (expected SCHEME://..., "
-			    "nbd:HOST:PORT, json:{...}, driver=... or an "
-			    "absolute path)",
+			    "a protocol's legacy form, json:{...}, "
+			    "driver=... or an absolute path)",
 			    url);
 }
 
 /* --- normalisation ---------------------------------------------------- */
 
-/* Keys the core itself reads: allowed at any level of a wrapper. */
+/* The one table of the core's own keys. ANY: read by the core, allowed
+ * at any level of a wrapper. ALIAS: renamed by the parser (readonly ->
+ * ro, media=cdrom -> ro), so never seen past it. ENTRY: placed at the
+ * entry's top by the parser itself (driver, the raw format's window). */
+enum { CORE_ANY = 1, CORE_ALIAS = 2, CORE_ENTRY = 4 };
+static const struct {
+	const char *key;
+	unsigned char where;
+} core_keys[] = {
+	{ "ro", CORE_ANY },	       { "readahead", CORE_ANY },
+	{ "block-size", CORE_ANY },    { "cache-size", CORE_ANY },
+	{ "cache", CORE_ANY },	       { "connections", CORE_ANY },
+	{ "timeout", CORE_ANY },       { "reconnect-delay", CORE_ANY },
+	{ "open-timeout", CORE_ANY },  { "debug", CORE_ANY },
+	{ "uid", CORE_ANY },	       { "gid", CORE_ANY },
+	{ "mode", CORE_ANY },	       { "umask", CORE_ANY },
+	{ "format", CORE_ANY },	       { "overlay", CORE_ANY },
+	{ "overlay-create", CORE_ANY }, { "overlay-force", CORE_ANY },
+	{ "cache-dir", CORE_ANY },     { "cache-dir-size", CORE_ANY },
+	{ "cache-dir-mode", CORE_ANY }, { "prefetch", CORE_ANY },
+	{ "backing", CORE_ANY },
+	{ "l2-cache-size", CORE_ANY }, { "snapshot", CORE_ANY },
+	{ "recovery-dir", CORE_ANY },  { "readonly", CORE_ALIAS },
+	{ "read-only", CORE_ALIAS },   { "media", CORE_ALIAS },
+	{ "driver", CORE_ENTRY },      { "offset", CORE_ENTRY },
+	{ "size", CORE_ENTRY },
+};
+
+static bool core_key_in(const char *k, unsigned where)
+{
+	for (size_t i = 0; i < sizeof core_keys / sizeof *core_keys; i++)
+		if (strcmp(k, core_keys[i].key) == 0)
+			return (core_keys[i].where & where) != 0;
+	return false;
+}
+
 bool nd_opt_is_core(const char *k)
 {
-	static const char *const keys[] = {
-		"ro", "readonly", "read-only", "readahead", "block-size",
-		"cache-size", "cache", "connections", "timeout",
-		"reconnect-delay", "open-timeout", "debug", "media", "uid", "gid",
-		"mode", "umask", "format",
-		"overlay", "overlay-create", "overlay-force", "cache-dir",
-		"cache-dir-size", "cache-dir-mode", "prefetch", "backing",
-		"l2-cache-size", "snapshot", "recovery-dir", NULL
-	};
-	for (size_t i = 0; keys[i]; i++)
-		if (strcmp(k, keys[i]) == 0)
-			return true;
-	return false;
+	return core_key_in(k, CORE_ANY | CORE_ALIAS);
+}
+
+bool nd_opt_is_entry_core(const char *k)
+{
+	return core_key_in(k, CORE_ANY | CORE_ENTRY);
 }
 
 static bool is_format(const char *d)

@@ -67,8 +67,12 @@ int nd_opts_rename(struct nd_opts *o, const char *old, const char *new);
  * dirname(value)/NAME. For the backends' relative hooks. */
 int nd_opts_relative_path(struct nd_opts *o, const char *key, const char *name,
 			  bool abs_slash);
-/* Is KEY one of the core's own options (not a protocol's)? */
+/* Is KEY one of the core's own options (not a protocol's), allowed at
+ * any level of a wrapper? */
 bool nd_opt_is_core(const char *key);
+/* Is KEY one of the core's options of a parsed entry (the above but the
+ * aliases the parser renames, plus driver, offset and size)? */
+bool nd_opt_is_entry_core(const char *key);
 
 /* Set KEY=VAL with origin "default" unless KEY is given. */
 int nd_opts_default(struct nd_opts *o, const char *key, const char *val);

@@ -103,8 +103,8 @@ int nd_layer_cache_open(struct nd_disk *d, struct nd_cache *c, bool own,
 		return -ENOMEM;
 	}
 	x->l.ops = &cache_layer_ops;
-	x->l.size = d->size;
-	x->l.ro = d->ro;
+	x->l.size = nd_disk_size(d);
+	x->l.ro = nd_disk_read_only(d);
 	x->d = d;
 	x->c = c;
 	x->own = own;
@@ -236,7 +236,7 @@ static int open_backing(const char *name, const char *format, unsigned depth,
 		nd_layer_close(l);
 		return -ENOMEM;
 	}
-	next->image = &d->opts;
+	next->image = nd_disk_opts(d);
 	r = decode(l, format, depth, next, out);
 	/* next must live as long as the chain: the qcow2 layer only reads it
 	 * while opening, so it can go now. */
@@ -248,12 +248,12 @@ static int open_backing(const char *name, const char *format, unsigned depth,
 
 static int open_qcow2(struct nd_disk *d, struct nd_layer **l)
 {
-	const struct nd_opts *o = &d->opts;
+	const struct nd_opts *o = nd_disk_opts(d);
 	struct chain top = { .image = o };
 	struct nd_qcow2_opts q = { .open_backing = open_backing,
 				   .arg = &top,
 				   .snapshot = nd_opt_get(o, "snapshot"),
-				   .writable = !d->ro && !nd_opt_get(o, "snapshot") };
+				   .writable = !nd_disk_read_only(d) && !nd_opt_get(o, "snapshot") };
 	bool b = true;
 	if (nd_opt_bool(o, "backing", true, &b) == -1 ||
 	    nd_opt_size(o, "l2-cache-size", 0, &q.l2_cache_bytes) == -1)
@@ -265,7 +265,7 @@ static int open_qcow2(struct nd_disk *d, struct nd_layer **l)
 static int open_overlay(struct nd_disk *d, const char *path,
 			struct nd_layer **l)
 {
-	const struct nd_opts *o = &d->opts;
+	const struct nd_opts *o = nd_disk_opts(d);
 	struct nd_overlay_opts ov = { .create = true };
 	char *id;
 	int r;
@@ -281,8 +281,8 @@ static int open_overlay(struct nd_disk *d, const char *path,
 
 int nd_stack_open(struct nd_disk *d, struct nd_cache *c, struct nd_layer **top)
 {
-	const char *fmt = nd_opt_get(&d->opts, "format");
-	const char *ovl = nd_opt_get(&d->opts, "overlay");
+	const char *fmt = nd_opt_get(nd_disk_opts(d), "format");
+	const char *ovl = nd_opt_get(nd_disk_opts(d), "overlay");
 	struct nd_layer *l;
 	int r;
 

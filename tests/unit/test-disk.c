@@ -16,7 +16,8 @@
 #include <unistd.h>
 
 #include "backend.h"
-#include "disk.h"
+#include "disk-priv.h"
+#include "util/clock.h"
 
 #define DISK (1u << 20)
 
@@ -25,13 +26,6 @@ static atomic_int mode = UP;
 static atomic_int hold_ms; /* an UP pread takes this long (slow, legit) */
 static atomic_uint opens, open_conns;
 static unsigned char mem[DISK];
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* A frozen server costs a real backend its whole timeout. */
 static int frozen(const struct nd_settings *s)
@@ -140,9 +134,9 @@ static struct nd_disk *disk_with(const char *extra)
 static int timed_read(struct nd_disk *d, double *secs)
 {
 	static __thread unsigned char buf[4096];
-	double t0 = now_s();
+	double t0 = nd_mono_s();
 	int r = nd_disk_pread(d, buf, sizeof buf, 8192);
-	*secs = now_s() - t0;
+	*secs = nd_mono_s() - t0;
 	if (r == 0 && memcmp(buf, mem + 8192, sizeof buf))
 		r = -EBADMSG;
 	return r;
@@ -192,15 +186,15 @@ static void outage(enum fake_mode m, const char *what)
 	CHECK(opens > o0, "%s: no reconnect attempt while failed", what);
 
 	mode = UP;
-	double t0 = now_s();
+	double t0 = nd_mono_s();
 	r = -1;
-	while (r != 0 && now_s() - t0 < 6) {
+	while (r != 0 && nd_mono_s() - t0 < 6) {
 		r = timed_read(d, &t);
 		if (r)
 			usleep(50 * 1000);
 	}
 	printf("%s: serving again %.2f s after the server came back\n", what,
-	       now_s() - t0);
+	       nd_mono_s() - t0);
 	CHECK(r == 0, "%s: no recovery within 6 s of the server's return",
 	      what);
 	CHECK(state(d) == ND_CONNECTED, "%s: state %d after recovery", what,
@@ -210,9 +204,9 @@ static void outage(enum fake_mode m, const char *what)
 	mode = m;
 	generation++;
 	timed_read(d, &t);
-	t0 = now_s();
+	t0 = nd_mono_s();
 	nd_disk_close(d);
-	t = now_s() - t0;
+	t = nd_mono_s() - t0;
 	CHECK(t < 0.5 + 0.7, "%s: close took %.2f s", what, t);
 	mode = UP;
 	CHECK(open_conns == 0, "%s: %u connections left open", what,
@@ -314,20 +308,44 @@ static void settings_and_secrets(void)
 	CHECK(last_settings.read_only && last_settings.connections == 2 &&
 		  last_settings.reconnect_delay == 3 &&
 		  last_settings.timeout == ND_DEFAULT_TIMEOUT &&
-		  last_settings.open_timeout == 0,
-	      "settings: ro %d conns %u rd %g timeout %g ot %g",
+		  last_settings.open_timeout == 0 &&
+		  last_settings.debug == -1,
+	      "settings: ro %d conns %u rd %g timeout %g ot %g debug %d",
 	      last_settings.read_only, last_settings.connections,
 	      last_settings.reconnect_delay, last_settings.timeout,
-	      last_settings.open_timeout);
+	      last_settings.open_timeout, last_settings.debug);
 	CHECK(!nd_opt_get(&d->opts, "timeout"),
 	      "the core wrote timeout= into the entry's options");
 	nd_disk_close(d);
 	nd_opts_free(&o);
-	CHECK(nd_backend_key_is_secret("fake", "server.3.password") &&
-		  !nd_backend_key_is_secret("fake", "user") &&
-		  !nd_backend_key_is_secret("fake", "password") &&
-		  !nd_backend_key_is_secret("nosuch", "server.3.password"),
-	      "secret keys");
+	/* debug= reaches open() parsed: a level (clamped), on or off. */
+	static const struct {
+		const char *v;
+		int level;
+	} dbg[] = { { "3", 3 }, { "12", ND_DEBUG_MAX }, { "on", ND_DEBUG_MAX },
+		    { "off", 0 }, { "x", -2 } };
+	for (size_t i = 0; i < sizeof dbg / sizeof *dbg; i++) {
+		nd_opts_init(&o, "t");
+		nd_opt_set(&o, "driver", "fake", "test");
+		nd_opt_set(&o, "debug", dbg[i].v, "test");
+		d = NULL;
+		r = nd_disk_open(&o, &d);
+		CHECK(dbg[i].level == -2 ? r < 0
+					 : r == 0 && last_settings.debug ==
+							  dbg[i].level,
+		      "debug=%s: r=%d level %d", dbg[i].v, r,
+		      last_settings.debug);
+		if (r == 0)
+			nd_disk_close(d);
+		nd_opts_free(&o);
+	}
+	/* Every key a backend calls secret is one the redactor hides. */
+	for (const struct nd_backend *const *b = nd_backend_list(); *b; b++)
+		for (const struct nd_optdesc *k = (*b)->options; k && k->key;
+		     k++)
+			CHECK(!k->secret || nd_secret_key(k->key),
+			      "%s: %s is secret but not redacted", (*b)->name,
+			      k->key);
 }
 
 int main(void)

@@ -9,16 +9,10 @@
 #include <unistd.h>
 
 #include "workers.h"
+#include "util/clock.h"
 
 static atomic_int running_a, max_a, done;
 static double b_started;
-
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec + t.tv_nsec / 1e9;
-}
 
 static void slow_job(void *arg)
 {
@@ -33,7 +27,7 @@ static void slow_job(void *arg)
 
 static void fast_job(void *arg)
 {
-	b_started = now();
+	b_started = nd_mono_s();
 	atomic_fetch_add(&done, 1);
 }
 
@@ -42,7 +36,7 @@ int main(void)
 	int a, b, failures = 0;
 	if (nd_workers_start(8) != 0)
 		return 1;
-	double t0 = now();
+	double t0 = nd_mono_s();
 	for (int i = 0; i < 16; i++)
 		nd_workers_submit(&a, slow_job, NULL);
 	usleep(100000);
