@@ -798,6 +798,43 @@ static void unpin_all(struct nd_cache *c, struct nd_cache_ref *ref)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* Pin the blocks of [off, off+len) (N of them from FIRST) into REF, new
+ * ones (MINE) to be loaded by the caller, whole or (PARTIAL) only the
+ * 4K-aligned part the read touches. Lock held. */
+static int pin_blocks(struct nd_cache *c, struct nd_cache_ref *ref,
+		      uint64_t first, size_t n, uint64_t off, size_t len,
+		      bool partial, bool *mine, bool *missed)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct nd_block *b = lookup(c, first + i);
+		uint64_t s, e;
+		block_span(c, first + i, off, len, &s, &e);
+		mine[i] = false;
+		if (b && b->state == B_VALID && !covers(b, s, e)) {
+			unhash(c, b); /* a partial block: refetch */
+			b = NULL;
+		}
+		if (!b) {
+			b = new_block(c, first + i, NULL, 0);
+			if (!b)
+				return -ENOMEM;
+			if (partial) {
+				b->vs = s & ~4095ull;
+				b->ve = (e + 4095) & ~4095ull;
+				if (b->ve > b->len)
+					b->ve = b->len;
+			}
+			mine[i] = true;
+			*missed = true;
+		} else {
+			touch(c, b);
+		}
+		b->pins++;
+		ref->blk[ref->n++] = b;
+	}
+	return 0;
+}
+
 int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		  struct nd_cache_ref *ref)
 {
@@ -845,35 +882,8 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		}
 		if (attempt >= MAX_RETRIES / 2)
 			partial = false; /* make progress with whole blocks */
-		for (size_t i = 0; i < n; i++) {
-			struct nd_block *b = lookup(c, first + i);
-			uint64_t s, e;
-			block_span(c, first + i, off, len, &s, &e);
-			mine[i] = false;
-			if (b && b->state == B_VALID && !covers(b, s, e)) {
-				unhash(c, b); /* a partial block: refetch */
-				b = NULL;
-			}
-			if (!b) {
-				b = new_block(c, first + i, NULL, 0);
-				if (!b) {
-					err = -ENOMEM;
-					break;
-				}
-				if (partial) {
-					b->vs = s & ~4095ull;
-					b->ve = (e + 4095) & ~4095ull;
-					if (b->ve > b->len)
-						b->ve = b->len;
-				}
-				mine[i] = true;
-				missed = true;
-			} else {
-				touch(c, b);
-			}
-			b->pins++;
-			ref->blk[ref->n++] = b;
-		}
+		err = pin_blocks(c, ref, first, n, off, len, partial, mine,
+				 &missed);
 		if (attempt == 0) {
 			if (missed) {
 				c->misses++;
