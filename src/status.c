@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "layers/overlay.h"
 #include "log.h"
 
 /* A redacted copy of S as a JSON string (null for NULL or ""). */
@@ -49,6 +50,22 @@ static const char *state_name(enum nd_conn_state s)
 	return "unknown";
 }
 
+/* The overlay of E, or NULL. The base counts as reachable while the
+ * entry's connection is up (the disk's state, which its reconnect thread
+ * keeps current even when no request goes to the base). */
+static json_t *overlay_json(struct nd_fs_entry *e, bool connected)
+{
+	struct nd_overlay_stats st;
+	if (!nd_overlay_stats(e->top, &st))
+		return NULL;
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:b}", "path", st.path,
+			 "bytes", (json_int_t)st.data_bytes, "zero_bytes",
+			 (json_int_t)st.zero_bytes, "writes",
+			 (json_int_t)st.writes, "base_errors",
+			 (json_int_t)st.base_errors, "base_reachable",
+			 connected);
+}
+
 static json_t *entry_json(struct nd_fs_entry *e)
 {
 	struct nd_disk *d = e->disk;
@@ -68,7 +85,11 @@ static json_t *entry_json(struct nd_fs_entry *e)
 					       state_name(d->state), since));
 	json_object_set_new(j, "last_error", redacted(d->last_error));
 	json_object_set_new(j, "connections", json_integer(d->nslots));
+	bool connected = d->state == ND_CONNECTED;
 	pthread_mutex_unlock(&d->lock);
+	json_t *ovl = overlay_json(e, connected);
+	if (ovl)
+		json_object_set_new(j, "overlay", ovl);
 	json_object_set_new(j, "name", json_string(e->name));
 	json_object_set_new(j, "backend", json_string(d->be->name));
 	json_object_set_new(j, "url", redacted(e->url_redacted));
