@@ -63,7 +63,7 @@ for round in $(seq 1 "$ROUNDS"); do
     fio_crash_verify "$TMP/fio$round" "$TMP/m/w" $SIZE "$synced"
     nd_unmount "$TMP/m"
     check_image "$img" "after the remount (round $round)"
-    echo "round $round (compat=$compat, cluster $cs, cache=$cache${backing:+, backing $backing}): killed after $at requests; $synced synced writes verify; leaked clusters: ${CHECK_LEAKS:-0}"
+    echo "round $round (compat=$compat, cluster $cs, cache=$cache${backing:+, backing $backing}): kill -9 once the status showed >= $at requests; $synced synced writes verify; leaked clusters: ${CHECK_LEAKS:-0}"
     rm -f "$img"
 done
 cmp "$SRV/base.raw" "$TMP/base.orig" || fail "the backing file changed"
