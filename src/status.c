@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "layers/overlay.h"
 #include "log.h"
 
 /* A redacted copy of S as a JSON string (null for NULL or ""). */
@@ -66,6 +67,22 @@ static json_t *cache_dir_json(const struct nd_cache_stats *cs)
 		(json_int_t)p->done, "total", (json_int_t)p->total);
 }
 
+/* The overlay of E, or NULL. The base counts as reachable while the
+ * entry's connection is up (the disk's state, which its reconnect thread
+ * keeps current even when no request goes to the base). */
+static json_t *overlay_json(struct nd_fs_entry *e, bool connected)
+{
+	struct nd_overlay_stats st;
+	if (!nd_overlay_stats(e->top, &st))
+		return NULL;
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:b}", "path", st.path,
+			 "bytes", (json_int_t)st.data_bytes, "zero_bytes",
+			 (json_int_t)st.zero_bytes, "writes",
+			 (json_int_t)st.writes, "base_errors",
+			 (json_int_t)st.base_errors, "base_reachable",
+			 connected);
+}
+
 static json_t *entry_json(struct nd_fs_entry *e)
 {
 	struct nd_disk *d = e->disk;
@@ -86,13 +103,28 @@ static json_t *entry_json(struct nd_fs_entry *e)
 					       state_name(ds.state), since));
 	json_object_set_new(j, "last_error", redacted(ds.last_error));
 	json_object_set_new(j, "connections", json_integer(ds.connections));
+	json_t *ovl = overlay_json(e, ds.state == ND_CONNECTED);
+	if (ovl)
+		json_object_set_new(j, "overlay", ovl);
 	json_object_set_new(j, "name", json_string(e->name));
 	json_object_set_new(j, "backend",
 			    json_string(nd_disk_backend_name(d)));
 	json_object_set_new(j, "url", redacted(e->url_redacted));
 	json_object_set_new(j, "options", options_json(nd_disk_opts(d)));
-	json_object_set_new(j, "size", json_integer(nd_disk_size(d)));
-	json_object_set_new(j, "read_only", json_boolean(nd_disk_read_only(d)));
+	/* What the file shows (a qcow2's virtual disk, an overlay's
+	 * writable file); the disk under the layers has its own. */
+	json_object_set_new(j, "size",
+			    json_integer(e->top ? e->top->size
+						: nd_disk_size(d)));
+	json_object_set_new(j, "read_only",
+			    json_boolean(e->top ? e->top->ro
+						: nd_disk_read_only(d)));
+	if (e->top) {
+		json_object_set_new(j, "disk_size",
+				    json_integer(nd_disk_size(d)));
+		json_object_set_new(j, "disk_read_only",
+				    json_boolean(nd_disk_read_only(d)));
+	}
 	json_object_set_new(j, "mounted_from_cache_dir",
 			    json_boolean(ds.offline));
 	json_object_set_new(j, "removed", json_boolean(e->removed));

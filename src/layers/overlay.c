@@ -12,13 +12,15 @@
  * not on disk before it, and after a crash every block reads either as it
  * was at the last completed flush or as a later whole write.
  *
- * Locks: map_lock protects the map and its dirty pages (never held across
+ * Locks: map_lock protects the map, its dirty pages and the count of
+ * blocks in each state (never held across
  * I/O); stripe locks serialise writers of the same blocks, so a partial
  * block's read-modify-write cannot undo a concurrent write of its other
  * bytes; flush_lock serialises flushes. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +54,8 @@ struct ovl {
 	pthread_mutex_t map_lock;
 	uint8_t *map;	/* lay.map_len bytes, 4 blocks a byte */
 	uint8_t *dirty; /* one flag per 4 KiB map page */
+	uint64_t count[4]; /* blocks in each state (3: a corrupt map) */
+	atomic_uint_fast64_t writes, base_errors; /* for the status file */
 	pthread_mutex_t stripes[NSTRIPES];
 	pthread_mutex_t flush_lock;
 };
@@ -86,6 +90,8 @@ static void set_state(struct ovl *v, uint64_t b, unsigned st)
 	uint8_t *p = &v->map[b / 4];
 	uint8_t n = (uint8_t)((*p & ~(3u << (b % 4 * 2))) | st << (b % 4 * 2));
 	if (n != *p) {
+		v->count[get_state(v->map, b)]--;
+		v->count[st]++;
 		*p = n;
 		v->dirty[b / 4 / BLK] = 1;
 	}
@@ -120,8 +126,12 @@ static int read_run(struct ovl *v, unsigned st, char *buf, size_t len,
 		memset(buf, 0, len);
 		return 0;
 	}
-	if (st == ST_BASE)
-		return nd_layer_pread(v->base, buf, len, off);
+	if (st == ST_BASE) {
+		int r = nd_layer_pread(v->base, buf, len, off);
+		if (r)
+			atomic_fetch_add(&v->base_errors, 1);
+		return r;
+	}
 	if (nd_full_pread(v->fd, buf, len, v->lay.data_off + off, true) == 0)
 		return 0;
 	return fail_io(v->path, "read");
@@ -206,6 +216,7 @@ static int ovl_pwrite(struct nd_layer *l, const void *buf, size_t len,
 	uint64_t mask = stripes_mask(off / BLK, (off + len - 1) / BLK);
 	int r;
 
+	atomic_fetch_add(&v->writes, 1);
 	stripes_lock(v, mask, true);
 	r = write_blocks(v, buf, len, off);
 	stripes_lock(v, mask, false);
@@ -227,6 +238,7 @@ static int ovl_zero(struct nd_layer *l, uint64_t len, uint64_t off)
 	uint64_t first = (off + BLK - 1) / BLK, end = (off + len) / BLK;
 	int r = 0;
 
+	atomic_fetch_add(&v->writes, 1);
 	if ((off + len) == v->lay.size)
 		end = v->lay.nblocks; /* the last, short block is whole */
 	if (first >= end) /* no whole block */
@@ -441,6 +453,8 @@ static int ovl_load(const char *path, bool rw, struct ovl *v, char **identity)
 		return -ENOMEM;
 	if (nd_full_pread(v->fd, v->map, v->lay.map_len, v->lay.map_off, true) == -1)
 		return fail_io(path, "read of the map");
+	for (uint64_t b = 0; b < v->lay.nblocks; b++)
+		v->count[get_state(v->map, b)]++;
 	v->l.size = size;
 	return 0;
 }
@@ -504,6 +518,21 @@ fail:
 	free(have);
 	ovl_free(v);
 	return r;
+}
+
+bool nd_overlay_stats(struct nd_layer *l, struct nd_overlay_stats *st)
+{
+	struct ovl *v = (struct ovl *)l;
+	if (!l || l->ops != &ovl_ops)
+		return false;
+	st->path = v->path;
+	pthread_mutex_lock(&v->map_lock);
+	st->data_bytes = v->count[ST_DATA] * BLK;
+	st->zero_bytes = v->count[ST_ZERO] * BLK;
+	pthread_mutex_unlock(&v->map_lock);
+	st->writes = atomic_load(&v->writes);
+	st->base_errors = atomic_load(&v->base_errors);
+	return true;
 }
 
 /* --- the tools (netdiskfs overlay ...) -------------------------------------- */

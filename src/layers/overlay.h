@@ -30,6 +30,17 @@ int nd_overlay_open(const char *path, struct nd_layer *base,
 		    const char *identity, const struct nd_overlay_opts *o,
 		    struct nd_layer **out);
 
+/* What a mounted overlay did (the status file). */
+struct nd_overlay_stats {
+	const char *path; /* the overlay's, valid while the layer is */
+	uint64_t data_bytes; /* held in the overlay's data area */
+	uint64_t zero_bytes; /* recorded as zeroes, nothing stored */
+	uint64_t writes;     /* write and zero requests since the mount */
+	uint64_t base_errors; /* reads of the base that failed */
+};
+/* L's figures; false when L is not an overlay. */
+bool nd_overlay_stats(struct nd_layer *l, struct nd_overlay_stats *st);
+
 /* What an overlay file holds, without its base (netdiskfs overlay info). */
 struct nd_overlay_info {
 	char *identity; /* malloc'd */

@@ -6,9 +6,13 @@
 # the same over a read-only NBD export; an overlay over another base is
 # refused naming both; `netdiskfs overlay info|diff|export|commit` agree
 # with what the mount showed, and a commit interrupted by kill -9 resumes.
+# The status file reports each overlay (path, bytes held, writes, base
+# reachable); with the base's server down the overlay's blocks still read
+# and write, and the status says the base is unreachable.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nbdkit.sh"
 . "$TOP/tests/lib/nginx.sh"
+. "$TOP/tests/lib/mount.sh"
 requires mkfs.ext4
 requires e2fsck
 requires losetup
@@ -28,7 +32,7 @@ mkdir -p "$TMP/ovl"
 cat > "$TMP/t.tab" <<TAB
 fs    $NGINX_URL/ext4.img                       overlay=$TMP/ovl/fs.ovl
 blk   $RW                                       overlay=$TMP/ovl/blk.ovl
-rob   nbd://127.0.0.1:$(nbdkit_port ro)         overlay=$TMP/ovl/rob.ovl
+rob   nbd://127.0.0.1:$(nbdkit_port ro)         overlay=$TMP/ovl/rob.ovl,cache=none,reconnect-delay=1,timeout=2
 TAB
 
 loop_mount() { # FILE DIR
@@ -39,6 +43,44 @@ loop_mount() { # FILE DIR
     cleanup_fn "umount $2 2>/dev/null"
 }
 loop_umount() { umount "$1" && losetup -d "$LOOP" || fail "umount $1"; }
+
+# ovl NAME KEY: one field of entry NAME's overlay in the status file.
+ovl() { status_field "$TMP/m" "$1" overlay | $PY -c "import json,sys; v=json.load(sys.stdin)[sys.argv[1]]; print(json.dumps(v) if not isinstance(v, str) else v)" "$2"; }
+expect_ovl() { # NAME KEY VALUE
+    local v; v=$(ovl "$1" "$2")
+    [ "$v" = "$3" ] || { cat "$TMP/m/.netdiskfs/status" >&2; fail "status: $1.overlay.$2 = $v, expected $3"; }
+}
+
+rob_state_is() { [ "$(status_field "$TMP/m" rob state)" = "$1" ]; }
+rob_state_not() { ! rob_state_is "$1"; }
+
+# The status of the overlays (the mount is up, rob's 100000 bytes at
+# 300000 written: blocks 73..97); then rob's server is stopped.
+check_overlay_status() {
+    expect_ovl rob path "$TMP/ovl/rob.ovl"
+    expect_ovl rob bytes $((25 * 4096))
+    expect_ovl rob zero_bytes 0
+    expect_ovl rob base_reachable true
+    expect_ovl rob base_errors 0
+    [ "$(ovl fs writes)" -gt 0 ] && [ "$(ovl fs bytes)" -gt 1000000 ] || fail "status: fs.overlay shows no writes"
+    fallocate -p -o 1M -l 64K "$TMP/m/rob" || fail "punch a hole in rob"
+    expect_ovl rob zero_bytes 65536
+    [ "$(ovl rob writes)" -ge 2 ] || fail "status: rob.overlay.writes = $(ovl rob writes), expected >= 2"
+    nbdkit_kill ro
+    expect_eio 8000 "$TMP/m.log" "rob, base down, unwritten block" "$TMP/m/rob" 50
+    wait_for 10 rob_state_not connected || fail "rob still connected"
+    expect_ovl rob base_reachable false
+    [ "$(ovl rob base_errors)" -ge 1 ] || fail "status: no base error counted"
+    # What the overlay holds still reads and writes (whole and part blocks).
+    cmp -n 100000 -i 0:300000 "$TMP/piece" "$TMP/m/rob" || fail "rob, base down: the overlay's blocks read back wrong"
+    dd if=/dev/zero of="$TMP/m/rob" bs=4096 seek=80 count=2 conv=notrunc,fsync status=none || fail "rob, base down: a write of held blocks failed"
+    printf 'x' | dd of="$TMP/m/rob" bs=1 seek=$((1048576 + 100)) conv=notrunc,fsync status=none || fail "rob, base down: a write into a zeroed block failed"
+    nbdkit_restart ro
+    wait_for 20 rob_state_is connected || fail "rob: not connected again"
+    expect_ovl rob base_reachable true
+    cmp -n 4M "$TMP/m/rob" "$TMP/ro.orig" >/dev/null 2>&1 && fail "rob: the overlay was lost"
+    cmp -n 65536 -i 3145728:3145728 "$TMP/m/rob" "$TMP/ro.orig" || fail "rob: the base reads wrong once back"
+}
 
 nd_mount "$TMP/t.tab" "$TMP/m"
 [ "$(stat -c %a "$TMP/m/fs")" = 644 ] || fail "an overlaid HTTP entry must be writable"
@@ -61,6 +103,7 @@ cmp "$TMP/m/blk" "$TMP/blk.expect" || fail "blk: reads back wrong"
 head -c 100000 /dev/urandom > "$TMP/piece"
 dd if="$TMP/piece" of="$TMP/m/rob" bs=100000 seek=3 conv=notrunc,fsync status=none || fail "write to rob"
 cmp -n 100000 -i 0:300000 "$TMP/piece" "$TMP/m/rob" || fail "rob: reads back wrong"
+check_overlay_status
 nd_unmount "$TMP/m"
 cmp "$TMP/ro.img" "$TMP/ro.orig" || fail "the read-only export changed"
 

@@ -3,7 +3,7 @@
  * exactly, also after a reopen; the base file is never written; another
  * base is refused; kill -9 in the middle of writes loses nothing that a
  * flush acknowledged and leaves every block whole; the tools' view (info,
- * each, forget) matches. */
+ * each, forget) matches, and so do the status figures of an open overlay. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -132,6 +132,44 @@ static int count_run(uint64_t off, uint64_t len, bool zero, void *arg)
 	return 0;
 }
 
+/* The status figures of a mounted overlay agree with the file (INFO),
+ * and follow a write and a zero; another layer has none. */
+static void stats(const struct nd_overlay_info *info)
+{
+	struct nd_overlay_stats st;
+	int err;
+	struct nd_layer *l = open_overlay("nbd:base", false, &err), *f = NULL;
+	if (!l)
+		return;
+	CHECK(nd_overlay_stats(l, &st) && strcmp(st.path, ovl_path) == 0 &&
+		      st.data_bytes == info->data_blocks * BLK &&
+		      st.zero_bytes == info->zero_blocks * BLK &&
+		      st.writes == 0 && st.base_errors == 0,
+	      "stats after a reopen");
+	/* Two blocks of zeroes at the start, then one written over. */
+	CHECK(nd_layer_zero(l, 2 * BLK, 0) == 0 &&
+		      nd_layer_pwrite(l, "x", 1, BLK + 7) == 0,
+	      "zero and write");
+	memset(model, 0, 2 * BLK);
+	model[BLK + 7] = 'x';
+	struct nd_overlay_info now;
+	CHECK(nd_layer_flush(l) == 0 && nd_overlay_info(ovl_path, &now) == 0,
+	      "flush and info");
+	CHECK(nd_overlay_stats(l, &st) && st.writes == 2 &&
+		      st.data_bytes == now.data_blocks * BLK &&
+		      st.zero_bytes == now.zero_blocks * BLK &&
+		      st.zero_bytes >= BLK && st.data_bytes >= BLK,
+	      "stats after a zero and a write (data %llu, zero %llu)",
+	      (unsigned long long)st.data_bytes,
+	      (unsigned long long)st.zero_bytes);
+	free(now.identity);
+	CHECK(nd_layer_file_open(base_path, true, &f) == 0 &&
+		      !nd_overlay_stats(f, &st),
+	      "a file layer is no overlay");
+	nd_layer_close(f);
+	nd_layer_close(l);
+}
+
 static void tools(void)
 {
 	struct nd_overlay_info info;
@@ -143,6 +181,7 @@ static void tools(void)
 	CHECK(nd_overlay_each(ovl_path, count_run, bytes) == 0 &&
 		      bytes[0] + bytes[1] > 0,
 	      "overlay each");
+	stats(&info);
 	free(info.identity);
 	CHECK(nd_overlay_forget(ovl_path, 0, SIZE) == 0, "forget all");
 	CHECK(nd_overlay_info(ovl_path, &info) == 0 && info.data_blocks == 0 &&
