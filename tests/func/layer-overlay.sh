@@ -58,6 +58,9 @@ rob_state_not() { ! rob_state_is "$1"; }
 # 300000 written: blocks 73..97); then rob's server is stopped.
 check_overlay_status() {
     expect_ovl rob path "$TMP/ovl/rob.ovl"
+    # The overlaid file is writable though the disk under it is not.
+    [ "$(status_field "$TMP/m" rob read_only)" = false ] || fail "status: rob.read_only is not false"
+    [ "$(status_field "$TMP/m" rob disk_read_only)" = true ] || fail "status: rob.disk_read_only is not true"
     expect_ovl rob bytes $((25 * 4096))
     expect_ovl rob zero_bytes 0
     expect_ovl rob base_reachable true

@@ -9,6 +9,7 @@
 # through the mount; a zeroed range leaks only; a read-only LUN's image stays as it was.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/tgtd.sh"
+. "$TOP/tests/lib/mount.sh"
 requires qemu-img
 requires qemu-io
 
@@ -54,6 +55,9 @@ nd_mount "$TMP/t.tab" "$TMP/m"
 for x in v2 v3 c512 c2m zlib w; do
     [ "$(stat -c %s "$TMP/m/$x")" = "$(stat -c %s "$TMP/$x.qcow2.raw")" ] || fail "$x: not the virtual size"
     cmp "$TMP/m/$x" "$TMP/$x.qcow2.raw" || fail "$x: not the decoded disk"
+    # The status file shows the virtual disk's size, the container's apart.
+    [ "$(status_field "$TMP/m" "$x" size)" = "$(stat -c %s "$TMP/$x.qcow2.raw")" ] || fail "$x: status size is not the virtual size"
+    [ "$(status_field "$TMP/m" "$x" disk_size)" = "$(stat -c %s "$TMP/$x.qcow2")" ] || fail "$x: status disk_size is not the container's"
 done
 [ "$(stat -c %a "$TMP/m/v3")" = 444 ] || fail "v3: a LUN the target write-protects must show read-only"
 
