@@ -56,7 +56,8 @@ cat "$TMP/w.out"
 grep -q "^fsync Input/output error" "$TMP/w.out" || fail "fsync did not fail with EIO"
 ms=$(awk '{print $(NF-1)}' "$TMP/w.out")
 [ "$ms" -le 8000 ] || fail "fsync took $ms ms to fail (bound 8000: reconnect-delay 2 + timeout 1 + slack)"
-grep -q "entry 'd': flush at the last close failed" "$TMP/m.log" ||
+# FUSE's release runs after close(2) has returned: wait for its log line.
+wait_for 10 grep -q "entry 'd': flush at the last close failed" "$TMP/m.log" ||
     { cat "$TMP/m.log"; fail "a failed flush at the last close is not logged"; }
 
 pid=$(cat "$TMP/m.pid")
