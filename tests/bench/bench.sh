@@ -427,7 +427,7 @@ skip_scenario() {
 # workload, read the daemon's peak RSS and CPU time, unmount, record.
 run_one() {
     local name=$1 pair=$2 res status value rest note rss= cpu= log f
-    log=$OUT/logs/$SC-${name// /_}-$pair.log
+    log=$OUT/logs/$SC-${name//[ \/]/_}-$pair.log
     : >"$REASON"
     : >"$MLOG"
     MF= DPID= UMNT= UKIND=
