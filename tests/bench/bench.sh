@@ -1,8 +1,9 @@
 #!/bin/bash
 # bench.sh [--quick] [--pairs N] [--only REGEX] [--tools REGEX] [--out DIR]
 #          [--perf] [--report-only]: netdiskfs side
-# by side with nbdfuse, qemu-storage-daemon, httpdirfs, sshfs and the raw
-# protocol clients (nbdcopy, curl, sftp, scp, iscsi-perf, glusterfs), on
+# by side with nbdfuse, qemu-storage-daemon, qemu-nbd, nbdkit's cow filter,
+# httpdirfs, sshfs, rbd-fuse and the raw protocol clients (nbdcopy, curl,
+# sftp, scp, iscsi-perf, glusterfs, nfs-cp, cat of a local file), on
 # this machine, against the same servers (loopback only) and the same
 # random image (on a private tmpfs, so dropping the page cache empties only
 # the client side).
@@ -16,7 +17,8 @@
 # (every single run) and logs/ (logs of runs that failed).
 #
 # --quick: a 64 MiB image, one round, two NBD scenarios (the smoke run of
-# `make check`). --perf: record `perf record -g` of the netdiskfs daemon
+# `make check`), or with --only the scenarios it names. Scenarios (9)-(11)
+# are in layers.sh, (12)-(13) in ceph-nfs.sh. --perf: record `perf record -g` of the netdiskfs daemon
 # during its first run of each scenario, and a profile summary per
 # scenario in perf/ (the figures of those runs include perf's overhead;
 # PERF_CALLGRAPH="--call-graph dwarf" for libraries without frame
@@ -26,8 +28,8 @@
 # bench.png from the runs.tsv, scenarios.tsv and meta.tsv of --out.
 # Every run is under a watchdog; a peer that cannot run
 # (not installed, fails, hangs) is reported with the reason. The whole run
-# is kept under 15 minutes: scenarios that would start after the time
-# budget are reported as skipped.
+# is kept under 25 minutes (BENCH_BUDGET, seconds): scenarios that would
+# start after the time budget are reported as skipped.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nbdkit.sh"
 . "$TOP/tests/lib/sshd.sh"
@@ -55,7 +57,7 @@ if [ $QUICK = 1 ]; then
 else
     IMG_MIB=1024 PAIRS=${PAIRS:-3} FIO_RT=3 SEQ_CAP=10 DELAY_MIB=256 WRITE_MIB=256 WARM_MIB=192
 fi
-BUDGET=${BENCH_BUDGET:-780}  # seconds: no scenario starts after this
+BUDGET=${BENCH_BUDGET:-1380} # seconds: no scenario starts after this
 CACHE_MIB=256                 # netdiskfs's default cache-size
 RSS_LIMIT_MIB=$((CACHE_MIB + 64))
 MOUNT_WAIT=20                 # seconds for a mount to come up
