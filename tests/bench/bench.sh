@@ -437,6 +437,7 @@ run_one() {
         res="error $(head -n 1 "$REASON")"
         grep -q '^hung' "$REASON" && res=$(head -n 1 "$REASON")
         [ -s "$REASON" ] || res="error mount failed: $(tail -n 1 "$MLOG")"
+        sed -i 1d "$REASON" # in $res already: not twice in the note
         stop_mount
     else
         drop_caches
