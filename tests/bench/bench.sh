@@ -1,8 +1,9 @@
 #!/bin/bash
 # bench.sh [--quick] [--pairs N] [--only REGEX] [--tools REGEX] [--out DIR]
 #          [--perf] [--report-only]: netdiskfs side
-# by side with nbdfuse, qemu-storage-daemon, httpdirfs, sshfs and the raw
-# protocol clients (nbdcopy, curl, sftp, scp, iscsi-perf, glusterfs), on
+# by side with nbdfuse, qemu-storage-daemon, qemu-nbd, nbdkit's cow filter,
+# httpdirfs, sshfs, rbd-fuse and the raw protocol clients (nbdcopy, curl,
+# sftp, scp, iscsi-perf, glusterfs, nfs-cp, cat of a local file), on
 # this machine, against the same servers (loopback only) and the same
 # random image (on a private tmpfs, so dropping the page cache empties only
 # the client side).
@@ -16,7 +17,8 @@
 # (every single run) and logs/ (logs of runs that failed).
 #
 # --quick: a 64 MiB image, one round, two NBD scenarios (the smoke run of
-# `make check`). --perf: record `perf record -g` of the netdiskfs daemon
+# `make check`), or with --only the scenarios it names. Scenarios (9)-(11)
+# are in layers.sh, (12)-(13) in ceph-nfs.sh. --perf: record `perf record -g` of the netdiskfs daemon
 # during its first run of each scenario, and a profile summary per
 # scenario in perf/ (the figures of those runs include perf's overhead;
 # PERF_CALLGRAPH="--call-graph dwarf" for libraries without frame
@@ -26,8 +28,8 @@
 # bench.png from the runs.tsv, scenarios.tsv and meta.tsv of --out.
 # Every run is under a watchdog; a peer that cannot run
 # (not installed, fails, hangs) is reported with the reason. The whole run
-# is kept under 15 minutes: scenarios that would start after the time
-# budget are reported as skipped.
+# is kept under 25 minutes (BENCH_BUDGET, seconds): scenarios that would
+# start after the time budget are reported as skipped.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nbdkit.sh"
 . "$TOP/tests/lib/sshd.sh"
@@ -55,13 +57,14 @@ if [ $QUICK = 1 ]; then
 else
     IMG_MIB=1024 PAIRS=${PAIRS:-3} FIO_RT=3 SEQ_CAP=10 DELAY_MIB=256 WRITE_MIB=256 WARM_MIB=192
 fi
-BUDGET=${BENCH_BUDGET:-780}  # seconds: no scenario starts after this
+BUDGET=${BENCH_BUDGET:-1380} # seconds: no scenario starts after this
 CACHE_MIB=256                 # netdiskfs's default cache-size
 RSS_LIMIT_MIB=$((CACHE_MIB + 64))
 MOUNT_WAIT=20                 # seconds for a mount to come up
 UNMOUNT_WAIT=10               # seconds for a daemon to exit once unmounted
 RUNS=$OUT/runs.tsv TOOLS=$OUT/tools.tsv SCENS=$OUT/scenarios.tsv META=$OUT/meta.tsv
 MNT=$TMP/mnt QSDF=$TMP/qsd.img T=$TMP/img
+LOCAL=$TMP/local # on the local disk (not tmpfs): cache dirs, overlays
 IMG=$T/disk.img
 
 # A fresh output directory and the image on a private tmpfs.
@@ -82,9 +85,10 @@ setup() {
         "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(machine)" "$IMG_MIB" "$PAIRS" \
         "$("$ND" --version 2>/dev/null | head -n 1)$(git -C "$TOP" describe --always --dirty 2>/dev/null | sed 's/^/, commit /')" >"$META"
 
-    mkdir -p "$T" "$MNT"
+    mkdir -p "$T" "$MNT" "$LOCAL"
     touch "$QSDF"
-    mount -t tmpfs -o size=$((IMG_MIB * 3 + WRITE_MIB * 2 + 256))m,mode=755 netdiskfs-bench "$T" ||
+    # The image, its qcow2 copy and the NFS export's copy, written files.
+    mount -t tmpfs -o size=$((IMG_MIB * 5 + WRITE_MIB * 3 + 256))m,mode=755 netdiskfs-bench "$T" ||
         fail "cannot mount a tmpfs on $T"
     cleanup_fn "umount '$T' 2>/dev/null || umount -l '$T'"
     head -c $((IMG_MIB << 20)) /dev/urandom >"$IMG"
@@ -140,6 +144,38 @@ m_nbdfuse() {
     nbdfuse $ro "$MNT/disk" "$1" >"$MLOG" 2>&1 &
     DPID=$! UMNT=$MNT UKIND=fuse MF=$MNT/disk
     wait_mount "$MNT" "$DPID"
+}
+
+# m_nbdfuse_cmd ro|rw CMD...: nbdfuse running its own server (CMD, socket
+# activation); the server goes with nbdfuse.
+m_nbdfuse_cmd() {
+    have nbdfuse || { echo "not installed: nbdfuse (libnbd-bin)" >"$REASON"; return 1; }
+    have "$2" || { echo "not installed: $2" >"$REASON"; return 1; }
+    local ro=-r
+    [ "$1" = rw ] && ro=
+    shift
+    nbdfuse $ro "$MNT/disk" [ "$@" ] >"$MLOG" 2>&1 &
+    DPID=$! UMNT=$MNT UKIND=fuse MF=$MNT/disk
+    wait_mount "$MNT" "$DPID"
+}
+
+# m_na REASON: a peer that cannot run on this machine: its row says why.
+m_na() { echo "n/a ($1)" >"$REASON"; return 1; }
+
+# fresh_dir DIR: an empty directory (a cold cache, a new overlay).
+fresh_dir() { rm -rf "$1" && mkdir -p "$1"; }
+
+# m_warm MOUNT-CMD...: mount, read the whole file once (filling a
+# persistent cache), unmount and mount again: the second mount is measured.
+m_warm() {
+    "$@" || return 1
+    if ! timeout -k 5 $((IMG_MIB / 4 + 60)) dd if="$MF" of=/dev/null bs=1M 2>"$TMP/warm.err"; then
+        echo "warm-up read did not finish in $((IMG_MIB / 4 + 60))s: $(grep -v records "$TMP/warm.err" | head -n 1)" >"$REASON"
+        stop_mount
+        return 1
+    fi
+    stop_mount
+    "$@"
 }
 
 # m_qsd BLOCKDEV-OPTIONS [rw]: qemu-storage-daemon's FUSE export of one node.
@@ -248,14 +284,14 @@ w_seqwrite() {
 }
 
 # w_fio FIELD ARGS...: fio time-based for FIO_RT s; FIELD 7 = read KiB/s,
-# 8 = read IOPS (terse v3).
+# 8 = read IOPS, 48 = write KiB/s, 49 = write IOPS (terse v3).
 w_fio() {
     local field=$1 rc v; shift
     timeout -k 5 $((FIO_RT + 30)) fio --name=bench --filename="$MF" --runtime=$FIO_RT \
         --time_based --output-format=terse --terse-version=3 "$@" >"$TMP/fio.out" 2>"$TMP/fio.err"
     rc=$?
     [ $rc = 124 ] || [ $rc = 137 ] && { echo "hung fio did not finish in $((FIO_RT + 30))s (watchdog)"; return; }
-    v=$(awk -F';' -v f="$field" 'NF > 50 { if (f == 7) printf "%.1f", $7 * 1024 / 1e6; else printf "%.0f", $8 }' "$TMP/fio.out")
+    v=$(awk -F';' -v f="$field" 'NF > 50 { if (f == 7 || f == 48) printf "%.1f", $f * 1024 / 1e6; else printf "%.0f", $f }' "$TMP/fio.out")
     if [ $rc != 0 ] || [ -z "$v" ] || [ "$v" = 0 ] || [ "$v" = 0.0 ]; then
         echo "error fio: $(cat "$TMP/fio.err" "$TMP/fio.out" | grep -v '^$' | head -n 1)"
     else
@@ -266,6 +302,9 @@ w_direct4k() { w_fio 7 --rw=read --bs=4k --direct=1 --ioengine=psync; }
 w_rand() { w_fio 8 --rw=randread --bs=4k --direct=1 --ioengine=libaio --iodepth=16 \
     --numjobs=4 --group_reporting --randrepeat=0 "$@"; }
 w_randcold() { w_rand; }
+# Random 4 KiB writes, the same shape as the reads.
+w_randwrite() { w_fio 49 --rw=randwrite --bs=4k --direct=1 --ioengine=libaio --iodepth=16 \
+    --numjobs=4 --group_reporting --randrepeat=0; }
 # Warm: read the first WARM_MIB once (O_DIRECT, so only the daemon's own
 # cache can keep it), then random reads inside that region.
 w_randwarm() {
@@ -390,7 +429,7 @@ skip_scenario() {
 # workload, read the daemon's peak RSS and CPU time, unmount, record.
 run_one() {
     local name=$1 pair=$2 res status value rest note rss= cpu= log f
-    log=$OUT/logs/$SC-${name// /_}-$pair.log
+    log=$OUT/logs/$SC-${name//[ \/]/_}-$pair.log
     : >"$REASON"
     : >"$MLOG"
     MF= DPID= UMNT= UKIND=
@@ -398,6 +437,7 @@ run_one() {
         res="error $(head -n 1 "$REASON")"
         grep -q '^hung' "$REASON" && res=$(head -n 1 "$REASON")
         [ -s "$REASON" ] || res="error mount failed: $(tail -n 1 "$MLOG")"
+        sed -i 1d "$REASON" # in $res already: not twice in the note
         stop_mount
     else
         drop_caches
@@ -804,6 +844,9 @@ gluster_scenario() {
     glusterd_stop
 }
 
+. "$TOP/tests/bench/layers.sh"
+. "$TOP/tests/bench/ceph-nfs.sh"
+
 # --- report ----------------------------------------------------------------
 machine() {
     local cpu mem
@@ -951,11 +994,17 @@ report_and_exit() {
 }
 
 nbd_scenarios
-if [ $QUICK = 0 ]; then
+# --quick runs the two NBD scenarios, or what --only names.
+if [ $QUICK = 0 ] || [ -n "$ONLY" ]; then
     http_scenarios
     ssh_scenarios
     ftp_scenario
     iscsi_scenario
     gluster_scenario
+    cache_scenarios
+    overlay_scenarios
+    qcow2_scenarios
+    rbd_scenarios
+    nfs_scenario
 fi
 echo "total: ${SECONDS}s"

@@ -1,12 +1,14 @@
 #!/bin/bash
 # faults.sh: the fault matrix. For every backend with a server here (nbd via
 # nbdkit, iscsi via tgtd, ssh via sshd, gluster via glusterd, http via
-# nginx, ftp via vsftpd) a workload runs on its entry while a fault hits:
+# nginx, ftp via vsftpd, rbd via a one-node Ceph (the OSD is the server),
+# nfs via nfs-ganesha) a workload runs on its entry while a fault hits:
 #   a  the server killed and restarted within reconnect-delay
 #   b  the server left down past reconnect-delay, then restarted
 #   c  the server frozen (SIGSTOP) for longer than timeout, then thawed
 #   d  the server answering with errors for a while (nbdkit's error
-#      filter, a LUN made read-only, nginx 503, an unreadable FTP file)
+#      filter, a LUN made read-only, nginx 503, an unreadable FTP file,
+#      an NFS file made immutable; none for rbd)
 #   e  SIGHUP reloads changing the entry (its readahead) in a loop; after
 #      each, a new open of the name reads the server's bytes
 #   f  kill -9 of the daemon (cache=writethrough), then a new mount
@@ -19,8 +21,9 @@
 # once the server is back. It prints a table backend x fault -> outcome,
 # with the time of the first error after the fault.
 #
-# Usage: faults.sh [-b "nbd iscsi ssh gluster http ftp"] [-f "a b c d e f"]
+# Usage: faults.sh [-b "nbd iscsi ssh gluster http ftp rbd nfs"] [-f "a b c d e f"]
 # `make faults` runs the whole matrix; tests/func/faults-short.sh a subset.
+# Gluster and Ceph hold fixed ports: run it under `flock /tmp/nd-heavy.lock`.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/mount.sh"
 . "$TOP/tests/lib/nbdkit.sh"
@@ -32,7 +35,7 @@
 requires fio
 requires python3
 
-BACKENDS="nbd iscsi ssh gluster http ftp"
+BACKENDS="nbd iscsi ssh gluster http ftp rbd nfs"
 FAULTS="a b c d e f"
 while getopts "b:f:" o; do
     case $o in
@@ -172,6 +175,43 @@ ftp_freeze() { kill -STOP $(ftp_tree) 2>/dev/null; }
 ftp_thaw() { kill -CONT $(ftp_tree) 2>/dev/null; }
 ftp_errors() { chmod "$([ "$1" = on ] && echo 000 || echo 644)" "$FTP_ROOT/disk.img"; }
 
+# The server's bytes are not a file: ORACLE is refreshed by rbd_oracle
+# (rbd export) before a cell is judged. ceph.sh is sourced here so that a
+# machine without Ceph can still run the other rows.
+rbd_up() {
+    . "$TOP/tests/lib/ceph.sh"
+    ceph_start bluestore none
+    pattern "$TMP/rbd.img" $DISK_MB
+    ceph_rbd import --no-progress "$TMP/rbd.img" rbd/disk || fail "rbd import failed"
+    URL[rbd]="rbd:rbd/disk:conf=$CEPH_CONF"
+    ORACLE[rbd]=$TMP/rbd.img
+}
+rbd_oracle() {
+    ceph_rbd export --no-progress rbd/disk - >"$TMP/rbd.new" 2>"$TMP/rbd.export.err" ||
+        fail "rbd export failed: $(tail -n 1 "$TMP/rbd.export.err")"
+    mv "$TMP/rbd.new" "$TMP/rbd.img"
+}
+rbd_osd() { cat "$CEPH_DIR/run/osd.0.pid"; }
+rbd_kill() { ceph_osd_kill; }
+rbd_restart() { ceph_osd_start; }
+rbd_freeze() { kill -STOP "$(rbd_osd)"; }
+rbd_thaw() { kill -CONT "$(rbd_osd)"; }
+
+nfs_up() {
+    . "$TOP/tests/lib/ganesha.sh"
+    ganesha_start
+    pattern "$GANESHA_EXPORT/disk.img" $DISK_MB
+    URL[nfs]="nfs://127.0.0.1/export/disk.img?nfsport=$GANESHA_PORT&mountport=$GANESHA_MNTPORT"
+    ORACLE[nfs]=$GANESHA_EXPORT/disk.img
+}
+nfs_kill() { ganesha_kill; }
+nfs_restart() { ganesha_restart; }
+# Every process of ganesha's session (rpcbind too).
+nfs_freeze() { kill -STOP -- -"$(cat "$GANESHA_DIR/sid")"; }
+nfs_thaw() { kill -CONT -- -"$(cat "$GANESHA_DIR/sid")"; }
+# An immutable file: ganesha (root) gets EPERM for every write.
+nfs_errors() { chattr "$([ "$1" = on ] && echo + || echo -)i" "$GANESHA_EXPORT/disk.img"; }
+
 # --- the mount ---------------------------------------------------------
 
 # A small cache (its readahead cap is a quarter of it), so that reads
@@ -271,6 +311,7 @@ fault_d() {
 # workload already): it must open (no ENOENT) and read the server's bytes.
 fault_e() {
     local i
+    ! declare -F "${1}_oracle" >/dev/null || "${1}_oracle"
     for i in $(seq 1 10); do
         RA[$1]=$((i % 2 ? 256 : 128))K
         write_table
@@ -313,10 +354,17 @@ on_server() {
         --output="$c/oracle.json" >/dev/null 2>"$c/oracle.err"
 }
 
-# recovered BE: the entry serves the server's bytes again (bounded).
+# recovered BE SEED: the entry serves the server's bytes again (bounded):
+# its first 2 MiB, and a 64 KiB block near its end that neither the
+# workload, the probe of (b) (the last block) nor another cell read, so it
+# comes from the server, not the cache, and the next cell starts on a
+# connected entry.
 recovered() {
-    local be=$1
-    wait_for $((BOUND + DELAY)) sh -c "dd if='$MNT/$be' bs=1M count=2 iflag=direct status=none | cmp -s - '${ORACLE[$be]}' -n 2097152"
+    local be=$1 blk
+    blk=$(($(stat -c %s "${ORACLE[$be]}") / 65536 - 2 - $2))
+    wait_for $((BOUND + DELAY)) bash -c "dd if='$MNT/$be' bs=1M count=2 iflag=direct status=none | cmp -s - '${ORACLE[$be]}' -n 2097152 &&
+        dd if='$MNT/$be' bs=64k skip=$blk count=1 iflag=direct status=none |
+        cmp -s - <(dd if='${ORACLE[$be]}' bs=64k skip=$blk count=1 status=none)"
 }
 
 # errname FILE: the errno of fio's first I/O error message, by name.
@@ -384,8 +432,9 @@ run_cell() {
         fusermount3 -u -z "$MNT" 2>/dev/null
         mount_all
     fi
+    ! declare -F "${be}_oracle" >/dev/null || "${be}_oracle"
     judge "$be" "$f" "$c" "$seed" "$tf"
-    if [ "${VERDICT[$be.$f]}" = ok ] && ! recovered "$be"; then
+    if [ "${VERDICT[$be.$f]}" = ok ] && ! recovered "$be" "$seed"; then
         VERDICT[$be.$f]=FAIL; FAILED=1; OUT[$be.$f]+=" -- does not serve again once the server is back"
     fi
     printf '%-8s %s  %-4s %s\n' "$be" "$f" "${VERDICT[$be.$f]}" "${OUT[$be.$f]}"

@@ -9,7 +9,8 @@
 # The monitor binds the fixed ports 3300 and 6789 (and the OSD 6800-6807):
 # two clusters on one host clash, so a test waits (bounded) for a running
 # one to go. Daemons are stopped by the PIDs in their pidfiles at exit.
-# $CEPH_CONF points the Ceph tools at the cluster. The demo runs these in a
+# $CEPH_CONF points the Ceph tools at the cluster; $CEPH_BLOCK_BYTES sizes
+# the OSD's (sparse) bluestore file, 1 GiB by default. The demo runs these in a
 # subshell with its own CEPH_DIR (demo/parts/rbd.sh).
 
 requires ceph-mon
@@ -61,7 +62,7 @@ osd data = $CEPH_DIR/osd
 osd objectstore = $store
 memstore device bytes = 268435456
 bluestore block create = true
-bluestore block size = 1073741824
+bluestore block size = ${CEPH_BLOCK_BYTES:-1073741824}
 bluestore cache autotune = false
 bluestore cache size = 67108864
 osd memory target = 536870912

@@ -10,7 +10,7 @@ openssh-server openssh-client glusterfs-server glusterfs-client
 nginx-light openssl vsftpd fio xxd groff-base man-db psmisc iproute2
 libclang-rt-14-dev genisoimage curl procps
 qemu-system-common qemu-block-extra qemu-utils httpdirfs sshfs gnuplot-nox
-ceph-mon ceph-osd ceph-common librbd-dev librados-dev
+ceph-mon ceph-osd ceph-common librbd-dev librados-dev rbd-fuse kmod
 nfs-ganesha nfs-ganesha-vfs libnfs-dev libnfs-utils rpcbind util-linux"
 missing=""
 for p in $PKGS; do
