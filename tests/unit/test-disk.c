@@ -104,16 +104,7 @@ static const struct nd_backend fake_backend = {
 };
 ND_BACKEND_REGISTER(fake_backend)
 
-static int failures;
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			printf("FAIL line %d: %s: ", __LINE__, #cond);         \
-			printf(__VA_ARGS__);                                   \
-			printf("\n");                                          \
-			failures++;                                            \
-		}                                                              \
-	} while (0)
+#include "check.h"
 
 static struct nd_disk *disk_with(const char *extra)
 {

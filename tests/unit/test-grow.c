@@ -18,19 +18,10 @@
 #define OLD 100000u /* not a multiple of the 64 KiB cache block */
 #define NEW 300000u
 
-static int failures;
 static char path[] = "/tmp/netdiskfs-grow.XXXXXX";
 static unsigned char want[NEW];
 
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			printf("FAIL line %d: %s: ", __LINE__, #cond);         \
-			printf(__VA_ARGS__);                                   \
-			printf("\n");                                          \
-			failures++;                                            \
-		}                                                              \
-	} while (0)
+#include "check.h"
 
 static struct nd_disk *open_disk(const char *extra)
 {

@@ -20,19 +20,11 @@
 #define SIZE (8u * 1048576 + 1000) /* not a whole number of blocks */
 #define BLK ND_OVERLAY_BLOCK
 
-static int failures;
 static char dir[] = "/tmp/netdiskfs-overlay.XXXXXX";
 static char base_path[256], ovl_path[256];
 static unsigned char *model;
 
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			printf("FAIL: " __VA_ARGS__);                         \
-			printf(" (%s)\n", nd_get_error());                    \
-			failures++;                                           \
-		}                                                             \
-	} while (0)
+#include "check.h"
 
 static struct nd_layer *open_overlay(const char *identity, bool force,
 				     int *err)

@@ -19,18 +19,10 @@
 #define NB 64u
 #define SIZE ((uint64_t)NB * BS + 1000) /* a short last block */
 
-static int failures;
 static char dir[] = "/tmp/netdiskfs-tier.XXXXXX";
 static char cdir[200];
 
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			printf("FAIL: " __VA_ARGS__);                         \
-			printf("\n");                                         \
-			failures++;                                           \
-		}                                                             \
-	} while (0)
+#include "check.h"
 
 static size_t blen(uint64_t i)
 {
