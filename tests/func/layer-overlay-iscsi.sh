@@ -7,6 +7,7 @@
 # never change (sha256).
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/tgtd.sh"
+. "$TOP/tests/lib/mount.sh"
 requires mkfs.ext4
 requires e2fsck
 requires losetup
@@ -31,14 +32,6 @@ fs   iscsi://127.0.0.1:$P/$IQN:disks/1   ro,overlay=$TMP/fs.ovl
 wp   iscsi://127.0.0.1:$P/$IQN:disks/2   ro,overlay=$TMP/wp.ovl
 TAB
 
-loop_mount() { # FILE DIR
-    mkdir -p "$2"
-    LOOP=$(losetup -f --show "$1") || fail "losetup $1"
-    cleanup_fn "losetup -d $LOOP 2>/dev/null"
-    mount "$LOOP" "$2" || { losetup -d "$LOOP"; fail "mount $LOOP"; }
-    cleanup_fn "umount $2 2>/dev/null"
-}
-loop_umount() { umount "$1" && losetup -d "$LOOP" || fail "umount $1"; }
 fsck_clean() { # FILE WHAT
     e2fsck -f -n "$1" >"$TMP/fsck.log" 2>&1 || { cat "$TMP/fsck.log"; fail "e2fsck -f: $2"; }
 }

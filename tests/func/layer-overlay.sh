@@ -35,14 +35,6 @@ blk   $RW                                       overlay=$TMP/ovl/blk.ovl
 rob   nbd://127.0.0.1:$(nbdkit_port ro)         overlay=$TMP/ovl/rob.ovl,cache=none,reconnect-delay=1,timeout=2
 TAB
 
-loop_mount() { # FILE DIR
-    mkdir -p "$2"
-    LOOP=$(losetup -f --show "$1") || fail "losetup $1"
-    cleanup_fn "losetup -d $LOOP 2>/dev/null"
-    mount "$LOOP" "$2" || { losetup -d "$LOOP"; fail "mount $LOOP"; }
-    cleanup_fn "umount $2 2>/dev/null"
-}
-loop_umount() { umount "$1" && losetup -d "$LOOP" || fail "umount $1"; }
 
 # ovl NAME KEY: one field of entry NAME's overlay in the status file.
 ovl() { status_field "$TMP/m" "$1" overlay | $PY -c "import json,sys; v=json.load(sys.stdin)[sys.argv[1]]; print(json.dumps(v) if not isinstance(v, str) else v)" "$2"; }

@@ -10,6 +10,7 @@
 #   status_names MNT      the entry names in the status file, one a line
 #   status_pid MNT        the daemon's PID from the status file
 #   mount_count MNT       how many mounts sit on MNT
+#   loop_mount FILE DIR, loop_umount DIR   a filesystem image on a loop device
 #   wait_unmounted MNT PID   bounded wait until MNT is gone and PID exited
 #   alive PID             PID runs (a zombie does not count)
 
@@ -90,3 +91,15 @@ wait_unmounted() {
 unmount_at_exit() {
     cleanup_fn "mountpoint -q '$1' 2>/dev/null && { umount '$1' 2>/dev/null || umount -l '$1'; }"
 }
+
+# loop_mount FILE DIR: FILE (a filesystem image, e.g. a file of the mount)
+# on a loop device mounted at DIR, both undone at exit; LOOP is the device.
+# loop_umount DIR: unmount it and free the device now.
+loop_mount() { # FILE DIR
+    mkdir -p "$2"
+    LOOP=$(losetup -f --show "$1") || fail "losetup $1"
+    cleanup_fn "losetup -d $LOOP 2>/dev/null"
+    mount "$LOOP" "$2" || { losetup -d "$LOOP"; fail "mount $LOOP"; }
+    cleanup_fn "umount $2 2>/dev/null"
+}
+loop_umount() { umount "$1" && losetup -d "$LOOP" || fail "umount $1"; }
