@@ -88,6 +88,7 @@ struct nd_cache {
 	uint32_t bs, shift;
 	uint32_t pshift; /* pages inside a block: at most 64 of them */
 	bool writeback;
+	bool throttling; /* a writer writes a too dirty cache back */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct nd_block **hash;
@@ -1210,25 +1211,34 @@ static int by_idx(const void *a, const void *b)
 	return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-/* Take every dirty block; one being written back by another flush is
- * waited for first (its write may be of older data), then taken if it is
- * still dirty. Lock held. */
-static int wb_collect(struct nd_cache *c, struct wb *w)
+/* Wait, owning no block, until no dirty block is being written back by
+ * another flush (its write may be of older data). Two flushes that each
+ * held blocks while waiting for the other's would wait forever. Lock
+ * held. */
+static void wb_wait_others(struct nd_cache *c)
 {
-	size_t cap = 0;
 	for (struct nd_block *b = c->lru_head; b;) {
-		if (!b->dirty || b->wb_owner == w) {
+		if (!b->dirty || !b->wb_owner) {
 			b = b->next;
 			continue;
 		}
-		if (b->wb_owner) {
-			b->pins++;
-			while (b->wb_owner)
-				pthread_cond_wait(&c->cond, &c->lock);
-			unpin(c, b);
-			b = c->lru_head; /* the list may have changed */
+		b->pins++;
+		while (b->wb_owner)
+			pthread_cond_wait(&c->cond, &c->lock);
+		unpin(c, b);
+		b = c->lru_head; /* the list may have changed */
+	}
+}
+
+/* Take every dirty block, once no other flush is writing one back (the
+ * lock is then kept until all are taken). Lock held. */
+static int wb_collect(struct nd_cache *c, struct wb *w)
+{
+	size_t cap = 0;
+	wb_wait_others(c);
+	for (struct nd_block *b = c->lru_head; b; b = b->next) {
+		if (!b->dirty)
 			continue;
-		}
 		if (w->n == cap) {
 			cap = cap ? cap * 2 : 64;
 			struct nd_block **nb = realloc(w->blk, cap * sizeof *nb);
@@ -1244,7 +1254,6 @@ static int wb_collect(struct nd_cache *c, struct wb *w)
 		b->wb_mask = b->pdirty;
 		w->gen[w->n] = b->gen;
 		w->blk[w->n++] = b;
-		b = b->next;
 	}
 	return 0;
 }
@@ -1355,6 +1364,29 @@ static int writeback_dirty(struct nd_cache *c)
 	return err ? err : w.err;
 }
 
+/* A too dirty cache: one writer writes every dirty block back, the
+ * others wait for it (they would only queue behind it). The data is kept
+ * (dirty) whatever this write-back says: a failure is reported by the
+ * next fsync, not by this write. */
+static void wb_throttle(struct nd_cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->throttling) {
+		while (c->throttling)
+			pthread_cond_wait(&c->cond, &c->lock);
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	c->throttling = true;
+	pthread_mutex_unlock(&c->lock);
+	if (writeback_dirty(c) < 0)
+		nd_debug("write-back of a too dirty cache: %s", nd_get_error());
+	pthread_mutex_lock(&c->lock);
+	c->throttling = false;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
 static int wb_write(struct nd_cache *c, const void *buf, size_t len,
 		    uint64_t off)
 {
@@ -1376,10 +1408,8 @@ static int wb_write(struct nd_cache *c, const void *buf, size_t len,
 	}
 	too_dirty = c->dirty_bytes > c->budget / 2;
 	pthread_mutex_unlock(&c->lock);
-	/* The data is kept (dirty) whatever this write-back says: a failure
-	 * is reported by the next fsync, not by this write. */
-	if (r == 0 && too_dirty && writeback_dirty(c) < 0)
-		nd_debug("write-back of a too dirty cache: %s", nd_get_error());
+	if (r == 0 && too_dirty)
+		wb_throttle(c);
 	return r;
 }
 

@@ -101,7 +101,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_ASYNC_DIO)
 		conn->want |= FUSE_CAP_ASYNC_DIO;
 	/* Requests go to the disk; no write cache in the kernel. */
-	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	if (getenv("ND_WBC")) conn->want |= FUSE_CAP_WRITEBACK_CACHE; else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
