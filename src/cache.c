@@ -88,7 +88,7 @@ struct nd_cache {
 	uint32_t bs, shift;
 	uint32_t pshift; /* pages inside a block: at most 64 of them */
 	bool writeback;
-	bool throttling; /* a writer writes a too dirty cache back */
+	bool throttling; /* a worker writes a too dirty cache back */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct nd_block **hash;
@@ -1364,26 +1364,34 @@ static int writeback_dirty(struct nd_cache *c)
 	return err ? err : w.err;
 }
 
-/* A too dirty cache: one writer writes every dirty block back, the
- * others wait for it (they would only queue behind it). The data is kept
- * (dirty) whatever this write-back says: a failure is reported by the
- * next fsync, not by this write. */
-static void wb_throttle(struct nd_cache *c)
+/* A too dirty cache is written back by a worker while writers go on;
+ * they wait for it only once the dirty bytes pass three quarters of the
+ * budget. The data is kept (dirty) whatever this write-back says: a
+ * failure is reported by the next fsync, not by a write. */
+static void wb_background(void *arg)
 {
-	pthread_mutex_lock(&c->lock);
-	if (c->throttling) {
-		while (c->throttling)
-			pthread_cond_wait(&c->cond, &c->lock);
-		pthread_mutex_unlock(&c->lock);
-		return;
-	}
-	c->throttling = true;
-	pthread_mutex_unlock(&c->lock);
+	struct nd_cache *c = arg;
 	if (writeback_dirty(c) < 0)
 		nd_debug("write-back of a too dirty cache: %s", nd_get_error());
 	pthread_mutex_lock(&c->lock);
 	c->throttling = false;
+	c->jobs--;
 	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void wb_throttle(struct nd_cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	if (!c->throttling) {
+		c->throttling = true;
+		c->jobs++; /* nd_cache_free waits for it */
+		pthread_mutex_unlock(&c->lock);
+		nd_workers_submit(c, wb_background, c);
+		return;
+	}
+	while (c->throttling && c->dirty_bytes > c->budget / 4 * 3)
+		pthread_cond_wait(&c->cond, &c->lock);
 	pthread_mutex_unlock(&c->lock);
 }
 
