@@ -936,7 +936,7 @@ EOF
 # --- (9) small random writes (issue 20) -------------------------------------
 # w_randwrite FIO-ARGS...: 4 KiB random writes over WRITE_MIB, a quarter of
 # it written, fsync at the end; MB/s, and the bytes the server was asked
-# to read meanwhile (its log) in the note.
+# to read meanwhile (when it logs) in the note.
 w_randwrite() {
     local rc v n=0 c
     : >"$TMP/wr.nbdlog"
@@ -951,14 +951,18 @@ w_randwrite() {
     if [ $rc != 0 ] || [ -z "$v" ] || [ "$v" = 0.0 ]; then
         echo "error fio: $(cat "$TMP/fio.err" "$TMP/fio.out" | grep -v '^$' | head -n 1)"
     else
-        echo "ok $v fetched $((n >> 10)) KiB"
+        echo "ok $v$([ -s "$TMP/wr.nbdlog" ] && echo " fetched $((n >> 10)) KiB")"
     fi
 }
 write_scenarios() {
-    local WU
+    local WU WP
     head -c $((WRITE_MIB << 20)) /dev/urandom >"$T/wr.img"
     nbdkit_unix wr --filter=log file "$T/wr.img" logfile="$TMP/wr.nbdlog"
     WU="nbd+unix:///?socket=$(nbdkit_sock wr)"
+    # The buffered case without the log filter: its cost per request
+    # would hide the kernel's batching.
+    nbdkit_unix wrp file "$T/wr.img"
+    WP="nbd+unix:///?socket=$(nbdkit_sock wrp)"
     if want 9-nbd-wb-randwrite 40 "(9) NBD random 4 KiB O_DIRECT writes, cache=writeback"; then
         scenario 9-nbd-wb-randwrite MB/s "(9) NBD random 4 KiB O_DIRECT writes + fsync, cache=writeback ($((WRITE_MIB / 4)) of $WRITE_MIB MiB)"
         tool netdiskfs "m_nd '$WU' cache=writeback" "w_randwrite --direct=1"
@@ -967,12 +971,13 @@ write_scenarios() {
     fi
     if want 9-nbd-buf-randwrite 40 "(9) NBD random 4 KiB buffered writes"; then
         scenario 9-nbd-buf-randwrite MB/s "(9) NBD random 4 KiB buffered writes + fsync, -o kernel-cache=writeback ($((WRITE_MIB / 4)) of $WRITE_MIB MiB)"
-        tool netdiskfs "ND_MOUNT_O=kernel-cache=writeback m_nd '$WU'" w_randwrite
-        tool nbdfuse "m_nbdfuse '$WU' rw" w_randwrite
-        tool "netdiskfs writethrough" "m_nd '$WU'" w_randwrite
+        tool netdiskfs "ND_MOUNT_O=kernel-cache=writeback m_nd '$WP'" w_randwrite
+        tool nbdfuse "m_nbdfuse '$WP' rw" w_randwrite
+        tool "netdiskfs writethrough" "m_nd '$WP'" w_randwrite
         run_scenario
     fi
     nbdkit_stop wr
+    nbdkit_stop wrp
     rm -f "$T/wr.img"
 }
 
