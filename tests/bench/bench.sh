@@ -938,13 +938,13 @@ EOF
 # it written, fsync at the end; MB/s, and the bytes the server was asked
 # to read meanwhile (when it logs) in the note.
 w_randwrite() {
-    local rc v n=0 c
-    : >"$TMP/wr.nbdlog"
+    local rc v n=0 c start
+    start=$(stat -c %s "$TMP/wr.nbdlog" 2>/dev/null || echo 0)
     timeout -k 5 90 fio --name=bench --filename="$MF" --rw=randwrite --bs=4k --ioengine=psync \
         --size=${WRITE_MIB}m --io_size=$((WRITE_MIB / 4))m --end_fsync=1 --randrepeat=0 \
         --output-format=terse --terse-version=3 "$@" >"$TMP/fio.out" 2>"$TMP/fio.err"
     rc=$?
-    for c in $(grep -o ' Read id=[0-9]* offset=0x[0-9a-f]* count=0x[0-9a-f]*' "$TMP/wr.nbdlog" | sed 's/.*count=//'); do
+    for c in $(tail -c +$((start + 1)) "$TMP/wr.nbdlog" 2>/dev/null | grep -ao ' Read id=[0-9]* offset=0x[0-9a-f]* count=0x[0-9a-f]*' | sed 's/.*count=//'); do
         n=$((n + c))
     done
     v=$(awk -F';' 'NF > 50 { printf "%.1f", $48 * 1024 / 1e6 }' "$TMP/fio.out")
