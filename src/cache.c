@@ -71,6 +71,13 @@ struct nd_block {
 	bool dirty, hashed;
 	const void *wb_owner; /* the write-back writing it now, or NULL */
 	uint32_t gen; /* bumped by every write into a dirty block */
+	/* cache=writeback, in pages of 1 << pshift bytes: a sparse block was
+	 * written in whole pages before it was fetched, and only its pvalid
+	 * pages hold data; pdirty: pages written since the last write-back;
+	 * wb_mask: the pdirty a write-back took. */
+	bool sparse;
+	uint8_t pshift;
+	uint64_t pvalid, pdirty, wb_mask;
 	int pins;
 	int err;
 	struct nd_block *hnext, *prev, *next;
@@ -80,7 +87,9 @@ struct nd_cache {
 	struct nd_disk *disk;
 	uint64_t size, budget, used, dirty_bytes;
 	uint32_t bs, shift;
+	uint32_t pshift; /* pages inside a block: at most 64 of them */
 	bool writeback;
+	bool throttling; /* a worker writes a too dirty cache back */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct nd_block **hash;
@@ -332,6 +341,7 @@ static struct nd_block *new_block(struct nd_cache *c, uint64_t idx,
 	b->len = block_len(c, idx);
 	b->vs = 0;
 	b->ve = b->len;
+	b->pshift = (uint8_t)c->pshift;
 	size_t h = bucket(c, idx);
 	b->hnext = c->hash[h];
 	c->hash[h] = b;
@@ -340,9 +350,168 @@ static struct nd_block *new_block(struct nd_cache *c, uint64_t idx,
 	return b;
 }
 
+/* --- pages inside a block (cache=writeback) ------------------------- */
+
+/* The pages that the block-relative bytes [s, e) touch. */
+static uint64_t page_mask(unsigned pshift, uint64_t s, uint64_t e)
+{
+	uint64_t a = s >> pshift, z = (e + (1ull << pshift) - 1) >> pshift;
+	if (z <= a)
+		return 0;
+	return (z - a >= 64 ? ~0ull : (1ull << (z - a)) - 1) << a;
+}
+
+static uint64_t pages_all(const struct nd_block *b)
+{
+	return page_mask(b->pshift, 0, b->len);
+}
+
+static bool pages_valid(const struct nd_block *b, uint64_t s, uint64_t e)
+{
+	return (page_mask(b->pshift, s, e) & ~b->pvalid) == 0;
+}
+
+/* Does [s, e) of a block of BLEN bytes cover whole pages only (the short
+ * last page of the disk counts as whole)? */
+static bool whole_pages(const struct nd_cache *c, uint32_t blen, uint64_t s,
+			uint64_t e)
+{
+	uint64_t pmask = (1ull << c->pshift) - 1;
+	return (s & pmask) == 0 && ((e & pmask) == 0 || e == blen);
+}
+
+/* Lay the server's bytes TMP (the block's first LEN) under the pages of
+ * sparse block B that hold no data: the written ones stay as they are,
+ * even when written while TMP was being fetched. Lock held. */
+static void merge_pages(struct nd_block *b, const char *tmp, uint32_t len)
+{
+	uint64_t ps = 1ull << b->pshift;
+	for (unsigned k = 0; b->sparse && (uint64_t)k * ps < len; k++) {
+		uint64_t start = (uint64_t)k * ps;
+		if (b->pvalid & (1ull << k))
+			continue;
+		memcpy(b->data + start, tmp + start,
+		       start + ps <= len ? ps : len - start);
+		b->pvalid |= 1ull << k;
+	}
+	if ((b->pvalid & pages_all(b)) == pages_all(b))
+		b->sparse = false;
+}
+
+/* Fetch sparse block B (pinned) whole and merge it. Lock held, dropped
+ * during the fetch. 0 or -errno. */
+static int fill_pages(struct nd_cache *c, struct nd_block *b)
+{
+	uint32_t len = b->len;
+	char *tmp = malloc(len);
+	int r;
+	if (!tmp)
+		return -ENOMEM;
+	pthread_mutex_unlock(&c->lock);
+	r = nd_disk_pread(c->disk, tmp, len, b->idx << c->shift);
+	pthread_mutex_lock(&c->lock);
+	if (r == 0) {
+		c->remote_blocks++;
+		merge_pages(b, tmp, len < b->len ? len : b->len);
+	}
+	free(tmp);
+	return r;
+}
+
+/* A reader wants [s, e) of block B: a sparse block gets the pages it
+ * lacks first. Lock held. 0 or -errno. */
+static int fill_for_read(struct nd_cache *c, struct nd_block *b, uint64_t s,
+			 uint64_t e)
+{
+	int r = 0;
+	if (!b->sparse || b->state != B_VALID || pages_valid(b, s, e))
+		return 0;
+	b->pins++;
+	r = fill_pages(c, b);
+	unpin(c, b);
+	return r;
+}
+
+/* A new block for a write of whole pages: nothing fetched; its pages
+ * become valid as they are written. */
+static void make_sparse(struct nd_cache *c, struct nd_block *b)
+{
+	b->state = B_VALID;
+	b->sparse = true;
+	b->pvalid = 0;
+}
+
+/* Before a write of [s, e) into B (pinned, VALID, whole or sparse): the
+ * pages it covers only in part must hold data. Lock held. */
+static int wb_edges(struct nd_cache *c, struct nd_block *b, uint64_t s,
+		    uint64_t e)
+{
+	uint64_t ps = 1ull << c->pshift;
+	uint64_t edge = 0;
+	if (!b->sparse)
+		return 0;
+	if (s & (ps - 1))
+		edge |= page_mask(c->pshift, s, s + 1);
+	if ((e & (ps - 1)) && e != b->len)
+		edge |= page_mask(c->pshift, e - 1, e);
+	return (edge & ~b->pvalid) ? fill_pages(c, b) : 0;
+}
+
+/* After the bytes [s, e) of B were written: dirty, those pages too. */
+static void wb_mark(struct nd_cache *c, struct nd_block *b, uint64_t s,
+		    uint64_t e)
+{
+	uint64_t m = page_mask(c->pshift, s, e);
+	if (b->sparse) {
+		b->pvalid |= m;
+		if ((b->pvalid & pages_all(b)) == pages_all(b))
+			b->sparse = false;
+	}
+	b->pdirty |= m;
+	if (!b->dirty) {
+		b->dirty = true;
+		c->dirty_bytes += c->bs;
+	}
+	b->gen++;
+}
+
+/* The next run of pages set in M from page *K on, as the block-relative
+ * bytes [*s, *e) of B (clipped at its end); false when none is left. */
+static bool next_run(const struct nd_block *b, uint64_t m, unsigned *k,
+		     uint64_t *s, uint64_t *e)
+{
+	uint64_t ps = 1ull << b->pshift;
+	unsigned j;
+	while (*k < 64 && !(m & (1ull << *k)))
+		(*k)++;
+	if (*k >= 64 || *k * ps >= b->len)
+		return false;
+	for (j = *k; j < 64 && (m & (1ull << j)); j++)
+		;
+	*s = *k * ps;
+	*e = j * ps < b->len ? j * ps : b->len;
+	*k = j;
+	return true;
+}
+
+/* Write back the pages of B its write-back took, in runs. */
+static int wb_write_pages(struct nd_cache *c, struct nd_block *b)
+{
+	uint64_t s, e;
+	for (unsigned k = 0; next_run(b, b->wb_mask, &k, &s, &e);) {
+		int r = nd_disk_pwrite(c->disk, b->data + s, e - s,
+				       (b->idx << c->shift) + s, 0);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* Does B hold the block-relative bytes [s, e)? */
 static bool covers(const struct nd_block *b, uint64_t s, uint64_t e)
 {
+	if (b->sparse)
+		return b->state == B_VALID && pages_valid(b, s, e);
 	return b->state == B_VALID && s >= b->vs && e <= b->ve;
 }
 
@@ -667,6 +836,7 @@ struct nd_cache *nd_cache_new(struct nd_disk *d, uint64_t budget)
 	c->bs = nd_disk_cfg(d)->block_size;
 	while ((1u << c->shift) < c->bs)
 		c->shift++;
+	c->pshift = c->shift > 18 ? c->shift - 6 : 12;
 	if (budget < 8ull * c->bs)
 		budget = 8ull * c->bs;
 	c->budget = budget;
@@ -810,6 +980,9 @@ static int pin_blocks(struct nd_cache *c, struct nd_cache_ref *ref,
 		uint64_t s, e;
 		block_span(c, first + i, off, len, &s, &e);
 		mine[i] = false;
+		int r = b ? fill_for_read(c, b, s, e) : 0;
+		if (r < 0)
+			return r;
 		if (b && b->state == B_VALID && !covers(b, s, e)) {
 			unhash(c, b); /* a partial block: refetch */
 			b = NULL;
@@ -991,11 +1164,14 @@ static void update_cached(struct nd_cache *c, const void *data, size_t len,
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* Writeback: the block IDX, pinned and VALID; loaded first when the write
- * covers only part of it. Lock held on entry and exit. */
-static int wb_get(struct nd_cache *c, uint64_t idx, bool whole,
+/* Writeback: the block IDX, pinned and VALID, for a write of [s, e) of
+ * it; loaded first when the write covers part of a page it lacks. Lock
+ * held on entry and exit. */
+static int wb_get(struct nd_cache *c, uint64_t idx, uint64_t s, uint64_t e,
 		  struct nd_block **out)
 {
+	uint32_t blen = block_len(c, idx);
+	bool whole = s == 0 && e == blen;
 	for (int attempt = 0; attempt < MAX_RETRIES; attempt++) {
 		struct nd_block *b = lookup(c, idx);
 		if (!b) {
@@ -1003,8 +1179,10 @@ static int wb_get(struct nd_cache *c, uint64_t idx, bool whole,
 			if (!b)
 				return -ENOMEM;
 			b->pins++;
-			if (whole) {
+			if (whole || whole_pages(c, blen, s, e)) {
 				b->state = B_VALID;
+				if (!whole)
+					make_sparse(c, b);
 				*out = b;
 				return 0;
 			}
@@ -1019,6 +1197,11 @@ static int wb_get(struct nd_cache *c, uint64_t idx, bool whole,
 			return -EIO;
 		}
 		if (b->state == B_VALID && b->vs == 0 && b->ve == b->len) {
+			int r = wb_edges(c, b, s, e);
+			if (r < 0) {
+				unpin(c, b);
+				return r;
+			}
 			touch(c, b);
 			*out = b;
 			return 0;
@@ -1057,25 +1240,34 @@ static int by_idx(const void *a, const void *b)
 	return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-/* Take every dirty block; one being written back by another flush is
- * waited for first (its write may be of older data), then taken if it is
- * still dirty. Lock held. */
-static int wb_collect(struct nd_cache *c, struct wb *w)
+/* Wait, owning no block, until no dirty block is being written back by
+ * another flush (its write may be of older data). Two flushes that each
+ * held blocks while waiting for the other's would wait forever. Lock
+ * held. */
+static void wb_wait_others(struct nd_cache *c)
 {
-	size_t cap = 0;
 	for (struct nd_block *b = c->lru_head; b;) {
-		if (!b->dirty || b->wb_owner == w) {
+		if (!b->dirty || !b->wb_owner) {
 			b = b->next;
 			continue;
 		}
-		if (b->wb_owner) {
-			b->pins++;
-			while (b->wb_owner)
-				pthread_cond_wait(&c->cond, &c->lock);
-			unpin(c, b);
-			b = c->lru_head; /* the list may have changed */
+		b->pins++;
+		while (b->wb_owner)
+			pthread_cond_wait(&c->cond, &c->lock);
+		unpin(c, b);
+		b = c->lru_head; /* the list may have changed */
+	}
+}
+
+/* Take every dirty block, once no other flush is writing one back (the
+ * lock is then kept until all are taken). Lock held. */
+static int wb_collect(struct nd_cache *c, struct wb *w)
+{
+	size_t cap = 0;
+	wb_wait_others(c);
+	for (struct nd_block *b = c->lru_head; b; b = b->next) {
+		if (!b->dirty)
 			continue;
-		}
 		if (w->n == cap) {
 			cap = cap ? cap * 2 : 64;
 			struct nd_block **nb = realloc(w->blk, cap * sizeof *nb);
@@ -1088,9 +1280,9 @@ static int wb_collect(struct nd_cache *c, struct wb *w)
 		}
 		b->pins++;
 		b->wb_owner = w;
+		b->wb_mask = b->pdirty;
 		w->gen[w->n] = b->gen;
 		w->blk[w->n++] = b;
-		b = b->next;
 	}
 	return 0;
 }
@@ -1109,9 +1301,25 @@ static size_t wb_claim(struct wb *w, size_t *first)
 	return n;
 }
 
+/* A run with blocks written in part: their dirty pages only (a sparse
+ * block has nothing else to write). */
+static int wb_write_blocks_pages(struct nd_cache *c, struct nd_block **blk,
+				 size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		int r = wb_write_pages(c, blk[k]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int wb_write_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 {
 	size_t total = 0;
+	for (size_t k = 0; k < n; k++)
+		if (blk[k]->wb_mask != pages_all(blk[k]))
+			return wb_write_blocks_pages(c, blk, n);
 	for (size_t k = 0; k < n; k++)
 		total += blk[k]->len;
 	if (n == 1)
@@ -1144,6 +1352,7 @@ static void *wb_thread(void *arg)
 			struct nd_block *b = w->blk[k];
 			if (r == 0 && b->gen == w->gen[k] && b->dirty) {
 				b->dirty = false;
+				b->pdirty = 0;
 				c->dirty_bytes -= c->bs;
 			}
 			b->wb_owner = NULL;
@@ -1184,6 +1393,37 @@ static int writeback_dirty(struct nd_cache *c)
 	return err ? err : w.err;
 }
 
+/* A too dirty cache is written back by a worker while writers go on;
+ * they wait for it only once the dirty bytes pass three quarters of the
+ * budget. The data is kept (dirty) whatever this write-back says: a
+ * failure is reported by the next fsync, not by a write. */
+static void wb_background(void *arg)
+{
+	struct nd_cache *c = arg;
+	if (writeback_dirty(c) < 0)
+		nd_debug("write-back of a too dirty cache: %s", nd_get_error());
+	pthread_mutex_lock(&c->lock);
+	c->throttling = false;
+	c->jobs--;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void wb_throttle(struct nd_cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	if (!c->throttling) {
+		c->throttling = true;
+		c->jobs++; /* nd_cache_free waits for it */
+		pthread_mutex_unlock(&c->lock);
+		nd_workers_submit(c, wb_background, c);
+		return;
+	}
+	while (c->throttling && c->dirty_bytes > c->budget / 4 * 3)
+		pthread_cond_wait(&c->cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+}
+
 static int wb_write(struct nd_cache *c, const void *buf, size_t len,
 		    uint64_t off)
 {
@@ -1196,23 +1436,17 @@ static int wb_write(struct nd_cache *c, const void *buf, size_t len,
 		uint64_t bstart = idx << c->shift, s, e;
 		struct nd_block *b = NULL;
 		block_span(c, idx, off, len, &s, &e);
-		r = wb_get(c, idx, s == 0 && e == block_len(c, idx), &b);
+		r = wb_get(c, idx, s, e, &b);
 		if (r < 0)
 			break;
 		memcpy(b->data + s, (const char *)buf + (bstart + s - off), e - s);
-		if (!b->dirty) {
-			b->dirty = true;
-			c->dirty_bytes += c->bs;
-		}
-		b->gen++;
+		wb_mark(c, b, s, e);
 		unpin(c, b);
 	}
 	too_dirty = c->dirty_bytes > c->budget / 2;
 	pthread_mutex_unlock(&c->lock);
-	/* The data is kept (dirty) whatever this write-back says: a failure
-	 * is reported by the next fsync, not by this write. */
-	if (r == 0 && too_dirty && writeback_dirty(c) < 0)
-		nd_debug("write-back of a too dirty cache: %s", nd_get_error());
+	if (r == 0 && too_dirty)
+		wb_throttle(c);
 	return r;
 }
 
@@ -1281,6 +1515,9 @@ static void extend_last_block(struct nd_cache *c, uint64_t old)
 	memset(b->data + b->len, 0, len - b->len);
 	if (b->ve == b->len)
 		b->ve = len;
+	if (b->sparse) /* the pages past the old end read as zeroes */
+		b->pvalid |= page_mask(b->pshift, b->len, len) &
+			     ~page_mask(b->pshift, 0, b->len);
 	b->len = len;
 }
 
@@ -1311,26 +1548,35 @@ int nd_cache_flush(struct nd_cache *c)
 	return nd_disk_flush(c->disk);
 }
 
+/* One record per run of B's dirty pages. Lock held. */
+static int save_dirty_pages(struct nd_cache *c, struct nd_block *b, FILE *f,
+			    uint64_t *bytes)
+{
+	uint64_t s, e;
+	for (unsigned k = 0; next_run(b, b->pdirty, &k, &s, &e);) {
+		uint64_t off = (b->idx << c->shift) + s;
+		uint32_t len = (uint32_t)(e - s);
+		uint8_t rec[12];
+		for (int i = 0; i < 8; i++)
+			rec[i] = (uint8_t)(off >> (8 * i));
+		for (int i = 0; i < 4; i++)
+			rec[8 + i] = (uint8_t)(len >> (8 * i));
+		if (fwrite(rec, 1, sizeof rec, f) != sizeof rec ||
+		    fwrite(b->data + s, 1, len, f) != len)
+			return -EIO;
+		*bytes += len;
+	}
+	return 0;
+}
+
 int nd_cache_save_dirty(struct nd_cache *c, FILE *f, uint64_t *bytes)
 {
 	int r = 0;
 	*bytes = 0;
 	pthread_mutex_lock(&c->lock);
-	for (struct nd_block *b = c->lru_head; b && r == 0; b = b->next) {
-		uint8_t rec[12];
-		uint64_t off = b->idx << c->shift;
-		if (!b->dirty)
-			continue;
-		for (int k = 0; k < 8; k++)
-			rec[k] = (uint8_t)(off >> (8 * k));
-		for (int k = 0; k < 4; k++)
-			rec[8 + k] = (uint8_t)(b->len >> (8 * k));
-		if (fwrite(rec, 1, sizeof rec, f) != sizeof rec ||
-		    fwrite(b->data, 1, b->len, f) != b->len)
-			r = -EIO;
-		else
-			*bytes += b->len;
-	}
+	for (struct nd_block *b = c->lru_head; b && r == 0; b = b->next)
+		if (b->dirty)
+			r = save_dirty_pages(c, b, f, bytes);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }

@@ -65,6 +65,7 @@ struct nd_fs {
 	 * (default_permissions, on unless -o no_default_permissions). */
 	bool allow_other;
 	bool kernel_perms;
+	bool kernel_writeback; /* -o kernel-cache=writeback */
 };
 
 struct nd_fs *nd_fs_new(void);

@@ -92,7 +92,6 @@ static struct nd_fs *FS(fuse_req_t req)
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct nd_fs *fs = userdata;
-	(void)fs;
 	conn->max_write = MAX_IO;
 	conn->max_readahead = MAX_IO;
 	conn->max_background = 64;
@@ -101,8 +100,14 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_ASYNC_READ;
 	if (conn->capable & FUSE_CAP_ASYNC_DIO)
 		conn->want |= FUSE_CAP_ASYNC_DIO;
-	/* Requests go to the disk; no write cache in the kernel. */
-	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* Requests go to the disk; no write cache in the kernel, unless
+	 * -o kernel-cache=writeback: buffered writes then end in the page
+	 * cache and reach us in the background, before fsync and close
+	 * return. */
+	if (fs->kernel_writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	else
+		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -359,6 +364,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		else {
 			e->opens++;
 			h->e = e;
+			/* The kernel's write-back may write this handle's pages
+			 * through another one: its close flushes anyway. */
+			h->wrote = wr && fs->kernel_writeback;
 			if (e->cache || e->top)
 				fi->keep_cache = 1;
 			else
@@ -681,6 +689,22 @@ static void *tune_bdi(void *arg)
 	return NULL;
 }
 
+/* -o kernel-cache=writeback|writethrough: may the kernel keep written
+ * pages (FUSE's writeback cache) for the writable entries. */
+static int kernel_cache_opt(struct nd_fs *fs, const char *v)
+{
+	if (strcmp(v, "writeback") == 0)
+		fs->kernel_writeback = true;
+	else if (strcmp(v, "writethrough") == 0)
+		fs->kernel_writeback = false;
+	else {
+		fprintf(stderr, "netdiskfs: -o kernel-cache=%s: must be "
+			"writeback or writethrough\n", v);
+		return -1;
+	}
+	return 0;
+}
+
 /* ARGV's mount options for libfuse, with default_permissions added
  * unless -o no_default_permissions (which libfuse does not know) asked
  * otherwise: with allow_other the kernel then enforces the modes the
@@ -695,13 +719,19 @@ static int mount_args(struct nd_fs *fs, int argc, char **argv,
 		if (i > 0 && strcmp(argv[i - 1], "-o") == 0) {
 			fs->allow_other |= strcmp(a, "allow_other") == 0 ||
 					   strcmp(a, "allow_root") == 0;
+			if (strncmp(a, "kernel-cache=", 13) == 0) {
+				if (kernel_cache_opt(fs, a + 13) < 0)
+					return -1;
+				continue;
+			}
 			if (strcmp(a, "no_default_permissions") == 0) {
 				no_dp = true;
 				continue;
 			}
 		}
 		if (strcmp(a, "-o") == 0 && i + 1 < argc &&
-		    strcmp(argv[i + 1], "no_default_permissions") == 0)
+		    (strcmp(argv[i + 1], "no_default_permissions") == 0 ||
+		     strncmp(argv[i + 1], "kernel-cache=", 13) == 0))
 			continue;
 		if (fuse_opt_add_arg(args, a) != 0)
 			return -1;

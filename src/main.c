@@ -44,7 +44,8 @@ static struct nd_fs *the_fs;
 static const char *const fuse_keys[] = { "allow_other", "allow_root",
 					 "default_permissions",
 					 "no_default_permissions", "auto_unmount",
-					 "fsname", "subtype", "max_read", NULL };
+					 "fsname", "subtype", "max_read",
+					 "kernel-cache", NULL };
 static const char *const ignored_keys[] = {
 	"rw", "defaults", "_netdev", "nofail", "noauto", "auto", "user",
 	"nouser", "users", "dev", "nodev", "suid", "nosuid", "exec", "noexec",
@@ -151,7 +152,7 @@ static int add_o(const char *list)
 			if (strcmp(v, "on") == 0 && !strchr(list, '='))
 				arg = strdup(k);
 			else if (strcmp(k, "fsname") && strcmp(k, "subtype") &&
-				 strcmp(k, "max_read"))
+				 strcmp(k, "max_read") && strcmp(k, "kernel-cache"))
 				arg = strdup(k);
 			else if (asprintf(&arg, "%s=%s", k, v) < 0)
 				arg = NULL;

@@ -3,7 +3,8 @@
  * reads do not and fetch only the 4K pages they touch, eviction keeps to
  * the budget, adjacent misses coalesce,
  * concurrent readers fetch a block once, writes are visible to the next
- * read, writeback holds writes until flush. */
+ * read, writeback holds writes until flush; whole-page writes fetch
+ * nothing and a late fill never overwrites the pages written meanwhile. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -164,6 +165,59 @@ static void test_wb_order(void)
 	nd_disk_close(d);
 }
 
+struct slow_read {
+	struct nd_cache *c;
+	unsigned char *buf;
+	int r;
+};
+static void *slow_reader(void *arg)
+{
+	struct slow_read *s = arg;
+	size_t got;
+	s->r = nd_cache_pread(s->c, s->buf, BS, 7 * BS, &got);
+	return NULL;
+}
+
+/* cache=writeback: a page written into a block not cached fetches
+ * nothing; a read of that block fills the other pages, and a page written
+ * while that fill is on its way is not overwritten by it; the write-back
+ * sends the written pages only. */
+static void test_wb_pages(void)
+{
+	static unsigned char p[4096], q[4096], back[BS], want[BS];
+	struct nd_disk *d = disk_with("cache=writeback");
+	struct nd_cache *c = nd_cache_new(d, 4u << 20);
+	struct slow_read sr = { c, back, -1 };
+	pthread_t t;
+	memset(p, 'P', sizeof p);
+	memset(q, 'Q', sizeof q);
+	reset();
+	CHECK(nd_cache_write(c, p, 4096, 7 * BS + 3 * 4096) == 0, "write P");
+	CHECK(preads == 0, "a whole-page write fetched: %u reads",
+	      (unsigned)preads);
+	delay_us = 300000;
+	pthread_create(&t, NULL, slow_reader, &sr);
+	usleep(100000); /* the fill is on its way */
+	CHECK(nd_cache_write(c, q, 4096, 7 * BS + 5 * 4096) == 0, "write Q");
+	pthread_join(t, NULL);
+	delay_us = 0;
+	memcpy(want, mem + 7 * BS, BS);
+	memcpy(want + 3 * 4096, p, 4096);
+	CHECK(sr.r == 0 && memcmp(back, want, 3 * 4096 + 4096) == 0,
+	      "the filled read lost page 3 or the old bytes");
+	size_t got;
+	memcpy(want + 5 * 4096, q, 4096);
+	nd_cache_pread(c, back, BS, 7 * BS, &got);
+	CHECK(memcmp(back, want, BS) == 0,
+	      "the late fill overwrote the page written meanwhile");
+	reset();
+	CHECK(nd_cache_flush(c) == 0, "flush");
+	CHECK(pwrites == 2, "write-back of 2 pages: %u writes", (unsigned)pwrites);
+	CHECK(memcmp(mem + 7 * BS, want, BS) == 0, "the server's block differs");
+	nd_cache_free(c);
+	nd_disk_close(d);
+}
+
 int main(void)
 {
 	mem = malloc(DISK);
@@ -313,6 +367,7 @@ int main(void)
 	nd_disk_close(d);
 
 	test_wb_order();
+	test_wb_pages();
 	nd_workers_stop();
 	free(mem);
 	printf("%s\n", failures ? "test-cache: FAILED" : "test-cache: ok");
