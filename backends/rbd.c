@@ -111,6 +111,87 @@ static void rbd_done_cb(rbd_completion_t comp, void *arg)
 		rbd_req_free(q);
 }
 
+/* ---- the exclusive lock of lost clients ---------------------------- */
+
+/* A client dropped while the OSD was away may keep the image's exclusive
+ * lock: its release and its unwatch timed out too, so the OSD still sees
+ * its watch, and librbd on the next client waits for that watch to
+ * expire (30 s) before it breaks the lock. The nonces of the clients
+ * this process dropped are kept here, so the next client breaks such a
+ * lock at once (which also blocklists the old client: a write it still
+ * holds can no longer land). Another program's lock is never broken. */
+#define RBD_LOST_MAX 32
+static pthread_mutex_t rbd_lost_mu = PTHREAD_MUTEX_INITIALIZER;
+static char rbd_lost[RBD_LOST_MAX][24];
+static unsigned rbd_lost_next;
+
+/* The nonce of a client address ("127.0.0.1:0/3405", "[v2:...:0/3405]"). */
+static bool rbd_nonce(const char *addr, char out[24])
+{
+	const char *slash = addr ? strrchr(addr, '/') : NULL;
+	size_t n = slash ? strspn(slash + 1, "0123456789") : 0;
+
+	if (n == 0 || n >= 24)
+		return false;
+	memcpy(out, slash + 1, n);
+	out[n] = '\0';
+	return true;
+}
+
+static void rbd_remember_lost(struct rbd_conn *c)
+{
+	char *addrs = NULL;
+	char nonce[24];
+
+	if (rados_getaddrs(c->cluster, &addrs) < 0)
+		return;
+	if (rbd_nonce(addrs, nonce)) {
+		pthread_mutex_lock(&rbd_lost_mu);
+		memcpy(rbd_lost[rbd_lost_next++ % RBD_LOST_MAX], nonce, 24);
+		pthread_mutex_unlock(&rbd_lost_mu);
+	}
+	free(addrs);
+}
+
+static bool rbd_was_lost(const char *owner)
+{
+	char nonce[24];
+	bool found = false;
+
+	if (!rbd_nonce(owner, nonce))
+		return false;
+	pthread_mutex_lock(&rbd_lost_mu);
+	for (unsigned i = 0; i < RBD_LOST_MAX && !found; i++)
+		found = strcmp(rbd_lost[i], nonce) == 0;
+	pthread_mutex_unlock(&rbd_lost_mu);
+	return found;
+}
+
+/* Break the image's exclusive lock if a client of ours that was dropped
+ * holds it. Best effort: on any error librbd's own wait remains. */
+static void rbd_break_lost_lock(struct rbd_conn *c)
+{
+	char *owners[4];
+	size_t n = 4;
+	rbd_lock_mode_t mode;
+
+	if (rbd_lock_get_owners(c->img, &mode, owners, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		if (!rbd_was_lost(owners[i]))
+			continue;
+		int r = rbd_lock_break(c->img, mode, owners[i]);
+		if (r < 0) {
+			errno = -r;
+			nd_warn("%s: rbd: breaking the lock of a dropped client: %m",
+				c->name);
+		} else
+			nd_info("%s: rbd: broke the exclusive lock of a dropped client",
+				c->name);
+	}
+	rbd_lock_get_owners_cleanup(owners, n);
+}
+
 static int rbd_submit(struct rbd_conn *c, enum rbd_op op, void *buf,
 		      uint64_t len, uint64_t off, rbd_completion_t comp)
 {
@@ -199,8 +280,10 @@ static int rbd_run(struct rbd_conn *c, enum rbd_op op, void *buf, uint64_t len,
 	if (ret >= 0)
 		return 0;
 	int r = rbd_fail(c->name, what, (int)ret);
-	if (r == -ENOTCONN)
+	if (r == -ENOTCONN && !c->lost) {
 		c->lost = true;
+		rbd_remember_lost(c);
+	}
 	return r;
 }
 
@@ -444,6 +527,8 @@ static int rbd_open_cb(const struct nd_opts *o, const struct nd_settings *s,
 	    (r = rbd_connect(c, o, c->read_only)) < 0 ||
 	    (r = rbd_fill_info(c, info)) < 0)
 		goto fail;
+	if (!c->read_only)
+		rbd_break_lost_lock(c);
 	nd_debug("%s: rbd: opened %s/%s (%" PRIu64 " bytes, object size %" PRIu32
 		 "%s)",
 		 c->name, nd_opt_get(o, "pool"), nd_opt_get(o, "image"),
