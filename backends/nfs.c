@@ -129,6 +129,40 @@ static void ndnfs_unlink(struct ndnfs_req **list, struct ndnfs_req *r)
 		}
 }
 
+/* What a request's failure means, as a -errno the core and the
+ * application can read. libnfs passes negative codes that are not all
+ * errnos of their usual meaning: -EFAULT for a failed RPC and for a
+ * server's refusal of a write split in several RPCs (its text then names
+ * the NFS status), -ERANGE for a status it does not know, -EINTR for an
+ * RPC cancelled with the socket. A refusal the server explained (no
+ * permission, no space, a read-only export) keeps its errno; a lost
+ * connection becomes -ENOTCONN (the core reconnects); anything else is
+ * -EIO. */
+static int ndnfs_errno(int err, const char *msg)
+{
+	static const struct {
+		const char *status;
+		int err;
+	} refusals[] = {
+		{ "NFS3ERR_PERM", EPERM },   { "NFS3ERR_ACCES", EACCES },
+		{ "NFS3ERR_ROFS", EROFS },   { "NFS3ERR_NOSPC", ENOSPC },
+		{ "NFS3ERR_DQUOT", EDQUOT }, { "NFS3ERR_FBIG", EFBIG },
+	};
+
+	if (err == -EINTR || err == -ETIMEDOUT || err == -ECONNRESET ||
+	    err == -EPIPE || err == -ENOTCONN)
+		return -ENOTCONN;
+	for (size_t i = 0; i < sizeof refusals / sizeof refusals[0]; i++) {
+		size_t n = strlen(refusals[i].status);
+		const char *at = msg ? strstr(msg, refusals[i].status) : NULL;
+		/* "NFS3ERR_PERM(" and not the start of a longer name */
+		if (err == -refusals[i].err ||
+		    (at && (at[n] == '(' || at[n] == ' ' || at[n] == '\0')))
+			return -refusals[i].err;
+	}
+	return -EIO;
+}
+
 /* libnfs's completion, in the service thread (or at destroy). */
 static void ndnfs_done_cb(int err, struct nfs_context *nfs, void *data,
 			void *private_data)
@@ -144,14 +178,9 @@ static void ndnfs_done_cb(int err, struct nfs_context *nfs, void *data,
 			memcpy(r->buf, data, (uint64_t)err > r->len ? r->len
 								    : (size_t)err);
 		if (err < 0)
-			nd_debug("%s: nfs: %s", c->name,
-				 data ? (const char *)data : "error");
-		/* A cancelled RPC (the socket was lost) is not the file's
-		 * error: let the core reconnect. */
-		ndnfs_finish(r, err == -EINTR || err == -ETIMEDOUT ||
-					 err == -ECONNRESET || err == -EPIPE
-				 ? -ENOTCONN
-				 : err);
+			nd_debug("%s: nfs: %s (%d)", c->name,
+				 data ? (const char *)data : "error", err);
+		ndnfs_finish(r, err < 0 ? ndnfs_errno(err, data) : err);
 	}
 	pthread_mutex_unlock(&c->mu);
 	free(t);

@@ -11,7 +11,10 @@
  * librados waits forever for a dead OSD or monitor unless told otherwise:
  * rados_osd_op_timeout, rados_mon_op_timeout and client_mount_timeout are
  * set from the entry's timeout, so a request to a dead OSD fails with
- * -ETIMEDOUT. That is returned as -ENOTCONN: the core drops this client
+ * -ETIMEDOUT. librbd itself may wait longer (a write queued for the
+ * exclusive lock that a lost client still holds): each request also has
+ * a deadline of its own, after which it is abandoned to its completion.
+ * Either is returned as -ENOTCONN: the core drops this client
  * and opens a new one (which fails until the OSD is back) until
  * reconnect-delay runs out. The old client is closed in a thread of its
  * own, since rbd_close flushes and releases the exclusive lock, which
@@ -29,6 +32,7 @@
 #include "backend.h"
 #include "rbd-url.h"
 #include "../src/util/cleanup.h"
+#include "util/clock.h"
 
 /* Largest read/write handed to librbd at once. */
 #define RBD_MAX_REQUEST (32u << 20)
@@ -42,14 +46,22 @@ struct rbd_conn {
 	rbd_image_t img;
 	bool read_only;
 	bool lost; /* a request timed out: close in the background */
+	double timeout; /* the entry's timeout=: a request's deadline */
 };
 
-/* One request in flight; lives on the caller's stack until done. */
+/* One request in flight, on the heap: a request whose deadline passed is
+ * abandoned by its caller, and the completion, which librbd may still
+ * deliver much later, frees it. Reads land in bounce (librbd writes into
+ * it until it completes, long after the caller's buffer is gone); writes
+ * are copied by librbd at submission (rbd_disable_zero_copy_writes). */
 struct rbd_req {
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
+	rbd_completion_t comp;
 	bool done;
+	bool abandoned; /* the caller gave up: the completion frees all */
 	ssize_t ret;
+	void *bounce;
 };
 
 enum rbd_op { RBD_READ, RBD_WRITE, RBD_FLUSH, RBD_TRIM, RBD_ZERO };
@@ -76,6 +88,15 @@ static int rbd_fail(const char *name, const char *what, int r)
 	return rbd_is_lost(r) ? -ENOTCONN : r;
 }
 
+static void rbd_req_free(struct rbd_req *q)
+{
+	rbd_aio_release(q->comp);
+	pthread_cond_destroy(&q->cond);
+	pthread_mutex_destroy(&q->mu);
+	free(q->bounce);
+	free(q);
+}
+
 static void rbd_done_cb(rbd_completion_t comp, void *arg)
 {
 	struct rbd_req *q = arg;
@@ -83,8 +104,92 @@ static void rbd_done_cb(rbd_completion_t comp, void *arg)
 	pthread_mutex_lock(&q->mu);
 	q->ret = rbd_aio_get_return_value(comp);
 	q->done = true;
+	bool abandoned = q->abandoned;
 	pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->mu);
+	if (abandoned)
+		rbd_req_free(q);
+}
+
+/* ---- the exclusive lock of lost clients ---------------------------- */
+
+/* A client dropped while the OSD was away may keep the image's exclusive
+ * lock: its release and its unwatch timed out too, so the OSD still sees
+ * its watch, and librbd on the next client waits for that watch to
+ * expire (30 s) before it breaks the lock. The nonces of the clients
+ * this process dropped are kept here, so the next client breaks such a
+ * lock at once (which also blocklists the old client: a write it still
+ * holds can no longer land). Another program's lock is never broken. */
+#define RBD_LOST_MAX 32
+static pthread_mutex_t rbd_lost_mu = PTHREAD_MUTEX_INITIALIZER;
+static char rbd_lost[RBD_LOST_MAX][24];
+static unsigned rbd_lost_next;
+
+/* The nonce of a client address ("127.0.0.1:0/3405", "[v2:...:0/3405]"). */
+static bool rbd_nonce(const char *addr, char out[24])
+{
+	const char *slash = addr ? strrchr(addr, '/') : NULL;
+	size_t n = slash ? strspn(slash + 1, "0123456789") : 0;
+
+	if (n == 0 || n >= 24)
+		return false;
+	memcpy(out, slash + 1, n);
+	out[n] = '\0';
+	return true;
+}
+
+static void rbd_remember_lost(struct rbd_conn *c)
+{
+	char *addrs = NULL;
+	char nonce[24];
+
+	if (rados_getaddrs(c->cluster, &addrs) < 0)
+		return;
+	if (rbd_nonce(addrs, nonce)) {
+		pthread_mutex_lock(&rbd_lost_mu);
+		memcpy(rbd_lost[rbd_lost_next++ % RBD_LOST_MAX], nonce, 24);
+		pthread_mutex_unlock(&rbd_lost_mu);
+	}
+	free(addrs);
+}
+
+static bool rbd_was_lost(const char *owner)
+{
+	char nonce[24];
+	bool found = false;
+
+	if (!rbd_nonce(owner, nonce))
+		return false;
+	pthread_mutex_lock(&rbd_lost_mu);
+	for (unsigned i = 0; i < RBD_LOST_MAX && !found; i++)
+		found = strcmp(rbd_lost[i], nonce) == 0;
+	pthread_mutex_unlock(&rbd_lost_mu);
+	return found;
+}
+
+/* Break the image's exclusive lock if a client of ours that was dropped
+ * holds it. Best effort: on any error librbd's own wait remains. */
+static void rbd_break_lost_lock(struct rbd_conn *c)
+{
+	char *owners[4];
+	size_t n = 4;
+	rbd_lock_mode_t mode;
+
+	if (rbd_lock_get_owners(c->img, &mode, owners, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		if (!rbd_was_lost(owners[i]))
+			continue;
+		int r = rbd_lock_break(c->img, mode, owners[i]);
+		if (r < 0) {
+			errno = -r;
+			nd_warn("%s: rbd: breaking the lock of a dropped client: %m",
+				c->name);
+		} else
+			nd_info("%s: rbd: broke the exclusive lock of a dropped client",
+				c->name);
+	}
+	rbd_lock_get_owners_cleanup(owners, n);
 }
 
 static int rbd_submit(struct rbd_conn *c, enum rbd_op op, void *buf,
@@ -100,15 +205,57 @@ static int rbd_submit(struct rbd_conn *c, enum rbd_op op, void *buf,
 	return -EINVAL;
 }
 
-/* Submit one request and sleep until librbd completes it (librados's own
- * timeouts bound the wait). */
+/* A new request for LEN bytes of OP (a read gets its bounce buffer). */
+static struct rbd_req *rbd_req_new(enum rbd_op op, uint64_t len)
+{
+	struct rbd_req *q = calloc(1, sizeof *q);
+
+	if (!q || (op == RBD_READ && !(q->bounce = malloc(len ? len : 1)))) {
+		free(q);
+		return NULL;
+	}
+	if (rbd_aio_create_completion(q, rbd_done_cb, &q->comp) < 0) {
+		free(q->bounce);
+		free(q);
+		return NULL;
+	}
+	pthread_mutex_init(&q->mu, NULL);
+	nd_cond_init_mono(&q->cond);
+	return q;
+}
+
+/* Wait for Q's completion until the entry's timeout has run out: librados's
+ * op timeout does not bound everything librbd may wait for (a write
+ * queued behind the image's exclusive lock, held by a lost client, waits
+ * for that client's watch to expire). Returns librbd's result, or
+ * -ETIMEDOUT and false after handing Q over to its completion (Q is then
+ * no longer the caller's to touch). */
+static bool rbd_wait(struct rbd_conn *c, struct rbd_req *q, ssize_t *ret)
+{
+	/* Half a second past librados's own timeout, so that one reports
+	 * first when it fires. */
+	struct timespec end = nd_timespec(nd_mono_s() + c->timeout + 0.5);
+	bool done;
+
+	pthread_mutex_lock(&q->mu);
+	while (!q->done &&
+	       pthread_cond_timedwait(&q->cond, &q->mu, &end) != ETIMEDOUT)
+		;
+	done = q->done;
+	*ret = done ? q->ret : -ETIMEDOUT;
+	q->abandoned = !done;
+	pthread_mutex_unlock(&q->mu);
+	return done;
+}
+
+/* Submit one request and sleep until librbd completes it or the entry's
+ * timeout runs out. */
 static int rbd_run(struct rbd_conn *c, enum rbd_op op, void *buf, uint64_t len,
 		   uint64_t off)
 {
-	struct rbd_req q = { .done = false };
-	rbd_completion_t comp;
+	struct rbd_req *q;
 	char what[96];
-	int r;
+	ssize_t ret;
 
 	snprintf(what, sizeof what, "%s of %" PRIu64 " bytes at %" PRIu64,
 		 rbd_op_names[op], len, off);
@@ -117,28 +264,25 @@ static int rbd_run(struct rbd_conn *c, enum rbd_op op, void *buf, uint64_t len,
 			 c->name, what);
 		return -EROFS;
 	}
-	r = rbd_aio_create_completion(&q, rbd_done_cb, &comp);
-	if (r < 0)
-		return rbd_fail(c->name, what, r);
-	pthread_mutex_init(&q.mu, NULL);
-	pthread_cond_init(&q.cond, NULL);
-	r = rbd_submit(c, op, buf, len, off, comp);
-	if (r >= 0) {
-		pthread_mutex_lock(&q.mu);
-		while (!q.done)
-			pthread_cond_wait(&q.cond, &q.mu);
-		pthread_mutex_unlock(&q.mu);
-		r = q.ret < 0 ? (int)q.ret : 0;
-		if (op == RBD_READ && q.ret >= 0 && (uint64_t)q.ret < len)
-			memset((char *)buf + q.ret, 0, len - q.ret);
+	if (!(q = rbd_req_new(op, len)))
+		return rbd_fail(c->name, what, -ENOMEM);
+	ret = rbd_submit(c, op, op == RBD_READ ? q->bounce : buf, len, off,
+			 q->comp);
+	if (ret >= 0 && !rbd_wait(c, q, &ret))
+		q = NULL; /* abandoned: its completion frees it */
+	if (q && op == RBD_READ && ret >= 0) {
+		size_t got = (uint64_t)ret < len ? (size_t)ret : len;
+		memcpy(buf, q->bounce, got);
+		memset((char *)buf + got, 0, len - got);
 	}
-	rbd_aio_release(comp);
-	pthread_cond_destroy(&q.cond);
-	pthread_mutex_destroy(&q.mu);
-	if (r < 0) {
-		r = rbd_fail(c->name, what, r);
-		if (r == -ENOTCONN)
-			c->lost = true;
+	if (q)
+		rbd_req_free(q);
+	if (ret >= 0)
+		return 0;
+	int r = rbd_fail(c->name, what, (int)ret);
+	if (r == -ENOTCONN && !c->lost) {
+		c->lost = true;
+		rbd_remember_lost(c);
 	}
 	return r;
 }
@@ -290,7 +434,10 @@ static int rbd_configure(struct rbd_conn *c, const struct nd_opts *o,
 	if (r < 0)
 		return r;
 	snprintf(secs, sizeof secs, "%d", timeout < 1 ? 1 : (int)(timeout + 0.5));
-	if (rbd_set(c, "rados_osd_op_timeout", secs) < 0 ||
+	/* librbd copies what is written when it is submitted, so a write
+	 * abandoned at its deadline never reads the caller's buffer later. */
+	if (rbd_set(c, "rbd_disable_zero_copy_writes", "true") < 0 ||
+	    rbd_set(c, "rados_osd_op_timeout", secs) < 0 ||
 	    rbd_set(c, "rados_mon_op_timeout", secs) < 0 ||
 	    rbd_set(c, "client_mount_timeout", secs) < 0)
 		return -EINVAL;
@@ -369,6 +516,7 @@ static int rbd_open_cb(const struct nd_opts *o, const struct nd_settings *s,
 		return -ENOMEM;
 	}
 	c->read_only = s->read_only || nd_opt_get(o, "snapshot");
+	c->timeout = s->timeout;
 	r = rados_create(&c->cluster, nd_opt_get(o, "user"));
 	if (r < 0) {
 		c->cluster = NULL;
@@ -379,6 +527,8 @@ static int rbd_open_cb(const struct nd_opts *o, const struct nd_settings *s,
 	    (r = rbd_connect(c, o, c->read_only)) < 0 ||
 	    (r = rbd_fill_info(c, info)) < 0)
 		goto fail;
+	if (!c->read_only)
+		rbd_break_lost_lock(c);
 	nd_debug("%s: rbd: opened %s/%s (%" PRIu64 " bytes, object size %" PRIu32
 		 "%s)",
 		 c->name, nd_opt_get(o, "pool"), nd_opt_get(o, "image"),
