@@ -42,6 +42,7 @@
 struct nd_tier {
 	char *path; /* CACHE-DIR/KEY */
 	int lock_fd, data_fd, map_fd;
+	int direct_fd; /* data with O_DIRECT, or -1: runs bypass the page cache */
 	uint32_t bs;
 	uint64_t size, nblocks, max_blocks;
 	bool writable, writer_marked;
@@ -209,6 +210,17 @@ static int open_file(struct nd_tier *t, const char *name, bool reset)
 	return fd;
 }
 
+/* The data file again with O_DIRECT (-1 where the file system has no
+ * O_DIRECT): a warm run goes from the disk straight into the cache's
+ * memory, without a copy through the page cache. */
+static int open_direct(struct nd_tier *t)
+{
+	char *p = path_of(t, "data");
+	int fd = p ? open(p, O_RDONLY | O_DIRECT | O_CLOEXEC) : -1;
+	free(p);
+	return fd;
+}
+
 static int map_setup(struct nd_tier *t)
 {
 	size_t len = t->nblocks * 8;
@@ -262,6 +274,7 @@ static int tier_setup(struct nd_tier *t, const struct nd_tier_cfg *c)
 	}
 	if ((reset || rewrite) && write_meta(t, want) == -1)
 		goto out;
+	t->direct_fd = open_direct(t);
 	r = map_setup(t);
 out:
 	free(want);
@@ -273,7 +286,7 @@ static struct nd_tier *tier_new(const struct nd_tier_cfg *c)
 	struct nd_tier *t = calloc(1, sizeof *t);
 	if (!t)
 		return NULL;
-	t->lock_fd = t->data_fd = t->map_fd = -1;
+	t->lock_fd = t->data_fd = t->map_fd = t->direct_fd = -1;
 	t->bs = c->block_size;
 	t->size = c->size;
 	t->nblocks = (c->size + c->block_size - 1) / c->block_size;
@@ -298,7 +311,7 @@ static void tier_free(struct nd_tier *t)
 {
 	if (t->map)
 		munmap(t->map, t->nblocks ? t->nblocks * 8 : 8);
-	for (int *fd = &t->lock_fd; fd <= &t->map_fd; fd++)
+	for (int *fd = &t->lock_fd; fd <= &t->direct_fd; fd++)
 		if (*fd >= 0)
 			close(*fd);
 	pthread_mutex_destroy(&t->lock);
@@ -443,6 +456,17 @@ static bool run_check(struct nd_tier *t, uint64_t idx, size_t n,
 	return ok_all;
 }
 
+/* LEN bytes at OFF into BUF: with O_DIRECT when all are aligned. */
+static ssize_t run_read(struct nd_tier *t, void *buf, size_t len, uint64_t off)
+{
+	if (t->direct_fd >= 0 && ((uintptr_t)buf | len | off) % 4096 == 0) {
+		ssize_t got = pread(t->direct_fd, buf, len, (off_t)off);
+		if (got == (ssize_t)len)
+			return got;
+	}
+	return pread(t->data_fd, buf, len, (off_t)off);
+}
+
 /* The sums of a run live on the stack up to this many blocks. */
 #define RUN_MAX 64
 
@@ -458,7 +482,7 @@ bool nd_tier_get_run(struct nd_tier *t, uint64_t idx, size_t n, void *buf,
 	if (!run_sums(t, idx, n, sums))
 		return false;
 	/* One read for the whole run: the disk sees one large request. */
-	got = pread(t->data_fd, buf, len, (off_t)(idx * t->bs));
+	got = run_read(t, buf, len, idx * t->bs);
 	if (got < 0)
 		tier_off(t, "read", errno);
 	return run_check(t, idx, n, buf, len, sums, got == (ssize_t)len);
@@ -471,7 +495,7 @@ bool nd_tier_get(struct nd_tier *t, uint64_t idx, void *buf, size_t len)
 
 void nd_tier_advise(struct nd_tier *t, uint64_t off, uint64_t len)
 {
-	if (t && t->on)
+	if (t && t->on && t->direct_fd < 0)
 		posix_fadvise(t->data_fd, (off_t)off, (off_t)len,
 			      POSIX_FADV_WILLNEED);
 }
