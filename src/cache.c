@@ -455,15 +455,10 @@ static void tier_forget(struct nd_cache *c, uint64_t off, uint64_t len)
 static int read_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 {
 	uint64_t off = blk[0]->idx << c->shift;
-	size_t total = 0;
-	bool contiguous = true;
+	size_t total = run_len(c, blk, n);
+	bool contiguous = one_piece(c, blk, n);
 	int r;
 
-	for (size_t i = 0; i < n; i++) {
-		total += blk[i]->len;
-		if (blk[i]->data != blk[0]->data + ((size_t)i << c->shift))
-			contiguous = false;
-	}
 	if (n == 1 && (blk[0]->vs || blk[0]->ve < blk[0]->len))
 		return nd_disk_pread(c->disk, blk[0]->data + blk[0]->vs,
 				     blk[0]->ve - blk[0]->vs, off + blk[0]->vs);
