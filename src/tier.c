@@ -216,7 +216,7 @@ static int open_file(struct nd_tier *t, const char *name, bool reset)
 static int open_direct(struct nd_tier *t)
 {
 	char *p = path_of(t, "data");
-	int fd = p ? open(p, O_RDWR | O_DIRECT | O_CLOEXEC) : -1;
+	int fd = p ? open(p, O_RDONLY | O_DIRECT | O_CLOEXEC) : -1;
 	free(p);
 	return fd;
 }
@@ -467,19 +467,6 @@ static ssize_t run_read(struct nd_tier *t, void *buf, size_t len, uint64_t off)
 	return pread(t->data_fd, buf, len, (off_t)off);
 }
 
-/* LEN bytes of BUF at OFF: with O_DIRECT when all are aligned (no copy
- * into the page cache on the fetch path). */
-static ssize_t run_write(struct nd_tier *t, const void *buf, size_t len,
-			 uint64_t off)
-{
-	if (t->direct_fd >= 0 && ((uintptr_t)buf | len | off) % 4096 == 0) {
-		ssize_t got = pwrite(t->direct_fd, buf, len, (off_t)off);
-		if (got == (ssize_t)len || (got < 0 && errno != EINVAL))
-			return got;
-	}
-	return pwrite(t->data_fd, buf, len, (off_t)off);
-}
-
 /* The sums of a run live on the stack up to this many blocks. */
 #define RUN_MAX 64
 
@@ -552,7 +539,7 @@ void nd_tier_put_run(struct nd_tier *t, uint64_t idx, size_t n,
 				    idx + i);
 	if (!put_claim(t, idx, n, sums))
 		return;
-	if (run_write(t, buf, len, idx * t->bs) != (ssize_t)len) {
+	if (pwrite(t->data_fd, buf, len, (off_t)(idx * t->bs)) != (ssize_t)len) {
 		tier_off(t, "write", errno ? errno : ENOSPC);
 		return;
 	}
