@@ -538,15 +538,40 @@ static int wait_loaded(struct nd_cache *c, struct nd_block *b)
 
 /* --- the persistent tier (cache-dir) --------------------------------- */
 
+/* Are the N blocks one piece of memory (a readahead slab)? */
+static bool one_piece(const struct nd_cache *c, struct nd_block **blk,
+		      size_t n)
+{
+	for (size_t i = 1; i < n; i++)
+		if (blk[i]->data != blk[0]->data + ((size_t)i << c->shift))
+			return false;
+	return true;
+}
+
+/* The bytes of N adjacent blocks (only the last may be short). */
+static size_t run_len(const struct nd_cache *c, struct nd_block **blk,
+		      size_t n)
+{
+	return ((n - 1) << c->shift) + blk[n - 1]->len;
+}
+
 /* All N blocks from the tier: true when every one was there and right
- * (a block with only part of it wanted is read whole from the tier). */
+ * (a block with only part of it wanted is read whole from the tier).
+ * A run in one piece of memory is one read. */
 static bool tier_fill(struct nd_cache *c, struct nd_block **blk, size_t n)
 {
 	if (!c->tier)
 		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!nd_tier_get(c->tier, blk[i]->idx, blk[i]->data, blk[i]->len))
+	if (one_piece(c, blk, n)) {
+		if (!nd_tier_get_run(c->tier, blk[0]->idx, n, blk[0]->data,
+				     run_len(c, blk, n)))
 			return false;
+	} else {
+		for (size_t i = 0; i < n; i++)
+			if (!nd_tier_get(c->tier, blk[i]->idx, blk[i]->data,
+					 blk[i]->len))
+				return false;
+	}
 	for (size_t i = 0; i < n; i++) {
 		blk[i]->vs = 0;
 		blk[i]->ve = blk[i]->len;
@@ -564,9 +589,18 @@ static bool tier_one(struct nd_cache *c, struct nd_block *b)
 	return true;
 }
 
-/* Keep the whole blocks just fetched from the server. */
+/* Keep the whole blocks just fetched from the server (a run in one
+ * piece of memory with one write). */
 static void tier_keep(struct nd_cache *c, struct nd_block **blk, size_t n)
 {
+	bool whole = true;
+	for (size_t i = 0; i < n; i++)
+		whole &= blk[i]->vs == 0 && blk[i]->ve == blk[i]->len;
+	if (c->tier && whole && one_piece(c, blk, n)) {
+		nd_tier_put_run(c->tier, blk[0]->idx, n, blk[0]->data,
+				run_len(c, blk, n));
+		return;
+	}
 	for (size_t i = 0; c->tier && i < n; i++)
 		if (blk[i]->vs == 0 && blk[i]->ve == blk[i]->len)
 			nd_tier_put(c->tier, blk[i]->idx, blk[i]->data,
@@ -590,15 +624,10 @@ static void tier_forget(struct nd_cache *c, uint64_t off, uint64_t len)
 static int read_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 {
 	uint64_t off = blk[0]->idx << c->shift;
-	size_t total = 0;
-	bool contiguous = true;
+	size_t total = run_len(c, blk, n);
+	bool contiguous = one_piece(c, blk, n);
 	int r;
 
-	for (size_t i = 0; i < n; i++) {
-		total += blk[i]->len;
-		if (blk[i]->data != blk[0]->data + ((size_t)i << c->shift))
-			contiguous = false;
-	}
 	if (n == 1 && (blk[0]->vs || blk[0]->ve < blk[0]->len))
 		return nd_disk_pread(c->disk, blk[0]->data + blk[0]->vs,
 				     blk[0]->ve - blk[0]->vs, off + blk[0]->vs);
@@ -1072,6 +1101,9 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 						    MAX_RA_JOBS);
 		}
 		pthread_mutex_unlock(&c->lock);
+		if (njobs)
+			/* The tier's disk starts on the whole window now. */
+			nd_tier_advise(c->tier, ra_start, ra_end - ra_start);
 		submit_jobs(jobs, njobs);
 		njobs = 0;
 		if (err)

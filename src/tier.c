@@ -42,6 +42,7 @@
 struct nd_tier {
 	char *path; /* CACHE-DIR/KEY */
 	int lock_fd, data_fd, map_fd;
+	int direct_fd; /* data with O_DIRECT, or -1: runs bypass the page cache */
 	uint32_t bs;
 	uint64_t size, nblocks, max_blocks;
 	bool writable, writer_marked;
@@ -209,6 +210,17 @@ static int open_file(struct nd_tier *t, const char *name, bool reset)
 	return fd;
 }
 
+/* The data file again with O_DIRECT (-1 where the file system has no
+ * O_DIRECT): a warm run goes from the disk straight into the cache's
+ * memory, without a copy through the page cache. */
+static int open_direct(struct nd_tier *t)
+{
+	char *p = path_of(t, "data");
+	int fd = p ? open(p, O_RDONLY | O_DIRECT | O_CLOEXEC) : -1;
+	free(p);
+	return fd;
+}
+
 static int map_setup(struct nd_tier *t)
 {
 	size_t len = t->nblocks * 8;
@@ -262,6 +274,7 @@ static int tier_setup(struct nd_tier *t, const struct nd_tier_cfg *c)
 	}
 	if ((reset || rewrite) && write_meta(t, want) == -1)
 		goto out;
+	t->direct_fd = open_direct(t);
 	r = map_setup(t);
 out:
 	free(want);
@@ -273,7 +286,7 @@ static struct nd_tier *tier_new(const struct nd_tier_cfg *c)
 	struct nd_tier *t = calloc(1, sizeof *t);
 	if (!t)
 		return NULL;
-	t->lock_fd = t->data_fd = t->map_fd = -1;
+	t->lock_fd = t->data_fd = t->map_fd = t->direct_fd = -1;
 	t->bs = c->block_size;
 	t->size = c->size;
 	t->nblocks = (c->size + c->block_size - 1) / c->block_size;
@@ -298,7 +311,7 @@ static void tier_free(struct nd_tier *t)
 {
 	if (t->map)
 		munmap(t->map, t->nblocks ? t->nblocks * 8 : 8);
-	for (int *fd = &t->lock_fd; fd <= &t->map_fd; fd++)
+	for (int *fd = &t->lock_fd; fd <= &t->direct_fd; fd++)
 		if (*fd >= 0)
 			close(*fd);
 	pthread_mutex_destroy(&t->lock);
@@ -397,66 +410,149 @@ static void evict_to(struct nd_tier *t, uint64_t max)
 	}
 }
 
-bool nd_tier_get(struct nd_tier *t, uint64_t idx, void *buf, size_t len)
+/* The records of blocks IDX..IDX+N-1 into SUMS: true when all are
+ * present (a miss is counted otherwise). */
+static bool run_sums(struct nd_tier *t, uint64_t idx, size_t n, uint64_t *sums)
 {
-	uint64_t sum = 0;
-	ssize_t n;
-
-	if (!t || idx >= t->nblocks)
-		return false;
+	bool all = true;
 	pthread_mutex_lock(&t->lock);
-	if (t->on && (t->flags[idx] & PRESENT))
-		sum = t->map[idx];
-	if (!sum)
-		t->misses++;
-	pthread_mutex_unlock(&t->lock);
-	if (!sum)
-		return false;
-	n = pread(t->data_fd, buf, len, (off_t)(idx * t->bs));
-	if (n < 0)
-		tier_off(t, "read", errno);
-	bool ok = n == (ssize_t)len && block_sum(buf, len, idx) == sum;
-	pthread_mutex_lock(&t->lock);
-	if (ok) {
-		t->flags[idx] |= REF;
-		t->hits++;
-	} else {
-		t->misses++;
-		if (t->on && t->map[idx] == sum) /* bad on disk: fetch again */
-			forget(t, idx);
+	for (size_t i = 0; i < n && all; i++) {
+		sums[i] = t->on && (t->flags[idx + i] & PRESENT) ? t->map[idx + i]
+								 : 0;
+		all = sums[i] != 0;
 	}
+	if (!all)
+		t->misses++;
 	pthread_mutex_unlock(&t->lock);
-	return ok;
+	return all;
 }
 
-void nd_tier_put(struct nd_tier *t, uint64_t idx, const void *buf, size_t len)
+/* Check each block of a run read into BUF against SUMS; a bad one is
+ * forgotten (fetched again). True when all matched. */
+static bool run_check(struct nd_tier *t, uint64_t idx, size_t n,
+		      const char *buf, size_t len, const uint64_t *sums,
+		      bool read_ok)
 {
-	uint64_t sum = block_sum(buf, len, idx);
-	bool go;
-
-	if (!t || idx >= t->nblocks || t->max_blocks == 0)
-		return;
+	bool ok_all = read_ok;
+	for (size_t i = 0; i < n && read_ok; i++) {
+		size_t bl = i + 1 < n ? t->bs : len - i * (size_t)t->bs;
+		if (block_sum(buf + i * (size_t)t->bs, bl, idx + i) != sums[i]) {
+			ok_all = false;
+			pthread_mutex_lock(&t->lock);
+			if (t->on && t->map[idx + i] == sums[i])
+				forget(t, idx + i); /* bad on disk */
+			pthread_mutex_unlock(&t->lock);
+		}
+	}
 	pthread_mutex_lock(&t->lock);
-	go = t->on && t->map[idx] != sum;
-	if (go) {
-		if (!(t->flags[idx] & PRESENT))
-			evict_to(t, t->max_blocks - 1);
-		if (!(t->flags[idx] & PRESENT))
-			t->used++;
-		t->flags[idx] = PRESENT | REF;
-		t->map[idx] = 0; /* not valid until the data is there */
+	if (ok_all) {
+		for (size_t i = 0; i < n; i++)
+			t->flags[idx + i] |= REF;
+		t->hits += n;
+	} else {
+		t->misses++;
 	}
 	pthread_mutex_unlock(&t->lock);
-	if (!go)
+	return ok_all;
+}
+
+/* LEN bytes at OFF into BUF: with O_DIRECT when all are aligned. */
+static ssize_t run_read(struct nd_tier *t, void *buf, size_t len, uint64_t off)
+{
+	if (t->direct_fd >= 0 && ((uintptr_t)buf | len | off) % 4096 == 0) {
+		ssize_t got = pread(t->direct_fd, buf, len, (off_t)off);
+		if (got == (ssize_t)len)
+			return got;
+	}
+	return pread(t->data_fd, buf, len, (off_t)off);
+}
+
+/* The sums of a run live on the stack up to this many blocks. */
+#define RUN_MAX 64
+
+bool nd_tier_get_run(struct nd_tier *t, uint64_t idx, size_t n, void *buf,
+		     size_t len)
+{
+	uint64_t sums[RUN_MAX];
+	ssize_t got;
+
+	if (!t || n == 0 || idx + n > t->nblocks || n > RUN_MAX ||
+	    len > n * (size_t)t->bs || len <= (n - 1) * (size_t)t->bs)
+		return false;
+	if (!run_sums(t, idx, n, sums))
+		return false;
+	/* One read for the whole run: the disk sees one large request. */
+	got = run_read(t, buf, len, idx * t->bs);
+	if (got < 0)
+		tier_off(t, "read", errno);
+	return run_check(t, idx, n, buf, len, sums, got == (ssize_t)len);
+}
+
+bool nd_tier_get(struct nd_tier *t, uint64_t idx, void *buf, size_t len)
+{
+	return nd_tier_get_run(t, idx, 1, buf, len);
+}
+
+void nd_tier_advise(struct nd_tier *t, uint64_t off, uint64_t len)
+{
+	if (t && t->on && t->direct_fd < 0)
+		posix_fadvise(t->data_fd, (off_t)off, (off_t)len,
+			      POSIX_FADV_WILLNEED);
+}
+
+/* Claim blocks IDX..IDX+N-1 for new data (SUMS): their records are
+ * cleared first, so a crash before the data is there never validates
+ * old bytes. False when none needs writing. */
+static bool put_claim(struct nd_tier *t, uint64_t idx, size_t n,
+		      const uint64_t *sums)
+{
+	bool go = false;
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; t->on && i < n; i++)
+		go |= t->map[idx + i] != sums[i];
+	for (size_t i = 0; go && t->on && i < n; i++) {
+		uint64_t k = idx + i;
+		if (!(t->flags[k] & PRESENT))
+			evict_to(t, t->max_blocks - 1);
+		if (!(t->flags[k] & PRESENT))
+			t->used++;
+		t->flags[k] = PRESENT | REF;
+		t->map[k] = 0; /* not valid until the data is there */
+	}
+	pthread_mutex_unlock(&t->lock);
+	return go;
+}
+
+void nd_tier_put_run(struct nd_tier *t, uint64_t idx, size_t n,
+		     const void *buf, size_t len)
+{
+	uint64_t sums[RUN_MAX];
+	const char *p = buf;
+
+	if (!t || n == 0 || idx + n > t->nblocks || t->max_blocks < n ||
+	    n > RUN_MAX || len > n * (size_t)t->bs ||
+	    len <= (n - 1) * (size_t)t->bs)
+		return;
+	for (size_t i = 0; i < n; i++)
+		sums[i] = block_sum(p + i * (size_t)t->bs,
+				    i + 1 < n ? t->bs : len - i * (size_t)t->bs,
+				    idx + i);
+	if (!put_claim(t, idx, n, sums))
 		return;
 	if (pwrite(t->data_fd, buf, len, (off_t)(idx * t->bs)) != (ssize_t)len) {
 		tier_off(t, "write", errno ? errno : ENOSPC);
 		return;
 	}
 	pthread_mutex_lock(&t->lock);
-	if (t->on && (t->flags[idx] & PRESENT) && t->map[idx] == 0)
-		t->map[idx] = sum;
+	for (size_t i = 0; t->on && i < n; i++)
+		if ((t->flags[idx + i] & PRESENT) && t->map[idx + i] == 0)
+			t->map[idx + i] = sums[i];
 	pthread_mutex_unlock(&t->lock);
+}
+
+void nd_tier_put(struct nd_tier *t, uint64_t idx, const void *buf, size_t len)
+{
+	nd_tier_put_run(t, idx, 1, buf, len);
 }
 
 static void mark_writer(struct nd_tier *t)

@@ -32,6 +32,17 @@ void nd_tier_close(struct nd_tier *t);
 /* Block IDX (LEN bytes: the block size, or less for the last block) into
  * BUF: true when it was there and its checksum matched. */
 bool nd_tier_get(struct nd_tier *t, uint64_t idx, void *buf, size_t len);
+/* The N blocks from IDX into BUF (contiguous, LEN bytes: only the last
+ * block may be short) with one read: true when all were there and every
+ * checksum matched (a bad one is forgotten). At most 64 blocks. */
+bool nd_tier_get_run(struct nd_tier *t, uint64_t idx, size_t n, void *buf,
+		     size_t len);
+/* Readahead: the bytes [OFF, OFF+LEN) of the tier will be read soon. */
+void nd_tier_advise(struct nd_tier *t, uint64_t off, uint64_t len);
+/* Keep a copy of the N blocks from IDX in BUF (as for nd_tier_get_run)
+ * with one write. */
+void nd_tier_put_run(struct nd_tier *t, uint64_t idx, size_t n,
+		     const void *buf, size_t len);
 /* Keep a copy of block IDX, evicting older blocks past the limit. */
 void nd_tier_put(struct nd_tier *t, uint64_t idx, const void *buf,
 		 size_t len);
