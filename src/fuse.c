@@ -383,6 +383,38 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
+/* The calling thread's buffer for a read through the layers, kept between
+ * requests: a fresh malloc of a large read is a new mmap whose every page
+ * faults in and is cleared, which cost more than the copy itself. */
+struct read_buf {
+	size_t cap;
+	char data[];
+};
+static pthread_key_t read_buf_key;
+static pthread_once_t read_buf_once = PTHREAD_ONCE_INIT;
+
+/* FUSE's idle worker threads exit: their buffers go with them. */
+static void read_buf_key_init(void)
+{
+	pthread_key_create(&read_buf_key, free);
+}
+
+static char *read_buf(size_t size)
+{
+	struct read_buf *b;
+	pthread_once(&read_buf_once, read_buf_key_init);
+	b = pthread_getspecific(read_buf_key);
+	if (!b || size > b->cap) {
+		size_t cap = size < MAX_IO ? MAX_IO : size;
+		free(b);
+		b = malloc(sizeof *b + cap);
+		if (b)
+			b->cap = cap;
+		pthread_setspecific(read_buf_key, b);
+	}
+	return b ? b->data : NULL;
+}
+
 /* One read of entry E: replied and 0, or -errno (not replied). */
 static int read_entry(fuse_req_t req, struct nd_fs_entry *e, size_t size,
 		      off_t off)
@@ -395,13 +427,12 @@ static int read_entry(fuse_req_t req, struct nd_fs_entry *e, size_t size,
 	if (size > entry_size(e) - off)
 		size = entry_size(e) - off;
 	if (e->top || !e->cache) {
-		char *buf = malloc(size);
+		char *buf = read_buf(size);
 		r = !buf ? -ENOMEM
 		    : e->top ? nd_layer_pread(e->top, buf, size, off)
 			     : nd_disk_pread(e->disk, buf, size, off);
 		if (r == 0)
 			fuse_reply_buf(req, buf, size);
-		free(buf);
 	} else {
 		struct nd_cache_ref ref;
 		r = nd_cache_read(e->cache, off, size, &ref);

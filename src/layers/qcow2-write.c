@@ -215,6 +215,12 @@ static int cow_fill(struct qcow2 *q, uint8_t *out, const uint8_t *buf,
 	return r;
 }
 
+/* Step S's bytes go to the container as they are (no copy-on-write). */
+static bool direct(const struct qcow2 *q, const struct step *s)
+{
+	return !q->extl2 && (s->inplace || s->n == q->cluster_size);
+}
+
 /* Write the data of every step: whole clusters for new ones, or with
  * subclusters what sc_write says. */
 static int write_data(struct qcow2 *q, const uint8_t *buf,
@@ -224,9 +230,18 @@ static int write_data(struct qcow2 *q, const uint8_t *buf,
 	int r = 0;
 	for (size_t i = 0; i < n && r == 0; buf += st[i].n, i++) {
 		const struct step *s = &st[i];
-		if (!q->extl2 && (s->inplace || s->n == q->cluster_size)) {
-			r = qcow2_write_at(q, buf, s->n,
-					   s->host + s->in * !!s->inplace);
+		if (direct(q, s)) {
+			/* Steps contiguous in the container: one write. */
+			uint64_t at = s->host + s->in * !!s->inplace;
+			size_t len = s->n;
+			while (i + 1 < n && direct(q, &st[i + 1]) &&
+			       st[i + 1].host + st[i + 1].in * !!st[i + 1].inplace ==
+				       at + len) {
+				len += st[i + 1].n;
+				i++;
+			}
+			r = qcow2_write_at(q, buf, len, at);
+			buf += len - st[i].n;
 			continue;
 		}
 		if (!tmp && !(tmp = malloc(q->cluster_size)))
