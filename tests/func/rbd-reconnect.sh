@@ -7,6 +7,7 @@
 # back with its data.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/ceph.sh"
+rbd_lsan_suppress
 
 ceph_start bluestore none
 pattern "$TMP/img" 32

@@ -7,6 +7,7 @@
 # is back, and `rbd export` shows them. Bluestore, so the OSD keeps its data.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/ceph.sh"
+rbd_lsan_suppress
 
 DELAY=4 TIMEOUT=2
 BOUND_MS=$(( (DELAY + TIMEOUT + 3) * 1000 ))
