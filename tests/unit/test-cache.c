@@ -76,21 +76,11 @@ static const struct nd_backend count_backend = {
 ND_BACKEND_REGISTER(count_backend)
 
 #include "check.h"
+#include "disk-open.h"
 
 static struct nd_disk *disk_with(const char *extra)
 {
-	struct nd_opts o;
-	struct nd_disk *d;
-	nd_opts_init(&o, "t");
-	nd_opt_set(&o, "driver", "count", "test");
-	if (extra)
-		nd_opts_parse_list(&o, extra, "test");
-	if (nd_disk_open(&o, &d) < 0) {
-		printf("open: %s\n", nd_get_error());
-		exit(1);
-	}
-	nd_opts_free(&o);
-	return d;
+	return test_disk_open("t", "count", NULL, extra);
 }
 
 /* Wait (bounded) until the readahead workers are idle. */

@@ -22,22 +22,11 @@ static char path[] = "/tmp/netdiskfs-grow.XXXXXX";
 static unsigned char want[NEW];
 
 #include "check.h"
+#include "disk-open.h"
 
 static struct nd_disk *open_disk(const char *extra)
 {
-	struct nd_opts o;
-	struct nd_disk *d = NULL;
-	nd_opts_init(&o, "g");
-	nd_opt_set(&o, "driver", "file", "test");
-	nd_opt_set(&o, "filename", path, "test");
-	if (extra)
-		nd_opts_parse_list(&o, extra, "test");
-	if (nd_disk_open(&o, &d) < 0) {
-		printf("open: %s\n", nd_get_error());
-		exit(1);
-	}
-	nd_opts_free(&o);
-	return d;
+	return test_disk_open("g", "file", path, extra);
 }
 
 static void fresh_file(void)
