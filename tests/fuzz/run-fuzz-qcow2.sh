@@ -36,7 +36,7 @@ mkdir "$work/corpus"
     qemu-io -f qcow2 -c 'write -P 2 512 3k' corpus/written >/dev/null 2>&1
 ) || exit 1
 "$bin" -max_total_time="${FUZZ_SECONDS:-20}" -max_len=262144 -timeout=10 \
-    -rss_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$top/build/fuzz-qcow2-" \
+    -rss_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$(dirname "$bin")/fuzz-qcow2-" \
     "$work/corpus" >"$work.log" 2>&1
 rc=$?
 grep -E 'stat::number_of_executed_units|Done' "$work.log" | head -3
