@@ -948,7 +948,7 @@ static void reader_waits(struct nd_cache *c, bool on)
 		atomic_fetch_add(&c->readers.waiting, 1);
 	else
 		atomic_fetch_sub(&c->readers.waiting, 1);
-	atomic_store(&c->readers.last_wait_ms, nd_reader_now_ms());
+	atomic_store(&c->readers.last_wait_ms, nd_mono_ms());
 }
 
 static void submit_jobs(struct ra_job **jobs, size_t n)

@@ -36,11 +36,6 @@ struct nd_prefetch {
 	char state[96];
 };
 
-uint64_t nd_reader_now_ms(void)
-{
-	return nd_mono_ns() / 1000000;
-}
-
 int nd_prefetch_mode_of(const struct nd_opts *o, enum nd_prefetch_mode *m)
 {
 	const char *v = nd_opt_get(o, "prefetch");
@@ -85,7 +80,7 @@ static bool give_way(struct nd_prefetch *p)
 {
 	struct nd_reader_activity *r = p->cfg.readers;
 	for (;;) {
-		uint64_t since = nd_reader_now_ms() - atomic_load(&r->last_wait_ms);
+		uint64_t since = nd_mono_ms() - atomic_load(&r->last_wait_ms);
 		bool busy = atomic_load(&r->waiting) > 0;
 		if (p->cfg.mode == ND_PREFETCH_IDLE)
 			busy = busy || since < IDLE_MS;

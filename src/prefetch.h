@@ -43,6 +43,5 @@ struct nd_prefetch *nd_prefetch_start(const struct nd_prefetch_cfg *cfg);
  * deadlines). NULL is fine. */
 void nd_prefetch_stop(struct nd_prefetch *p);
 void nd_prefetch_get_stats(struct nd_prefetch *p, struct nd_prefetch_stats *s);
-uint64_t nd_reader_now_ms(void);
 
 #endif

@@ -19,6 +19,12 @@ static inline uint64_t nd_mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Monotonic time in milliseconds. */
+static inline uint64_t nd_mono_ms(void)
+{
+	return nd_mono_ns() / 1000000;
+}
+
 /* Monotonic time in seconds. */
 static inline double nd_mono_s(void)
 {
