@@ -30,7 +30,7 @@ void nd_ra_reset(struct nd_ra *ra)
 
 bool nd_ra_random(const struct nd_ra *ra)
 {
-	return ra->init && ra->s[ra->cur].seq <= 1;
+	return ra->init && ra->s[ra->cur].window == 0;
 }
 
 uint64_t nd_ra_window(const struct nd_ra *ra)
@@ -75,7 +75,9 @@ bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
 	}
 	if (s) {
 		s->seq++;
-		if (s->seq >= 2)
+		/* Two continuations in a row: random reads land near a
+		 * stream's end now and then, rarely twice running. */
+		if (s->seq >= 3)
 			s->window = s->window ? s->window * 2 : ra->init;
 		if (s->window > ra->max)
 			s->window = ra->max;

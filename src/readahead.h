@@ -38,7 +38,7 @@ bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
 void nd_ra_scheduled(struct nd_ra *ra, uint64_t end);
 /* Forget the streams (after a write, or at reset). */
 void nd_ra_reset(struct nd_ra *ra);
-/* Did the last update look like random access (no stream continued)? */
+/* Did the last update look like random access (its stream has no window)? */
 bool nd_ra_random(const struct nd_ra *ra);
 /* The largest window now (for the status file). */
 uint64_t nd_ra_window(const struct nd_ra *ra);
