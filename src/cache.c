@@ -529,19 +529,6 @@ static bool next_run(const struct nd_block *b, uint64_t m, unsigned *k,
 	return true;
 }
 
-/* Write back the pages of B its write-back took, in runs. */
-static int wb_write_pages(struct nd_cache *c, struct nd_block *b)
-{
-	uint64_t s, e;
-	for (unsigned k = 0; next_run(b, b->wb_mask, &k, &s, &e);) {
-		int r = nd_disk_pwrite(c->disk, b->data + s, e - s,
-				       (b->idx << c->shift) + s, 0);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
 /* Does B hold the block-relative bytes [s, e)? */
 static bool covers(const struct nd_block *b, uint64_t s, uint64_t e)
 {
@@ -1386,38 +1373,67 @@ static size_t wb_claim(struct wb *w, size_t *first)
 	return n;
 }
 
-/* A run with blocks written in part: their dirty pages only (a sparse
- * block has nothing else to write). */
-static int wb_write_blocks_pages(struct nd_cache *c, struct nd_block **blk,
-				 size_t n)
+/* The dirty pages of a run of blocks go out as few requests as they
+ * can: pages adjacent on the disk make one request (up to WB_RUN_MAX),
+ * from the block itself when they are adjacent in memory too, else
+ * gathered into a buffer. */
+struct wb_ext {
+	struct nd_cache *c;
+	uint64_t off;	   /* on the disk */
+	size_t len;
+	const char *first; /* the memory of its first piece */
+	char *buf;	   /* its pieces gathered, once they are two */
+};
+
+static int ext_flush(struct wb_ext *x)
 {
-	for (size_t k = 0; k < n; k++) {
-		int r = wb_write_pages(c, blk[k]);
-		if (r < 0)
-			return r;
+	int r = 0;
+	if (x->len)
+		r = nd_disk_pwrite(x->c->disk, x->buf ? x->buf : x->first,
+				   x->len, x->off, 0);
+	free(x->buf);
+	x->buf = NULL;
+	x->len = 0;
+	return r;
+}
+
+static int ext_add(struct wb_ext *x, const char *p, uint64_t off, size_t len)
+{
+	bool joins = x->len && off == x->off + x->len &&
+		     x->len + len <= WB_RUN_MAX;
+	if (joins && !x->buf && p == x->first + x->len) {
+		x->len += len;
+		return 0;
 	}
-	return 0;
+	if (joins) {
+		if (!x->buf) {
+			if (!(x->buf = malloc(WB_RUN_MAX)))
+				return -ENOMEM;
+			memcpy(x->buf, x->first, x->len);
+		}
+		memcpy(x->buf + x->len, p, len);
+		x->len += len;
+		return 0;
+	}
+	int r = ext_flush(x);
+	x->off = off;
+	x->len = len;
+	x->first = p;
+	return r;
 }
 
 static int wb_write_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 {
-	size_t total = 0;
-	for (size_t k = 0; k < n; k++)
-		if (blk[k]->wb_mask != pages_all(blk[k]))
-			return wb_write_blocks_pages(c, blk, n);
-	for (size_t k = 0; k < n; k++)
-		total += blk[k]->len;
-	if (n == 1)
-		return nd_disk_pwrite(c->disk, blk[0]->data, total,
-				      blk[0]->idx << c->shift, 0);
-	char *buf = malloc(total);
-	if (!buf)
-		return -ENOMEM;
-	for (size_t k = 0, pos = 0; k < n; pos += blk[k]->len, k++)
-		memcpy(buf + pos, blk[k]->data, blk[k]->len);
-	int r = nd_disk_pwrite(c->disk, buf, total, blk[0]->idx << c->shift, 0);
-	free(buf);
-	return r;
+	struct wb_ext x = { .c = c };
+	uint64_t s, e;
+	int r = 0;
+	for (size_t k = 0; k < n && r == 0; k++)
+		for (unsigned i = 0;
+		     r == 0 && next_run(blk[k], blk[k]->wb_mask, &i, &s, &e);)
+			r = ext_add(&x, blk[k]->data + s,
+				    (blk[k]->idx << c->shift) + s, e - s);
+	int f = ext_flush(&x);
+	return r ? r : f;
 }
 
 /* B's wb_mask reached the server: those pages are clean unless written

@@ -10,6 +10,7 @@
 
 /* One sequential reader. */
 struct nd_ra_stream {
+	uint64_t start;	   /* where it began */
 	uint64_t next;	   /* where it reads next */
 	uint64_t window;   /* bytes to keep fetched ahead; 0 = off */
 	uint64_t frontier; /* end of what was already scheduled */
