@@ -664,21 +664,17 @@ static int read_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 	return r;
 }
 
-/* Count what a run of N blocks just loaded brought from the server
- * (REMOTE); a readahead run from the tier, or failed, fetched nothing
- * from it. Lock held. */
-static void amp_fetched(struct nd_cache *c, struct nd_block **blk, size_t n,
-			bool remote)
+/* Count what block B just loaded brought from the server (REMOTE); a
+ * readahead block from the tier, or failed, fetched nothing from it.
+ * Lock held. */
+static void amp_fetched(struct nd_cache *c, struct nd_block *b, bool remote)
 {
-	for (size_t i = 0; i < n; i++) {
-		struct nd_block *b = blk[i];
-		if (!remote) {
-			b->ra_unread = 0;
-			continue;
-		}
-		c->amp.fetched += b->ve - b->vs;
-		c->amp.ra_fetched += mask_bytes(b, b->ra_unread);
+	if (!remote) {
+		b->ra_unread = 0;
+		return;
 	}
+	c->amp.fetched += b->ve - b->vs;
+	c->amp.ra_fetched += mask_bytes(b, b->ra_unread);
 }
 
 /* Fetch N adjacent LOADING blocks with one backend request, then
@@ -695,9 +691,9 @@ static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 	pthread_mutex_lock(&c->lock);
 	if (r == 0 && !from_tier)
 		c->remote_blocks += n;
-	amp_fetched(c, blk, n, r == 0 && !from_tier);
 	for (size_t i = 0; i < n; i++) {
 		struct nd_block *b = blk[i];
+		amp_fetched(c, b, r == 0 && !from_tier);
 		/* A changed object (-ESTALE) is never served from the tier:
 		 * its blocks are of the old one. */
 		if (r < 0 && (r == -ESTALE || !tier_one(c, b))) {
