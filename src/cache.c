@@ -403,6 +403,19 @@ static void amp_read(struct nd_cache *c, struct nd_block *b, uint64_t s,
 	}
 }
 
+/* Count what block B just loaded brought from the server (REMOTE); a
+ * readahead block from the tier, or failed, fetched nothing from it.
+ * Lock held. */
+static void amp_fetched(struct nd_cache *c, struct nd_block *b, bool remote)
+{
+	if (!remote) {
+		b->ra_unread = 0;
+		return;
+	}
+	c->amp.fetched += b->ve - b->vs;
+	c->amp.ra_fetched += mask_bytes(b, b->ra_unread);
+}
+
 /* Does [s, e) of a block of BLEN bytes cover whole pages only (the short
  * last page of the disk counts as whole)? */
 static bool whole_pages(const struct nd_cache *c, uint32_t blen, uint64_t s,
@@ -662,19 +675,6 @@ static int read_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 			memcpy(blk[i]->data, tmp + pos, blk[i]->len);
 	free(tmp);
 	return r;
-}
-
-/* Count what block B just loaded brought from the server (REMOTE); a
- * readahead block from the tier, or failed, fetched nothing from it.
- * Lock held. */
-static void amp_fetched(struct nd_cache *c, struct nd_block *b, bool remote)
-{
-	if (!remote) {
-		b->ra_unread = 0;
-		return;
-	}
-	c->amp.fetched += b->ve - b->vs;
-	c->amp.ra_fetched += mask_bytes(b, b->ra_unread);
 }
 
 /* Fetch N adjacent LOADING blocks with one backend request, then
