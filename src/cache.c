@@ -1291,8 +1291,9 @@ static int wb_get(struct nd_cache *c, uint64_t idx, uint64_t s, uint64_t e,
 /* --- write-back --------------------------------------------------------- */
 
 /* A write-back: the dirty blocks taken (pinned, wb_owner set, their
- * dirty pages in wb_mask), sorted by index, written in runs of adjacent blocks by up to
- * WB_THREADS threads at once, all under the disk's one deadline. */
+ * dirty pages in wb_mask), sorted by index, written in runs of adjacent
+ * blocks by up to WB_THREADS threads at once, all under the disk's one
+ * deadline. */
 #define WB_THREADS 4
 #define WB_RUN_MAX (4u << 20)
 
