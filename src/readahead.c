@@ -96,10 +96,10 @@ bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
 	}
 	if (s) {
 		s->seq++;
-		/* Two continuations in a row: random reads land near a
-		 * stream's end now and then, rarely twice running. */
 		if (off + len > s->next)
 			s->next = off + len;
+		/* Two continuations in a row: random reads land near a
+		 * stream's end now and then, rarely twice running. */
 		if (s->seq >= 3)
 			s->window = grown(ra, s, len);
 	} else {
