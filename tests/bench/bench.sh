@@ -1063,26 +1063,32 @@ amp_server_bytes() {
     grep -ao ' Read id=[0-9]* offset=0x[0-9a-f]* count=0x[0-9a-f]*' "$TMP/amp.nbdlog" |
         python3 -c 'import sys; print(sum(int(l.split("count=")[1], 16) for l in sys.stdin))'
 }
+# amp_reads DIR: the reads of the workload; the step that failed, if any.
+amp_reads() {
+    cd "$1" || { echo "cd"; return; }
+    timeout 120 ls -lR usr/lib >/dev/null || { echo "ls -lR rc $?"; return; }
+    find usr/lib/d0* usr/lib/d1* -type f | sort | timeout 120 xargs cat >/dev/null ||
+        { echo "cat of the files rc $?"; return; }
+    timeout 60 cat boot/vmlinuz >/dev/null || echo "cat boot/vmlinuz rc $?"
+}
 w_amp() {
-    local loop s0 s1 r0 r1 fs=$TMP/amp-fs rc=0
+    local loop s0 s1 r0 r1 fs=$TMP/amp-fs why=
     mkdir -p "$fs"
     s0=$(amp_server_bytes)
     loop=$(losetup -f --show -r --direct-io=on "$MF" 2>"$TMP/raw.err") ||
         { echo "error losetup: $(head -n 1 "$TMP/raw.err")"; return; }
     r0=$(awk '{ print $3 * 512 }' /sys/block/"${loop#/dev/}"/stat)
     if mount -o ro,noload "$loop" "$fs" 2>"$TMP/raw.err"; then
-        (cd "$fs" && timeout 120 ls -lR usr/lib >/dev/null &&
-            find usr/lib/d0* usr/lib/d1* -type f | sort | timeout 120 xargs cat >/dev/null &&
-            timeout 60 cat boot/vmlinuz >/dev/null) 2>>"$TMP/raw.err" || rc=1
-        umount "$fs" || rc=1
+        why=$(amp_reads "$fs" 2>>"$TMP/raw.err")
+        umount "$fs" 2>>"$TMP/raw.err" || why=${why:-umount failed}
     else
-        rc=1
+        why="mount of $loop failed"
     fi
     r1=$(awk '{ print $3 * 512 }' /sys/block/"${loop#/dev/}"/stat)
     [ "$(cat /sys/block/"${loop#/dev/}"/loop/dio 2>/dev/null)" = 1 ] || echo "direct I/O off" >>"$REASON"
     losetup -d "$loop"
     s1=$(amp_server_bytes)
-    [ $rc = 0 ] || { echo "error $(head -n 1 "$TMP/raw.err")"; return; }
+    [ -z "$why" ] || { echo "error $why: $(head -n 1 "$TMP/raw.err")"; return; }
     awk -v s=$((s1 - s0)) -v r=$((r1 - r0)) 'BEGIN {
         if (r <= 0) { print "error the loop device read nothing"; exit }
         printf "ok %.2f %.1f MiB fetched for %.1f MiB read\n", s / r, s / 1048576, r / 1048576 }'
