@@ -1063,6 +1063,9 @@ amp_server_bytes() {
     grep -ao ' Read id=[0-9]* offset=0x[0-9a-f]* count=0x[0-9a-f]*' "$TMP/amp.nbdlog" |
         python3 -c 'import sys; print(sum(int(l.split("count=")[1], 16) for l in sys.stdin))'
 }
+# Bytes LOOP has read since it was set up (sectors of 512 bytes; the
+# shell's arithmetic, as awk prints large numbers in %e).
+amp_loop_read() { local f; read -r _ _ f _ </sys/block/"${1#/dev/}"/stat; echo $((f * 512)); }
 # amp_reads DIR: the reads of the workload; the step that failed, if any.
 amp_reads() {
     cd "$1" || { echo "cd"; return; }
@@ -1077,14 +1080,14 @@ w_amp() {
     s0=$(amp_server_bytes)
     loop=$(losetup -f --show -r --direct-io=on "$MF" 2>"$TMP/raw.err") ||
         { echo "error losetup: $(head -n 1 "$TMP/raw.err")"; return; }
-    r0=$(awk '{ print $3 * 512 }' /sys/block/"${loop#/dev/}"/stat)
+    r0=$(amp_loop_read "$loop")
     if mount -o ro,noload "$loop" "$fs" 2>"$TMP/raw.err"; then
         why=$(amp_reads "$fs" 2>>"$TMP/raw.err")
         umount "$fs" 2>>"$TMP/raw.err" || why=${why:-umount failed}
     else
         why="mount of $loop failed"
     fi
-    r1=$(awk '{ print $3 * 512 }' /sys/block/"${loop#/dev/}"/stat)
+    r1=$(amp_loop_read "$loop")
     [ "$(cat /sys/block/"${loop#/dev/}"/loop/dio 2>/dev/null)" = 1 ] || echo "direct I/O off" >>"$REASON"
     losetup -d "$loop"
     s1=$(amp_server_bytes)
