@@ -70,14 +70,17 @@ struct nd_block {
 	uint8_t state;
 	bool dirty, hashed;
 	const void *wb_owner; /* the write-back writing it now, or NULL */
-	uint32_t gen; /* bumped by every write into a dirty block */
 	/* cache=writeback, in pages of 1 << pshift bytes: a sparse block was
 	 * written in whole pages before it was fetched, and only its pvalid
 	 * pages hold data; pdirty: pages written since the last write-back;
-	 * wb_mask: the pdirty a write-back took. */
+	 * wb_mask: the pdirty a write-back took; wb_redirty: pages written
+	 * again while it wrote them (they stay dirty). */
 	bool sparse;
 	uint8_t pshift;
-	uint64_t pvalid, pdirty, wb_mask;
+	uint64_t pvalid, pdirty, wb_mask, wb_redirty;
+	/* Pages the readahead fetched from the server that no reader has
+	 * read yet: what is left at eviction was fetched for nothing. */
+	uint64_t ra_unread;
 	int pins;
 	int err;
 	struct nd_block *hnext, *prev, *next;
@@ -85,7 +88,9 @@ struct nd_block {
 
 struct nd_cache {
 	struct nd_disk *disk;
-	uint64_t size, budget, used, dirty_bytes;
+	uint64_t size, budget, used;
+	uint64_t dirty_bytes;  /* in whole pages of the dirty blocks */
+	uint64_t dirty_blocks; /* blocks with a dirty page */
 	uint32_t bs, shift;
 	uint32_t pshift; /* pages inside a block: at most 64 of them */
 	bool writeback;
@@ -110,6 +115,7 @@ struct nd_cache {
 	char prefetch_off[96]; /* why prefetch= was not started */
 	struct nd_reader_activity readers; /* for the prefetch */
 	uint64_t remote_blocks; /* fetched from the server (lock held) */
+	struct nd_cache_amp amp; /* read amplification (lock held) */
 };
 
 #define MAX_RETRIES 8
@@ -204,6 +210,16 @@ static void block_free(struct nd_cache *c, struct nd_block *b)
 	free(b);
 }
 
+/* The bytes of B in the pages of M (the last page may be short). */
+static uint64_t mask_bytes(const struct nd_block *b, uint64_t m)
+{
+	uint64_t ps = 1ull << b->pshift, last = (b->len - 1) >> b->pshift;
+	uint64_t n = (uint64_t)__builtin_popcountll(m) << b->pshift;
+	if (last < 64 && (m >> last & 1) && b->len % ps)
+		n -= ps - b->len % ps;
+	return n;
+}
+
 /* Take B out of the hash and the LRU; freed now or by its last unpin. */
 static void unhash(struct nd_cache *c, struct nd_block *b)
 {
@@ -213,6 +229,10 @@ static void unhash(struct nd_cache *c, struct nd_block *b)
 	*pp = b->hnext;
 	b->hashed = false;
 	lru_unlink(c, b);
+	if (b->ra_unread) {
+		c->amp.ra_wasted += mask_bytes(b, b->ra_unread);
+		b->ra_unread = 0;
+	}
 	if (b->pins == 0)
 		block_free(c, b);
 }
@@ -371,6 +391,31 @@ static bool pages_valid(const struct nd_block *b, uint64_t s, uint64_t e)
 	return (page_mask(b->pshift, s, e) & ~b->pvalid) == 0;
 }
 
+/* A reader got [s, e) of B: the readahead's pages there were of use.
+ * Lock held. */
+static void amp_read(struct nd_cache *c, struct nd_block *b, uint64_t s,
+		     uint64_t e)
+{
+	uint64_t m = b->ra_unread & page_mask(b->pshift, s, e);
+	if (m) {
+		c->amp.ra_used += mask_bytes(b, m);
+		b->ra_unread &= ~m;
+	}
+}
+
+/* Count what block B just loaded brought from the server (REMOTE); a
+ * readahead block from the tier, or failed, fetched nothing from it.
+ * Lock held. */
+static void amp_fetched(struct nd_cache *c, struct nd_block *b, bool remote)
+{
+	if (!remote) {
+		b->ra_unread = 0;
+		return;
+	}
+	c->amp.fetched += b->ve - b->vs;
+	c->amp.ra_fetched += mask_bytes(b, b->ra_unread);
+}
+
 /* Does [s, e) of a block of BLEN bytes cover whole pages only (the short
  * last page of the disk counts as whole)? */
 static bool whole_pages(const struct nd_cache *c, uint32_t blen, uint64_t s,
@@ -412,6 +457,7 @@ static int fill_pages(struct nd_cache *c, struct nd_block *b)
 	pthread_mutex_lock(&c->lock);
 	if (r == 0) {
 		c->remote_blocks++;
+		c->amp.fetched += len;
 		merge_pages(b, tmp, len < b->len ? len : b->len);
 	}
 	free(tmp);
@@ -467,12 +513,14 @@ static void wb_mark(struct nd_cache *c, struct nd_block *b, uint64_t s,
 		if ((b->pvalid & pages_all(b)) == pages_all(b))
 			b->sparse = false;
 	}
+	c->dirty_bytes += (uint64_t)__builtin_popcountll(m & ~b->pdirty)
+			  << c->pshift;
 	b->pdirty |= m;
-	if (!b->dirty) {
-		b->dirty = true;
-		c->dirty_bytes += c->bs;
-	}
-	b->gen++;
+	if (!b->dirty)
+		c->dirty_blocks++;
+	b->dirty = true;
+	if (b->wb_owner)
+		b->wb_redirty |= m;
 }
 
 /* The next run of pages set in M from page *K on, as the block-relative
@@ -492,19 +540,6 @@ static bool next_run(const struct nd_block *b, uint64_t m, unsigned *k,
 	*e = j * ps < b->len ? j * ps : b->len;
 	*k = j;
 	return true;
-}
-
-/* Write back the pages of B its write-back took, in runs. */
-static int wb_write_pages(struct nd_cache *c, struct nd_block *b)
-{
-	uint64_t s, e;
-	for (unsigned k = 0; next_run(b, b->wb_mask, &k, &s, &e);) {
-		int r = nd_disk_pwrite(c->disk, b->data + s, e - s,
-				       (b->idx << c->shift) + s, 0);
-		if (r < 0)
-			return r;
-	}
-	return 0;
 }
 
 /* Does B hold the block-relative bytes [s, e)? */
@@ -658,6 +693,7 @@ static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 		c->remote_blocks += n;
 	for (size_t i = 0; i < n; i++) {
 		struct nd_block *b = blk[i];
+		amp_fetched(c, b, r == 0 && !from_tier);
 		/* A changed object (-ESTALE) is never served from the tier:
 		 * its blocks are of the old one. */
 		if (r < 0 && (r == -ESTALE || !tier_one(c, b))) {
@@ -760,6 +796,7 @@ static size_t ra_schedule(struct nd_cache *c, uint64_t start, uint64_t end,
 		if (!b)
 			break;
 		b->pins = 1;
+		b->ra_unread = pages_all(b);
 		j->blk[j->n++] = b;
 		if (j->n << c->shift == sl->size) {
 			jobs[njobs++] = j;
@@ -982,6 +1019,8 @@ static int check_loaded(struct nd_cache *c, struct nd_cache_ref *ref,
 				err = b->err;
 		} else if (!covers(b, s, e)) {
 			*retry = true; /* another reader's partial block */
+		} else {
+			amp_read(c, b, s, e);
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -1087,6 +1126,7 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		err = pin_blocks(c, ref, first, n, off, len, partial, mine,
 				 &missed);
 		if (attempt == 0) {
+			c->amp.asked += len;
 			if (missed) {
 				c->misses++;
 				nd_debug("cache miss at %llu+%zu (readahead "
@@ -1250,16 +1290,16 @@ static int wb_get(struct nd_cache *c, uint64_t idx, uint64_t s, uint64_t e,
 
 /* --- write-back --------------------------------------------------------- */
 
-/* A write-back: the dirty blocks taken (pinned, wb_owner set, their gen
- * as taken), sorted by index, written in runs of adjacent blocks by up to
- * WB_THREADS threads at once, all under the disk's one deadline. */
+/* A write-back: the dirty blocks taken (pinned, wb_owner set, their
+ * dirty pages in wb_mask), sorted by index, written in runs of adjacent
+ * blocks by up to WB_THREADS threads at once, all under the disk's one
+ * deadline. */
 #define WB_THREADS 4
 #define WB_RUN_MAX (4u << 20)
 
 struct wb {
 	struct nd_cache *c;
 	struct nd_block **blk;
-	uint32_t *gen;
 	size_t n;
 	size_t next; /* the next block to write (under c->lock) */
 	int err;
@@ -1303,17 +1343,14 @@ static int wb_collect(struct nd_cache *c, struct wb *w)
 		if (w->n == cap) {
 			cap = cap ? cap * 2 : 64;
 			struct nd_block **nb = realloc(w->blk, cap * sizeof *nb);
-			uint32_t *ng = nb ? realloc(w->gen, cap * sizeof *ng) : NULL;
-			if (nb)
-				w->blk = nb;
-			if (!ng)
+			if (!nb)
 				return -ENOMEM;
-			w->gen = ng;
+			w->blk = nb;
 		}
 		b->pins++;
 		b->wb_owner = w;
 		b->wb_mask = b->pdirty;
-		w->gen[w->n] = b->gen;
+		b->wb_redirty = 0;
 		w->blk[w->n++] = b;
 	}
 	return 0;
@@ -1333,38 +1370,79 @@ static size_t wb_claim(struct wb *w, size_t *first)
 	return n;
 }
 
-/* A run with blocks written in part: their dirty pages only (a sparse
- * block has nothing else to write). */
-static int wb_write_blocks_pages(struct nd_cache *c, struct nd_block **blk,
-				 size_t n)
+/* The dirty pages of a run of blocks go out as few requests as they
+ * can: pages adjacent on the disk make one request (up to WB_RUN_MAX),
+ * from the block itself when they are adjacent in memory too, else
+ * gathered into a buffer. */
+struct wb_ext {
+	struct nd_cache *c;
+	uint64_t off;	   /* on the disk */
+	size_t len;
+	const char *first; /* the memory of its first piece */
+	char *buf;	   /* its pieces gathered, once they are two */
+};
+
+static int ext_flush(struct wb_ext *x)
 {
-	for (size_t k = 0; k < n; k++) {
-		int r = wb_write_pages(c, blk[k]);
-		if (r < 0)
-			return r;
+	int r = 0;
+	if (x->len)
+		r = nd_disk_pwrite(x->c->disk, x->buf ? x->buf : x->first,
+				   x->len, x->off, 0);
+	free(x->buf);
+	x->buf = NULL;
+	x->len = 0;
+	return r;
+}
+
+static int ext_add(struct wb_ext *x, const char *p, uint64_t off, size_t len)
+{
+	bool joins = x->len && off == x->off + x->len &&
+		     x->len + len <= WB_RUN_MAX;
+	if (joins && !x->buf && p == x->first + x->len) {
+		x->len += len;
+		return 0;
 	}
-	return 0;
+	if (joins) {
+		if (!x->buf) {
+			if (!(x->buf = malloc(WB_RUN_MAX)))
+				return -ENOMEM;
+			memcpy(x->buf, x->first, x->len);
+		}
+		memcpy(x->buf + x->len, p, len);
+		x->len += len;
+		return 0;
+	}
+	int r = ext_flush(x);
+	x->off = off;
+	x->len = len;
+	x->first = p;
+	return r;
 }
 
 static int wb_write_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 {
-	size_t total = 0;
-	for (size_t k = 0; k < n; k++)
-		if (blk[k]->wb_mask != pages_all(blk[k]))
-			return wb_write_blocks_pages(c, blk, n);
-	for (size_t k = 0; k < n; k++)
-		total += blk[k]->len;
-	if (n == 1)
-		return nd_disk_pwrite(c->disk, blk[0]->data, total,
-				      blk[0]->idx << c->shift, 0);
-	char *buf = malloc(total);
-	if (!buf)
-		return -ENOMEM;
-	for (size_t k = 0, pos = 0; k < n; pos += blk[k]->len, k++)
-		memcpy(buf + pos, blk[k]->data, blk[k]->len);
-	int r = nd_disk_pwrite(c->disk, buf, total, blk[0]->idx << c->shift, 0);
-	free(buf);
-	return r;
+	struct wb_ext x = { .c = c };
+	uint64_t s, e;
+	int r = 0;
+	for (size_t k = 0; k < n && r == 0; k++)
+		for (unsigned i = 0;
+		     r == 0 && next_run(blk[k], blk[k]->wb_mask, &i, &s, &e);)
+			r = ext_add(&x, blk[k]->data + s,
+				    (blk[k]->idx << c->shift) + s, e - s);
+	int f = ext_flush(&x);
+	return r ? r : f;
+}
+
+/* B's wb_mask reached the server: those pages are clean unless written
+ * again meanwhile. Lock held. */
+static void wb_written(struct nd_cache *c, struct nd_block *b)
+{
+	uint64_t clean = b->wb_mask & ~b->wb_redirty & b->pdirty;
+	c->dirty_bytes -= (uint64_t)__builtin_popcountll(clean) << c->pshift;
+	b->pdirty &= ~clean;
+	if (b->dirty && !b->pdirty)
+		c->dirty_blocks--;
+	b->dirty = b->pdirty != 0;
 }
 
 static void *wb_thread(void *arg)
@@ -1376,18 +1454,16 @@ static void *wb_thread(void *arg)
 	pthread_mutex_lock(&c->lock);
 	while ((n = wb_claim(w, &first)) > 0) {
 		/* The blocks are ours: their bytes change only by a new
-		 * write, which bumps gen and keeps them dirty. */
+		 * write, which marks its pages in wb_redirty. */
 		pthread_mutex_unlock(&c->lock);
 		int r = wb_write_run(c, w->blk + first, n);
 		pthread_mutex_lock(&c->lock);
 		for (size_t k = first; k < first + n; k++) {
 			struct nd_block *b = w->blk[k];
-			if (r == 0 && b->gen == w->gen[k] && b->dirty) {
-				b->dirty = false;
-				b->pdirty = 0;
-				c->dirty_bytes -= c->bs;
-			}
+			if (r == 0)
+				wb_written(c, b);
 			b->wb_owner = NULL;
+			b->wb_redirty = 0;
 			unpin(c, b);
 		}
 		if (r < 0 && !w->err)
@@ -1421,7 +1497,6 @@ static int writeback_dirty(struct nd_cache *c)
 	for (unsigned k = 0; k < nthr; k++)
 		pthread_join(thr[k], NULL);
 	free(w.blk);
-	free(w.gen);
 	return err ? err : w.err;
 }
 
@@ -1441,6 +1516,15 @@ static void wb_background(void *arg)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* Is the cache dirtier than Q quarters of its budget? Dirty pages count,
+ * and so does the memory of the blocks holding them, with more slack: a
+ * block written in one page keeps only that page in memory. Lock held. */
+static bool over_dirty(const struct nd_cache *c, unsigned q)
+{
+	return c->dirty_bytes > c->budget / 4 * q ||
+	       (c->dirty_blocks << c->shift) > c->budget / 4 * (q + 2);
+}
+
 static void wb_throttle(struct nd_cache *c)
 {
 	pthread_mutex_lock(&c->lock);
@@ -1451,7 +1535,7 @@ static void wb_throttle(struct nd_cache *c)
 		nd_workers_submit(c, wb_background, c);
 		return;
 	}
-	while (c->throttling && c->dirty_bytes > c->budget / 4 * 3)
+	while (c->throttling && over_dirty(c, 3))
 		pthread_cond_wait(&c->cond, &c->lock);
 	pthread_mutex_unlock(&c->lock);
 }
@@ -1475,7 +1559,7 @@ static int wb_write(struct nd_cache *c, const void *buf, size_t len,
 		wb_mark(c, b, s, e);
 		unpin(c, b);
 	}
-	too_dirty = c->dirty_bytes > c->budget / 2;
+	too_dirty = over_dirty(c, 2);
 	pthread_mutex_unlock(&c->lock);
 	if (r == 0 && too_dirty)
 		wb_throttle(c);
@@ -1624,6 +1708,7 @@ void nd_cache_get_stats(struct nd_cache *c, struct nd_cache_stats *s)
 	s->window = nd_ra_window(&c->ra);
 	s->dirty = c->dirty_bytes;
 	s->remote_blocks = c->remote_blocks;
+	s->amp = c->amp;
 	pthread_mutex_unlock(&c->lock);
 	nd_tier_get_stats(c->tier, &s->tier);
 	memset(&s->prefetch, 0, sizeof s->prefetch);

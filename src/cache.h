@@ -23,9 +23,20 @@ struct nd_cache_ref {
 	size_t len; /* total bytes (clipped at the end of the disk) */
 };
 
+/* Read amplification, in bytes: what readers asked the cache for, what
+ * the cache fetched from the server for them (demand misses, readahead,
+ * the pages a partly written block lacked), and of the readahead's
+ * fetches how much a reader read before the block was evicted (used)
+ * and how much was evicted unread (wasted); the rest is still cached. */
+struct nd_cache_amp {
+	uint64_t asked, fetched;
+	uint64_t ra_fetched, ra_used, ra_wasted;
+};
+
 struct nd_cache_stats {
 	uint64_t hits, misses, evictions, used, budget, window, dirty;
 	uint64_t remote_blocks; /* blocks fetched from the server */
+	struct nd_cache_amp amp;
 	struct nd_tier_stats tier; /* all 0 without cache-dir */
 	struct nd_prefetch_stats prefetch;
 };

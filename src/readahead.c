@@ -30,7 +30,7 @@ void nd_ra_reset(struct nd_ra *ra)
 
 bool nd_ra_random(const struct nd_ra *ra)
 {
-	return ra->init && ra->s[ra->cur].seq <= 1;
+	return ra->init && ra->s[ra->cur].window == 0;
 }
 
 uint64_t nd_ra_window(const struct nd_ra *ra)
@@ -56,6 +56,27 @@ static bool continues(const struct nd_ra_stream *s, uint64_t off,
 	return off + len + tol > s->next && off < s->next + tol;
 }
 
+/* What a stream fetches ahead is lost when it ends: the window doubles
+ * per read but stays within an eighth of what the stream has read, or
+ * RA_REQS of its requests (at least readahead=). A file system's small
+ * reads (a guest booting, find | xargs cat) end streams often and waste
+ * at most an eighth; a copy in big requests (dd, qemu-img) gets its
+ * large window at once, to hide the server's latency. */
+#define RA_SHARE 8
+#define RA_REQS 16
+
+static uint64_t grown(const struct nd_ra *ra, const struct nd_ra_stream *s,
+		      uint64_t len)
+{
+	uint64_t w = s->window ? s->window * 2 : ra->init;
+	uint64_t share = (s->next - s->start) / RA_SHARE;
+	if (share < len * RA_REQS)
+		share = len * RA_REQS;
+	if (w > share)
+		w = share > ra->init ? share : ra->init;
+	return w > ra->max ? ra->max : w;
+}
+
 bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
 		  uint64_t size, uint64_t *start, uint64_t *end)
 {
@@ -75,12 +96,12 @@ bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
 	}
 	if (s) {
 		s->seq++;
-		if (s->seq >= 2)
-			s->window = s->window ? s->window * 2 : ra->init;
-		if (s->window > ra->max)
-			s->window = ra->max;
 		if (off + len > s->next)
 			s->next = off + len;
+		/* Two continuations in a row: random reads land near a
+		 * stream's end now and then, rarely twice running. */
+		if (s->seq >= 3)
+			s->window = grown(ra, s, len);
 	} else {
 		/* A new stream, or a random read: it replaces the stream
 		 * read least recently. */
@@ -89,6 +110,7 @@ bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
 		s->seq = 1;
 		s->window = 0;
 		s->frontier = 0;
+		s->start = off;
 		s->next = off + len;
 	}
 	s->used = ra->tick;

@@ -10,6 +10,7 @@
 
 /* One sequential reader. */
 struct nd_ra_stream {
+	uint64_t start;	   /* where it began */
 	uint64_t next;	   /* where it reads next */
 	uint64_t window;   /* bytes to keep fetched ahead; 0 = off */
 	uint64_t frontier; /* end of what was already scheduled */
@@ -38,7 +39,7 @@ bool nd_ra_update(struct nd_ra *ra, uint64_t off, uint64_t len,
 void nd_ra_scheduled(struct nd_ra *ra, uint64_t end);
 /* Forget the streams (after a write, or at reset). */
 void nd_ra_reset(struct nd_ra *ra);
-/* Did the last update look like random access (no stream continued)? */
+/* Did the last update look like random access (its stream has no window)? */
 bool nd_ra_random(const struct nd_ra *ra);
 /* The largest window now (for the status file). */
 uint64_t nd_ra_window(const struct nd_ra *ra);

@@ -83,6 +83,29 @@ static json_t *overlay_json(struct nd_fs_entry *e, bool connected)
 			 connected);
 }
 
+static double round_to(double v, double unit)
+{
+	return (double)(long long)(v * unit + 0.5) / unit;
+}
+
+/* Read amplification: what readers asked the cache for against what it
+ * fetched from the server, and the readahead's part of it. */
+static void amp_json(json_t *j, const struct nd_cache_amp *a)
+{
+	json_object_set_new(j, "bytes_asked", json_integer(a->asked));
+	json_object_set_new(j, "bytes_fetched", json_integer(a->fetched));
+	json_object_set_new(j, "read_amplification",
+			    a->asked ? json_real(round_to(
+					       (double)a->fetched / a->asked, 1000))
+				     : json_null());
+	json_object_set_new(
+		j, "readahead",
+		json_pack("{s:I, s:I, s:I}", "fetched",
+			  (json_int_t)a->ra_fetched, "used",
+			  (json_int_t)a->ra_used, "wasted",
+			  (json_int_t)a->ra_wasted));
+}
+
 static json_t *entry_json(struct nd_fs_entry *e)
 {
 	struct nd_disk *d = e->disk;
@@ -156,6 +179,7 @@ static json_t *entry_json(struct nd_fs_entry *e)
 				  (json_int_t)cs.hits, "disk",
 				  (json_int_t)cs.tier.hits, "remote",
 				  (json_int_t)cs.remote_blocks));
+		amp_json(j, &cs.amp);
 		if (cs.tier.state[0])
 			json_object_set_new(j, "cache_dir", cache_dir_json(&cs));
 	}
@@ -231,11 +255,12 @@ int nd_status_print(const char *mountpoint)
 		return 1;
 	}
 	entries = json_object_get(root, "entries");
-	printf("%-16s %-8s %-13s %8s %-3s %5s %8s %8s %7s %7s %8s %s\n",
+	printf("%-16s %-8s %-13s %8s %-3s %5s %8s %8s %7s %7s %5s %8s %s\n",
 	       "NAME", "BACKEND", "STATE", "SIZE", "RO", "CONNS", "READ",
-	       "WRITTEN", "HITS", "MISSES", "WINDOW", "LAST ERROR");
+	       "WRITTEN", "HITS", "MISSES", "AMP", "WINDOW", "LAST ERROR");
 	json_array_foreach(entries, i, e) {
-		char size[16], rd[16], wr[16], win[16];
+		char size[16], rd[16], wr[16], win[16], amp[16] = "-";
+		json_t *ampj = json_object_get(e, "read_amplification");
 		const char *le0 = json_string_value(json_object_get(e, "last_error"));
 		char *le = le0 ? nd_redact(le0) : NULL;
 		human(size, sizeof size, json_integer_value(json_object_get(e, "size")));
@@ -243,7 +268,9 @@ int nd_status_print(const char *mountpoint)
 		human(wr, sizeof wr, json_integer_value(json_object_get(e, "bytes_written")));
 		human(win, sizeof win,
 		      json_integer_value(json_object_get(e, "readahead_window")));
-		printf("%-16s %-8s %-13s %8s %-3s %5lld %8s %8s %7lld %7lld %8s %s%s\n",
+		if (json_is_number(ampj))
+			snprintf(amp, sizeof amp, "%.2f", json_number_value(ampj));
+		printf("%-16s %-8s %-13s %8s %-3s %5lld %8s %8s %7lld %7lld %5s %8s %s%s\n",
 		       json_string_value(json_object_get(e, "name")),
 		       json_string_value(json_object_get(e, "backend")),
 		       json_string_value(json_object_get(e, json_object_get(e, "state_text")
@@ -254,7 +281,7 @@ int nd_status_print(const char *mountpoint)
 		       rd, wr,
 		       (long long)json_integer_value(json_object_get(e, "cache_hits")),
 		       (long long)json_integer_value(json_object_get(e, "cache_misses")),
-		       win, le ? le : "-",
+		       amp, win, le ? le : "-",
 		       json_is_true(json_object_get(e, "removed")) ? " (removed)" : "");
 		free(le);
 	}

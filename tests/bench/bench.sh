@@ -18,7 +18,8 @@
 #
 # --quick: a 64 MiB image, one round, two NBD scenarios (the smoke run of
 # `make check`), or with --only the scenarios it names. Scenarios (9)-(11)
-# are in layers.sh, (12)-(13) in ceph-nfs.sh. --perf: record `perf record -g` of the netdiskfs daemon
+# are in layers.sh, (12)-(13) in ceph-nfs.sh; (15) measures read
+# amplification (bytes from the server / bytes read), not speed. --perf: record `perf record -g` of the netdiskfs daemon
 # during its first run of each scenario, and a profile summary per
 # scenario in perf/ (the figures of those runs include perf's overhead;
 # PERF_CALLGRAPH="--call-graph dwarf" for libraries without frame
@@ -1024,6 +1025,94 @@ write_scenarios() {
     rm -f "$T/wr.img"
 }
 
+# --- (15) read amplification (issue 20) -----------------------------------
+# A guest's boot-like reads on an ext4 disk: the image is made by
+# mkfs.ext4 -d from a fixed tree (4000 small files of 0.2-128 KiB in 40
+# directories and an 8 MiB "kernel", all from a seeded generator), served
+# read-only by nbdkit with its log filter. The file of each tool is a loop
+# device with direct I/O (as qemu cache=none reads it: no page cache on
+# the FUSE file), mounted ro; `ls -lR`, then every file of 20 of the 40
+# directories and the kernel are read. Value: bytes the server was asked
+# for (nbdkit's log) / bytes the loop device read; lower is better.
+amp_image() {
+    local tree=$TMP/amp-tree
+    rm -rf "$tree"
+    python3 - "$tree" <<'PYEOF' || return 1
+import os, random, sys
+root = sys.argv[1]
+rng = random.Random(15)
+for d in range(40):
+    dd = os.path.join(root, "usr/lib/d%02d" % d)
+    os.makedirs(dd)
+    for f in range(100):
+        size = rng.randrange(200, 16384) if rng.random() < 0.85 else rng.randrange(16384, 131072)
+        with open(os.path.join(dd, "f%03d" % f), "wb") as fh:
+            fh.write(rng.randbytes(size))
+os.makedirs(os.path.join(root, "boot"))
+with open(os.path.join(root, "boot/vmlinuz"), "wb") as fh:
+    fh.write(rng.randbytes(8 << 20))
+PYEOF
+    find "$tree" -exec touch -h -d @1700000000 {} +
+    E2FSPROGS_FAKE_TIME=1700000000 mkfs.ext4 -q -F -d "$tree" -L amp -U 15151515-1515-1515-1515-151515151515 \
+        -E hash_seed=15151515-1515-1515-1515-151515151515,lazy_itable_init=0,lazy_journal_init=0 \
+        "$T/amp.img" 256M >"$TMP/mkfs.log" 2>&1 || { tail -n 1 "$TMP/mkfs.log"; return 1; }
+    rm -rf "$tree"
+}
+# Bytes the server was asked to read (nbdkit's log filter) so far.
+amp_server_bytes() {
+    grep -ao ' Read id=[0-9]* offset=0x[0-9a-f]* count=0x[0-9a-f]*' "$TMP/amp.nbdlog" |
+        python3 -c 'import sys; print(sum(int(l.split("count=")[1], 16) for l in sys.stdin))'
+}
+# Bytes LOOP has read since it was set up (sectors of 512 bytes; the
+# shell's arithmetic, as awk prints large numbers in %e).
+amp_loop_read() { local f; read -r _ _ f _ </sys/block/"${1#/dev/}"/stat; echo $((f * 512)); }
+# amp_reads DIR: the reads of the workload; the step that failed, if any.
+amp_reads() {
+    cd "$1" || { echo "cd"; return; }
+    timeout 120 ls -lR usr/lib >/dev/null || { echo "ls -lR rc $?"; return; }
+    find usr/lib/d0* usr/lib/d1* -type f | sort | timeout 120 xargs cat >/dev/null ||
+        { echo "cat of the files rc $?"; return; }
+    timeout 60 cat boot/vmlinuz >/dev/null || echo "cat boot/vmlinuz rc $?"
+}
+w_amp() {
+    local loop s0 s1 r0 r1 fs=$TMP/amp-fs why=
+    mkdir -p "$fs"
+    s0=$(amp_server_bytes)
+    loop=$(losetup -f --show -r --direct-io=on "$MF" 2>"$TMP/raw.err") ||
+        { echo "error losetup: $(head -n 1 "$TMP/raw.err")"; return; }
+    r0=$(amp_loop_read "$loop")
+    if mount -o ro,noload "$loop" "$fs" 2>"$TMP/raw.err"; then
+        why=$(amp_reads "$fs" 2>>"$TMP/raw.err")
+        umount "$fs" 2>>"$TMP/raw.err" || why=${why:-umount failed}
+    else
+        why="mount of $loop failed"
+    fi
+    r1=$(amp_loop_read "$loop")
+    [ "$(cat /sys/block/"${loop#/dev/}"/loop/dio 2>/dev/null)" = 1 ] || echo "direct I/O off" >>"$REASON"
+    losetup -d "$loop"
+    s1=$(amp_server_bytes)
+    [ -z "$why" ] || { echo "error $why: $(head -n 1 "$TMP/raw.err")"; return; }
+    awk -v s=$((s1 - s0)) -v r=$((r1 - r0)) 'BEGIN {
+        if (r <= 0) { print "error the loop device read nothing"; exit }
+        printf "ok %.2f %.1f MiB fetched for %.1f MiB read\n", s / r, s / 1048576, r / 1048576 }'
+}
+amp_scenario() {
+    local U S why=
+    want 15-amp 60 "(15) read amplification, ext4 boot-like reads" || return 0
+    amp_image >"$TMP/amp.err" 2>&1 || why="mkfs.ext4 -d failed: $(tail -n 1 "$TMP/amp.err")"
+    scenario 15-amp x "(15) read amplification: server bytes / bytes read by a direct-I/O loop device over the file, ext4 (mkfs -d, 4000 small files): ls -lR, cat of half the files and an 8 MiB file (lower is better)"
+    if [ -z "$why" ]; then
+        nbdkit_unix amp -r --filter=log file "$T/amp.img" logfile="$TMP/amp.nbdlog"
+        U="nbd+unix:///?socket=$(nbdkit_sock amp)" S=$(nbdkit_sock amp)
+    fi
+    tool netdiskfs "m_nd '$U'" w_amp
+    tool nbdfuse "m_nbdfuse '$U'" w_amp
+    tool qemu-storage-daemon "m_qsd driver=nbd,server.type=unix,server.path=$S" w_amp
+    if [ -n "$why" ]; then skip_scenario "$why"; else run_scenario; fi
+    [ -n "$why" ] || nbdkit_stop amp
+    rm -f "$T/amp.img"
+}
+
 # --- main --------------------------------------------------------------------
 if [ $REPORT_ONLY = 1 ]; then
     report
@@ -1055,5 +1144,6 @@ if [ $QUICK = 0 ] || [ -n "$ONLY" ]; then
     rbd_scenarios
     nfs_scenario
     write_scenarios
+    amp_scenario
 fi
 echo "total: ${SECONDS}s"
