@@ -685,8 +685,15 @@ static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 {
 	bool from_tier = tier_fill(c, blk, n);
 	int r = from_tier ? 0 : read_run(c, blk, n);
+	/* On a read-only disk nothing changes a valid block's bytes, so
+	 * its readers need not wait for the tier's checksum and write: the
+	 * blocks are published first (they stay pinned by the caller until
+	 * this returns). A writable disk's blocks go to the tier before
+	 * anyone can write them. */
+	bool keep = r == 0 && !from_tier && c->tier;
+	bool late = keep && nd_disk_read_only(c->disk);
 
-	if (r == 0 && !from_tier)
+	if (keep && !late)
 		tier_keep(c, blk, n);
 	pthread_mutex_lock(&c->lock);
 	if (r == 0 && !from_tier)
@@ -708,6 +715,8 @@ static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 	}
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
+	if (late)
+		tier_keep(c, blk, n);
 }
 
 /* Load the blocks in BLK that are marked MINE, coalescing adjacent ones

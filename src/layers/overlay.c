@@ -12,6 +12,15 @@
  * not on disk before it, and after a crash every block reads either as it
  * was at the last completed flush or as a later whole write.
  *
+ * Sequential writers: each write only fills the page cache, so without
+ * help the disk would start on the data at the fsync and the writer would
+ * wait for all of it there. A helper thread asks the kernel to start
+ * writing each range a write leaves behind (sync_file_range, which can
+ * block while the disk's queue is full: hence not on the writer's
+ * thread), so the disk works while the writes stream in and the fsync
+ * waits only for the tail. It changes no ordering: durability still comes
+ * from the flush's fdatasync.
+ *
  * Locks: map_lock protects the map, its dirty pages and the count of
  * blocks in each state (never held across
  * I/O); stripe locks serialise writers of the same blocks, so a partial
@@ -36,6 +45,7 @@
 #define ID_MAX (HDR_SIZE - 64)
 #define BLK ND_OVERLAY_BLOCK
 #define NSTRIPES 64
+#define KICK_MIN (8u << 20) /* start writeback of at least this much */
 
 enum { ST_BASE = 0, ST_DATA = 1, ST_ZERO = 2 };
 
@@ -58,6 +68,13 @@ struct ovl {
 	atomic_uint_fast64_t writes, base_errors; /* for the status file */
 	pthread_mutex_t stripes[NSTRIPES];
 	pthread_mutex_t flush_lock;
+
+	/* The writeback starter: [kick_lo, kick_hi) written, not started. */
+	pthread_mutex_t kick_lock;
+	pthread_cond_t kick_cond;
+	pthread_t kick_tid;
+	bool kick_run, kick_stop;
+	uint64_t kick_lo, kick_hi;
 };
 
 static void layout_of(uint64_t size, struct layout *lay)
@@ -174,6 +191,62 @@ static void stripes_lock(struct ovl *v, uint64_t mask, bool lock)
 			      : pthread_mutex_unlock)(&v->stripes[i]);
 }
 
+/* --- starting writeback ------------------------------------------------------ */
+
+static void *kick_main(void *arg)
+{
+	struct ovl *v = arg;
+	pthread_mutex_lock(&v->kick_lock);
+	for (;;) {
+		while (!v->kick_stop && v->kick_hi - v->kick_lo < KICK_MIN)
+			pthread_cond_wait(&v->kick_cond, &v->kick_lock);
+		if (v->kick_stop)
+			break;
+		uint64_t lo = v->kick_lo, hi = v->kick_hi;
+		v->kick_lo = v->kick_hi = 0;
+		pthread_mutex_unlock(&v->kick_lock);
+		sync_file_range(v->fd, (off_t)lo, (off_t)(hi - lo),
+				SYNC_FILE_RANGE_WRITE);
+		pthread_mutex_lock(&v->kick_lock);
+	}
+	pthread_mutex_unlock(&v->kick_lock);
+	return NULL;
+}
+
+/* The file range [LO, HI) was written: have the helper start it once a
+ * contiguous run reaches KICK_MIN. A write not following the pending run
+ * replaces it (random writers: the kernel's own writeback and the flush's
+ * fdatasync take care of those). */
+static void kick(struct ovl *v, uint64_t lo, uint64_t hi)
+{
+	if (!v->kick_run)
+		return;
+	pthread_mutex_lock(&v->kick_lock);
+	if (lo != v->kick_hi || v->kick_hi == v->kick_lo)
+		v->kick_lo = lo;
+	v->kick_hi = hi;
+	if (v->kick_hi - v->kick_lo >= KICK_MIN)
+		pthread_cond_signal(&v->kick_cond);
+	pthread_mutex_unlock(&v->kick_lock);
+}
+
+static void kick_start(struct ovl *v)
+{
+	v->kick_run = pthread_create(&v->kick_tid, NULL, kick_main, v) == 0;
+}
+
+static void kick_end(struct ovl *v)
+{
+	if (!v->kick_run)
+		return;
+	pthread_mutex_lock(&v->kick_lock);
+	v->kick_stop = true;
+	pthread_cond_signal(&v->kick_cond);
+	pthread_mutex_unlock(&v->kick_lock);
+	pthread_join(v->kick_tid, NULL);
+	v->kick_run = false;
+}
+
 /* Write BUF to the data area, a partial first or last block completed
  * with what it reads as now (called with the blocks' stripes locked). */
 static int write_blocks(struct ovl *v, const char *buf, size_t len,
@@ -203,8 +276,10 @@ static int write_blocks(struct ovl *v, const char *buf, size_t len,
 	}
 	if (!r && nd_full_pwrite(v->fd, buf, len, v->lay.data_off + off) == -1)
 		r = fail_io(v->path, "write");
-	if (!r)
+	if (!r) {
 		set_states(v, first, last - first + 1, ST_DATA);
+		kick(v, v->lay.data_off + off, v->lay.data_off + off + len);
+	}
 	free(tmp);
 	return r;
 }
@@ -327,6 +402,7 @@ static int ovl_flush(struct nd_layer *l)
 
 static void ovl_free(struct ovl *v)
 {
+	kick_end(v);
 	if (v->fd >= 0)
 		close(v->fd);
 	nd_layer_close(v->base);
@@ -337,6 +413,8 @@ static void ovl_free(struct ovl *v)
 		pthread_mutex_destroy(&v->stripes[i]);
 	pthread_mutex_destroy(&v->map_lock);
 	pthread_mutex_destroy(&v->flush_lock);
+	pthread_mutex_destroy(&v->kick_lock);
+	pthread_cond_destroy(&v->kick_cond);
 	free(v);
 }
 
@@ -421,6 +499,8 @@ static struct ovl *ovl_new(void)
 	v->fd = -1;
 	pthread_mutex_init(&v->map_lock, NULL);
 	pthread_mutex_init(&v->flush_lock, NULL);
+	pthread_mutex_init(&v->kick_lock, NULL);
+	pthread_cond_init(&v->kick_cond, NULL);
 	for (int i = 0; i < NSTRIPES; i++)
 		pthread_mutex_init(&v->stripes[i], NULL);
 	return v;
@@ -511,6 +591,7 @@ int nd_overlay_open(const char *path, struct nd_layer *base,
 	    (r = check_base(path, have, identity, v->l.size, base->size)))
 		goto fail;
 	free(have);
+	kick_start(v);
 	v->l.ops = &ovl_ops;
 	*out = &v->l;
 	return 0;

@@ -68,7 +68,7 @@ m_qsd_overlay() {
 
 overlay_scenarios() {
     local H OV=$LOCAL/overlay why= id
-    selected 10-overlay || return 0
+    selected 10-overlay-randwrite || selected 10-overlay-seqwrite || return 0
     nginx_up || why=$NGX_WHY
     H=http://127.0.0.1:$NGX_PORT/disk.img
     for id in randwrite seqwrite; do
