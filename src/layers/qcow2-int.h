@@ -123,6 +123,8 @@ void qcow2_l2_update(struct qcow2 *q, uint64_t off, size_t idx, uint64_t e,
 void qcow2_l2_forget(struct qcow2 *q, uint64_t off);
 int qcow2_map(struct qcow2 *q, uint64_t off, struct extent *x);
 int qcow2_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off);
+int qcow2_read_ref(struct nd_layer *l, size_t len, uint64_t off,
+		   void *scratch, struct nd_layer_ref *ref);
 void qcow2_close(struct nd_layer *l);
 
 /* Refcounts (qcow2-refcount.c, meta_lock held). LEN bytes at OFF of the

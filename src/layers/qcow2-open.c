@@ -278,12 +278,14 @@ static int setup(struct qcow2 *q, const struct header *h,
 static const struct nd_layer_ops qcow2_ro_ops = {
 	.name = "qcow2",
 	.pread = qcow2_pread,
+	.read_ref = qcow2_read_ref,
 	.close = qcow2_close,
 };
 
 static const struct nd_layer_ops qcow2_rw_ops = {
 	.name = "qcow2",
 	.pread = qcow2_pread,
+	.read_ref = qcow2_read_ref,
 	.pwrite = qcow2_pwrite,
 	.zero = qcow2_zero,
 	.flush = qcow2_flush,

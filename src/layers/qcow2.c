@@ -303,8 +303,26 @@ static int read_extent(struct qcow2 *q, uint8_t *buf, size_t len,
 	return qcow2_file_read(q, buf, len, x->host, "data cluster offset");
 }
 
-static int pread_extents(struct qcow2 *q, uint8_t *buf, size_t len,
-			 uint64_t off)
+/* One run of like extents: read into BUF, or (REF set) appended to it by
+ * reference, BUF then being its scratch. */
+static int run_extent(struct qcow2 *q, struct nd_layer_ref *ref, uint8_t *buf,
+		      size_t len, uint64_t off, const struct extent *x)
+{
+	if (!ref)
+		return read_extent(q, buf, len, off, x);
+	if (x->type == EXT_DATA) {
+		if (x->host > q->file->size || len > q->file->size - x->host)
+			return qcow2_corrupt("data cluster offset", x->host);
+		return nd_layer_read_ref(q->file, len, x->host, buf, ref);
+	}
+	int r = read_extent(q, buf, len, off, x);
+	return r ? r : nd_layer_ref_add(ref, buf, len);
+}
+
+/* Map [off, off+len) and read it run by run: extents contiguous in the
+ * container (or all zeroes, or all unallocated) go as one. */
+static int walk_extents(struct qcow2 *q, struct nd_layer_ref *ref,
+			uint8_t *buf, size_t len, uint64_t off)
 {
 	struct extent run = { 0 }; /* extents merged into one read */
 	uint64_t run_off = 0;
@@ -323,8 +341,8 @@ static int pread_extents(struct qcow2 *q, uint8_t *buf, size_t len,
 			run.len += x.len;
 		} else {
 			if (run.len &&
-			    (r = read_extent(q, buf - run.len, run.len, run_off,
-					     &run)))
+			    (r = run_extent(q, ref, buf - run.len, run.len,
+					    run_off, &run)))
 				return r;
 			run = x;
 			run_off = off;
@@ -341,9 +359,32 @@ int qcow2_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off)
 	struct qcow2 *q = (struct qcow2 *)l;
 	/* Shared: a cluster this read was mapped to is not reused under it. */
 	pthread_rwlock_rdlock(&q->reading);
-	int r = pread_extents(q, buf, len, off);
+	int r = walk_extents(q, NULL, buf, len, off);
 	pthread_rwlock_unlock(&q->reading);
 	return r;
+}
+
+static void unlock_reading(struct nd_layer_hold *h)
+{
+	pthread_rwlock_unlock(h->owner);
+}
+
+/* The data clusters' bytes as the cache holds them, no copy. The clusters
+ * stay unfreed (the lock shared) until the reply is sent: a cluster freed
+ * and reused meanwhile would show another guest offset's bytes. */
+int qcow2_read_ref(struct nd_layer *l, size_t len, uint64_t off,
+		   void *scratch, struct nd_layer_ref *ref)
+{
+	struct qcow2 *q = (struct qcow2 *)l;
+	struct nd_layer_hold h = { .release = unlock_reading,
+				   .owner = &q->reading };
+	pthread_rwlock_rdlock(&q->reading);
+	int r = nd_layer_ref_hold(ref, &h);
+	if (r) {
+		pthread_rwlock_unlock(&q->reading);
+		return r;
+	}
+	return walk_extents(q, ref, scratch, len, off);
 }
 
 void qcow2_close(struct nd_layer *l)
