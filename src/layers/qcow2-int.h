@@ -80,6 +80,12 @@ struct qcow2 {
 	 * refcounts drop after the next flush made the replacement durable. */
 	uint64_t *unref;
 	size_t nunref, unref_cap;
+	/* The clusters qcow2_is_metadata looks for (refcount blocks, L2
+	 * tables of L1), sorted; rebuilt when STALE (L1 or the refcount
+	 * table changed). */
+	uint64_t *meta;
+	size_t nmeta;
+	bool meta_stale;
 };
 
 enum ext_type { EXT_UNALLOC, EXT_ZERO, EXT_DATA, EXT_COMPRESSED };
@@ -147,7 +153,7 @@ int qcow2_unref_later(struct qcow2 *q, uint64_t e);
  * (a crash before: leaked clusters, never a reference to a free one). */
 int qcow2_unref_flush(struct qcow2 *q);
 /* Is the cluster at OFF one of the image's own metadata clusters? */
-bool qcow2_is_metadata(const struct qcow2 *q, uint64_t off);
+bool qcow2_is_metadata(struct qcow2 *q, uint64_t off);
 
 /* Writing: set up at open for a writable image (0 or -errno). */
 int qcow2_write_init(struct qcow2 *q, uint64_t rt_off, uint32_t rt_clusters,

@@ -477,6 +477,7 @@ void qcow2_close(struct nd_layer *l)
 	free(q->rtable);
 	free(q->rbuf);
 	free(q->unref);
+	free(q->meta);
 	nd_layer_close(q->backing);
 	nd_layer_close(q->file);
 	pthread_mutex_destroy(&q->lock);
