@@ -426,11 +426,20 @@ static int read_entry(fuse_req_t req, struct nd_fs_entry *e, size_t size,
 	}
 	if (size > entry_size(e) - off)
 		size = entry_size(e) - off;
-	if (e->top || !e->cache) {
+	if (e->top) {
+		/* The layers reply from the cache's blocks where they can;
+		 * the buffer takes only what they must copy. */
 		char *buf = read_buf(size);
-		r = !buf ? -ENOMEM
-		    : e->top ? nd_layer_pread(e->top, buf, size, off)
-			     : nd_disk_pread(e->disk, buf, size, off);
+		struct nd_layer_ref ref;
+		nd_layer_ref_init(&ref);
+		r = buf ? nd_layer_read_ref(e->top, size, off, buf, &ref)
+			: -ENOMEM;
+		if (r == 0)
+			fuse_reply_iov(req, ref.iov, (int)ref.n);
+		nd_layer_ref_release(&ref);
+	} else if (!e->cache) {
+		char *buf = read_buf(size);
+		r = buf ? nd_disk_pread(e->disk, buf, size, off) : -ENOMEM;
 		if (r == 0)
 			fuse_reply_buf(req, buf, size);
 	} else {

@@ -30,6 +30,82 @@ int nd_layer_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off)
 	return r ? r : len ? l->ops->pread(l, buf, len, off) : 0;
 }
 
+int nd_layer_read_ref(struct nd_layer *l, size_t len, uint64_t off,
+		      void *scratch, struct nd_layer_ref *ref)
+{
+	int r = out_of_range(l, len, off);
+	if (r || !len)
+		return r;
+	if (l->ops->read_ref)
+		return l->ops->read_ref(l, len, off, scratch, ref);
+	if ((r = l->ops->pread(l, scratch, len, off)))
+		return r;
+	return nd_layer_ref_add(ref, scratch, len);
+}
+
+void nd_layer_ref_init(struct nd_layer_ref *ref)
+{
+	ref->iov = ref->iov_in;
+	ref->iov_cap = ND_REF_INLINE;
+	ref->hold = ref->hold_in;
+	ref->hold_cap = ND_REF_INLINE / 4;
+	ref->n = ref->nhold = 0;
+}
+
+/* Make room for one more element of *ARR (N used, *CAP, INLINE_ARR its
+ * first storage, inside the ref): doubled on the heap. */
+static int grow_arr(void **arr, size_t n, size_t *cap, void *inline_arr,
+		    size_t size)
+{
+	if (n < *cap)
+		return 0;
+	void *a = malloc(*cap * 2 * size);
+	if (!a)
+		return -ENOMEM;
+	memcpy(a, *arr, n * size);
+	if (*arr != inline_arr)
+		free(*arr);
+	*arr = a;
+	*cap *= 2;
+	return 0;
+}
+
+int nd_layer_ref_add(struct nd_layer_ref *ref, void *base, size_t len)
+{
+	struct iovec *last = ref->n ? &ref->iov[ref->n - 1] : NULL;
+	if (last && (char *)last->iov_base + last->iov_len == base) {
+		last->iov_len += len;
+		return 0;
+	}
+	if (grow_arr((void **)&ref->iov, ref->n, &ref->iov_cap, ref->iov_in,
+		     sizeof *ref->iov))
+		return -ENOMEM;
+	ref->iov[ref->n++] = (struct iovec){ base, len };
+	return 0;
+}
+
+int nd_layer_ref_hold(struct nd_layer_ref *ref, const struct nd_layer_hold *h)
+{
+	if (grow_arr((void **)&ref->hold, ref->nhold, &ref->hold_cap,
+		     ref->hold_in, sizeof *ref->hold))
+		return -ENOMEM;
+	ref->hold[ref->nhold++] = *h;
+	return 0;
+}
+
+void nd_layer_ref_release(struct nd_layer_ref *ref)
+{
+	while (ref->nhold) {
+		struct nd_layer_hold *h = &ref->hold[--ref->nhold];
+		h->release(h);
+	}
+	if (ref->iov != ref->iov_in)
+		free(ref->iov);
+	if (ref->hold != ref->hold_in)
+		free(ref->hold);
+	nd_layer_ref_init(ref);
+}
+
 static int read_only(struct nd_layer *l)
 {
 	errno = EROFS;

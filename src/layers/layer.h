@@ -8,8 +8,31 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct nd_layer;
+
+/* What holds the memory a read's pieces point into (pinned cache blocks,
+ * a lock), let go of by RELEASE once the reply is sent. */
+struct nd_layer_hold {
+	void (*release)(struct nd_layer_hold *h);
+	void *owner, *p;
+	size_t n;
+};
+
+/* A read's bytes without copying them: IOV[0..N) in order. A piece is
+ * copied only where it must be (decompressed, a backing file, zeroes),
+ * into the caller's SCRATCH at its own offset in the read. Start with
+ * nd_layer_ref_init, end with nd_layer_ref_release. */
+#define ND_REF_INLINE 32
+struct nd_layer_ref {
+	struct iovec *iov;
+	size_t n, iov_cap;
+	struct nd_layer_hold *hold;
+	size_t nhold, hold_cap;
+	struct iovec iov_in[ND_REF_INLINE];
+	struct nd_layer_hold hold_in[ND_REF_INLINE / 4];
+};
 
 struct nd_layer_ops {
 	const char *name;
@@ -23,6 +46,11 @@ struct nd_layer_ops {
 	/* Optional: make the layer SIZE bytes long (SIZE > its size). A
 	 * format that allocates at the end of its container needs it. */
 	int (*grow)(struct nd_layer *l, uint64_t size);
+	/* Optional: LEN bytes at OFF as pieces appended to REF, SCRATCH (LEN
+	 * bytes) for those that must be copied. Without it: pread into
+	 * SCRATCH. */
+	int (*read_ref)(struct nd_layer *l, size_t len, uint64_t off,
+			void *scratch, struct nd_layer_ref *ref);
 };
 
 /* Embedded first in every layer's own struct. */
@@ -40,6 +68,17 @@ int nd_layer_pwrite(struct nd_layer *l, const void *buf, size_t len,
 int nd_layer_zero(struct nd_layer *l, uint64_t len, uint64_t off);
 int nd_layer_flush(struct nd_layer *l);
 void nd_layer_close(struct nd_layer *l);
+/* Read by reference (read_ref above), the range checked. On an error REF
+ * may hold pieces already: release it all the same. */
+int nd_layer_read_ref(struct nd_layer *l, size_t len, uint64_t off,
+		      void *scratch, struct nd_layer_ref *ref);
+void nd_layer_ref_init(struct nd_layer_ref *ref);
+/* Append a piece (merged with the last one when they touch), a hold. */
+int nd_layer_ref_add(struct nd_layer_ref *ref, void *base, size_t len);
+int nd_layer_ref_hold(struct nd_layer_ref *ref,
+		      const struct nd_layer_hold *h);
+/* Let go of every hold (in reverse order) and the arrays. */
+void nd_layer_ref_release(struct nd_layer_ref *ref);
 /* -ENOSPC when the layer cannot grow. */
 int nd_layer_grow(struct nd_layer *l, uint64_t size);
 

@@ -27,10 +27,14 @@
 
 enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY };
 
+#define SLOT_NIL SIZE_MAX
+
+/* A cached L2 table: found by a hash of its offset (chain HNEXT), and
+ * while ready on the LRU list (PREV, NEXT; the free list when empty). */
 struct l2_slot {
 	uint64_t off; /* of the table in the container */
 	uint64_t *tbl;
-	uint64_t tick;
+	size_t hnext, prev, next;
 	enum slot_state state;
 };
 
@@ -49,11 +53,13 @@ struct qcow2 {
 	uint32_t l1_size;
 	uint64_t l1_off;
 
-	pthread_mutex_t lock; /* protects the slots, tick and ccache */
+	pthread_mutex_t lock; /* protects the slots, lists and ccache */
 	pthread_cond_t loaded;
 	struct l2_slot *slots;
 	size_t nslots;
-	uint64_t tick;
+	size_t *hash, hmask; /* first slot of each chain */
+	size_t lru, mru;     /* the ready slots, least recent first */
+	size_t free;	     /* the empty slots */
 	uint64_t cdesc; /* the compressed cluster in cbuf; 0 = none */
 	uint8_t *cbuf;
 
@@ -74,6 +80,12 @@ struct qcow2 {
 	 * refcounts drop after the next flush made the replacement durable. */
 	uint64_t *unref;
 	size_t nunref, unref_cap;
+	/* The clusters qcow2_is_metadata looks for (refcount blocks, L2
+	 * tables of L1), sorted; rebuilt when STALE (L1 or the refcount
+	 * table changed). */
+	uint64_t *meta;
+	size_t nmeta;
+	bool meta_stale;
 };
 
 enum ext_type { EXT_UNALLOC, EXT_ZERO, EXT_DATA, EXT_COMPRESSED };
@@ -121,8 +133,12 @@ void qcow2_l2_update(struct qcow2 *q, uint64_t off, size_t idx, uint64_t e,
 /* The cluster at OFF becomes a new L2 table: a copy cached from when it
  * was one before (since freed) must not be served for it. */
 void qcow2_l2_forget(struct qcow2 *q, uint64_t off);
+/* Set up the L2-table cache of NSLOTS tables (0 or -ENOMEM). */
+int qcow2_l2_cache_init(struct qcow2 *q, size_t nslots);
 int qcow2_map(struct qcow2 *q, uint64_t off, struct extent *x);
 int qcow2_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off);
+int qcow2_read_ref(struct nd_layer *l, size_t len, uint64_t off,
+		   void *scratch, struct nd_layer_ref *ref);
 void qcow2_close(struct nd_layer *l);
 
 /* Refcounts (qcow2-refcount.c, meta_lock held). LEN bytes at OFF of the
@@ -137,7 +153,7 @@ int qcow2_unref_later(struct qcow2 *q, uint64_t e);
  * (a crash before: leaked clusters, never a reference to a free one). */
 int qcow2_unref_flush(struct qcow2 *q);
 /* Is the cluster at OFF one of the image's own metadata clusters? */
-bool qcow2_is_metadata(const struct qcow2 *q, uint64_t off);
+bool qcow2_is_metadata(struct qcow2 *q, uint64_t off);
 
 /* Writing: set up at open for a writable image (0 or -errno). */
 int qcow2_write_init(struct qcow2 *q, uint64_t rt_off, uint32_t rt_clusters,

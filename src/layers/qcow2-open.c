@@ -262,28 +262,24 @@ static int setup(struct qcow2 *q, const struct header *h,
 	q->l.size = vsize;
 	if ((r = load_l1(q, l1_off, l1_size, vsize)))
 		return r;
-	q->nslots = (o->l2_cache_bytes ? o->l2_cache_bytes : 32u << 20) >>
-		    h->cluster_bits;
-	if (q->nslots < 4)
-		q->nslots = 4;
-	if (!(q->slots = calloc(q->nslots, sizeof *q->slots)) ||
-	    !(q->cbuf = malloc(q->cluster_size)))
+	size_t nslots = (o->l2_cache_bytes ? o->l2_cache_bytes : 32u << 20) >>
+			h->cluster_bits;
+	if (!(q->cbuf = malloc(q->cluster_size)))
 		return -ENOMEM;
-	for (size_t i = 0; i < q->nslots; i++)
-		if (!(q->slots[i].tbl = malloc(q->cluster_size)))
-			return -ENOMEM;
-	return 0;
+	return qcow2_l2_cache_init(q, nslots < 4 ? 4 : nslots);
 }
 
 static const struct nd_layer_ops qcow2_ro_ops = {
 	.name = "qcow2",
 	.pread = qcow2_pread,
+	.read_ref = qcow2_read_ref,
 	.close = qcow2_close,
 };
 
 static const struct nd_layer_ops qcow2_rw_ops = {
 	.name = "qcow2",
 	.pread = qcow2_pread,
+	.read_ref = qcow2_read_ref,
 	.pwrite = qcow2_pwrite,
 	.zero = qcow2_zero,
 	.flush = qcow2_flush,

@@ -103,6 +103,7 @@ static int new_refblock(struct qcow2 *q, uint64_t rt, uint64_t k)
 		return r;
 	q->rb_off = k << q->cluster_bits;
 	q->rtable[rt] = q->rb_off;
+	q->meta_stale = true;
 	put_be64(e, q->rb_off);
 	if ((r = qcow2_write_at(q, e, 8, q->rt_off + rt * 8)))
 		return r;
@@ -114,15 +115,35 @@ static bool in_range(uint64_t off, uint64_t start, uint64_t len)
 	return off >= start && off - start < len;
 }
 
-/* Is the cluster at OFF one of the image's own metadata clusters? A free
- * one (refcount 0) that is means the refcounts are wrong: writing it
- * would destroy the metadata, as QEMU's overlap checks say. */
-bool qcow2_is_metadata(const struct qcow2 *q, uint64_t off)
+static int cmp_u64(const void *a, const void *b)
 {
-	if (off < q->cluster_size ||
-	    in_range(off, q->l1_off, q->l1_size * 8ull) ||
-	    in_range(off, q->rt_off, q->rt_entries * 8))
-		return true;
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Sort the refcount blocks and L2 tables into q->meta (false: no memory,
+ * the caller scans instead). */
+static bool meta_rebuild(struct qcow2 *q)
+{
+	size_t n = 0;
+	uint64_t *m = realloc(q->meta, (q->rt_entries + q->l1_size + 1) * 8);
+	if (!m)
+		return false;
+	for (uint64_t i = 0; i < q->rt_entries; i++)
+		if (q->rtable[i])
+			m[n++] = q->rtable[i];
+	for (uint32_t i = 0; i < q->l1_size; i++)
+		if (q->l1[i] & L1E_OFFSET_MASK)
+			m[n++] = q->l1[i] & L1E_OFFSET_MASK;
+	qsort(m, n, sizeof *m, cmp_u64);
+	q->meta = m;
+	q->nmeta = n;
+	q->meta_stale = false;
+	return true;
+}
+
+static bool scan_metadata(const struct qcow2 *q, uint64_t off)
+{
 	for (uint64_t i = 0; i < q->rt_entries; i++)
 		if (q->rtable[i] == off)
 			return true;
@@ -130,6 +151,22 @@ bool qcow2_is_metadata(const struct qcow2 *q, uint64_t off)
 		if ((q->l1[i] & L1E_OFFSET_MASK) == off)
 			return true;
 	return false;
+}
+
+/* Is the cluster at OFF one of the image's own metadata clusters? A free
+ * one (refcount 0) that is means the refcounts are wrong: writing it
+ * would destroy the metadata, as QEMU's overlap checks say. Every data
+ * cluster written in place is checked: a binary search, not a scan of
+ * the refcount table and L1 per cluster. */
+bool qcow2_is_metadata(struct qcow2 *q, uint64_t off)
+{
+	if (off < q->cluster_size ||
+	    in_range(off, q->l1_off, q->l1_size * 8ull) ||
+	    in_range(off, q->rt_off, q->rt_entries * 8))
+		return true;
+	if (q->meta_stale && !meta_rebuild(q))
+		return scan_metadata(q, off);
+	return bsearch(&off, q->meta, q->nmeta, sizeof off, cmp_u64) != NULL;
 }
 
 /* Refcount blocks for the clusters [A, END) of a new area (they are all
@@ -207,6 +244,7 @@ static int switch_table(struct qcow2 *q, uint64_t *tbl, uint64_t tc,
 	q->rtable = tbl;
 	q->rt_off = at;
 	q->rt_entries = n;
+	q->meta_stale = true;
 	/* Only now is the old table free (a crash before: a leak). */
 	for (uint64_t k = old >> q->cluster_bits; r == 0 && old_n--; k++) {
 		uint64_t rb = q->rtable[k / per_block(q)];
@@ -362,6 +400,7 @@ int qcow2_write_init(struct qcow2 *q, uint64_t rt_off, uint32_t rt_clusters,
 	q->refcount_order = refcount_order;
 	q->rt_off = rt_off;
 	q->rt_entries = len / 8;
+	q->meta_stale = true;
 	if (!(q->rtable = malloc(len)) || !(q->rbuf = malloc(q->cluster_size)))
 		return -ENOMEM;
 	if ((r = qcow2_file_read(q, q->rtable, len, rt_off,

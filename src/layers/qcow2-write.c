@@ -71,6 +71,7 @@ static int cow_l2(struct qcow2 *q, uint64_t l1i)
 	    (r = nd_layer_flush(q->file)))
 		goto out;
 	q->l1[l1i] = t | L1E_COPIED;
+	q->meta_stale = true;
 	r = qcow2_unref_later(q, old);
 out:
 	free(tbl);
@@ -272,8 +273,10 @@ static int new_l2(struct qcow2 *q, uint64_t l1i, uint64_t idx,
 		goto out;
 	put_be64(be, t | L1E_COPIED);
 	qcow2_l2_forget(q, t);
-	if ((r = qcow2_write_at(q, be, 8, q->l1_off + l1i * 8)) == 0)
+	if ((r = qcow2_write_at(q, be, 8, q->l1_off + l1i * 8)) == 0) {
 		q->l1[l1i] = t | L1E_COPIED;
+		q->meta_stale = true;
+	}
 out:
 	free(tbl);
 	return r;

@@ -46,41 +46,116 @@ int qcow2_file_read(struct qcow2 *q, void *buf, size_t len, uint64_t off,
 
 /* --- the L2-table cache ------------------------------------------------- */
 
+/* The lists are of slot indices, SLOT_NIL ending them. */
+static void lru_unlink(struct qcow2 *q, struct l2_slot *s)
+{
+	if (s->prev != SLOT_NIL)
+		q->slots[s->prev].next = s->next;
+	else
+		q->lru = s->next;
+	if (s->next != SLOT_NIL)
+		q->slots[s->next].prev = s->prev;
+	else
+		q->mru = s->prev;
+}
+
+static void lru_push(struct qcow2 *q, struct l2_slot *s)
+{
+	size_t i = (size_t)(s - q->slots);
+	s->prev = q->mru;
+	s->next = SLOT_NIL;
+	if (q->mru != SLOT_NIL)
+		q->slots[q->mru].next = i;
+	else
+		q->lru = i;
+	q->mru = i;
+}
+
+static size_t *chain(struct qcow2 *q, uint64_t off)
+{
+	uint64_t h = (off >> q->cluster_bits) * 0x9e3779b97f4a7c15ull;
+	return &q->hash[(h >> 32) & q->hmask];
+}
+
+int qcow2_l2_cache_init(struct qcow2 *q, size_t nslots)
+{
+	size_t nb = 1;
+	while (nb < nslots)
+		nb <<= 1;
+	q->nslots = nslots;
+	q->hmask = nb - 1;
+	if (!(q->slots = calloc(nslots, sizeof *q->slots)) ||
+	    !(q->hash = malloc(nb * sizeof *q->hash)))
+		return -ENOMEM;
+	for (size_t i = 0; i < nb; i++)
+		q->hash[i] = SLOT_NIL;
+	q->lru = q->mru = SLOT_NIL;
+	for (size_t i = 0; i < nslots; i++) {
+		q->slots[i].next = i + 1 < nslots ? i + 1 : SLOT_NIL;
+		if (!(q->slots[i].tbl = malloc(q->cluster_size)))
+			return -ENOMEM;
+	}
+	q->free = 0;
+	return 0;
+}
+
 static struct l2_slot *slot_find(struct qcow2 *q, uint64_t off)
 {
-	for (size_t i = 0; i < q->nslots; i++)
-		if (q->slots[i].state != SLOT_EMPTY && q->slots[i].off == off)
+	for (size_t i = *chain(q, off); i != SLOT_NIL; i = q->slots[i].hnext)
+		if (q->slots[i].off == off)
 			return &q->slots[i];
 	return NULL;
 }
 
-/* The least recently used slot that is not loading; NULL if all are. */
-static struct l2_slot *slot_victim(struct qcow2 *q)
+/* Slot S leaves its hash chain and the LRU list for the free list. */
+static void slot_drop(struct qcow2 *q, struct l2_slot *s)
 {
-	struct l2_slot *v = NULL;
-	for (size_t i = 0; i < q->nslots; i++) {
-		struct l2_slot *s = &q->slots[i];
-		if (s->state == SLOT_EMPTY)
-			return s;
-		if (s->state == SLOT_READY && (!v || s->tick < v->tick))
-			v = s;
-	}
-	return v;
+	size_t i = (size_t)(s - q->slots), *p = chain(q, s->off);
+	while (*p != i)
+		p = &q->slots[*p].hnext;
+	*p = s->hnext;
+	if (s->state == SLOT_READY)
+		lru_unlink(q, s);
+	s->state = SLOT_EMPTY;
+	s->next = q->free;
+	q->free = i;
 }
 
+/* An empty slot, else the least recently used ready one emptied; NULL
+ * if all are loading. */
+static struct l2_slot *slot_victim(struct qcow2 *q)
+{
+	if (q->free == SLOT_NIL && q->lru != SLOT_NIL)
+		slot_drop(q, &q->slots[q->lru]);
+	if (q->free == SLOT_NIL)
+		return NULL;
+	struct l2_slot *s = &q->slots[q->free];
+	q->free = s->next;
+	return s;
+}
+
+/* Load the table at OFF into S (taken by slot_victim), the lock dropped
+ * meanwhile; other readers of it wait for it. */
 static int slot_load(struct qcow2 *q, struct l2_slot *s, uint64_t off)
 {
-	size_t n = q->cluster_size / 8;
+	size_t n = q->cluster_size / 8, *head = chain(q, off);
 	int r;
 
 	s->state = SLOT_LOADING;
 	s->off = off;
+	s->hnext = *head;
+	*head = (size_t)(s - q->slots);
 	pthread_mutex_unlock(&q->lock);
 	r = qcow2_file_read(q, s->tbl, q->cluster_size, off, "L2 table offset");
 	for (size_t i = 0; r == 0 && i < n; i++)
 		s->tbl[i] = be64((const uint8_t *)&s->tbl[i]);
 	pthread_mutex_lock(&q->lock);
-	s->state = r ? SLOT_EMPTY : SLOT_READY;
+	if (r) {
+		slot_drop(q, s);
+	} else {
+		s->state = SLOT_READY;
+		lru_push(q, s);
+	}
 	pthread_cond_broadcast(&q->loaded);
 	return r;
 }
@@ -105,7 +180,10 @@ int qcow2_l2_entry(struct qcow2 *q, uint64_t off, size_t idx, uint64_t *e,
 		pthread_cond_wait(&q->loaded, &q->lock);
 	}
 	if (r == 0) {
-		s->tick = ++q->tick;
+		if (q->mru != (size_t)(s - q->slots)) {
+			lru_unlink(q, s);
+			lru_push(q, s);
+		}
 		*e = s->tbl[idx << q->extl2];
 		*bitmap = q->extl2 ? s->tbl[(idx << 1) + 1] : 0;
 	}
@@ -136,7 +214,7 @@ void qcow2_l2_forget(struct qcow2 *q, uint64_t off)
 	while ((s = slot_find(q, off)) && s->state == SLOT_LOADING)
 		pthread_cond_wait(&q->loaded, &q->lock);
 	if (s)
-		s->state = SLOT_EMPTY;
+		slot_drop(q, s);
 	pthread_mutex_unlock(&q->lock);
 }
 
@@ -303,8 +381,26 @@ static int read_extent(struct qcow2 *q, uint8_t *buf, size_t len,
 	return qcow2_file_read(q, buf, len, x->host, "data cluster offset");
 }
 
-static int pread_extents(struct qcow2 *q, uint8_t *buf, size_t len,
-			 uint64_t off)
+/* One run of like extents: read into BUF, or (REF set) appended to it by
+ * reference, BUF then being its scratch. */
+static int run_extent(struct qcow2 *q, struct nd_layer_ref *ref, uint8_t *buf,
+		      size_t len, uint64_t off, const struct extent *x)
+{
+	if (!ref)
+		return read_extent(q, buf, len, off, x);
+	if (x->type == EXT_DATA) {
+		if (x->host > q->file->size || len > q->file->size - x->host)
+			return qcow2_corrupt("data cluster offset", x->host);
+		return nd_layer_read_ref(q->file, len, x->host, buf, ref);
+	}
+	int r = read_extent(q, buf, len, off, x);
+	return r ? r : nd_layer_ref_add(ref, buf, len);
+}
+
+/* Map [off, off+len) and read it run by run: extents contiguous in the
+ * container (or all zeroes, or all unallocated) go as one. */
+static int walk_extents(struct qcow2 *q, struct nd_layer_ref *ref,
+			uint8_t *buf, size_t len, uint64_t off)
 {
 	struct extent run = { 0 }; /* extents merged into one read */
 	uint64_t run_off = 0;
@@ -323,8 +419,8 @@ static int pread_extents(struct qcow2 *q, uint8_t *buf, size_t len,
 			run.len += x.len;
 		} else {
 			if (run.len &&
-			    (r = read_extent(q, buf - run.len, run.len, run_off,
-					     &run)))
+			    (r = run_extent(q, ref, buf - run.len, run.len,
+					    run_off, &run)))
 				return r;
 			run = x;
 			run_off = off;
@@ -341,9 +437,32 @@ int qcow2_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off)
 	struct qcow2 *q = (struct qcow2 *)l;
 	/* Shared: a cluster this read was mapped to is not reused under it. */
 	pthread_rwlock_rdlock(&q->reading);
-	int r = pread_extents(q, buf, len, off);
+	int r = walk_extents(q, NULL, buf, len, off);
 	pthread_rwlock_unlock(&q->reading);
 	return r;
+}
+
+static void unlock_reading(struct nd_layer_hold *h)
+{
+	pthread_rwlock_unlock(h->owner);
+}
+
+/* The data clusters' bytes as the cache holds them, no copy. The clusters
+ * stay unfreed (the lock shared) until the reply is sent: a cluster freed
+ * and reused meanwhile would show another guest offset's bytes. */
+int qcow2_read_ref(struct nd_layer *l, size_t len, uint64_t off,
+		   void *scratch, struct nd_layer_ref *ref)
+{
+	struct qcow2 *q = (struct qcow2 *)l;
+	struct nd_layer_hold h = { .release = unlock_reading,
+				   .owner = &q->reading };
+	pthread_rwlock_rdlock(&q->reading);
+	int r = nd_layer_ref_hold(ref, &h);
+	if (r) {
+		pthread_rwlock_unlock(&q->reading);
+		return r;
+	}
+	return walk_extents(q, ref, scratch, len, off);
 }
 
 void qcow2_close(struct nd_layer *l)
@@ -352,11 +471,13 @@ void qcow2_close(struct nd_layer *l)
 	for (size_t i = 0; q->slots && i < q->nslots; i++)
 		free(q->slots[i].tbl);
 	free(q->slots);
+	free(q->hash);
 	free(q->l1);
 	free(q->cbuf);
 	free(q->rtable);
 	free(q->rbuf);
 	free(q->unref);
+	free(q->meta);
 	nd_layer_close(q->backing);
 	nd_layer_close(q->file);
 	pthread_mutex_destroy(&q->lock);

@@ -45,6 +45,42 @@ static int cl_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off)
 	return r;
 }
 
+static void cl_unpin(struct nd_layer_hold *h)
+{
+	struct nd_cache_ref r = { .n = h->n, .blk = h->p };
+	nd_cache_release(h->owner, &r);
+}
+
+/* The cache's pinned blocks themselves, no copy: the pins are let go of
+ * when the reply is sent. */
+static int cl_read_ref(struct nd_layer *l, size_t len, uint64_t off,
+		       void *scratch, struct nd_layer_ref *ref)
+{
+	struct cache_layer *x = (struct cache_layer *)l;
+	struct nd_cache_ref cr;
+	int r;
+	if (!x->c) {
+		if ((r = nd_disk_pread(x->d, scratch, len, off)))
+			return r;
+		return nd_layer_ref_add(ref, scratch, len);
+	}
+	if ((r = nd_cache_read(x->c, off, len, &cr)))
+		return r;
+	struct nd_layer_hold h = { cl_unpin, x->c, cr.blk, cr.n };
+	if (cr.len != len) {
+		errno = EIO;
+		nd_error("short read at %llu", (unsigned long long)off);
+		r = -EIO;
+	}
+	for (size_t i = 0; r == 0 && i < cr.n; i++)
+		r = nd_layer_ref_add(ref, cr.iov[i].iov_base, cr.iov[i].iov_len);
+	free(cr.iov);
+	cr.iov = NULL;
+	if (r || (r = nd_layer_ref_hold(ref, &h)))
+		nd_cache_release(x->c, &cr);
+	return r;
+}
+
 static int cl_pwrite(struct nd_layer *l, const void *buf, size_t len,
 		     uint64_t off)
 {
@@ -91,6 +127,7 @@ static const struct nd_layer_ops cache_layer_ops = {
 	.flush = cl_flush,
 	.close = cl_close,
 	.grow = cl_grow,
+	.read_ref = cl_read_ref,
 };
 
 int nd_layer_cache_open(struct nd_disk *d, struct nd_cache *c, bool own,

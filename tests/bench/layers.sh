@@ -105,7 +105,11 @@ qcow2_tools() {
 
 qcow2_scenarios() {
     local Q=$T/disk.qcow2 QU QS HQ proto kind why= d
-    selected 11-qcow2 || return 0
+    local id
+    for id in 11-qcow2-{nbd,http}-{seq,rand} 11-qcow2-write ''; do
+        [ -n "$id" ] || return 0
+        selected "$id" && break
+    done
     if ! have qemu-img; then
         why="not installed: qemu-img (qemu-utils)"
     elif ! timeout 300 qemu-img convert -f raw -O qcow2 "$IMG" "$Q" 2>"$TMP/convert.err"; then
