@@ -40,8 +40,9 @@
  * in flight (librados's receive buffer, the bounce buffer, the cache
  * block), and the core keeps several readahead requests in flight: with
  * whole 4 MiB objects a sequential read took the daemon's peak RSS about
- * 100 MiB past cache-size; halves of objects still keep one OSD busy. */
-#define RBD_OPT_MAX (2u << 20)
+ * 150 MiB past cache-size (2 MiB: 55-75 MiB past it), and 1 MiB requests
+ * read as fast on a one-OSD cluster. */
+#define RBD_OPT_MAX (1u << 20)
 #define RBD_MAX_TRIM (1u << 30)
 #define RBD_MAX_SERVERS 16
 
@@ -104,7 +105,7 @@ static int rbd_fail(const char *name, const char *what, int r)
  * to RBD_POOL_BYTES kept (process-wide: a request abandoned at its
  * deadline gives its buffer back whenever librbd completes it). */
 #define RBD_POOL_N 16
-#define RBD_POOL_BYTES (32u << 20)
+#define RBD_POOL_BYTES (16u << 20)
 static pthread_mutex_t rbd_pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
 	void *p;
