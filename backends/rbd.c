@@ -98,10 +98,10 @@ static int rbd_fail(const char *name, const char *what, int r)
 
 /* ---- bounce buffers -------------------------------------------------- */
 
-/* A fresh bounce buffer per read (4 MiB, an object, for readahead) is
- * fresh memory the kernel faults in and zeroes on every request: that
- * was half of the daemon's CPU on a sequential read, and malloc kept
- * freed ones scattered over its arenas. Buffers are reused instead, up
+/* A fresh bounce buffer per read (a readahead request's size) is fresh
+ * memory the kernel faults in and zeroes on every request (with 4 MiB
+ * requests, up to half of the daemon's CPU on a sequential read), and
+ * malloc kept freed ones scattered over its arenas. Buffers are reused, up
  * to RBD_POOL_BYTES kept (process-wide: a request abandoned at its
  * deadline gives its buffer back whenever librbd completes it). */
 #define RBD_POOL_N 16
