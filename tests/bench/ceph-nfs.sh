@@ -47,7 +47,8 @@ ceph_bench_up() {
 
 rbd_scenarios() {
     local why= R Q nbdwhy id
-    selected 12-rbd || return 0
+    # Any of the three ids (`--only '^12-rbd-write$'` names one).
+    selected 12-rbd-seq || selected 12-rbd-write || selected 12-rbd-rand || return 0
     ceph_bench_up >"$TMP/ceph-up.log" 2>&1 || why=$(tail -n 1 "$TMP/ceph-up.log")
     nbdwhy=$(rbd_nbd_why)
     for id in seq write rand; do
