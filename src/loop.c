@@ -77,6 +77,7 @@ static void *worker(void *arg)
 	/* Answered a request quickly: watch for the next one. */
 	volatile bool answered = false;
 
+	pthread_setname_np(pthread_self(), "nd-fuse");
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 	pthread_cleanup_push(free_buf, &buf);
 	pthread_mutex_lock(&l->lock);
