@@ -130,7 +130,7 @@ m_nd() {
     [ -n "${ND_BENCH_OPTS:-}" ] && opts=${opts:+$opts,}$ND_BENCH_OPTS
     echo "d $1 $opts" >"$TMP/tab"
     rm -f "$TMP/nd.pid"
-    "$ND" "$TMP/tab" "$MNT" -f --pidfile "$TMP/nd.pid" ${ND_MOUNT_O:+-o "$ND_MOUNT_O"} >"$MLOG" 2>&1 &
+    "${ND_BIN:-$ND}" "$TMP/tab" "$MNT" -f --pidfile "$TMP/nd.pid" ${ND_MOUNT_O:+-o "$ND_MOUNT_O"} >"$MLOG" 2>&1 &
     DPID=$! UMNT=$MNT UKIND=fuse MF=$MNT/d
     wait_mount "$MNT" "$DPID" || return 1
     wait_for 10 test -s "$TMP/nd.pid"
@@ -392,10 +392,16 @@ scenario() {
     printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$SCENS"
 }
 # tool NAME MOUNT-CMD|- WORK-CMD [TARGET-RATIO]: add a tool (netdiskfs first).
+# With ND_BASE=BINARY, netdiskfs-base (that binary, same mount and
+# workload) runs right after netdiskfs in every round: paired runs of two
+# builds, with their ratio in the table.
 tool() {
     SC_TOOLS+=("$1")
     SC_MOUNT[$1]=$2 SC_WORK[$1]=$3
     printf '%s\t%s\t%s\n' "$SC" "$1" "${4:--}" >>"$TOOLS"
+    if [ "$1" = netdiskfs ] && [ -n "${ND_BASE:-}" ]; then
+        tool netdiskfs-base "ND_BIN='$ND_BASE' $2" "$3"
+    fi
 }
 
 record() { # TOOL PAIR STATUS VALUE RSS CPU NOTE
