@@ -33,6 +33,7 @@
 
 #include "backend.h"
 #include "util/clock.h"
+#include "util/detach.h"
 #include "util/once.h"
 
 #define NBD_DEFAULT_PORT "10809"
@@ -149,20 +150,11 @@ static void *nbd_async_fail(void *arg)
  * that read the reply, with no other thread woken. */
 static void nbd_async_end(struct nbd_req *r)
 {
-	pthread_t t;
-	pthread_attr_t a;
-	int rc = -1;
-
 	if (r->err == 0) {
 		r->done_fn(r->done_arg, 0);
 		free(r);
-		return;
-	}
-	pthread_attr_init(&a);
-	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-	rc = pthread_create(&t, &a, nbd_async_fail, r);
-	pthread_attr_destroy(&a);
-	if (rc != 0) { /* no thread: say EIO without asking the handle */
+	} else if (!nd_detached(nbd_async_fail, r)) {
+		/* no thread: say EIO without asking the handle */
 		r->done_fn(r->done_arg, -EIO);
 		free(r);
 	}

@@ -18,6 +18,7 @@
 #include "url.h"
 #include "util/cleanup.h"
 #include "util/clock.h"
+#include "util/detach.h"
 
 #define MAX_BACKENDS 16
 #define ZERO_CHUNK (1u << 20)
@@ -750,8 +751,6 @@ static void *aread_slow(void *arg)
 static void aread_end(void *arg, int r)
 {
 	struct aread *a = arg;
-	pthread_attr_t at;
-	pthread_t t;
 
 	if (r == 0 && give_back_ok(a->d, a->s)) {
 		aread_read(a->d, a->op.len);
@@ -761,11 +760,8 @@ static void aread_end(void *arg, int r)
 	}
 	a->r = r;
 	a->msg = r ? strdup(nd_get_error()) : NULL;
-	pthread_attr_init(&at);
-	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &at, aread_slow, a) != 0)
+	if (!nd_detached(aread_slow, a))
 		aread_slow(a); /* no thread to be had: here, then */
-	pthread_attr_destroy(&at);
 }
 
 /* A free connection now, or none (no waiting here). */

@@ -20,6 +20,7 @@
 #include "fs.h"
 #include "log.h"
 #include "util/cleanup.h"
+#include "util/detach.h"
 
 #define META_NAME ".netdiskfs"
 #define MAX_IO (1u << 20)
@@ -514,18 +515,6 @@ static bool do_read(fuse_req_t req, struct handle *h, size_t size, off_t off,
 	return false;
 }
 
-/* fn(arg) in a detached thread; false when none could start. */
-static bool detached(void *(*fn)(void *), void *arg)
-{
-	pthread_attr_t a;
-	pthread_t t;
-	pthread_attr_init(&a);
-	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-	int r = pthread_create(&t, &a, fn, arg);
-	pthread_attr_destroy(&a);
-	return r == 0;
-}
-
 static void *unref_thread(void *arg)
 {
 	handle_unref(arg);
@@ -543,7 +532,7 @@ static void handle_unref_later(struct handle *h)
 		if (atomic_compare_exchange_weak(&h->refs, &v, v - 1))
 			return;
 	atomic_fetch_add(&later_reads, 1);
-	if (!detached(unref_thread, h))
+	if (!nd_detached(unref_thread, h))
 		unref_thread(h);
 }
 
@@ -573,7 +562,7 @@ static void later_done(void *arg, int r, struct nd_cache_ref *ref)
 {
 	struct later_read *a = arg;
 
-	if (r == -ESTALE && detached(read_again, a))
+	if (r == -ESTALE && nd_detached(read_again, a))
 		return;
 	if (r == 0) {
 		fuse_reply_iov(a->req, ref->iov, ref->n);
