@@ -600,6 +600,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	(void)ino;
 	if (do_read(req, h, size, off, later, &refreshed)) {
 		handle_put(h); /* the second reference is the later read's */
+		nd_loop_answer_later();
 		return;
 	}
 	if (later) {
