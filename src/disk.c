@@ -17,6 +17,7 @@
 #include "log.h"
 #include "url.h"
 #include "util/cleanup.h"
+#include "util/blocking.h"
 #include "util/clock.h"
 #include "util/detach.h"
 
@@ -637,6 +638,7 @@ static int run_op_since(struct nd_disk *d, const struct op *op,
 	double backoff = BACKOFF_MIN;
 	int r;
 
+	nd_may_block();
 	for (;;) {
 		struct nd_slot *s;
 		if (atomic_load(&d->changed)) {
