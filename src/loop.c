@@ -2,16 +2,16 @@
  *
  * Like libfuse's multithreaded loop, threads read /dev/fuse and a new one
  * starts when none is left to read (up to a maximum). Two differences.
- * While reads miss and are left to a backend that answers them from its
- * own thread, one thread at a time reads (the reader; the others wait for
- * the role): the kernel wakes a thread blocked on /dev/fuse for every
- * request, even when another would have taken it at once, and each such
- * wake-up of a sleeping thread costs a switch, on a small virtual machine
- * an exit to the host. The reader keeps the role for each small read (it
- * does not wait); before anything that may wait (util/blocking.h), and for
- * every other request, it hands the role on first. While reads are
- * answered from the cache, every idle thread reads, as in libfuse's loop:
- * those answers are copies, better spread over the CPUs. And a reader
+ * One thread at a time reads (the reader; the others wait for the role):
+ * the kernel wakes a thread blocked on /dev/fuse for every request, even
+ * when another would have taken it at once, and each such wake-up of a
+ * sleeping thread costs a switch, on a small virtual machine an exit to the
+ * host. While reads miss and are left to a backend that answers them from
+ * its own thread, the reader keeps the role for each small read (it does
+ * not wait); before anything that may wait (util/blocking.h), and for
+ * every other request, it hands the role to a waiting thread first, and
+ * so it does for reads while they are answered from the cache (their
+ * copies are better spread over the CPUs, as the old loop did). And a reader
  * that has just answered a request watches /dev/fuse for a short while
  * (poll with a zero timeout, yielding the CPU in between) before it
  * blocks: a program reading with O_DIRECT, 4 KiB at a time, sends its next
@@ -23,7 +23,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,24 +49,20 @@ struct loop {
 	pthread_cond_t turn; /* the reader's role is free, or the end */
 	pthread_t tid[ND_LOOP_MAX_THREADS];
 	unsigned threads, max;
-	unsigned idle;	  /* threads waiting for a reader's role */
-	unsigned readers; /* threads holding a reader's role */
-	bool last_later;  /* the last read was left to a backend */
-	atomic_bool watching; /* a reader is watching /dev/fuse (no lock) */
+	unsigned idle; /* threads waiting for the reader's role */
+	bool reading;  /* a thread holds the reader's role */
+	bool last_later; /* the reader's last read was left to a backend */
 	bool stop;
 	int err;
 };
 
-/* Watch for a request for up to SPIN_NS, unless another reader does. */
+/* Watch for a request for up to SPIN_NS. */
 static void watch(struct loop *l)
 {
-	if (atomic_exchange(&l->watching, true))
-		return;
 	struct pollfd p = {.fd = l->fd, .events = POLLIN};
 	uint64_t from = nd_mono_ns();
 	while (poll(&p, 1, 0) == 0 && nd_mono_ns() - from < SPIN_NS)
 		sched_yield();
-	atomic_store(&l->watching, false);
 }
 
 static void *worker(void *arg);
@@ -77,22 +72,12 @@ static void start_thread(struct loop *l);
 static __thread struct loop *my_loop;
 static __thread bool my_reader;
 
-/* How many threads may read /dev/fuse at once: one while reads miss (the
- * reader answers them itself), all of them while reads are answered from
- * the cache (the kernel hands each request to one of them, as in
- * libfuse's loop). Lock held. */
-static unsigned max_readers(const struct loop *l)
-{
-	return l->last_later ? 1 : ND_LOOP_MAX_THREADS;
-}
-
-/* Give the reader's role up; when no reader is left, a waiting thread
- * takes the role, else a new one. Lock held. */
+/* Give the reader's role up: a waiting thread takes it, else a new one.
+ * Lock held. */
 static void give_up_reader(struct loop *l)
 {
 	my_reader = false;
-	if (--l->readers)
-		return;
+	l->reading = false;
 	if (l->idle)
 		pthread_cond_signal(&l->turn);
 	else
@@ -162,14 +147,13 @@ static void *worker(void *arg)
 	pthread_mutex_lock(&l->lock);
 	while (!l->stop) {
 		if (!my_reader) {
-			if (l->readers >= max_readers(l)) {
+			if (l->reading) {
 				l->idle++;
 				pthread_cond_wait(&l->turn, &l->lock);
 				l->idle--;
 				continue;
 			}
-			l->readers++;
-			my_reader = true;
+			l->reading = my_reader = true;
 		}
 		pthread_mutex_unlock(&l->lock);
 		if (answered)
@@ -215,7 +199,6 @@ int nd_loop_run(struct fuse_session *se, unsigned max_threads)
 
 	l.max = max_threads < ND_LOOP_MAX_THREADS ? max_threads
 						  : ND_LOOP_MAX_THREADS;
-	atomic_init(&l.watching, false);
 	pthread_mutex_init(&l.lock, NULL);
 	pthread_cond_init(&l.cond, NULL);
 	pthread_cond_init(&l.turn, NULL);
