@@ -6,12 +6,10 @@
  * the kernel wakes a thread blocked on /dev/fuse for every request, even
  * when another would have taken it at once, and each such wake-up of a
  * sleeping thread costs a switch, on a small virtual machine an exit to the
- * host. While reads miss and are left to a backend that answers them from
- * its own thread, the reader keeps the role for each small read (it does
- * not wait); before anything that may wait (util/blocking.h), and for
- * every other request, it hands the role to a waiting thread first, and
- * so it does for reads while they are answered from the cache (their
- * copies are better spread over the CPUs, as the old loop did). And a reader
+ * host. The reader keeps the role while it answers a read that does not
+ * wait (from the cache, or left to a backend that answers it from its own
+ * thread); before anything that may wait (util/blocking.h), and for every
+ * other request, it hands the role to a waiting thread first. And a reader
  * that has just answered a request watches /dev/fuse for a short while
  * (poll with a zero timeout, yielding the CPU in between) before it
  * blocks: a program reading with O_DIRECT, 4 KiB at a time, sends its next
@@ -51,7 +49,6 @@ struct loop {
 	unsigned threads, max;
 	unsigned idle; /* threads waiting for the reader's role */
 	bool reading;  /* a thread holds the reader's role */
-	bool last_later; /* the reader's last read was left to a backend */
 	bool stop;
 	int err;
 };
@@ -96,15 +93,14 @@ static void reader_may_block(void)
 }
 
 /* May the reader keep its role while answering the request in BUF? Only
- * a small read, while reads are left to a backend (misses): the other
- * requests may wait anywhere, and reads answered from the cache, like the
- * copy of a large read's answer, are better done beside the next one, on
- * another CPU. (struct fuse_in_header: opcode at 4, 40 bytes; then
- * fuse_read_in: size at 16.) Lock held. */
-static bool keeps_reader(const struct loop *l, const struct fuse_buf *buf)
+ * a small read: the other requests may wait anywhere, and the copy of a
+ * large read's answer is better done beside the next one, on another CPU.
+ * (struct fuse_in_header: opcode at 4, 40 bytes; then fuse_read_in: size
+ * at 16.) */
+static bool keeps_reader(const struct fuse_buf *buf)
 {
 	uint32_t opcode, size;
-	if (!l->last_later || (buf->flags & FUSE_BUF_IS_FD) || buf->size < 60)
+	if ((buf->flags & FUSE_BUF_IS_FD) || buf->size < 60)
 		return false;
 	memcpy(&opcode, (const char *)buf->mem + 4, sizeof opcode);
 	memcpy(&size, (const char *)buf->mem + 40 + 16, sizeof size);
@@ -164,7 +160,7 @@ static void *worker(void *arg)
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 		pthread_mutex_lock(&l->lock);
 		if (r > 0 && !fuse_session_exited(l->se)) {
-			if (!keeps_reader(l, &buf))
+			if (!keeps_reader(&buf))
 				give_up_reader(l);
 			pthread_mutex_unlock(&l->lock);
 			uint64_t t0 = nd_mono_ns();
@@ -173,11 +169,6 @@ static void *worker(void *arg)
 			answered = answer_later ||
 				   nd_mono_ns() - t0 < QUICK_NS;
 			pthread_mutex_lock(&l->lock);
-			/* Any thread's read left to a backend says misses are
-			 * under way; the reader's own answer says whether they
-			 * still are. */
-			if (answer_later || my_reader)
-				l->last_later = answer_later;
 			continue;
 		}
 		if (r == -EINTR && !fuse_session_exited(l->se))
