@@ -37,7 +37,6 @@
 			     wait on the network: nothing to gain there) */
 #define CHECK_MS 250	  /* how often the main thread checks for exit */
 #define FUSE_OP_READ 15	  /* the kernel's FUSE_READ opcode (stable ABI) */
-#define SMALL_READ (64u << 10) /* a read the reader answers itself */
 
 struct loop {
 	struct fuse_session *se;
@@ -93,18 +92,14 @@ static void reader_may_block(void)
 }
 
 /* May the reader keep its role while answering the request in BUF? Only
- * a small read: the other requests may wait anywhere, and the copy of a
- * large read's answer is better done beside the next one, on another CPU.
- * (struct fuse_in_header: opcode at 4, 40 bytes; then fuse_read_in: size
- * at 16.) */
+ * a read: the other requests may wait anywhere. */
 static bool keeps_reader(const struct fuse_buf *buf)
 {
-	uint32_t opcode, size;
-	if ((buf->flags & FUSE_BUF_IS_FD) || buf->size < 60)
+	uint32_t opcode;
+	if ((buf->flags & FUSE_BUF_IS_FD) || buf->size < 8)
 		return false;
 	memcpy(&opcode, (const char *)buf->mem + 4, sizeof opcode);
-	memcpy(&size, (const char *)buf->mem + 40 + 16, sizeof size);
-	return opcode == FUSE_OP_READ && size <= SMALL_READ;
+	return opcode == FUSE_OP_READ;
 }
 
 /* This thread's request is answered by a backend's completion. */
