@@ -16,7 +16,6 @@
 #include "readahead.h"
 #include "tier.h"
 #include "workers.h"
-#include "util/blocking.h"
 #include "util/clock.h"
 
 enum { B_LOADING, B_VALID, B_FAILED };
@@ -524,8 +523,6 @@ static bool covers(const struct nd_block *b, uint64_t s, uint64_t e)
 static int wait_loaded(struct nd_cache *c, struct nd_block *b)
 {
 	struct timespec until = nd_wall_after(c->wait_max);
-	if (b->state == B_LOADING)
-		nd_may_block();
 	while (b->state == B_LOADING)
 		if (pthread_cond_timedwait(&c->cond, &c->lock, &until) ==
 		    ETIMEDOUT) {
@@ -675,7 +672,6 @@ static void publish(struct nd_cache *c, struct nd_block **blk, size_t n,
  * still served (an outage). Called unlocked. */
 static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 {
-	nd_may_block();
 	bool from_tier = tier_fill(c, blk, n);
 	int r = from_tier ? 0 : read_run(c, blk, n);
 

@@ -17,7 +17,6 @@
 #include "log.h"
 #include "url.h"
 #include "util/cleanup.h"
-#include "util/blocking.h"
 #include "util/clock.h"
 #include "util/detach.h"
 
@@ -638,7 +637,6 @@ static int run_op_since(struct nd_disk *d, const struct op *op,
 	double backoff = BACKOFF_MIN;
 	int r;
 
-	nd_may_block();
 	for (;;) {
 		struct nd_slot *s;
 		if (atomic_load(&d->changed)) {

@@ -20,7 +20,6 @@
 #include "fs.h"
 #include "log.h"
 #include "util/cleanup.h"
-#include "util/blocking.h"
 #include "util/detach.h"
 
 #define META_NAME ".netdiskfs"
@@ -458,7 +457,6 @@ static int read_entry(fuse_req_t req, struct nd_fs_entry *e, size_t size,
 		size = entry_size(e) - off;
 	if (e->top || !e->cache) {
 		char *buf = read_buf(size);
-		nd_may_block(); /* through the layers, or straight to the disk */
 		r = !buf ? -ENOMEM
 		    : e->top ? nd_layer_pread(e->top, buf, size, off)
 			     : nd_disk_pread(e->disk, buf, size, off);
@@ -502,7 +500,6 @@ static bool do_read(fuse_req_t req, struct handle *h, size_t size, off_t off,
 	while ((r = read_entry(req, e, size, off, later)) == -ESTALE &&
 	       !*refreshed) {
 		struct nd_disk *seen = e->disk;
-		nd_may_block();
 		nd_fs_leave(e);
 		r = nd_fs_refresh(h->fs, e, seen);
 		nd_fs_enter(e);

@@ -14,7 +14,6 @@
 #include "layers/stack.h"
 #include "log.h"
 #include "recover.h"
-#include "util/blocking.h"
 
 struct nd_fs *nd_fs_new(void)
 {
@@ -466,11 +465,7 @@ void nd_fs_remove(struct nd_fs *fs, const char *name)
 
 void nd_fs_enter(struct nd_fs_entry *e)
 {
-	/* Held by a reload swapping the entry: that may take a while. */
-	if (pthread_rwlock_tryrdlock(&e->io) != 0) {
-		nd_may_block();
-		pthread_rwlock_rdlock(&e->io);
-	}
+	pthread_rwlock_rdlock(&e->io);
 }
 
 void nd_fs_leave(struct nd_fs_entry *e)
