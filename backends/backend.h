@@ -100,6 +100,9 @@ struct nd_optdesc {
 	const char *help;
 };
 
+/* The end of a request started with pread_async: 0 or -errno. */
+typedef void (*nd_done_fn)(void *arg, int err);
+
 struct nd_backend {
 	const char *name;		  /* "nbd" */
 	const char *const *drivers;	  /* option driver= values served */
@@ -114,6 +117,13 @@ struct nd_backend {
 		    void **conn, struct nd_info *info);
 	void (*close)(void *conn);
 	int (*pread)(void *conn, void *buf, size_t len, uint64_t off);
+	/* Optional: start a read and return at once. DONE(ARG, r) runs
+	 * once, in the backend's own thread, when it ends (with the
+	 * errnos pread would return and its nd_error() in that thread);
+	 * it must not block on this connection. 0 when started; -errno
+	 * when not (DONE then never runs). */
+	int (*pread_async)(void *conn, void *buf, size_t len, uint64_t off,
+			   nd_done_fn done, void *arg);
 	int (*pwrite)(void *conn, const void *buf, size_t len, uint64_t off);
 	int (*flush)(void *conn);
 	/* flags: ND_MAY_TRIM, the range may be deallocated (it must still

@@ -33,6 +33,7 @@
 
 #include "backend.h"
 #include "util/clock.h"
+#include "util/detach.h"
 #include "util/once.h"
 
 #define NBD_DEFAULT_PORT "10809"
@@ -47,7 +48,8 @@
 
 enum nbd_op { NBD_OP_READ, NBD_OP_WRITE, NBD_OP_FLUSH, NBD_OP_ZERO };
 
-/* One submitted command; lives on the caller's stack until done. */
+/* One submitted command: on the caller's stack until done (a waiting
+ * caller), or allocated and freed at its end (pread_async). */
 struct nbd_req {
 	struct nbd_req *prev, *next; /* conn->pending, oldest first */
 	double deadline;	     /* CLOCK_MONOTONIC seconds */
@@ -55,6 +57,10 @@ struct nbd_req {
 	bool done;
 	int err; /* errno from the completion callback */
 	struct nbd_conn *c;
+	/* pread_async: called at the end instead of waking a waiter */
+	nd_done_fn done_fn;
+	void *done_arg;
+	uint64_t len, off; /* for messages */
 };
 
 struct nbd_conn {
@@ -125,6 +131,35 @@ static void nbd_unlink(struct nbd_conn *c, struct nbd_req *r)
 	r->prev = r->next = NULL;
 }
 
+static int nbd_result(struct nbd_conn *c, enum nbd_op op, int err,
+		      uint64_t len, uint64_t off);
+
+/* A failed pread_async: its result (which asks libnbd about the handle)
+ * and its end, away from the thread running libnbd's callback. */
+static void *nbd_async_fail(void *arg)
+{
+	struct nbd_req *r = arg;
+	int rc = nbd_result(r->c, NBD_OP_READ, r->err, r->len, r->off);
+
+	r->done_fn(r->done_arg, rc);
+	free(r);
+	return NULL;
+}
+
+/* The end of a pread_async request: a success ends it here, in the thread
+ * that read the reply, with no other thread woken. */
+static void nbd_async_end(struct nbd_req *r)
+{
+	if (r->err == 0) {
+		r->done_fn(r->done_arg, 0);
+		free(r);
+	} else if (!nd_detached(nbd_async_fail, r)) {
+		/* no thread: say EIO without asking the handle */
+		r->done_fn(r->done_arg, -EIO);
+		free(r);
+	}
+}
+
 /* Completion callback: runs in whichever thread drove libnbd's state
  * machine (the dispatcher, a submitter, or close), never with c->mu held
  * by that thread. */
@@ -132,13 +167,18 @@ static int nbd_complete_cb(void *user_data, int *error)
 {
 	struct nbd_req *r = user_data;
 	struct nbd_conn *c = r->c;
+	/* A waiter's R is gone once it is woken: read this first. */
+	bool async = r->done_fn != NULL;
 
 	pthread_mutex_lock(&c->mu);
 	r->err = *error;
 	r->done = true;
 	nbd_unlink(c, r);
-	pthread_cond_signal(&r->cond);
+	if (!async)
+		pthread_cond_signal(&r->cond);
 	pthread_mutex_unlock(&c->mu);
+	if (async)
+		nbd_async_end(r);
 	return 1; /* retire the command: nobody calls command_completed */
 }
 
@@ -164,6 +204,7 @@ static void *nbd_dispatch(void *arg)
 {
 	struct nbd_conn *c = arg;
 
+	pthread_setname_np(pthread_self(), "nd-nbd");
 	for (;;) {
 		int ms = NBD_TICK_MS;
 		bool expired = false;
@@ -280,30 +321,29 @@ static const char *nbd_what(char *buf, size_t n, enum nbd_op op, uint64_t len,
 	return buf;
 }
 
-/* Submit one command and wait for its completion (or the deadline). */
-static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
-		   uint64_t off, uint32_t flags)
+/* Queue R (its deadline starts now) and submit its command: 0, or
+ * -errno when it was not queued (its callback will never run). */
+static int nbd_start(struct nbd_conn *c, struct nbd_req *r, enum nbd_op op,
+		     void *buf, uint64_t len, uint64_t off, uint32_t flags)
 {
-	struct nbd_req r = {.c = c};
 	nbd_completion_callback cb = {.callback = nbd_complete_cb,
-				      .user_data = &r};
+				      .user_data = r};
 	int64_t cookie = -1;
 	char what[96];
 
-	pthread_cond_init(&r.cond, NULL);
+	r->c = c;
 	pthread_mutex_lock(&c->mu);
 	if (c->dead) {
 		pthread_mutex_unlock(&c->mu);
-		pthread_cond_destroy(&r.cond);
 		return nbd_lost(c, nbd_what(what, sizeof what, op, len, off));
 	}
-	r.deadline = nd_mono_s() + c->timeout;
-	r.prev = c->tail;
+	r->deadline = nd_mono_s() + c->timeout;
+	r->prev = c->tail;
 	if (c->tail)
-		c->tail->next = &r;
+		c->tail->next = r;
 	else
-		c->head = &r;
-	c->tail = &r;
+		c->head = r;
+	c->tail = r;
 	pthread_mutex_unlock(&c->mu);
 
 	switch (op) {
@@ -319,31 +359,29 @@ static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
 		break;
 	}
 	if (cookie == -1) {
-		int rc;
-		/* Not queued: the callback will never run. */
 		pthread_mutex_lock(&c->mu);
-		nbd_unlink(c, &r);
+		nbd_unlink(c, r);
 		pthread_mutex_unlock(&c->mu);
-		pthread_cond_destroy(&r.cond);
 		if (nbd_handle_gone(c))
 			return nbd_lost(
 			    c, nbd_what(what, sizeof what, op, len, off));
-		rc = nbd_fail(c->name,
-			      nbd_what(what, sizeof what, op, len, off));
-		return rc;
+		return nbd_fail(c->name,
+				nbd_what(what, sizeof what, op, len, off));
 	}
 	/* A send that could not finish at once needs the dispatcher to wait
 	 * for POLLOUT; it may be sleeping on POLLIN only. */
 	if (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE)
 		nbd_poke(c);
+	return 0;
+}
 
-	pthread_mutex_lock(&c->mu);
-	while (!r.done)
-		pthread_cond_wait(&r.cond, &c->mu);
-	pthread_mutex_unlock(&c->mu);
-	pthread_cond_destroy(&r.cond);
+/* What a command that ended with errno ERR returns. */
+static int nbd_result(struct nbd_conn *c, enum nbd_op op, int err,
+		      uint64_t len, uint64_t off)
+{
+	char what[96];
 
-	if (r.err == 0)
+	if (err == 0)
 		return 0;
 	pthread_mutex_lock(&c->mu);
 	bool killed = c->timed_out;
@@ -351,9 +389,9 @@ static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
 	/* ENOTCONN never comes from the server (it is not an NBD error):
 	 * libnbd failed the command because the connection died, maybe a
 	 * moment before the handle reports itself dead. */
-	if (killed || r.err == ENOTCONN || nbd_handle_gone(c))
+	if (killed || err == ENOTCONN || nbd_handle_gone(c))
 		return nbd_lost(c, nbd_what(what, sizeof what, op, len, off));
-	if (r.err == ESHUTDOWN) {
+	if (err == ESHUTDOWN) {
 		/* The server is going away (nbdkit answers this way while it
 		 * drains on SIGTERM): drop the connection so the core opens a
 		 * new one, as the NBD protocol asks of clients. */
@@ -366,14 +404,56 @@ static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
 		return -ENOTCONN;
 	}
 	nbd_what(what, sizeof what, op, len, off);
-	errno = r.err;
+	errno = err;
 	nd_error("%s: nbd: %s: server replied: %m", c->name, what);
-	return -r.err;
+	return -err;
+}
+
+/* Submit one command and wait for its completion (or the deadline). */
+static int nbd_run(struct nbd_conn *c, enum nbd_op op, void *buf, uint64_t len,
+		   uint64_t off, uint32_t flags)
+{
+	struct nbd_req r = {.c = c};
+	int rc;
+
+	pthread_cond_init(&r.cond, NULL);
+	rc = nbd_start(c, &r, op, buf, len, off, flags);
+	if (rc == 0) {
+		pthread_mutex_lock(&c->mu);
+		while (!r.done)
+			pthread_cond_wait(&r.cond, &c->mu);
+		pthread_mutex_unlock(&c->mu);
+		rc = nbd_result(c, op, r.err, len, off);
+	}
+	pthread_cond_destroy(&r.cond);
+	return rc;
 }
 
 static int nbd_pread_cb(void *conn, void *buf, size_t len, uint64_t off)
 {
 	return nbd_run(conn, NBD_OP_READ, buf, len, off, 0);
+}
+
+/* A read answered from the completion callback: the caller does not
+ * wait, so no thread is woken to learn that it ended. */
+static int nbd_pread_async_cb(void *conn, void *buf, size_t len, uint64_t off,
+			      nd_done_fn done, void *arg)
+{
+	struct nbd_req *r = calloc(1, sizeof *r);
+	int rc;
+
+	if (!r) {
+		nd_error("nbd: out of memory");
+		return -ENOMEM;
+	}
+	r->done_fn = done;
+	r->done_arg = arg;
+	r->len = len;
+	r->off = off;
+	rc = nbd_start(conn, r, NBD_OP_READ, buf, len, off, 0);
+	if (rc < 0)
+		free(r);
+	return rc;
 }
 
 static int nbd_pwrite_cb(void *conn, const void *buf, size_t len, uint64_t off)
@@ -811,6 +891,7 @@ static const struct nd_backend nbd_backend = {
     .open = nbd_open_cb,
     .close = nbd_close_cb,
     .pread = nbd_pread_cb,
+    .pread_async = nbd_pread_async_cb,
     .pwrite = nbd_pwrite_cb,
     .flush = nbd_flush_cb,
     .zero = nbd_zero_cb,

@@ -105,7 +105,7 @@ struct nd_cache {
 	 * in `used`, so the budget bounds them too. */
 	struct nd_slab *pool[2]; /* one block; one readahead run */
 	uint64_t pooled;
-	unsigned jobs; /* readahead jobs in flight */
+	unsigned jobs; /* readahead jobs and reads answered later in flight */
 	uint64_t hits, misses, evictions;
 	uint32_t ra_chunk; /* bytes per readahead request */
 	double wait_max;   /* longest wait for a block another thread loads */
@@ -677,6 +677,31 @@ static int read_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 	return r;
 }
 
+/* The N blocks fetched with result R (FROM_TIER: from the tier) become
+ * VALID, or FAILED for their readers; their waiters wake. Lock held. */
+static void publish(struct nd_cache *c, struct nd_block **blk, size_t n,
+		    int r, bool from_tier)
+{
+	if (r == 0 && !from_tier)
+		c->remote_blocks += n;
+	for (size_t i = 0; i < n; i++) {
+		struct nd_block *b = blk[i];
+		amp_fetched(c, b, r == 0 && !from_tier);
+		/* A changed object (-ESTALE) is never served from the tier:
+		 * its blocks are of the old one. */
+		if (r < 0 && (r == -ESTALE || !tier_one(c, b))) {
+			/* A failure is reported to its readers. */
+			b->state = B_FAILED;
+			b->err = r;
+			if (b->hashed)
+				unhash(c, b);
+		} else {
+			b->state = B_VALID;
+		}
+	}
+	pthread_cond_broadcast(&c->cond);
+}
+
 /* Fetch N adjacent LOADING blocks with one backend request, then
  * publish them. With cache-dir, blocks come from the tier when all of
  * them are there; when the server fails, each block the tier holds is
@@ -696,24 +721,7 @@ static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 	if (keep && !late)
 		tier_keep(c, blk, n);
 	pthread_mutex_lock(&c->lock);
-	if (r == 0 && !from_tier)
-		c->remote_blocks += n;
-	for (size_t i = 0; i < n; i++) {
-		struct nd_block *b = blk[i];
-		amp_fetched(c, b, r == 0 && !from_tier);
-		/* A changed object (-ESTALE) is never served from the tier:
-		 * its blocks are of the old one. */
-		if (r < 0 && (r == -ESTALE || !tier_one(c, b))) {
-			/* A failure is reported to its readers. */
-			b->state = B_FAILED;
-			b->err = r;
-			if (b->hashed)
-				unhash(c, b);
-		} else {
-			b->state = B_VALID;
-		}
-	}
-	pthread_cond_broadcast(&c->cond);
+	publish(c, blk, n, r, from_tier);
 	pthread_mutex_unlock(&c->lock);
 	if (late)
 		tier_keep(c, blk, n);
@@ -1045,6 +1053,77 @@ static void unpin_all(struct nd_cache *c, struct nd_cache_ref *ref)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* --- a miss answered from the backend's completion --------------------- */
+
+/* One pending read of one block (counted in c->jobs, so the cache stays
+ * until it ends). */
+struct amiss {
+	struct nd_cache *c;
+	struct nd_cache_ref ref;
+	uint64_t off;
+	size_t len;
+	nd_cache_done_fn done;
+	void *arg;
+};
+
+/* The block came (or failed): publish it, hand it to the reader, unpin. */
+static void amiss_end(void *arg, int r)
+{
+	struct amiss *m = arg;
+	struct nd_cache *c = m->c;
+	struct nd_block *b = m->ref.blk[0];
+	uint64_t s, e;
+
+	block_span(c, b->idx, m->off, m->len, &s, &e);
+	pthread_mutex_lock(&c->lock);
+	publish(c, &b, 1, r, false);
+	if (r == 0 && !covers(b, s, e))
+		r = -EIO; /* cannot be: the block was fetched for this read */
+	pthread_mutex_unlock(&c->lock);
+	reader_waits(c, false);
+	m->ref.iov[0].iov_base = b->data + s;
+	m->ref.iov[0].iov_len = e - s;
+	m->ref.len = m->len;
+	m->done(m->arg, r, r == 0 ? &m->ref : NULL);
+	pthread_mutex_lock(&c->lock);
+	unpin(c, b);
+	c->jobs--;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	free(m->ref.blk);
+	free(m->ref.iov);
+	free(m);
+}
+
+/* Start the fetch of REF's one block (LOADING, ours, counted in jobs)
+ * with no thread waiting for it: true when started (REF then belongs to
+ * it and is emptied). False: the caller fetches it itself. */
+static bool miss_async(struct nd_cache *c, struct nd_cache_ref *ref,
+		       uint64_t off, size_t len, nd_cache_done_fn done,
+		       void *arg)
+{
+	struct nd_block *b = ref->blk[0];
+	struct amiss *m = malloc(sizeof *m);
+
+	if (m) {
+		*m = (struct amiss){ c, *ref, off, len, done, arg };
+		reader_waits(c, true);
+		if (nd_disk_pread_async(c->disk, b->data + b->vs, b->ve - b->vs,
+					(b->idx << c->shift) + b->vs, amiss_end,
+					m) == 0) {
+			memset(ref, 0, sizeof *ref);
+			return true;
+		}
+		reader_waits(c, false);
+		free(m);
+	}
+	pthread_mutex_lock(&c->lock);
+	c->jobs--;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	return false;
+}
+
 /* Pin the blocks of [off, off+len) (N of them from FIRST) into REF, new
  * ones (MINE) to be loaded by the caller, whole or (PARTIAL) only the
  * 4K-aligned part the read touches. Lock held. */
@@ -1088,6 +1167,13 @@ static int pin_blocks(struct nd_cache *c, struct nd_cache_ref *ref,
 int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		  struct nd_cache_ref *ref)
 {
+	return nd_cache_read_async(c, off, len, ref, NULL, NULL);
+}
+
+int nd_cache_read_async(struct nd_cache *c, uint64_t off, size_t len,
+			struct nd_cache_ref *ref, nd_cache_done_fn done,
+			void *arg)
+{
 	uint64_t first, last, ra_start, ra_end;
 	size_t n;
 	bool *mine = NULL;
@@ -1122,7 +1208,7 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 	 * touches: a whole block would move 16 times the data. */
 	bool partial = false, do_ra = false;
 	for (int attempt = 0;; attempt++) {
-		bool missed = false;
+		bool missed = false, later = false;
 		pthread_mutex_lock(&c->lock);
 		if (attempt == 0) {
 			do_ra = nd_ra_update(&c->ra, off, len, c->size,
@@ -1148,6 +1234,10 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 			if (do_ra)
 				njobs = ra_schedule(c, ra_start, ra_end, jobs,
 						    MAX_RA_JOBS);
+			/* One block to fetch, no tier to look in first: no
+			 * thread need wait for it. */
+			later = done && !err && n == 1 && mine[0] && !c->tier;
+			c->jobs += later;
 		}
 		pthread_mutex_unlock(&c->lock);
 		if (njobs)
@@ -1157,6 +1247,10 @@ int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		njobs = 0;
 		if (err)
 			break;
+		if (later && miss_async(c, ref, off, len, done, arg)) {
+			free(mine);
+			return 1;
+		}
 
 		if (missed)
 			reader_waits(c, true);

@@ -48,6 +48,17 @@ void nd_cache_free(struct nd_cache *c);
 int nd_cache_read(struct nd_cache *c, uint64_t off, size_t len,
 		  struct nd_cache_ref *ref);
 void nd_cache_release(struct nd_cache *c, struct nd_cache_ref *ref);
+/* The end of a read that nd_cache_read_async left pending: ERR 0 and REF
+ * its blocks (valid during the call only, released after it), or -errno
+ * and REF NULL. */
+typedef void (*nd_cache_done_fn)(void *arg, int err, struct nd_cache_ref *ref);
+/* nd_cache_read; but a read that misses one block the disk can fetch
+ * without a thread waiting for it (nd_disk_pread_async) returns 1 at once
+ * and DONE runs when the block is there, in the backend's thread (or, after
+ * a failure, in one of its own). 0 with REF filled, or -errno, otherwise. */
+int nd_cache_read_async(struct nd_cache *c, uint64_t off, size_t len,
+			struct nd_cache_ref *ref, nd_cache_done_fn done,
+			void *arg);
 /* Convenience: copy into BUF (unit tests, small reads). */
 int nd_cache_pread(struct nd_cache *c, void *buf, size_t len, uint64_t off,
 		   size_t *got);

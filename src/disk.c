@@ -18,6 +18,7 @@
 #include "url.h"
 #include "util/cleanup.h"
 #include "util/clock.h"
+#include "util/detach.h"
 
 #define MAX_BACKENDS 16
 #define ZERO_CHUNK (1u << 20)
@@ -626,12 +627,13 @@ static void transient_down(struct nd_disk *d, double started)
 }
 
 /* One backend request, retried on a new connection after a lost one.
- * Waits and new attempts end reconnect-delay after the request came in,
- * and each attempt is bounded by the backend's timeout, so no request
- * takes longer than reconnect-delay + timeout. */
-static int run_op(struct nd_disk *d, const struct op *op)
+ * Waits and new attempts end reconnect-delay after the request came in
+ * (STARTED), and each attempt is bounded by the backend's timeout, so no
+ * request takes longer than reconnect-delay + timeout. */
+static int run_op_since(struct nd_disk *d, const struct op *op,
+			double started)
 {
-	double started = nd_mono_s(), until = started + d->cfg.reconnect_delay;
+	double until = started + d->cfg.reconnect_delay;
 	double backoff = BACKOFF_MIN;
 	int r;
 
@@ -670,6 +672,138 @@ static int run_op(struct nd_disk *d, const struct op *op)
 			r = -EIO;
 	}
 	return r;
+}
+
+static int run_op(struct nd_disk *d, const struct op *op)
+{
+	return run_op_since(d, op, nd_mono_s());
+}
+
+/* --- reads answered from the backend's completion --------------------- */
+
+static uint32_t max_req(const struct nd_disk *d);
+
+struct aread {
+	struct nd_disk *d;
+	struct nd_slot *s;
+	struct op op;
+	double started;
+	nd_done_fn done;
+	void *arg;
+	int r;
+	char *msg; /* the failure's nd_error, carried to aread_slow's thread */
+};
+
+/* Give S back after a successful read, unless a connection of the entry
+ * is dead and unused (closing it is for give_back, in another thread):
+ * then false, S still borrowed. */
+static bool give_back_ok(struct nd_disk *d, struct nd_slot *s)
+{
+	pthread_mutex_lock(&d->lock);
+	bool ok = !s->dead;
+	for (unsigned i = 0; ok && i < d->maxslots; i++)
+		ok = !(d->slots[i].h && d->slots[i].dead &&
+		       d->slots[i].users == (&d->slots[i] == s));
+	if (ok) {
+		s->users--;
+		pthread_cond_broadcast(&d->cond);
+	}
+	pthread_mutex_unlock(&d->lock);
+	return ok;
+}
+
+static void aread_read(struct nd_disk *d, size_t len)
+{
+	atomic_fetch_add(&d->st.reads, 1);
+	atomic_fetch_add(&d->st.bytes_read, len);
+}
+
+/* After a failure (or with a dead connection to close): the slot back as
+ * run_op gives it, the read again as run_op would go on with it, then
+ * its end. A thread of its own: this may close connections and wait. */
+static void *aread_slow(void *arg)
+{
+	struct aread *a = arg;
+	struct nd_disk *d = a->d;
+	int r = a->r;
+
+	if (a->msg)
+		nd_error("%s", a->msg);
+	free(a->msg);
+	give_back(d, a->s, r);
+	if (r == -ESTALE)
+		mark_changed(d);
+	if (is_conn_error(r) || r == -EAGAIN) {
+		if (is_conn_error(r))
+			nd_warn("entry '%s': connection lost (%s), retrying",
+				d->name, nd_get_error());
+		r = run_op_since(d, &a->op, a->started);
+	} else if (r < 0) {
+		atomic_fetch_add(&d->st.errors, 1);
+	}
+	if (r == 0)
+		aread_read(d, a->op.len);
+	a->done(a->arg, r);
+	free(a);
+	return NULL;
+}
+
+static void aread_end(void *arg, int r)
+{
+	struct aread *a = arg;
+
+	if (r == 0 && give_back_ok(a->d, a->s)) {
+		aread_read(a->d, a->op.len);
+		a->done(a->arg, 0);
+		free(a);
+		return;
+	}
+	a->r = r;
+	a->msg = r ? strdup(nd_get_error()) : NULL;
+	if (!nd_detached(aread_slow, a))
+		aread_slow(a); /* no thread to be had: here, then */
+}
+
+/* A free connection now, or none (no waiting here). */
+static struct nd_slot *borrow_now(struct nd_disk *d)
+{
+	struct nd_slot *s = NULL;
+	pthread_mutex_lock(&d->lock);
+	if (d->nslots && d->state == ND_CONNECTED && (s = pick_slot(d)))
+		s->users++;
+	pthread_mutex_unlock(&d->lock);
+	return s;
+}
+
+int nd_disk_pread_async(struct nd_disk *d, void *buf, size_t len,
+			uint64_t off, nd_done_fn done, void *arg)
+{
+	uint32_t bs = d->info.block_size;
+	struct aread *a;
+	struct nd_slot *s;
+	int r;
+
+	if (!d->be->pread_async || len > max_req(d) ||
+	    off > nd_disk_size(d) || len > nd_disk_size(d) - off)
+		return -EAGAIN;
+	off += d->cfg.offset;
+	if ((bs > 1 && (off % bs || len % bs)) || atomic_load(&d->changed))
+		return -EAGAIN;
+	if (!(a = malloc(sizeof *a)))
+		return -EAGAIN;
+	if (!(s = borrow_now(d))) {
+		free(a);
+		return -EAGAIN;
+	}
+	*a = (struct aread){ .d = d, .s = s, .op = { OP_READ, buf, len, off, 0 },
+			     .started = nd_mono_s(), .done = done, .arg = arg };
+	r = d->be->pread_async(s->h, buf, len, off, aread_end, a);
+	if (r < 0) { /* not started: the slot back, the caller reads */
+		give_back(d, s, r);
+		free(a);
+		return -EAGAIN;
+	}
+	return 0;
 }
 
 /* --- open / close ----------------------------------------------------- */

@@ -94,6 +94,14 @@ void nd_disk_close(struct nd_disk *d);
 /* All I/O: bounded in time, 0 or -errno; offsets are within the file.
  * pwrite's flags: none are defined, pass 0; zero's: ND_MAY_TRIM. */
 int nd_disk_pread(struct nd_disk *d, void *buf, size_t len, uint64_t off);
+/* Start a read that ends with DONE(ARG, 0 or -errno), in the backend's
+ * thread on success, in a thread of its own after a failure (retried on
+ * a new connection as nd_disk_pread would, within the same bounds).
+ * 0 when started; -EAGAIN when this read cannot go this way (the backend
+ * has no pread_async, the read needs alignment or splitting, no
+ * connection is free now): use nd_disk_pread. */
+int nd_disk_pread_async(struct nd_disk *d, void *buf, size_t len,
+			uint64_t off, nd_done_fn done, void *arg);
 int nd_disk_pwrite(struct nd_disk *d, const void *buf, size_t len,
 		   uint64_t off, unsigned flags);
 int nd_disk_flush(struct nd_disk *d);

@@ -20,6 +20,7 @@
 #include "fs.h"
 #include "log.h"
 #include "util/cleanup.h"
+#include "util/detach.h"
 
 #define META_NAME ".netdiskfs"
 #define MAX_IO (1u << 20)
@@ -415,9 +416,37 @@ static char *read_buf(size_t size)
 	return b ? b->data : NULL;
 }
 
-/* One read of entry E: replied and 0, or -errno (not replied). */
+/* Reads left to a backend's completion (and the threads that finish
+ * them): the session must outlive them all. */
+static atomic_uint later_reads;
+
+/* A read answered when its block comes, from the backend's thread. */
+struct later_read {
+	fuse_req_t req;
+	struct handle *h;
+	size_t size;
+	off_t off;
+};
+
+static void reply_read_err(fuse_req_t req, int r)
+{
+	fuse_reply_err(req, r == -ENOTSUP  ? EOPNOTSUPP
+			    : r == -ESTALE ? EIO
+					   : -r);
+}
+
+static void log_read_err(struct nd_fs_entry *e, size_t size, off_t off)
+{
+	nd_log(LOG_ERR, "entry '%s': read of %zu bytes at %lld: %s", e->name,
+	       size, (long long)off, nd_get_error());
+}
+
+static void later_done(void *arg, int r, struct nd_cache_ref *ref);
+
+/* One read of entry E: replied and 0, 1 when LATER will answer it, or
+ * -errno (not replied). */
 static int read_entry(fuse_req_t req, struct nd_fs_entry *e, size_t size,
-		      off_t off)
+		      off_t off, struct later_read *later)
 {
 	int r;
 	if ((uint64_t)off >= entry_size(e)) {
@@ -444,7 +473,9 @@ static int read_entry(fuse_req_t req, struct nd_fs_entry *e, size_t size,
 			fuse_reply_buf(req, buf, size);
 	} else {
 		struct nd_cache_ref ref;
-		r = nd_cache_read(e->cache, off, size, &ref);
+		r = later ? nd_cache_read_async(e->cache, off, size, &ref,
+						later_done, later)
+			  : nd_cache_read(e->cache, off, size, &ref);
 		if (r == 0) {
 			fuse_reply_iov(req, ref.iov, ref.n);
 			nd_cache_release(e->cache, &ref);
@@ -453,23 +484,20 @@ static int read_entry(fuse_req_t req, struct nd_fs_entry *e, size_t size,
 	/* A changed object was said once by the disk; the read is done
 	 * again on the entry opened afresh. */
 	if (r < 0 && r != -ESTALE)
-		nd_log(LOG_ERR, "entry '%s': read of %zu bytes at %lld: %s",
-		       e->name, size, (long long)off, nd_get_error());
+		log_read_err(e, size, off);
 	return r;
 }
 
-/* A read; true when the entry was opened afresh on the way (its object
- * changed on the server: the kernel's pages of it must go, once this
- * request is replied). */
-static bool do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		    struct fuse_file_info *fi)
+/* A read (H entered); true when LATER will answer it. *REFRESHED: the
+ * entry was opened afresh on the way (its object changed on the server:
+ * the kernel's pages of it must go, once this request is replied). */
+static bool do_read(fuse_req_t req, struct handle *h, size_t size, off_t off,
+		    struct later_read *later, bool *refreshed)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	struct nd_fs_entry *e = h->e;
-	bool refreshed = false;
 	int r;
 
-	(void)ino;
+	*refreshed = false;
 	if (!e) { /* status */
 		size_t n = (size_t)off >= h->text_len ? 0 : h->text_len - off;
 		fuse_reply_buf(req, n ? h->text + off : NULL,
@@ -478,28 +506,116 @@ static bool do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	/* A changed object: the entry is opened afresh and the read done
 	 * again there, so it returns the new bytes, never a mix. */
-	while ((r = read_entry(req, e, size, off)) == -ESTALE && !refreshed) {
+	while ((r = read_entry(req, e, size, off, later)) == -ESTALE &&
+	       !*refreshed) {
 		struct nd_disk *seen = e->disk;
 		nd_fs_leave(e);
 		r = nd_fs_refresh(h->fs, e, seen);
 		nd_fs_enter(e);
-		refreshed = true;
+		*refreshed = true;
+		later = NULL;
 		if (r < 0)
 			break;
 	}
+	if (r == 1)
+		return true;
 	if (r < 0)
-		fuse_reply_err(req, r == -ENOTSUP  ? EOPNOTSUPP
-				    : r == -ESTALE ? EIO
-						   : -r);
-	return refreshed;
+		reply_read_err(req, r);
+	return false;
+}
+
+static void *unref_thread(void *arg)
+{
+	handle_unref(arg);
+	atomic_fetch_sub(&later_reads, 1);
+	return NULL;
+}
+
+/* Drop a reference to H from a backend's thread: the last one closes the
+ * entry, and with it maybe that backend's connection, which waits for the
+ * very thread it would run in; so that one goes to a thread of its own. */
+static void handle_unref_later(struct handle *h)
+{
+	unsigned v = atomic_load(&h->refs);
+	while (v > 1)
+		if (atomic_compare_exchange_weak(&h->refs, &v, v - 1))
+			return;
+	atomic_fetch_add(&later_reads, 1);
+	if (!nd_detached(unref_thread, h))
+		unref_thread(h);
+}
+
+/* A read whose object changed while its block was fetched: done again
+ * the ordinary way (which opens the entry afresh), in a thread of its
+ * own since that waits on the backend's threads. */
+static void *read_again(void *arg)
+{
+	struct later_read *a = arg;
+	struct handle *h = a->h;
+	bool refreshed;
+
+	nd_fs_enter(h->e);
+	do_read(a->req, h, a->size, a->off, NULL, &refreshed);
+	nd_fs_leave(h->e);
+	if (refreshed)
+		nd_fs_invalidate(h->fs, h->e);
+	handle_unref(h);
+	free(a);
+	atomic_fetch_sub(&later_reads, 1);
+	return NULL;
+}
+
+/* The end of a read left to the backend: its answer, straight from the
+ * backend's thread (no FUSE thread waits for it). */
+static void later_done(void *arg, int r, struct nd_cache_ref *ref)
+{
+	struct later_read *a = arg;
+
+	if (r == -ESTALE && nd_detached(read_again, a))
+		return;
+	if (r == 0) {
+		fuse_reply_iov(a->req, ref->iov, ref->n);
+	} else {
+		log_read_err(a->h->e, a->size, a->off);
+		reply_read_err(a->req, r);
+	}
+	handle_unref_later(a->h);
+	free(a);
+	atomic_fetch_sub(&later_reads, 1);
+}
+
+/* A later_read for a read of H, counted; NULL when the read cannot be
+ * answered later (no cache, layers, the status file, no memory). */
+static struct later_read *later_new(fuse_req_t req, struct handle *h,
+				    size_t size, off_t off)
+{
+	struct later_read *a;
+	if (!h->e || h->e->top || !h->e->cache || !(a = malloc(sizeof *a)))
+		return NULL;
+	*a = (struct later_read){ req, h, size, off };
+	atomic_fetch_add(&later_reads, 1);
+	return a;
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct handle *h = handle_get(fi);
-	atomic_fetch_add(&h->refs, 1); /* h->e stays for the invalidation */
-	bool refreshed = do_read(req, ino, size, off, fi);
+	/* h->e stays for the invalidation, or for the read answered later */
+	atomic_fetch_add(&h->refs, 1);
+	struct later_read *later = later_new(req, h, size, off);
+	bool refreshed;
+
+	(void)ino;
+	if (do_read(req, h, size, off, later, &refreshed)) {
+		handle_put(h); /* the second reference is the later read's */
+		nd_loop_answer_later();
+		return;
+	}
+	if (later) {
+		free(later);
+		atomic_fetch_sub(&later_reads, 1);
+	}
 	handle_put(h);
 	if (refreshed)
 		nd_fs_invalidate(h->fs, h->e);
@@ -815,6 +931,10 @@ int nd_fuse_main(struct nd_fs *fs, const char *mountpoint, int argc,
 	if (on_ready)
 		on_ready(arg);
 	ret = nd_loop_run(se, 16) != 0;
+	/* Reads still answered by backends' threads (each bounded by its
+	 * entry's deadlines) reply through the session. */
+	while (atomic_load(&later_reads))
+		usleep(1000);
 	/* Waits for a reload's notification in progress. */
 	nd_fs_set_session(fs, NULL);
 	fuse_session_unmount(se);

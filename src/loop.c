@@ -9,9 +9,10 @@
  * microseconds after each answer; a thread already running picks it up at
  * once, where a sleeping one has to be woken on another CPU first (on a
  * small virtual machine that wake-up was half of the round trip). Only a
- * request answered quickly (from the cache) is followed by watching; one
- * thread watches at a time, and never for long, so an idle daemon sleeps
- * and a busy one does not spend CPU on it. */
+ * request answered quickly (from the cache), or left to a backend that
+ * answers it when its reply comes (a small random read that missed), is
+ * followed by watching; one thread watches at a time, and never for long,
+ * so an idle daemon sleeps and a busy one does not spend CPU on it. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -57,6 +58,14 @@ static void watch(struct loop *l)
 
 static void *worker(void *arg);
 
+/* This thread's request is answered by a backend's completion. */
+static __thread bool answer_later;
+
+void nd_loop_answer_later(void)
+{
+	answer_later = true;
+}
+
 /* Lock held. */
 static void start_thread(struct loop *l)
 {
@@ -77,6 +86,7 @@ static void *worker(void *arg)
 	/* Answered a request quickly: watch for the next one. */
 	volatile bool answered = false;
 
+	pthread_setname_np(pthread_self(), "nd-fuse");
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 	pthread_cleanup_push(free_buf, &buf);
 	pthread_mutex_lock(&l->lock);
@@ -96,8 +106,10 @@ static void *worker(void *arg)
 				start_thread(l);
 			pthread_mutex_unlock(&l->lock);
 			uint64_t t0 = nd_mono_ns();
+			answer_later = false;
 			fuse_session_process_buf(l->se, &buf);
-			answered = nd_mono_ns() - t0 < QUICK_NS;
+			answered = answer_later ||
+				   nd_mono_ns() - t0 < QUICK_NS;
 			pthread_mutex_lock(&l->lock);
 			continue;
 		}

@@ -73,6 +73,7 @@ static bool any_job(void)
 static void *worker(void *unused)
 {
 	(void)unused;
+	pthread_setname_np(pthread_self(), "nd-work");
 	pthread_mutex_lock(&lock);
 	for (;;) {
 		struct queue *q = pick();

@@ -131,7 +131,7 @@ m_nd() {
     [ -n "${ND_BENCH_OPTS:-}" ] && opts=${opts:+$opts,}$ND_BENCH_OPTS
     echo "d $1 $opts" >"$TMP/tab"
     rm -f "$TMP/nd.pid"
-    "$ND" "$TMP/tab" "$MNT" -f --pidfile "$TMP/nd.pid" ${ND_MOUNT_O:+-o "$ND_MOUNT_O"} >"$MLOG" 2>&1 &
+    "${ND_BIN:-$ND}" "$TMP/tab" "$MNT" -f --pidfile "$TMP/nd.pid" ${ND_MOUNT_O:+-o "$ND_MOUNT_O"} >"$MLOG" 2>&1 &
     DPID=$! UMNT=$MNT UKIND=fuse MF=$MNT/d
     wait_mount "$MNT" "$DPID" || return 1
     wait_for 10 test -s "$TMP/nd.pid"
@@ -303,6 +303,9 @@ w_direct4k() { w_fio 7 --rw=read --bs=4k --direct=1 --ioengine=psync; }
 w_rand() { w_fio 8 --rw=randread --bs=4k --direct=1 --ioengine=libaio --iodepth=16 \
     --numjobs=4 --group_reporting --randrepeat=0 "$@"; }
 w_randcold() { w_rand; }
+# One reader, one request in flight: the latency of one miss.
+w_randqd1() { w_fio 8 --rw=randread --bs=4k --direct=1 --ioengine=libaio --iodepth=1 \
+    --numjobs=1 --randrepeat=0; }
 # Random 4 KiB writes, the same shape as the reads.
 w_randwrite() { w_fio 49 --rw=randwrite --bs=4k --direct=1 --ioengine=libaio --iodepth=16 \
     --numjobs=4 --group_reporting --randrepeat=0; }
@@ -390,10 +393,16 @@ scenario() {
     printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$SCENS"
 }
 # tool NAME MOUNT-CMD|- WORK-CMD [TARGET-RATIO]: add a tool (netdiskfs first).
+# With ND_BASE=BINARY, netdiskfs-base (that binary, same mount and
+# workload) runs right after netdiskfs in every round: paired runs of two
+# builds, with their ratio in the table.
 tool() {
     SC_TOOLS+=("$1")
     SC_MOUNT[$1]=$2 SC_WORK[$1]=$3
     printf '%s\t%s\t%s\n' "$SC" "$1" "${4:--}" >>"$TOOLS"
+    if [ "$1" = netdiskfs ] && [ -n "${ND_BASE:-}" ]; then
+        tool netdiskfs-base "ND_BIN='$ND_BASE' $2" "$3"
+    fi
 }
 
 record() { # TOOL PAIR STATUS VALUE RSS CPU NOTE
@@ -524,14 +533,24 @@ soft() {
 }
 soft_why() { tail -n 1 "$TMP/soft.err" 2>/dev/null; }
 
+# rand_tools URI QSD-OPTS WORKLOAD TARGET: the cold random scenarios, with
+# the same target against both peers; runs the declared scenario.
+rand_tools() {
+    tool netdiskfs "m_nd '$1'" "$3"
+    tool nbdfuse "m_nbdfuse '$1'" "$3" "$4"
+    tool qemu-storage-daemon "m_qsd $2" "$3" "$4"
+    run_scenario
+}
+
 # --- (1)-(5): NBD ----------------------------------------------------------
 nbd_scenarios() {
-    local S U TCPURI DS DU WS WU QS
+    local S U TCPURI DS DU WS WU QS QT
     nbdkit_unix ro -r file "$IMG"
     S=$(nbdkit_sock ro) U="nbd+unix:///?socket=$(nbdkit_sock ro)"
     QS="driver=nbd,server.type=unix,server.path=$S"
     nbdkit_tcp rotcp 127.0.0.1 -r file "$IMG"
     TCPURI="nbd://127.0.0.1:$(nbdkit_port rotcp)"
+    QT="driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=$(nbdkit_port rotcp)"
     nbdkit_unix delay -r --filter=delay file "$IMG" rdelay=2ms wdelay=2ms
     DS=$(nbdkit_sock delay) DU="nbd+unix:///?socket=$(nbdkit_sock delay)"
 
@@ -575,10 +594,19 @@ nbd_scenarios() {
     fi
     if [ $QUICK = 0 ] && want 4-nbd-rand-cold 45 "(4) NBD random 4 KiB, cold"; then
         scenario 4-nbd-rand-cold IOPS "(4) NBD random 4 KiB O_DIRECT, 4 jobs x QD16 libaio, cold"
-        tool netdiskfs "m_nd '$U'" w_randcold
-        tool nbdfuse "m_nbdfuse '$U'" w_randcold 1.0
-        tool qemu-storage-daemon "m_qsd $QS" w_randcold
-        run_scenario
+        rand_tools "$U" "$QS" w_randcold 1.2
+    fi
+    if [ $QUICK = 0 ] && want 4-nbd-rand-cold-tcp 45 "(4) NBD random 4 KiB, cold, TCP"; then
+        scenario 4-nbd-rand-cold-tcp IOPS "(4) NBD random 4 KiB O_DIRECT, 4 jobs x QD16 libaio, cold, TCP"
+        rand_tools "$TCPURI" "$QT" w_randcold 1.2
+    fi
+    if [ $QUICK = 0 ] && want 4-nbd-rand-qd1 45 "(4) NBD random 4 KiB, cold, QD1"; then
+        scenario 4-nbd-rand-qd1 IOPS "(4) NBD random 4 KiB O_DIRECT, 1 job x QD1 libaio, cold"
+        rand_tools "$U" "$QS" w_randqd1 1.0
+    fi
+    if [ $QUICK = 0 ] && want 4-nbd-rand-qd1-tcp 45 "(4) NBD random 4 KiB, cold, QD1, TCP"; then
+        scenario 4-nbd-rand-qd1-tcp IOPS "(4) NBD random 4 KiB O_DIRECT, 1 job x QD1 libaio, cold, TCP"
+        rand_tools "$TCPURI" "$QT" w_randqd1 1.0
     fi
     if [ $QUICK = 0 ] && want 4-nbd-rand-warm 50 "(4) NBD random 4 KiB, warm"; then
         scenario 4-nbd-rand-warm IOPS "(4) NBD random 4 KiB O_DIRECT, 4 jobs x QD16 libaio, warm (first $WARM_MIB MiB read once before)"

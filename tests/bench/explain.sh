@@ -1,7 +1,7 @@
 #!/bin/bash
-# explain.sh [--rounds N]: the two measurements behind the targets that
-# `make bench` misses (tests/bench/README.md, "What bounds netdiskfs").
-# Run as root, on a machine doing nothing else.
+# explain.sh [--rounds N] [--parts abcd]: the measurements behind the
+# targets that `make bench` misses (tests/bench/README.md, "What bounds
+# netdiskfs"). Run as root, on a machine doing nothing else.
 #
 # (a) placement: sequential 4 KiB O_DIRECT reads (fio, psync, 3 s) of an
 #     entry whose data is already in netdiskfs's cache (a file:// image on
@@ -14,14 +14,34 @@
 #     /proc/PID/stat), to show where a 2-core machine's time goes.
 # (c) the same for iSCSI: `dd` from a netdiskfs mount of a tgtd LUN, with
 #     tgtd's CPU seconds.
+# (d) wake-ups per request: cold random 4 KiB O_DIRECT reads (fio libaio,
+#     4 jobs x QD16 and 1 job x QD1, 3 s) over NBD (nbdkit on tmpfs, Unix
+#     socket) through netdiskfs, nbdfuse and qemu-storage-daemon. For each:
+#     the daemon's context switches (voluntary: it slept and had to be
+#     woken; involuntary: preempted), summed over its threads from
+#     /proc/PID/task/*/status before and after, and the whole machine's
+#     (/proc/stat ctxt), each divided by fio's request count; for
+#     netdiskfs also per thread name (nd-fuse: FUSE request loop, nd-nbd:
+#     an NBD connection's dispatcher, nd-work: background workers).
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nginx.sh"
 . "$TOP/tests/lib/tgtd.sh"
+. "$TOP/tests/lib/nbdkit.sh"
 export LC_ALL=C
-ROUNDS=2
-[ "${1:-}" = --rounds ] && ROUNDS=$2
+ROUNDS=2 PARTS=abcd
+while [ $# -gt 0 ]; do
+    case $1 in
+    --rounds) ROUNDS=$2; shift ;;
+    --parts) PARTS=$2; shift ;;
+    *) echo "usage: $0 [--rounds N] [--parts abcd]" >&2; exit 2 ;;
+    esac
+    shift
+done
+part() { [[ $PARTS == *$1* ]]; }
 [ "$(id -u)" = 0 ] || fail "needs root (tmpfs, drop_caches, FUSE)"
-for t in fio taskset nginx curl; do requires $t; done
+requires fio
+if part a; then requires taskset; fi
+if part b; then requires nginx; requires curl; fi
 NGINX_ROOT=$TMP/fs/www IMG=$TMP/fs/www/disk.img
 [ -x "$ND" ] || fail "no netdiskfs binary at $ND (make netdiskfs)"
 
@@ -45,6 +65,7 @@ ticks() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / h
 # mbs NS: MB/s for 1 GiB in NS nanoseconds.
 mbs() { awk -v ns="$1" 'BEGIN { printf "%.0f", 1073741824 * 1000 / ns }'; }
 
+if part a; then
 echo "== (a) 4 KiB O_DIRECT reads from netdiskfs's cache, by CPU placement"
 nd_mount "file://$IMG" "$TMP/m" -o cache-size=512M
 dd if="$TMP/m/disk.img" of=/dev/null bs=1M count=256 iflag=direct status=none
@@ -66,6 +87,7 @@ done
 nd_unmount "$TMP/m"
 hp=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 [ -r $hp ] && echo "   (guest_halt_poll_ns = $(cat $hp): an idle vCPU halts at once, so waking it costs an exit to the host)"
+fi
 
 # sampled CMD...: run CMD in the background until it ends; sets SAMPLED to
 # its CPU ticks as last seen (sampled every 20 ms while it ran).
@@ -95,6 +117,7 @@ nd_dd() {
     ND_RESULT="$(mbs $((t1 - t0))) $(ticks $((d1 - d0))) $(ticks "$SAMPLED") $(ticks $((n1 - n0)))"
 }
 
+if part b; then
 echo "== (b) CPU seconds to read 1 GiB over HTTP (nginx on loopback)"
 nginx_start
 URL=$NGINX_URL/disk.img
@@ -112,7 +135,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     printf '   round %d: netdiskfs + dd     %5s MB/s   CPU s: netdiskfs %s dd >=%s nginx %s\n' \
         "$r" "$rate" "$dcpu" "$ddcpu" "$scpu"
 done
+fi
 
+if part c; then
 echo "== (c) CPU seconds to read 1 GiB over iSCSI (tgtd on loopback)"
 if command -v tgtd >/dev/null; then
     port=$(tgt_free_port)
@@ -129,5 +154,88 @@ if command -v tgtd >/dev/null; then
     tgtd_stop "$port"
 else
     echo "   tgtd not installed"
+fi
+fi
+
+# csw_snap PID: one line per thread: "tid name voluntary involuntary".
+csw_snap() {
+    local t
+    for t in /proc/$1/task/*; do
+        awk -v tid="${t##*/}" '/^Name:/ { n = $2 }
+            /^voluntary_ctxt_switches/ { v = $2 }
+            /^nonvoluntary_ctxt_switches/ { i = $2 }
+            END { if (n != "") print tid, n, v, i }' "$t/status" 2>/dev/null
+    done
+}
+sys_ctxt() { awk '/^ctxt/ { print $2 }' /proc/stat; }
+
+# wake_fio NAME PID FILE FIO-ARGS...: one cold fio run against FILE with
+# the daemon PID; prints the switches per request.
+wake_fio() {
+    local name=$1 pid=$2 file=$3 s0 s1 reqs iops; shift 3
+    echo 3 >/proc/sys/vm/drop_caches
+    csw_snap "$pid" >"$TMP/csw0"
+    s0=$(sys_ctxt)
+    fio --name=w --filename="$file" --rw=randread --bs=4k --direct=1 \
+        --ioengine=libaio --randrepeat=0 --runtime=3 --time_based \
+        --output-format=terse --terse-version=3 "$@" >"$TMP/wfio" 2>/dev/null
+    s1=$(sys_ctxt)
+    csw_snap "$pid" >"$TMP/csw1"
+    # terse field 6: KiB read, 8: IOPS
+    reqs=$(awk -F';' 'NF > 50 { print int($6 / 4) }' "$TMP/wfio")
+    iops=$(awk -F';' 'NF > 50 { print $8 }' "$TMP/wfio")
+    [ "${reqs:-0}" -gt 0 ] || { echo "   $name: fio failed"; return; }
+    awk -v name="$name" -v reqs="$reqs" -v iops="$iops" -v sys=$((s1 - s0)) '
+        FNR == NR { v0[$1] = $3; i0[$1] = $4; next }
+        { dv = $3 - v0[$1]; di = $4 - i0[$1]; V += dv; I += di
+          tv[$2] += dv; ti[$2] += di }
+        END {
+            printf "   %-20s %6d IOPS  per request: daemon %.2f voluntary + %.2f involuntary, machine %.2f\n",
+                name, iops, V / reqs, I / reqs, sys / reqs
+            for (n in tv)
+                if ((tv[n] + ti[n]) / reqs >= 0.01)
+                    printf "   %-20s          thread %-16s %.2f + %.2f\n", "", n, tv[n] / reqs, ti[n] / reqs
+        }' "$TMP/csw0" "$TMP/csw1"
+}
+
+# wake_all FIO-ARGS...: netdiskfs, nbdfuse, qemu-storage-daemon in turn.
+wake_all() {
+    local pid
+    nd_mount "nbd+unix:///?socket=$WS" "$TMP/w"
+    wake_fio netdiskfs "$(cat "$TMP/w.pid")" "$TMP/w/$(ls "$TMP/w")" "$@"
+    nd_unmount "$TMP/w"
+    if command -v nbdfuse >/dev/null; then
+        mkdir -p "$TMP/nf"
+        nbdfuse -r "$TMP/nf/disk" "nbd+unix:///?socket=$WS" >"$TMP/nf.log" 2>&1 &
+        pid=$!
+        wait_for 20 mountpoint -q "$TMP/nf" || fail "nbdfuse did not mount"
+        wake_fio nbdfuse $pid "$TMP/nf/disk" "$@"
+        fusermount3 -u "$TMP/nf"
+        wait $pid
+    fi
+    if command -v qemu-storage-daemon >/dev/null; then
+        touch "$TMP/qsd.img"
+        qemu-storage-daemon --blockdev "driver=nbd,server.type=unix,server.path=$WS,node-name=n0,read-only=on" \
+            --export "type=fuse,id=e0,node-name=n0,mountpoint=$TMP/qsd.img,writable=off" >"$TMP/qsd.log" 2>&1 &
+        pid=$!
+        wait_for 20 mountpoint -q "$TMP/qsd.img" || fail "qemu-storage-daemon did not mount"
+        wake_fio qemu-storage-daemon $pid "$TMP/qsd.img" "$@"
+        kill -TERM $pid
+        wait $pid
+    fi
+}
+
+if part d; then
+    echo "== (d) context switches per request, cold random 4 KiB O_DIRECT over NBD (Unix socket)"
+    [ -s "$IMG" ] || head -c 1024M /dev/urandom >"$IMG"
+    nbdkit_unix wk -r file "$IMG"
+    WS=$(nbdkit_sock wk)
+    for ((r = 1; r <= ROUNDS; r++)); do
+        echo "  round $r: 4 jobs x QD16"
+        wake_all --iodepth=16 --numjobs=4 --group_reporting
+        echo "  round $r: 1 job x QD1"
+        wake_all --iodepth=1 --numjobs=1
+    done
+    nbdkit_stop wk
 fi
 echo "(MB/s = 10^6 bytes/s; '>=': sampled every 20 ms while the process ran)"

@@ -75,6 +75,55 @@ static const struct nd_backend count_backend = {
 };
 ND_BACKEND_REGISTER(count_backend)
 
+/* The same backend with pread_async: each read ends in a thread of its
+ * own after async_us, or fails with -EIO while async_fail is set. */
+static atomic_uint async_us, async_fail, async_started;
+struct async_rd {
+	void *buf;
+	size_t len;
+	uint64_t off;
+	nd_done_fn done;
+	void *arg;
+};
+static void *async_thread(void *arg)
+{
+	struct async_rd *a = arg;
+	int r = 0;
+	usleep(async_us);
+	if (async_fail) {
+		nd_error("async read failed on purpose");
+		r = -EIO;
+	} else {
+		r = count_pread(NULL, a->buf, a->len, a->off);
+	}
+	a->done(a->arg, r);
+	free(a);
+	return NULL;
+}
+static int async_pread(void *h, void *buf, size_t len, uint64_t off,
+		       nd_done_fn done, void *arg)
+{
+	struct async_rd *a = malloc(sizeof *a);
+	pthread_t t;
+	*a = (struct async_rd){ buf, len, off, done, arg };
+	async_started++;
+	pthread_create(&t, NULL, async_thread, a);
+	pthread_detach(t);
+	return 0;
+}
+static const char *const adrivers[] = { "acount", NULL };
+static const struct nd_backend acount_backend = {
+	.name = "acount",
+	.drivers = adrivers,
+	.open = count_open,
+	.close = count_close,
+	.pread = count_pread,
+	.pread_async = async_pread,
+	.pwrite = count_pwrite,
+	.flush = count_flush,
+};
+ND_BACKEND_REGISTER(acount_backend)
+
 #include "check.h"
 #include "disk-open.h"
 
@@ -208,12 +257,84 @@ static void test_wb_pages(void)
 	nd_disk_close(d);
 }
 
+/* A read answered later: where DONE put its result. */
+struct later {
+	atomic_int state; /* 0 pending, 1 done */
+	int err;
+	unsigned char buf[8192];
+	size_t len;
+};
+static void later_done(void *arg, int err, struct nd_cache_ref *ref)
+{
+	struct later *l = arg;
+	l->err = err;
+	l->len = 0;
+	for (size_t i = 0; err == 0 && i < ref->n; i++) {
+		memcpy(l->buf + l->len, ref->iov[i].iov_base, ref->iov[i].iov_len);
+		l->len += ref->iov[i].iov_len;
+	}
+	atomic_store(&l->state, 1);
+}
+static void later_wait(struct later *l)
+{
+	for (int i = 0; i < 400 && !atomic_load(&l->state); i++)
+		usleep(5000);
+	CHECK(atomic_load(&l->state), "a read answered later never ended");
+}
+
+/* A miss of one block is fetched with no thread waiting (the backend's
+ * completion answers it); a hit, or a reader of the same block, is
+ * answered at once; a failure reaches DONE; freeing the cache waits for
+ * such reads in flight. */
+static void test_async(void)
+{
+	struct nd_disk *d = test_disk_open("a", "acount", NULL, "readahead=0");
+	struct nd_cache *c = nd_cache_new(d, 4u << 20);
+	struct nd_cache_ref ref;
+	static struct later l;
+
+	reset();
+	async_us = 30000;
+	int r = nd_cache_read_async(c, 3 * BS + 4096, 4096, &ref, later_done, &l);
+	CHECK(r == 1, "a miss was not left to the backend: %d", r);
+	/* Meanwhile a reader of the same block waits for that fetch. */
+	read_check(c, 3 * BS + 4096, 4096);
+	later_wait(&l);
+	CHECK(l.err == 0 && l.len == 4096 &&
+	      memcmp(l.buf, mem + 3 * BS + 4096, 4096) == 0,
+	      "read answered later: err %d, %zu bytes", l.err, l.len);
+	CHECK(preads == 1 && async_started == 1, "one block: %u fetches",
+	      (unsigned)preads);
+	r = nd_cache_read_async(c, 3 * BS + 4096, 4096, &ref, later_done, &l);
+	CHECK(r == 0 && ref.n == 1, "a hit was not answered at once: %d", r);
+	nd_cache_release(c, &ref);
+
+	async_fail = 1;
+	memset(&l, 0, sizeof l);
+	r = nd_cache_read_async(c, 9 * BS, 4096, &ref, later_done, &l);
+	CHECK(r == 1, "second miss: %d", r);
+	later_wait(&l);
+	CHECK(l.err == -EIO, "a failed read ended with %d", l.err);
+	async_fail = 0;
+	read_check(c, 9 * BS, 4096); /* fetched again, right */
+
+	memset(&l, 0, sizeof l);
+	async_us = 100000;
+	r = nd_cache_read_async(c, 11 * BS, 4096, &ref, later_done, &l);
+	CHECK(r == 1, "third miss: %d", r);
+	nd_cache_free(c); /* waits for it */
+	CHECK(atomic_load(&l.state) && l.err == 0, "cache freed before the read in flight ended");
+	async_us = 0;
+	nd_disk_close(d);
+}
+
 int main(void)
 {
 	mem = malloc(DISK);
 	for (size_t i = 0; i < DISK; i++)
 		mem[i] = (unsigned char)(i * 2654435761u >> 13);
 	nd_workers_start(4);
+	test_async();
 
 	struct nd_disk *d = disk_with("readahead=0");
 	struct nd_cache *c = nd_cache_new(d, 4u << 20);
