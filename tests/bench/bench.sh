@@ -533,12 +533,14 @@ soft() {
 }
 soft_why() { tail -n 1 "$TMP/soft.err" 2>/dev/null; }
 
-# rand_tools URI QSD-OPTS WORKLOAD TARGET: the cold random scenarios, with
-# the same target against both peers; runs the declared scenario.
-rand_tools() {
-    tool netdiskfs "m_nd '$1'" "$3"
-    tool nbdfuse "m_nbdfuse '$1'" "$3" "$4"
-    tool qemu-storage-daemon "m_qsd $2" "$3" "$4"
+# rand_scenario ID URI QSD-OPTS WORKLOAD TARGET WHAT: a cold random
+# scenario, with the same target against both peers (full mode only).
+rand_scenario() {
+    [ $QUICK = 0 ] && want "$1" 45 "(4) NBD random 4 KiB, $6" || return 0
+    scenario "$1" IOPS "(4) NBD random 4 KiB O_DIRECT, $6"
+    tool netdiskfs "m_nd '$2'" "$4"
+    tool nbdfuse "m_nbdfuse '$2'" "$4" "$5"
+    tool qemu-storage-daemon "m_qsd $3" "$4" "$5"
     run_scenario
 }
 
@@ -592,22 +594,10 @@ nbd_scenarios() {
         tool nbdfuse "m_nbdfuse '$DU'" w_direct4k
         run_scenario
     fi
-    if [ $QUICK = 0 ] && want 4-nbd-rand-cold 45 "(4) NBD random 4 KiB, cold"; then
-        scenario 4-nbd-rand-cold IOPS "(4) NBD random 4 KiB O_DIRECT, 4 jobs x QD16 libaio, cold"
-        rand_tools "$U" "$QS" w_randcold 1.2
-    fi
-    if [ $QUICK = 0 ] && want 4-nbd-rand-cold-tcp 45 "(4) NBD random 4 KiB, cold, TCP"; then
-        scenario 4-nbd-rand-cold-tcp IOPS "(4) NBD random 4 KiB O_DIRECT, 4 jobs x QD16 libaio, cold, TCP"
-        rand_tools "$TCPURI" "$QT" w_randcold 1.2
-    fi
-    if [ $QUICK = 0 ] && want 4-nbd-rand-qd1 45 "(4) NBD random 4 KiB, cold, QD1"; then
-        scenario 4-nbd-rand-qd1 IOPS "(4) NBD random 4 KiB O_DIRECT, 1 job x QD1 libaio, cold"
-        rand_tools "$U" "$QS" w_randqd1 1.0
-    fi
-    if [ $QUICK = 0 ] && want 4-nbd-rand-qd1-tcp 45 "(4) NBD random 4 KiB, cold, QD1, TCP"; then
-        scenario 4-nbd-rand-qd1-tcp IOPS "(4) NBD random 4 KiB O_DIRECT, 1 job x QD1 libaio, cold, TCP"
-        rand_tools "$TCPURI" "$QT" w_randqd1 1.0
-    fi
+    rand_scenario 4-nbd-rand-cold "$U" "$QS" w_randcold 1.2 "4 jobs x QD16 libaio, cold"
+    rand_scenario 4-nbd-rand-cold-tcp "$TCPURI" "$QT" w_randcold 1.2 "4 jobs x QD16 libaio, cold, TCP"
+    rand_scenario 4-nbd-rand-qd1 "$U" "$QS" w_randqd1 1.0 "1 job x QD1 libaio, cold"
+    rand_scenario 4-nbd-rand-qd1-tcp "$TCPURI" "$QT" w_randqd1 1.0 "1 job x QD1 libaio, cold, TCP"
     if [ $QUICK = 0 ] && want 4-nbd-rand-warm 50 "(4) NBD random 4 KiB, warm"; then
         scenario 4-nbd-rand-warm IOPS "(4) NBD random 4 KiB O_DIRECT, 4 jobs x QD16 libaio, warm (first $WARM_MIB MiB read once before)"
         tool netdiskfs "m_nd '$U'" w_randwarm
