@@ -443,6 +443,13 @@ static void log_read_err(struct nd_fs_entry *e, size_t size, off_t off)
 
 static void later_done(void *arg, int r, struct nd_cache_ref *ref);
 
+/* A later_read ended (answered, or not needed): no longer counted. */
+static void later_free(struct later_read *a)
+{
+	free(a);
+	atomic_fetch_sub(&later_reads, 1);
+}
+
 /* One read of entry E: replied and 0, 1 when LATER will answer it, or
  * -errno (not replied). */
 static int read_entry(fuse_req_t req, struct nd_fs_entry *e, size_t size,
@@ -560,8 +567,7 @@ static void *read_again(void *arg)
 	if (refreshed)
 		nd_fs_invalidate(h->fs, h->e);
 	handle_unref(h);
-	free(a);
-	atomic_fetch_sub(&later_reads, 1);
+	later_free(a);
 	return NULL;
 }
 
@@ -580,8 +586,7 @@ static void later_done(void *arg, int r, struct nd_cache_ref *ref)
 		reply_read_err(a->req, r);
 	}
 	handle_unref_later(a->h);
-	free(a);
-	atomic_fetch_sub(&later_reads, 1);
+	later_free(a);
 }
 
 /* A later_read for a read of H, counted; NULL when the read cannot be
@@ -612,10 +617,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		nd_loop_answer_later();
 		return;
 	}
-	if (later) {
-		free(later);
-		atomic_fetch_sub(&later_reads, 1);
-	}
+	if (later)
+		later_free(later);
 	handle_put(h);
 	if (refreshed)
 		nd_fs_invalidate(h->fs, h->e);

@@ -29,6 +29,16 @@ struct cache_layer {
 	bool own;
 };
 
+/* 0, or -EIO (said) when the cache gave GOT of the LEN bytes at OFF. */
+static int short_read(size_t got, size_t len, uint64_t off)
+{
+	if (got == len)
+		return 0;
+	errno = EIO;
+	nd_error("short read at %llu", (unsigned long long)off);
+	return -EIO;
+}
+
 static int cl_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off)
 {
 	struct cache_layer *x = (struct cache_layer *)l;
@@ -37,12 +47,7 @@ static int cl_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off)
 	if (!x->c)
 		return nd_disk_pread(x->d, buf, len, off);
 	r = nd_cache_pread(x->c, buf, len, off, &got);
-	if (r == 0 && got != len) {
-		errno = EIO;
-		nd_error("short read at %llu", (unsigned long long)off);
-		return -EIO;
-	}
-	return r;
+	return r ? r : short_read(got, len, off);
 }
 
 static void cl_unpin(struct nd_layer_hold *h)
@@ -67,11 +72,7 @@ static int cl_read_ref(struct nd_layer *l, size_t len, uint64_t off,
 	if ((r = nd_cache_read(x->c, off, len, &cr)))
 		return r;
 	struct nd_layer_hold h = { cl_unpin, x->c, cr.blk, cr.n };
-	if (cr.len != len) {
-		errno = EIO;
-		nd_error("short read at %llu", (unsigned long long)off);
-		r = -EIO;
-	}
+	r = short_read(cr.len, len, off);
 	for (size_t i = 0; r == 0 && i < cr.n; i++)
 		r = nd_layer_ref_add(ref, cr.iov[i].iov_base, cr.iov[i].iov_len);
 	free(cr.iov);
