@@ -61,6 +61,8 @@ struct nbd_req {
 	nd_done_fn done_fn;
 	void *done_arg;
 	uint64_t len, off; /* for messages */
+	void *buf;		/* pread_async: where the data goes */
+	struct nbd_req *qnext;	/* conn->queued */
 };
 
 struct nbd_conn {
@@ -78,6 +80,11 @@ struct nbd_conn {
 
 	pthread_mutex_t mu; /* protects everything below */
 	struct nbd_req *head, *tail;
+	/* pread_async requests the dispatcher submits (oldest first): a
+	 * thread submitting itself would wait for libnbd's handle lock
+	 * while the dispatcher reads replies under it */
+	struct nbd_req *queued, *queued_tail;
+	bool polling;	/* the dispatcher sleeps (or is about to) in poll */
 	bool stop;	/* close() asked the dispatcher to end */
 	bool dead;	/* the handle is dead or we killed it */
 	bool timed_out; /* ... because a request ran out of time */
@@ -134,6 +141,18 @@ static void nbd_unlink(struct nbd_conn *c, struct nbd_req *r)
 static int nbd_result(struct nbd_conn *c, enum nbd_op op, int err,
 		      uint64_t len, uint64_t off);
 
+/* Add R to the requests in flight; its deadline starts now (c->mu held). */
+static void nbd_link(struct nbd_conn *c, struct nbd_req *r)
+{
+	r->deadline = nd_mono_s() + c->timeout;
+	r->prev = c->tail;
+	if (c->tail)
+		c->tail->next = r;
+	else
+		c->head = r;
+	c->tail = r;
+}
+
 /* A failed pread_async: its result (which asks libnbd about the handle)
  * and its end, away from the thread running libnbd's callback. */
 static void *nbd_async_fail(void *arg)
@@ -160,6 +179,13 @@ static void nbd_async_end(struct nbd_req *r)
 	}
 }
 
+/* While the dispatcher drives libnbd, the pread_async requests that
+ * ended well wait here and end after libnbd returns: the callback runs
+ * under libnbd's handle lock, and ending one answers FUSE (a writev),
+ * which would keep every thread submitting on this connection waiting. */
+static __thread struct nbd_req *nbd_ended;
+static __thread bool nbd_in_dispatch;
+
 /* Completion callback: runs in whichever thread drove libnbd's state
  * machine (the dispatcher, a submitter, or close), never with c->mu held
  * by that thread. */
@@ -177,9 +203,33 @@ static int nbd_complete_cb(void *user_data, int *error)
 	if (!async)
 		pthread_cond_signal(&r->cond);
 	pthread_mutex_unlock(&c->mu);
-	if (async)
+	if (async && r->err == 0 && nbd_in_dispatch) {
+		r->next = nbd_ended;
+		nbd_ended = r;
+	} else if (async) {
 		nbd_async_end(r);
+	}
 	return 1; /* retire the command: nobody calls command_completed */
+}
+
+/* End the requests the last notify_read/write completed, oldest first. */
+static void nbd_end_ended(void)
+{
+	struct nbd_req *r = nbd_ended, *prev = NULL;
+
+	nbd_ended = NULL;
+	while (r) { /* reverse: the list was built newest first */
+		struct nbd_req *next = r->next;
+		r->next = prev;
+		prev = r;
+		r = next;
+	}
+	for (r = prev; r;) {
+		struct nbd_req *next = r->next;
+		r->next = NULL;
+		nbd_async_end(r);
+		r = next;
+	}
 }
 
 /* Drive libnbd until the handle is dead after the socket was shut down
@@ -200,18 +250,55 @@ static void nbd_kill_handle(struct nbd_conn *c)
 	}
 }
 
+/* End a queued request that never reached libnbd with ERR. */
+static void nbd_queued_fail(struct nbd_conn *c, struct nbd_req *r, int err)
+{
+	pthread_mutex_lock(&c->mu);
+	nbd_unlink(c, r);
+	r->done = true;
+	pthread_mutex_unlock(&c->mu);
+	r->err = err;
+	nbd_async_end(r);
+}
+
+/* Hand the queued reads Q to libnbd, from the thread that reads its
+ * replies (so nobody waits for the handle lock). */
+static void nbd_submit_queued(struct nbd_conn *c, struct nbd_req *q)
+{
+	while (q) {
+		struct nbd_req *r = q;
+		q = r->qnext;
+		r->qnext = NULL;
+		nbd_completion_callback cb = {.callback = nbd_complete_cb,
+					      .user_data = r};
+		if (nbd_aio_pread(c->h, r->buf, r->len, r->off, cb, 0) == -1) {
+			int err = nbd_get_errno();
+			nbd_queued_fail(c, r, err > 0 ? err : EIO);
+		}
+	}
+}
+
 static void *nbd_dispatch(void *arg)
 {
 	struct nbd_conn *c = arg;
 
 	pthread_setname_np(pthread_self(), "nd-nbd");
+	nbd_in_dispatch = true;
 	for (;;) {
 		int ms = NBD_TICK_MS;
 		bool expired = false;
 
 		pthread_mutex_lock(&c->mu);
+		c->polling = false;
 		if (c->stop) {
+			struct nbd_req *q = c->queued;
+			c->queued = c->queued_tail = NULL;
 			pthread_mutex_unlock(&c->mu);
+			while (q) {
+				struct nbd_req *r = q;
+				q = r->qnext;
+				nbd_queued_fail(c, r, ENOTCONN);
+			}
 			break;
 		}
 		if (c->head && !c->dead) {
@@ -228,9 +315,16 @@ static void *nbd_dispatch(void *arg)
 			    "%s: nbd: no reply from the server in %g s, dropping the connection",
 			    c->name, c->timeout);
 			nbd_kill_handle(c);
+			nbd_end_ended();
 			continue;
 		}
+		struct nbd_req *q = c->queued;
+		c->queued = c->queued_tail = NULL;
 		pthread_mutex_unlock(&c->mu);
+		if (q) {
+			nbd_submit_queued(c, q);
+			continue; /* more may have come meanwhile */
+		}
 
 		/* Once ready, the direction is 0 only when the handle is dead
 		 * or closed: then nothing is left but waiting for close. */
@@ -251,7 +345,12 @@ static void *nbd_dispatch(void *arg)
 			pthread_mutex_unlock(&c->mu);
 			ms = -1;
 		}
-		int n = poll(pfd, 2, ms);
+		pthread_mutex_lock(&c->mu);
+		bool sleep = c->polling = !c->queued;
+		pthread_mutex_unlock(&c->mu);
+		int n = sleep ? poll(pfd, 2, ms) : 0;
+		if (n == 0)
+			continue;
 		if (n < 0 && errno != EINTR) {
 			nd_warn("%s: nbd: poll: %m", c->name);
 			usleep(10000);
@@ -277,6 +376,7 @@ static void *nbd_dispatch(void *arg)
 					  LIBNBD_AIO_DIRECTION_WRITE))
 				nbd_aio_notify_write(c->h);
 		}
+		nbd_end_ended();
 	}
 	return NULL;
 }
@@ -337,13 +437,7 @@ static int nbd_start(struct nbd_conn *c, struct nbd_req *r, enum nbd_op op,
 		pthread_mutex_unlock(&c->mu);
 		return nbd_lost(c, nbd_what(what, sizeof what, op, len, off));
 	}
-	r->deadline = nd_mono_s() + c->timeout;
-	r->prev = c->tail;
-	if (c->tail)
-		c->tail->next = r;
-	else
-		c->head = r;
-	c->tail = r;
+	nbd_link(c, r);
 	pthread_mutex_unlock(&c->mu);
 
 	switch (op) {
@@ -434,6 +528,34 @@ static int nbd_pread_cb(void *conn, void *buf, size_t len, uint64_t off)
 	return nbd_run(conn, NBD_OP_READ, buf, len, off, 0);
 }
 
+/* Queue R for the dispatcher to submit: 0, or -errno when the
+ * connection is gone (R was not queued). */
+static int nbd_queue(struct nbd_conn *c, struct nbd_req *r)
+{
+	char what[96];
+	bool wake;
+
+	r->c = c;
+	pthread_mutex_lock(&c->mu);
+	if (c->dead || c->stop) {
+		pthread_mutex_unlock(&c->mu);
+		return nbd_lost(c, nbd_what(what, sizeof what, NBD_OP_READ,
+					    r->len, r->off));
+	}
+	nbd_link(c, r);
+	if (c->queued_tail)
+		c->queued_tail->qnext = r;
+	else
+		c->queued = r;
+	c->queued_tail = r;
+	wake = c->polling;
+	c->polling = false; /* one poke is enough */
+	pthread_mutex_unlock(&c->mu);
+	if (wake)
+		nbd_poke(c);
+	return 0;
+}
+
 /* A read answered from the completion callback: the caller does not
  * wait, so no thread is woken to learn that it ended. */
 static int nbd_pread_async_cb(void *conn, void *buf, size_t len, uint64_t off,
@@ -450,7 +572,8 @@ static int nbd_pread_async_cb(void *conn, void *buf, size_t len, uint64_t off,
 	r->done_arg = arg;
 	r->len = len;
 	r->off = off;
-	rc = nbd_start(conn, r, NBD_OP_READ, buf, len, off, 0);
+	r->buf = buf;
+	rc = nbd_queue(conn, r);
 	if (rc < 0)
 		free(r);
 	return rc;
@@ -802,6 +925,10 @@ static int nbd_open_cb(const struct nd_opts *o, const struct nd_settings *s,
 	/* Reads land straight in the core's cache block; libnbd need not
 	 * clear it first. */
 	nbd_set_pread_initialize(c->h, false);
+	/* Simple replies: a read's reply is one header and the data (two
+	 * reads of the socket); a structured one adds a chunk header (three).
+	 * Nothing here asks for block status, the one thing that needs them. */
+	nbd_set_request_structured_replies(c->h, false);
 	if (nbd_set_export_name(c->h, exp ? exp : "") == -1) {
 		rc = nbd_fail(c->name, "export");
 		goto fail;

@@ -12,7 +12,16 @@
  * request answered quickly (from the cache), or left to a backend that
  * answers it when its reply comes (a small random read that missed), is
  * followed by watching; one thread watches at a time, and never for long,
- * so an idle daemon sleeps and a busy one does not spend CPU on it. */
+ * so an idle daemon sleeps and a busy one does not spend CPU on it.
+ *
+ * Another: at most READERS threads block reading /dev/fuse; the others
+ * wait on a condition variable until a reader takes a request and leaves
+ * none reading. Only a thread whose last request was answered at once
+ * (from the cache, or left to a backend's completion) waits there: with
+ * every thread reading, each of those requests woke a different sleeping
+ * thread, where two readers take them all. Threads back from a request
+ * that kept them waiting (a sequential read waiting for its fetch) read
+ * again at once, as before: there the next request is often waiting. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -31,14 +40,17 @@
 #define QUICK_NS 20000ull /* ... answered this fast (not a long copy or a
 			     wait on the network: nothing to gain there) */
 #define CHECK_MS 250	  /* how often the main thread checks for exit */
+#define READERS 2	  /* threads reading /dev/fuse at once, at most */
 
 struct loop {
 	struct fuse_session *se;
 	int fd;
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* signalled when the loop should end */
+	pthread_cond_t park; /* threads not reading wait here */
 	pthread_t tid[ND_LOOP_MAX_THREADS];
-	unsigned threads, avail, max;
+	unsigned threads, avail, max; /* avail: threads reading */
+	unsigned parked;
 	atomic_bool watching; /* a thread is watching /dev/fuse */
 	bool stop;
 	int err;
@@ -91,6 +103,12 @@ static void *worker(void *arg)
 	pthread_cleanup_push(free_buf, &buf);
 	pthread_mutex_lock(&l->lock);
 	while (!l->stop) {
+		if (answered && l->avail >= READERS) {
+			l->parked++;
+			pthread_cond_wait(&l->park, &l->lock);
+			l->parked--;
+			continue;
+		}
 		l->avail++;
 		pthread_mutex_unlock(&l->lock);
 		if (answered)
@@ -102,7 +120,9 @@ static void *worker(void *arg)
 		pthread_mutex_lock(&l->lock);
 		l->avail--;
 		if (r > 0 && !fuse_session_exited(l->se)) {
-			if (l->avail == 0)
+			if (l->avail == 0 && l->parked)
+				pthread_cond_signal(&l->park);
+			else if (l->avail == 0)
 				start_thread(l);
 			pthread_mutex_unlock(&l->lock);
 			uint64_t t0 = nd_mono_ns();
@@ -119,6 +139,7 @@ static void *worker(void *arg)
 			l->err = r;
 		l->stop = true;
 		pthread_cond_broadcast(&l->cond);
+		pthread_cond_broadcast(&l->park);
 	}
 	pthread_mutex_unlock(&l->lock);
 	pthread_cleanup_pop(1);
@@ -134,6 +155,7 @@ int nd_loop_run(struct fuse_session *se, unsigned max_threads)
 	atomic_init(&l.watching, false);
 	pthread_mutex_init(&l.lock, NULL);
 	pthread_cond_init(&l.cond, NULL);
+	pthread_cond_init(&l.park, NULL);
 	pthread_mutex_lock(&l.lock);
 	start_thread(&l);
 	/* A signal handler can only mark the session exited: look. */
@@ -142,6 +164,7 @@ int nd_loop_run(struct fuse_session *se, unsigned max_threads)
 		pthread_cond_timedwait(&l.cond, &l.lock, &ts);
 	}
 	l.stop = true;
+	pthread_cond_broadcast(&l.park);
 	unsigned n = l.threads;
 	pthread_mutex_unlock(&l.lock);
 	/* Threads waiting for a request go now; those answering one finish
@@ -152,6 +175,7 @@ int nd_loop_run(struct fuse_session *se, unsigned max_threads)
 		pthread_join(l.tid[i], NULL);
 	pthread_mutex_destroy(&l.lock);
 	pthread_cond_destroy(&l.cond);
+	pthread_cond_destroy(&l.park);
 	fuse_session_reset(se);
 	return l.err && l.err != -ENODEV ? -1 : 0;
 }
