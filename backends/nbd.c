@@ -421,14 +421,14 @@ static const char *nbd_what(char *buf, size_t n, enum nbd_op op, uint64_t len,
 	return buf;
 }
 
+static int nbd_send(struct nbd_conn *c, struct nbd_req *r, enum nbd_op op,
+		    void *buf, uint64_t len, uint64_t off, uint32_t flags);
+
 /* Queue R (its deadline starts now) and submit its command: 0, or
  * -errno when it was not queued (its callback will never run). */
 static int nbd_start(struct nbd_conn *c, struct nbd_req *r, enum nbd_op op,
 		     void *buf, uint64_t len, uint64_t off, uint32_t flags)
 {
-	nbd_completion_callback cb = {.callback = nbd_complete_cb,
-				      .user_data = r};
-	int64_t cookie = -1;
 	char what[96];
 
 	r->c = c;
@@ -439,6 +439,18 @@ static int nbd_start(struct nbd_conn *c, struct nbd_req *r, enum nbd_op op,
 	}
 	nbd_link(c, r);
 	pthread_mutex_unlock(&c->mu);
+	return nbd_send(c, r, op, buf, len, off, flags);
+}
+
+/* Hand R (linked) to libnbd: 0, or -errno when it was not sent (then
+ * unlinked; its callback will never run). */
+static int nbd_send(struct nbd_conn *c, struct nbd_req *r, enum nbd_op op,
+		    void *buf, uint64_t len, uint64_t off, uint32_t flags)
+{
+	nbd_completion_callback cb = {.callback = nbd_complete_cb,
+				      .user_data = r};
+	int64_t cookie = -1;
+	char what[96];
 
 	switch (op) {
 	case NBD_OP_READ:
@@ -528,12 +540,14 @@ static int nbd_pread_cb(void *conn, void *buf, size_t len, uint64_t off)
 	return nbd_run(conn, NBD_OP_READ, buf, len, off, 0);
 }
 
-/* Queue R for the dispatcher to submit: 0, or -errno when the
+/* Submit R: from this thread while the dispatcher sleeps in poll (it
+ * holds no lock then, and wakes for the reply), else through the queue
+ * the dispatcher empties before it sleeps again. 0, or -errno when the
  * connection is gone (R was not queued). */
 static int nbd_queue(struct nbd_conn *c, struct nbd_req *r)
 {
 	char what[96];
-	bool wake;
+	bool direct;
 
 	r->c = c;
 	pthread_mutex_lock(&c->mu);
@@ -543,16 +557,17 @@ static int nbd_queue(struct nbd_conn *c, struct nbd_req *r)
 					    r->len, r->off));
 	}
 	nbd_link(c, r);
-	if (c->queued_tail)
-		c->queued_tail->qnext = r;
-	else
-		c->queued = r;
-	c->queued_tail = r;
-	wake = c->polling;
-	c->polling = false; /* one poke is enough */
+	direct = c->polling && !c->queued;
+	if (!direct) {
+		if (c->queued_tail)
+			c->queued_tail->qnext = r;
+		else
+			c->queued = r;
+		c->queued_tail = r;
+	}
 	pthread_mutex_unlock(&c->mu);
-	if (wake)
-		nbd_poke(c);
+	if (direct)
+		return nbd_send(c, r, NBD_OP_READ, r->buf, r->len, r->off, 0);
 	return 0;
 }
 

@@ -97,6 +97,7 @@ static void *worker(void *arg)
 	struct fuse_buf buf = {.mem = NULL};
 	/* Answered a request quickly: watch for the next one. */
 	volatile bool answered = false;
+	volatile bool spin = false;
 
 	pthread_setname_np(pthread_self(), "nd-fuse");
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
@@ -111,7 +112,7 @@ static void *worker(void *arg)
 		}
 		l->avail++;
 		pthread_mutex_unlock(&l->lock);
-		if (answered)
+		if (spin)
 			watch(l);
 		/* The end of the loop cancels threads waiting here. */
 		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
@@ -128,8 +129,9 @@ static void *worker(void *arg)
 			uint64_t t0 = nd_mono_ns();
 			answer_later = false;
 			fuse_session_process_buf(l->se, &buf);
-			answered = answer_later ||
-				   nd_mono_ns() - t0 < QUICK_NS;
+			bool quick = nd_mono_ns() - t0 < QUICK_NS;
+			answered = answer_later || quick;
+			spin = !answer_later && quick;
 			pthread_mutex_lock(&l->lock);
 			continue;
 		}
