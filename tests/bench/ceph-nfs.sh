@@ -83,6 +83,11 @@ rbd_scenarios() {
         tool "rbd-fuse" "m_rbdfuse $3" "$1" 1.3
         tool "qemu-storage-daemon" "m_qsd '$Q' $2" "$1" 1.3
         tool "fio rbd engine (no FUSE)" - "$F"
+        # dd's 1 MiB writes reach a daemon one at a time, each waiting for
+        # the OSD: the kernel's write cache lets several be in flight
+        # (each still acknowledged by the OSD, fsync waiting for them).
+        [ $id = write ] && tool "netdiskfs -o kernel-cache=writeback" \
+            "ND_MOUNT_O=kernel-cache=writeback m_nd '$R'" "$1"
         run_or_skip "$why"
     done
     # By PID (pidfiles), before the NFS server starts.
