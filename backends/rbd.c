@@ -33,6 +33,7 @@
 #include "rbd-url.h"
 #include "../src/util/cleanup.h"
 #include "util/clock.h"
+#include "util/detach.h"
 
 /* Largest read/write handed to librbd at once. */
 #define RBD_MAX_REQUEST (32u << 20)
@@ -380,6 +381,87 @@ static int rbd_pread_cb(void *conn, void *buf, size_t len, uint64_t off)
 	return rbd_run(conn, RBD_READ, buf, len, off);
 }
 
+/* ---- reads answered from the completion ------------------------------ */
+
+/* A read started with pread_async. librbd writes straight into the
+ * caller's buffer: the core keeps that buffer (a cache block being
+ * loaded) until DONE runs, and DONE runs only once librbd completed the
+ * read, so no bounce buffer and no deadline of our own are needed. What
+ * bounds it is librados's rados_osd_op_timeout (reads never wait for the
+ * exclusive lock, the one wait librbd adds). No thread sleeps on it
+ * either: a FUSE thread goes back to the next request at once, and the
+ * answer leaves from librbd's completion thread; with the synchronous
+ * read, 4 KiB random reads had only as many requests in flight as the
+ * FUSE loop has threads, and two wake-ups more per read. */
+struct rbd_aread {
+	struct rbd_conn *c;
+	nd_done_fn done;
+	void *arg;
+	void *buf;
+	uint64_t len, off;
+	ssize_t ret;
+};
+
+/* A failed read: its message and the lost-client bookkeeping away from
+ * librbd's completion thread (rados_getaddrs asks the client). */
+static void *rbd_aread_fail(void *arg)
+{
+	struct rbd_aread *a = arg;
+	char what[96];
+
+	snprintf(what, sizeof what, "read of %" PRIu64 " bytes at %" PRIu64,
+		 a->len, a->off);
+	int r = rbd_fail(a->c->name, what, (int)a->ret);
+	if (r == -ENOTCONN && !a->c->lost) {
+		a->c->lost = true;
+		rbd_remember_lost(a->c);
+	}
+	a->done(a->arg, r);
+	free(a);
+	return NULL;
+}
+
+static void rbd_aread_cb(rbd_completion_t comp, void *arg)
+{
+	struct rbd_aread *a = arg;
+
+	a->ret = rbd_aio_get_return_value(comp);
+	rbd_aio_release(comp);
+	if (a->ret >= 0) {
+		if ((uint64_t)a->ret < a->len) /* past the end: zeroes */
+			memset((char *)a->buf + a->ret, 0, a->len - a->ret);
+		a->done(a->arg, 0);
+		free(a);
+	} else if (!nd_detached(rbd_aread_fail, a)) {
+		a->done(a->arg, rbd_is_lost((int)a->ret) ? -ENOTCONN : -EIO);
+		free(a);
+	}
+}
+
+static int rbd_pread_async_cb(void *conn, void *buf, size_t len, uint64_t off,
+			      nd_done_fn done, void *arg)
+{
+	struct rbd_conn *c = conn;
+	struct rbd_aread *a = malloc(sizeof *a);
+	rbd_completion_t comp;
+	int r;
+
+	if (!a)
+		return -ENOMEM;
+	*a = (struct rbd_aread){ c, done, arg, buf, len, off, 0 };
+	if ((r = rbd_aio_create_completion(a, rbd_aread_cb, &comp)) < 0) {
+		free(a);
+		return r;
+	}
+	if ((r = rbd_aio_read(c->img, off, len, buf, comp)) < 0) {
+		/* not started: the core reads it the synchronous way */
+		rbd_aio_release(comp);
+		free(a);
+		return r;
+	}
+	return 0;
+}
+
 static int rbd_pwrite_cb(void *conn, const void *buf, size_t len,
 			 uint64_t off)
 {
@@ -674,6 +756,7 @@ static const struct nd_backend rbd_backend = {
 	.open = rbd_open_cb,
 	.close = rbd_close_cb,
 	.pread = rbd_pread_cb,
+	.pread_async = rbd_pread_async_cb,
 	.pwrite = rbd_pwrite_cb,
 	.flush = rbd_flush_cb,
 	.zero = rbd_zero_cb,

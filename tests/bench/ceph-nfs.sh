@@ -2,7 +2,8 @@
 #   (12) Ceph RBD (one-node cluster, one bluestore OSD on the local disk):
 #        sequential read and write, random 4 KiB reads, against rbd-nbd
 #        (needs the kernel's nbd module), rbd-fuse and qemu-storage-daemon's
-#        rbd driver
+#        rbd driver; fio's own rbd engine (librbd, no FUSE, rbd_cache off
+#        so a write ends when the OSD has it) is the ceiling, not a peer
 #   (13) NFS (nfs-ganesha, export on the tmpfs): sequential read against
 #        qemu-storage-daemon's nfs driver and nfs-cp (to a file on the tmpfs)
 # The helpers of tests/lib are sourced here, not at the top of bench.sh:
@@ -32,6 +33,16 @@ m_rbdfuse() {
     wait_mount "$MNT" "$DPID"
 }
 
+# r_fiorbd FIELD IMAGE FIO-ARGS...: fio's rbd engine on rbd/IMAGE (w_fio's
+# run and parsing; the engine opens no file, so the name is only a label).
+r_fiorbd() {
+    local f=$1 img=$2; shift 2
+    have fio && fio --enghelp 2>/dev/null | grep -qx '[[:space:]]*rbd' ||
+        { echo "error fio has no rbd engine"; return; }
+    MF=fio-rbd CEPH_ARGS="--rbd_cache=false" w_fio "$f" --ioengine=rbd \
+        --clientname=admin --pool=rbd --rbdname="$img" "$@"
+}
+
 # ceph_bench_up: a cluster with the image as rbd/disk and an empty
 # rbd/w for the writes; prints why not.
 ceph_bench_up() {
@@ -46,7 +57,7 @@ ceph_bench_up() {
 }
 
 rbd_scenarios() {
-    local why= R Q nbdwhy id
+    local why= R Q F nbdwhy id
     # Any of the three ids (`--only '^12-rbd-write$'` names one).
     selected 12-rbd-seq || selected 12-rbd-write || selected 12-rbd-rand || return 0
     ceph_bench_up >"$TMP/ceph-up.log" 2>&1 || why=$(tail -n 1 "$TMP/ceph-up.log")
@@ -56,18 +67,27 @@ rbd_scenarios() {
         R="rbd:rbd/disk:conf=${CEPH_CONF:-}" Q="driver=rbd,pool=rbd,image=disk,conf=${CEPH_CONF:-}"
         case $id in
         seq) scenario 12-rbd-seq MB/s "(12) RBD seq read 1 MiB (one-node Ceph, bluestore)"
+            F="r_fiorbd 7 disk --rw=read --bs=1M --iodepth=1"
             set -- "w_seqread $IMG_MIB" ro disk ;;
         write) scenario 12-rbd-write MB/s "(12) RBD seq write 1 MiB + fsync ($WRITE_MIB MiB)"
             R="rbd:rbd/w:conf=${CEPH_CONF:-}" Q="driver=rbd,pool=rbd,image=w,conf=${CEPH_CONF:-}"
+            F="r_fiorbd 48 w --rw=write --bs=1M --iodepth=1 --size=${WRITE_MIB}m --time_based=0 --end_fsync=1"
             set -- "w_seqwrite $WRITE_MIB" rw w ;;
         # One job: rbd-fuse fails a second open of an open image (ENOENT).
         rand) scenario 12-rbd-rand IOPS "(12) RBD random 4 KiB O_DIRECT, 1 job x QD64 libaio"
+            F="r_fiorbd 8 disk --rw=randread --bs=4k --iodepth=64 --randrepeat=0"
             set -- "w_rand --numjobs=1 --iodepth=64" ro disk ;;
         esac
         tool netdiskfs "m_nd '$R' $([ "$2" = ro ] && echo ro)" "$1"
         tool "rbd-nbd" "m_na '$nbdwhy'" "$1" 1.3
         tool "rbd-fuse" "m_rbdfuse $3" "$1" 1.3
         tool "qemu-storage-daemon" "m_qsd '$Q' $2" "$1" 1.3
+        tool "fio rbd engine (no FUSE)" - "$F"
+        # dd's 1 MiB writes reach a daemon one at a time, each waiting for
+        # the OSD: the kernel's write cache lets several be in flight
+        # (each still acknowledged by the OSD, fsync waiting for them).
+        [ $id = write ] && tool "netdiskfs -o kernel-cache=writeback" \
+            "ND_MOUNT_O=kernel-cache=writeback m_nd '$R'" "$1"
         run_or_skip "$why"
     done
     # By PID (pidfiles), before the NFS server starts.
