@@ -624,22 +624,23 @@ static bool tier_one(struct nd_cache *c, struct nd_block *b)
 	return true;
 }
 
-/* Keep the whole blocks just fetched from the server (a run in one
- * piece of memory with one write). */
+/* Keep the whole blocks just fetched from the server: copied into the
+ * tier's queue (a run in one piece of memory as one item), written by
+ * its thread, or left out when the queue is full. */
 static void tier_keep(struct nd_cache *c, struct nd_block **blk, size_t n)
 {
 	bool whole = true;
 	for (size_t i = 0; i < n; i++)
 		whole &= blk[i]->vs == 0 && blk[i]->ve == blk[i]->len;
 	if (c->tier && whole && one_piece(c, blk, n)) {
-		nd_tier_put_run(c->tier, blk[0]->idx, n, blk[0]->data,
-				run_len(c, blk, n));
+		nd_tier_queue_run(c->tier, blk[0]->idx, n, blk[0]->data,
+				  run_len(c, blk, n));
 		return;
 	}
 	for (size_t i = 0; c->tier && i < n; i++)
 		if (blk[i]->vs == 0 && blk[i]->ve == blk[i]->len)
-			nd_tier_put(c->tier, blk[i]->idx, blk[i]->data,
-				    blk[i]->len);
+			nd_tier_queue_run(c->tier, blk[i]->idx, 1,
+					  blk[i]->data, blk[i]->len);
 }
 
 /* This mount writes [off, off+len): the tier forgets those blocks; a
@@ -711,10 +712,10 @@ static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 	bool from_tier = tier_fill(c, blk, n);
 	int r = from_tier ? 0 : read_run(c, blk, n);
 	/* On a read-only disk nothing changes a valid block's bytes, so
-	 * its readers need not wait for the tier's checksum and write: the
+	 * its readers need not wait for the copy into the tier's queue: the
 	 * blocks are published first (they stay pinned by the caller until
-	 * this returns). A writable disk's blocks go to the tier before
-	 * anyone can write them. */
+	 * this returns). A writable disk's blocks are queued before anyone
+	 * can write them (the write's invalidation then cancels the copy). */
 	bool keep = r == 0 && !from_tier && c->tier;
 	bool late = keep && nd_disk_read_only(c->disk);
 
