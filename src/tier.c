@@ -38,6 +38,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -98,6 +99,10 @@ struct nd_tier {
 
 #define PRESENT 1u
 #define REF 2u
+
+/* O_DIRECT wants the buffer, length and offset aligned to this. */
+#define DIRECT_ALIGN 4096u
+#define ALIGN_UP(n) (((n) + DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1))
 
 static uint64_t block_sum(const void *buf, size_t len, uint64_t idx)
 {
@@ -251,11 +256,13 @@ static int open_file(struct nd_tier *t, const char *name, bool reset)
 
 /* The data file again with O_DIRECT (-1 where the file system has no
  * O_DIRECT): a warm run goes from the disk straight into the cache's
- * memory, without a copy through the page cache. */
+ * memory, and the writer thread's runs from its queue to the disk,
+ * without a copy through the page cache (and no dirty pages: the CPU
+ * and the memory stay the readers'). */
 static int open_direct(struct nd_tier *t)
 {
 	char *p = path_of(t, "data");
-	int fd = p ? open(p, O_RDONLY | O_DIRECT | O_CLOEXEC) : -1;
+	int fd = p ? open(p, O_RDWR | O_DIRECT | O_CLOEXEC) : -1;
 	free(p);
 	return fd;
 }
@@ -354,7 +361,7 @@ static struct nd_tier *tier_new(const struct nd_tier_cfg *c)
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_mutex_init(&t->q.lock, NULL);
 	nd_cond_init_mono(&t->q.cond);
-	t->q.cap = c->queue ? c->queue : ND_TIER_QUEUE;
+	t->q.cap = ALIGN_UP(c->queue ? c->queue : ND_TIER_QUEUE);
 	if (c->writable) /* else (or without memory) inv_floor for all */
 		t->inv_at = calloc(t->nblocks ? t->nblocks : 1, sizeof *t->inv_at);
 	if (asprintf(&t->path, "%s/%016llx", c->dir,
@@ -509,15 +516,35 @@ static bool run_check(struct nd_tier *t, uint64_t idx, size_t n,
 	return ok_all;
 }
 
+static bool direct_ok(const struct nd_tier *t, const void *buf, size_t len,
+		      uint64_t off)
+{
+	return t->direct_fd >= 0 &&
+	       ((uintptr_t)buf | len | off) % DIRECT_ALIGN == 0;
+}
+
 /* LEN bytes at OFF into BUF: with O_DIRECT when all are aligned. */
 static ssize_t run_read(struct nd_tier *t, void *buf, size_t len, uint64_t off)
 {
-	if (t->direct_fd >= 0 && ((uintptr_t)buf | len | off) % 4096 == 0) {
+	if (direct_ok(t, buf, len, off)) {
 		ssize_t got = pread(t->direct_fd, buf, len, (off_t)off);
 		if (got == (ssize_t)len)
 			return got;
 	}
 	return pread(t->data_fd, buf, len, (off_t)off);
+}
+
+/* LEN bytes of BUF at OFF: with O_DIRECT when all are aligned (the
+ * queue's items are), else through the page cache. */
+static ssize_t run_write(struct nd_tier *t, const void *buf, size_t len,
+			 uint64_t off)
+{
+	if (direct_ok(t, buf, len, off)) {
+		ssize_t put = pwrite(t->direct_fd, buf, len, (off_t)off);
+		if (put == (ssize_t)len || (put < 0 && errno != EINVAL))
+			return put;
+	}
+	return pwrite(t->data_fd, buf, len, (off_t)off);
 }
 
 /* The sums of a run live on the stack up to this many blocks. */
@@ -611,7 +638,7 @@ static bool put_run_at(struct nd_tier *t, uint64_t idx, size_t n,
 				    idx + i);
 	if (!put_claim(t, idx, n, sums, epoch, &gone))
 		return !gone;
-	if (pwrite(t->data_fd, buf, len, (off_t)(idx * t->bs)) != (ssize_t)len) {
+	if (run_write(t, buf, len, idx * t->bs) != (ssize_t)len) {
 		tier_off(t, "write", errno ? errno : ENOSPC);
 		return true;
 	}
@@ -643,7 +670,9 @@ void nd_tier_put(struct nd_tier *t, uint64_t idx, const void *buf, size_t len)
 static bool q_reserve(struct tier_queue *q, size_t len, size_t *off,
 		      size_t *span)
 {
-	if (len > q->cap - q->live || (!q->ring && !(q->ring = malloc(q->cap))))
+	len = ALIGN_UP(len); /* every item starts aligned, for O_DIRECT */
+	if (len > q->cap - q->live ||
+	    (!q->ring && !(q->ring = aligned_alloc(DIRECT_ALIGN, q->cap))))
 		return false;
 	if (!q->live)
 		q->wpos = q->rpos = 0;
@@ -676,12 +705,17 @@ static void q_write(struct nd_tier *t, const struct q_item *it, const char *p)
 }
 
 /* The writer thread: the oldest item once its copy is in, until the
- * queue is empty and the tier closes. */
+ * queue is empty and the tier closes. It runs only on a CPU nothing else
+ * wants (SCHED_IDLE): a read that keeps the CPUs busy is not slowed by
+ * it; the queue then fills and what does not fit is left out. */
 static void *q_main(void *arg)
 {
 	struct nd_tier *t = arg;
 	struct tier_queue *q = &t->q;
+	struct sched_param idle = { 0 };
 
+	pthread_setname_np(pthread_self(), "nd-tier");
+	pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
 	pthread_mutex_lock(&q->lock);
 	for (;;) {
 		while (!(q->head && q->head->ready) && !(q->stop && !q->head))
@@ -697,7 +731,7 @@ static void *q_main(void *arg)
 		q->head = it->next;
 		if (!q->head)
 			q->tail = NULL;
-		q->rpos = it->off + it->len;
+		q->rpos = it->off + ALIGN_UP(it->len);
 		q->live -= it->span;
 		free(it);
 		pthread_cond_broadcast(&q->cond);
