@@ -22,13 +22,13 @@
  * The caller never puts bytes that a write may have made stale (the
  * memory cache knows: a block written while it was being fetched).
  *
- * Readers do not write the disk themselves: nd_tier_queue_run copies the
- * blocks into a ring bounded in bytes (the queue), and one writer thread
- * per tier does the checksum and write of nd_tier_put_run for each, in
- * order. A block is not present until that thread wrote it. When the ring
- * is full the blocks are not kept (counted: the tier is a cache), so a
- * local disk slower than the server never slows the read that fetched
- * them. nd_tier_invalidate cancels the queued copies of a block (each copy
+ * Readers do not write the disk themselves: nd_tier_queue_run puts the
+ * blocks (the memory cache's own, kept for it) in a queue bounded in
+ * bytes, and one writer thread per tier, at idle CPU priority, does the
+ * checksum and write of nd_tier_put_run for each, in order. A block is
+ * not present until that thread wrote it. When the queue is full the
+ * blocks are not kept (counted: the tier is a cache), so a local disk or
+ * a CPU slower than the server never slows the read that fetched them. nd_tier_invalidate cancels the queued copies of a block (each copy
  * carries the invalidation count at queueing; a block invalidated since is
  * skipped), so an older copy never overtakes this mount's write. A clean
  * close writes what is queued (bounded in time); a crash loses it, as the
@@ -53,23 +53,23 @@
 #include "tier.h"
 #include "util/clock.h"
 
-/* A run of blocks waiting for the writer thread, its bytes in the ring. */
+/* A run of blocks waiting for the writer thread: the caller's bytes,
+ * kept as they are until DONE(ARG). */
 struct q_item {
 	struct q_item *next;
 	uint64_t idx, epoch; /* epoch: inv_seq when it was queued */
 	size_t n, len;
-	size_t off, span; /* where in the ring; span: with the end it skipped */
-	bool ready;	  /* copied in: the writer may take it */
+	const char *buf;
+	void (*done)(void *arg);
+	void *arg;
 };
 
 struct tier_queue {
 	pthread_mutex_t lock; /* protects everything below */
-	pthread_cond_t cond;  /* an item ready, one done, or stop */
+	pthread_cond_t cond;  /* an item queued, one done, or stop */
 	pthread_t thr;
 	bool started, stop, abandon;
-	size_t cap;	 /* ring bytes */
-	char *ring;	 /* allocated at the first item */
-	size_t wpos, rpos, live; /* next free byte, oldest used; in use */
+	size_t cap, live; /* bytes: the bound, and queued now */
 	struct q_item *head, *tail;
 	uint64_t dropped_bytes, dropped_blocks;
 };
@@ -102,7 +102,6 @@ struct nd_tier {
 
 /* O_DIRECT wants the buffer, length and offset aligned to this. */
 #define DIRECT_ALIGN 4096u
-#define ALIGN_UP(n) (((n) + DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1))
 
 static uint64_t block_sum(const void *buf, size_t len, uint64_t idx)
 {
@@ -256,13 +255,11 @@ static int open_file(struct nd_tier *t, const char *name, bool reset)
 
 /* The data file again with O_DIRECT (-1 where the file system has no
  * O_DIRECT): a warm run goes from the disk straight into the cache's
- * memory, and the writer thread's runs from its queue to the disk,
- * without a copy through the page cache (and no dirty pages: the CPU
- * and the memory stay the readers'). */
+ * memory, without a copy through the page cache. */
 static int open_direct(struct nd_tier *t)
 {
 	char *p = path_of(t, "data");
-	int fd = p ? open(p, O_RDWR | O_DIRECT | O_CLOEXEC) : -1;
+	int fd = p ? open(p, O_RDONLY | O_DIRECT | O_CLOEXEC) : -1;
 	free(p);
 	return fd;
 }
@@ -337,7 +334,6 @@ static void tier_free(struct nd_tier *t)
 	pthread_mutex_destroy(&t->lock);
 	pthread_mutex_destroy(&t->q.lock);
 	pthread_cond_destroy(&t->q.cond);
-	free(t->q.ring);
 	free(t->inv_at);
 	free(t->flags);
 	free(t->path);
@@ -361,7 +357,7 @@ static struct nd_tier *tier_new(const struct nd_tier_cfg *c)
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_mutex_init(&t->q.lock, NULL);
 	nd_cond_init_mono(&t->q.cond);
-	t->q.cap = ALIGN_UP(c->queue ? c->queue : ND_TIER_QUEUE);
+	t->q.cap = c->queue ? c->queue : ND_TIER_QUEUE;
 	if (c->writable) /* else (or without memory) inv_floor for all */
 		t->inv_at = calloc(t->nblocks ? t->nblocks : 1, sizeof *t->inv_at);
 	if (asprintf(&t->path, "%s/%016llx", c->dir,
@@ -534,19 +530,6 @@ static ssize_t run_read(struct nd_tier *t, void *buf, size_t len, uint64_t off)
 	return pread(t->data_fd, buf, len, (off_t)off);
 }
 
-/* LEN bytes of BUF at OFF: with O_DIRECT when all are aligned (the
- * queue's items are), else through the page cache. */
-static ssize_t run_write(struct nd_tier *t, const void *buf, size_t len,
-			 uint64_t off)
-{
-	if (direct_ok(t, buf, len, off)) {
-		ssize_t put = pwrite(t->direct_fd, buf, len, (off_t)off);
-		if (put == (ssize_t)len || (put < 0 && errno != EINVAL))
-			return put;
-	}
-	return pwrite(t->data_fd, buf, len, (off_t)off);
-}
-
 /* The sums of a run live on the stack up to this many blocks. */
 #define RUN_MAX 64
 
@@ -638,7 +621,10 @@ static bool put_run_at(struct nd_tier *t, uint64_t idx, size_t n,
 				    idx + i);
 	if (!put_claim(t, idx, n, sums, epoch, &gone))
 		return !gone;
-	if (run_write(t, buf, len, idx * t->bs) != (ssize_t)len) {
+	/* Through the page cache: the writer thread copies at idle CPU
+	 * priority, the disk writes later; were it O_DIRECT, the virtual
+	 * disk's work would compete with the readers now. */
+	if (pwrite(t->data_fd, buf, len, (off_t)(idx * t->bs)) != (ssize_t)len) {
 		tier_off(t, "write", errno ? errno : ENOSPC);
 		return true;
 	}
@@ -664,38 +650,11 @@ void nd_tier_put(struct nd_tier *t, uint64_t idx, const void *buf, size_t len)
 
 /* --- the queue and its writer thread ---------------------------------------- */
 
-/* LEN bytes of the ring for a new item (lock held): its offset and span
- * (the skipped end of the ring counts with the item that wrapped). False
- * when they do not fit. */
-static bool q_reserve(struct tier_queue *q, size_t len, size_t *off,
-		      size_t *span)
+/* Write item IT as nd_tier_put_run would have; when a block of it was
+ * invalidated since it was queued, the others one by one. */
+static void q_write(struct nd_tier *t, const struct q_item *it)
 {
-	len = ALIGN_UP(len); /* every item starts aligned, for O_DIRECT */
-	if (len > q->cap - q->live ||
-	    (!q->ring && !(q->ring = aligned_alloc(DIRECT_ALIGN, q->cap))))
-		return false;
-	if (!q->live)
-		q->wpos = q->rpos = 0;
-	*off = q->wpos;
-	*span = len;
-	if (q->wpos >= q->rpos && q->cap - q->wpos < len) {
-		/* Free: [wpos, cap) and [0, rpos); wrap around. */
-		if (q->rpos < len)
-			return false;
-		*off = 0;
-		*span = q->cap - q->wpos + len;
-	} else if (q->wpos < q->rpos && q->rpos - q->wpos < len) {
-		return false;
-	}
-	q->wpos = *off + len;
-	q->live += *span;
-	return true;
-}
-
-/* Write item IT (its bytes at P) as nd_tier_put_run would have; when a
- * block of it was invalidated since, the others one by one. */
-static void q_write(struct nd_tier *t, const struct q_item *it, const char *p)
-{
+	const char *p = it->buf;
 	if (put_run_at(t, it->idx, it->n, p, it->len, it->epoch) || it->n == 1)
 		return;
 	for (size_t i = 0; i < it->n; i++)
@@ -704,10 +663,10 @@ static void q_write(struct nd_tier *t, const struct q_item *it, const char *p)
 			   it->epoch);
 }
 
-/* The writer thread: the oldest item once its copy is in, until the
- * queue is empty and the tier closes. It runs only on a CPU nothing else
- * wants (SCHED_IDLE): a read that keeps the CPUs busy is not slowed by
- * it; the queue then fills and what does not fit is left out. */
+/* The writer thread: the oldest item, until the queue is empty and the
+ * tier closes. It runs only on a CPU nothing else wants (SCHED_IDLE): a
+ * read that keeps the CPUs busy is not slowed by it; the queue then
+ * fills and what does not fit is left out. */
 static void *q_main(void *arg)
 {
 	struct nd_tier *t = arg;
@@ -718,7 +677,7 @@ static void *q_main(void *arg)
 	pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
 	pthread_mutex_lock(&q->lock);
 	for (;;) {
-		while (!(q->head && q->head->ready) && !(q->stop && !q->head))
+		while (!q->head && !q->stop)
 			pthread_cond_wait(&q->cond, &q->lock);
 		struct q_item *it = q->head;
 		if (!it)
@@ -726,13 +685,13 @@ static void *q_main(void *arg)
 		bool skip = q->abandon;
 		pthread_mutex_unlock(&q->lock); /* no lock held across the write */
 		if (!skip)
-			q_write(t, it, q->ring + it->off);
+			q_write(t, it);
+		it->done(it->arg);
 		pthread_mutex_lock(&q->lock);
 		q->head = it->next;
 		if (!q->head)
 			q->tail = NULL;
-		q->rpos = it->off + ALIGN_UP(it->len);
-		q->live -= it->span;
+		q->live -= it->len;
 		free(it);
 		pthread_cond_broadcast(&q->cond);
 	}
@@ -776,46 +735,43 @@ static void q_stop(struct nd_tier *t)
 	q->started = false;
 }
 
-void nd_tier_queue_run(struct nd_tier *t, uint64_t idx, size_t n,
-		       const void *buf, size_t len)
+bool nd_tier_queue_run(struct nd_tier *t, uint64_t idx, size_t n,
+		       const void *buf, size_t len, void (*done)(void *arg),
+		       void *arg)
 {
 	struct tier_queue *q = t ? &t->q : NULL;
 	struct q_item *it;
 	bool on, fits;
 
 	if (!run_ok(t, idx, n, len) || t->max_blocks < n)
-		return;
+		return false;
 	if (!q->started) {
 		nd_tier_put_run(t, idx, n, buf, len);
-		return;
+		return false;
 	}
 	pthread_mutex_lock(&t->lock);
 	on = t->on;
 	uint64_t epoch = t->inv_seq; /* the bytes are no newer than this */
 	pthread_mutex_unlock(&t->lock);
-	if (!on || !(it = calloc(1, sizeof *it)))
-		return;
-	*it = (struct q_item){ .idx = idx, .epoch = epoch, .n = n, .len = len };
+	if (!on || !(it = malloc(sizeof *it)))
+		return false;
+	*it = (struct q_item){ .idx = idx, .epoch = epoch, .n = n, .len = len,
+			       .buf = buf, .done = done, .arg = arg };
 	pthread_mutex_lock(&q->lock);
-	fits = q_reserve(q, len, &it->off, &it->span);
+	fits = len <= q->cap - q->live;
 	if (fits) {
 		*(q->tail ? &q->tail->next : &q->head) = it;
 		q->tail = it;
+		q->live += len;
+		pthread_cond_broadcast(&q->cond);
 	} else {
 		q->dropped_bytes += len;
 		q->dropped_blocks += n;
 	}
 	pthread_mutex_unlock(&q->lock);
-	if (!fits) {
+	if (!fits)
 		free(it);
-		return;
-	}
-	/* The copy outside the lock: the writer waits for this item only. */
-	memcpy(q->ring + it->off, buf, len);
-	pthread_mutex_lock(&q->lock);
-	it->ready = true;
-	pthread_cond_broadcast(&q->cond);
-	pthread_mutex_unlock(&q->lock);
+	return fits;
 }
 
 static void mark_writer(struct nd_tier *t)

@@ -23,7 +23,7 @@ struct nd_tier_cfg {
 };
 
 /* The bound of the queue of blocks waiting for a tier's writer thread
- * (nd_tier_queue_run): beyond it, blocks are not kept. */
+ * (nd_tier_queue_run), in bytes: beyond it, blocks are not kept. */
 #define ND_TIER_QUEUE (32u << 20)
 
 /* Open or create the entry's data under DIR. 0 with *out NULL when the
@@ -51,11 +51,16 @@ void nd_tier_put_run(struct nd_tier *t, uint64_t idx, size_t n,
 /* Keep a copy of block IDX, evicting older blocks past the limit. */
 void nd_tier_put(struct nd_tier *t, uint64_t idx, const void *buf,
 		 size_t len);
-/* nd_tier_put_run in the background: BUF is copied into the tier's queue
- * and its writer thread writes it; when the queue is full the blocks are
- * not kept (counted in the stats). Until written they are not present. */
-void nd_tier_queue_run(struct nd_tier *t, uint64_t idx, size_t n,
-		       const void *buf, size_t len);
+/* nd_tier_put_run in the background, without a copy: true when the run
+ * was queued, then the tier's writer thread writes BUF and calls
+ * DONE(ARG) once it no longer needs BUF (written or not). False when it
+ * was not queued (the queue full: counted in the stats; the tier off):
+ * DONE is never called. Until written the blocks are not present. BUF
+ * may change meanwhile only through a write of this mount, which calls
+ * nd_tier_invalidate first. */
+bool nd_tier_queue_run(struct nd_tier *t, uint64_t idx, size_t n,
+		       const void *buf, size_t len, void (*done)(void *arg),
+		       void *arg);
 /* This mount is about to write block IDX: forget it (the new bytes are
  * put again once written), and cancel the copies of it queued until now.
  * The first call of a mount marks the tier "in use by a writer", so a

@@ -171,17 +171,21 @@ static void crashes(void)
 	}
 }
 
-/* Blocks IDX..IDX+N-1 of generation GEN[i] each through the queue. */
-static void queue_gens(struct nd_tier *t, uint64_t idx, size_t n,
+/* Blocks IDX..IDX+N-1 of generation GEN[i] each through the queue (the
+ * bytes freed when the writer is done with them). True when queued. */
+static bool queue_gens(struct nd_tier *t, uint64_t idx, size_t n,
 		       const unsigned *gen)
 {
-	static unsigned char run[8 * BS];
+	unsigned char *run = malloc(n * BS);
 	size_t len = 0;
 	for (size_t i = 0; i < n; i++) {
 		content(run + i * BS, idx + i, gen[idx + i]);
 		len += blen(idx + i);
 	}
-	nd_tier_queue_run(t, idx, n, run, len);
+	if (nd_tier_queue_run(t, idx, n, run, len, free, run))
+		return true;
+	free(run);
+	return false;
 }
 
 /* Wait (5 s at most) until the writer thread emptied the queue. */
@@ -239,7 +243,7 @@ static void queued(void)
 
 	sh("rm -rf ./*");
 	t = topen_q("", 0, false, 2 * BS);
-	queue_gens(t, 8, 4, gen); /* 4 blocks in a queue of 2: left out */
+	CHECK(!queue_gens(t, 8, 4, gen), "4 blocks in a queue of 2: left out");
 	drain_wait(t);
 	nd_tier_get_stats(t, &st);
 	CHECK(st.queue_dropped_blocks == 4 && st.queue_dropped_bytes == 4 * BS &&
