@@ -28,11 +28,12 @@
  * checksum and write of nd_tier_put_run for each, in order. A block is
  * not present until that thread wrote it. When the queue is full the
  * blocks are not kept (counted: the tier is a cache), so a local disk or
- * a CPU slower than the server never slows the read that fetched them. nd_tier_invalidate cancels the queued copies of a block (each copy
- * carries the invalidation count at queueing; a block invalidated since is
- * skipped), so an older copy never overtakes this mount's write. A clean
- * close writes what is queued (bounded in time); a crash loses it, as the
- * map records only blocks whose data was written. */
+ * a CPU slower than the server never slows the read that fetched them.
+ * nd_tier_invalidate cancels the queued puts of a block (each carries
+ * the invalidation count at queueing; a block invalidated since is
+ * skipped), so older bytes never overtake this mount's write. A clean
+ * close writes what is queued (bounded in time); a crash loses it, as
+ * the map records only blocks whose data was written. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -370,7 +371,6 @@ static struct nd_tier *tier_new(const struct nd_tier_cfg *c)
 	}
 	return t;
 }
-
 
 static void evict_to(struct nd_tier *t, uint64_t max);
 static void q_start(struct nd_tier *t);
@@ -716,9 +716,12 @@ static void q_stop(struct nd_tier *t)
 {
 	struct tier_queue *q = &t->q;
 	struct timespec until = nd_timespec(nd_mono_s() + TIER_DRAIN_S);
+	struct sched_param normal = { 0 };
 
 	if (!q->started)
 		return;
+	/* No reader is left to give way to: the drain at full priority. */
+	pthread_setschedparam(q->thr, SCHED_OTHER, &normal);
 	pthread_mutex_lock(&q->lock);
 	q->stop = true;
 	pthread_cond_broadcast(&q->cond);
