@@ -360,7 +360,8 @@ static struct nd_tier *tier_new(const struct nd_tier_cfg *c)
 	nd_cond_init_mono(&t->q.cond);
 	t->q.cap = c->queue ? c->queue : ND_TIER_QUEUE;
 	if (c->writable) /* else (or without memory) inv_floor for all */
-		t->inv_at = calloc(t->nblocks ? t->nblocks : 1, sizeof *t->inv_at);
+		t->inv_at = calloc(t->nblocks ? t->nblocks : 1,
+				   sizeof *t->inv_at);
 	if (asprintf(&t->path, "%s/%016llx", c->dir,
 		     (unsigned long long)XXH3_64bits(c->identity,
 						     strlen(c->identity))) < 0)
@@ -648,7 +649,7 @@ void nd_tier_put(struct nd_tier *t, uint64_t idx, const void *buf, size_t len)
 	nd_tier_put_run(t, idx, 1, buf, len);
 }
 
-/* --- the queue and its writer thread ---------------------------------------- */
+/* --- the queue and its writer thread ------------------------------------- */
 
 /* Write item IT as nd_tier_put_run would have; when a block of it was
  * invalidated since it was queued, the others one by one. */
@@ -683,7 +684,8 @@ static void *q_main(void *arg)
 		if (!it)
 			break;
 		bool skip = q->abandon;
-		pthread_mutex_unlock(&q->lock); /* no lock held across the write */
+		/* No lock held across the write. */
+		pthread_mutex_unlock(&q->lock);
 		if (!skip)
 			q_write(t, it);
 		it->done(it->arg);

@@ -261,7 +261,8 @@ static void queued(void)
 	srand((unsigned)time(NULL));
 	t = topen("", 0, true);
 	for (int r = 0; r < 300; r++) {
-		uint64_t k = (uint64_t)rand() % (NB - 4), j = k + (uint64_t)rand() % 4;
+		uint64_t k = (uint64_t)rand() % (NB - 4);
+		uint64_t j = k + (uint64_t)rand() % 4;
 		queue_gens(t, k, 4, gen);
 		nd_tier_invalidate(t, j);
 		gen[j]++;
