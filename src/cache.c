@@ -624,22 +624,57 @@ static bool tier_one(struct nd_cache *c, struct nd_block *b)
 	return true;
 }
 
-/* Keep the whole blocks just fetched from the server (a run in one
- * piece of memory with one write). */
+/* Blocks queued for the tier: pinned (never evicted, their memory
+ * stays) until its writer thread is done with them. */
+struct tier_ref {
+	struct nd_cache *c;
+	size_t n;
+	struct nd_block *blk[];
+};
+
+static void tier_unpin(void *arg)
+{
+	struct tier_ref *k = arg;
+	pthread_mutex_lock(&k->c->lock);
+	for (size_t i = 0; i < k->n; i++)
+		unpin(k->c, k->blk[i]);
+	pthread_mutex_unlock(&k->c->lock);
+	free(k);
+}
+
+/* Queue the N blocks (one piece of memory) for the tier, without a copy. */
+static void tier_queue(struct nd_cache *c, struct nd_block **blk, size_t n)
+{
+	struct tier_ref *k = malloc(sizeof *k + n * sizeof *blk);
+	if (!k)
+		return;
+	k->c = c;
+	k->n = n;
+	memcpy(k->blk, blk, n * sizeof *blk);
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < n; i++)
+		blk[i]->pins++;
+	pthread_mutex_unlock(&c->lock);
+	if (!nd_tier_queue_run(c->tier, blk[0]->idx, n, blk[0]->data,
+			       run_len(c, blk, n), tier_unpin, k))
+		tier_unpin(k);
+}
+
+/* Keep the whole blocks just fetched from the server: queued for the
+ * tier's writer thread (a run in one piece of memory as one item), or
+ * left out when its queue is full. */
 static void tier_keep(struct nd_cache *c, struct nd_block **blk, size_t n)
 {
 	bool whole = true;
 	for (size_t i = 0; i < n; i++)
 		whole &= blk[i]->vs == 0 && blk[i]->ve == blk[i]->len;
 	if (c->tier && whole && one_piece(c, blk, n)) {
-		nd_tier_put_run(c->tier, blk[0]->idx, n, blk[0]->data,
-				run_len(c, blk, n));
+		tier_queue(c, blk, n);
 		return;
 	}
 	for (size_t i = 0; c->tier && i < n; i++)
 		if (blk[i]->vs == 0 && blk[i]->ve == blk[i]->len)
-			nd_tier_put(c->tier, blk[i]->idx, blk[i]->data,
-				    blk[i]->len);
+			tier_queue(c, &blk[i], 1);
 }
 
 /* This mount writes [off, off+len): the tier forgets those blocks; a
@@ -711,10 +746,10 @@ static void fetch_run(struct nd_cache *c, struct nd_block **blk, size_t n)
 	bool from_tier = tier_fill(c, blk, n);
 	int r = from_tier ? 0 : read_run(c, blk, n);
 	/* On a read-only disk nothing changes a valid block's bytes, so
-	 * its readers need not wait for the tier's checksum and write: the
-	 * blocks are published first (they stay pinned by the caller until
-	 * this returns). A writable disk's blocks go to the tier before
-	 * anyone can write them. */
+	 * its readers need not wait for the tier's queue: the blocks are
+	 * published first (they stay pinned by the caller until this
+	 * returns). A writable disk's blocks are queued before anyone can
+	 * write them (the write's invalidation then cancels the put). */
 	bool keep = r == 0 && !from_tier && c->tier;
 	bool late = keep && nd_disk_read_only(c->disk);
 
@@ -889,8 +924,12 @@ static void prefetch_open(struct nd_cache *c, struct nd_disk *d)
 static void tier_open(struct nd_cache *c, struct nd_disk *d)
 {
 	const char *dir = nd_cache_dir_of(nd_disk_opts(d));
+	/* Queued blocks stay in memory: a quarter of the budget at most. */
 	struct nd_tier_cfg cfg = { .dir = dir, .block_size = c->bs,
 				   .size = c->size,
+				   .queue = c->budget / 4 < ND_TIER_QUEUE
+						    ? c->budget / 4
+						    : ND_TIER_QUEUE,
 				   .validator = nd_disk_info(d)->validator,
 				   .writable = !nd_disk_read_only(d) };
 	if (!dir ||
@@ -950,17 +989,19 @@ void nd_cache_free(struct nd_cache *c)
 {
 	if (!c)
 		return;
+	nd_prefetch_stop(c->prefetch);
 	pthread_mutex_lock(&c->lock);
 	while (c->jobs)
 		pthread_cond_wait(&c->cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+	nd_tier_close(c->tier); /* writes its queue: the blocks it pins */
+	pthread_mutex_lock(&c->lock);
 	while (c->lru_head)
 		unhash(c, c->lru_head);
 	pool_trim(c, 0, 0);
 	pthread_mutex_unlock(&c->lock);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->cond);
-	nd_prefetch_stop(c->prefetch);
-	nd_tier_close(c->tier);
 	free(c->hash);
 	free(c);
 }

@@ -117,7 +117,11 @@ static const char *why_stop(struct nd_prefetch *p)
 	return NULL;
 }
 
-/* Fetch RUN blocks from IDX into BUF and keep them. 0 or -errno. */
+/* Fetch RUN blocks from IDX into BUF and keep them. 0 or -errno. The
+ * puts are synchronous, not through the tier's queue: this thread is in
+ * the background already, so waiting for the disk paces it to the
+ * disk's speed instead of filling the queue (whose room stays for the
+ * blocks readers fetch) and dropping what it fetched. */
 static int fill_run(struct nd_prefetch *p, char *buf, uint64_t idx,
 		    uint64_t run)
 {

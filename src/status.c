@@ -52,12 +52,13 @@ static const char *state_name(enum nd_conn_state s)
 
 /* The cache directory's part of an entry: its state (on, or off and
  * why), use against the limit, hits, the validator it holds data of, why
- * it dropped what it found, and the prefetch's progress. */
+ * it dropped what it found, its writer's queue (and what did not fit)
+ * and the prefetch's progress. */
 static json_t *cache_dir_json(const struct nd_cache_stats *cs)
 {
 	const struct nd_tier_stats *t = &cs->tier;
 	const struct nd_prefetch_stats *p = &cs->prefetch;
-	return json_pack(
+	json_t *j = json_pack(
 		"{s:s, s:I, s:I, s:I, s:I, s:s, s:s?, s:{s:s, s:s, s:I, s:I}}",
 		"state", t->state, "bytes", (json_int_t)t->present, "limit",
 		(json_int_t)t->limit, "hits", (json_int_t)t->hits, "misses",
@@ -65,6 +66,13 @@ static json_t *cache_dir_json(const struct nd_cache_stats *cs)
 		t->dropped[0] ? t->dropped : NULL, "prefetch", "mode",
 		p->mode ? p->mode : "off", "state", p->state, "done",
 		(json_int_t)p->done, "total", (json_int_t)p->total);
+	json_object_set_new(
+		j, "queue",
+		json_pack("{s:I, s:I, s:I, s:I}", "bytes", (json_int_t)t->queued,
+			  "limit", (json_int_t)t->queue_limit, "dropped_bytes",
+			  (json_int_t)t->queue_dropped_bytes, "dropped_blocks",
+			  (json_int_t)t->queue_dropped_blocks));
+	return j;
 }
 
 /* The overlay of E, or NULL. The base counts as reachable while the

@@ -20,12 +20,26 @@
  * mount is dropped whole.
  *
  * The caller never puts bytes that a write may have made stale (the
- * memory cache knows: a block written while it was being fetched). */
+ * memory cache knows: a block written while it was being fetched).
+ *
+ * Readers do not write the disk themselves: nd_tier_queue_run puts the
+ * blocks (the memory cache's own, kept for it) in a queue bounded in
+ * bytes, and one writer thread per tier, at idle CPU priority, does the
+ * checksum and write of nd_tier_put_run for each, in order. A block is
+ * not present until that thread wrote it. When the queue is full the
+ * blocks are not kept (counted: the tier is a cache), so a local disk or
+ * a CPU slower than the server never slows the read that fetched them.
+ * nd_tier_invalidate cancels the queued puts of a block (each carries
+ * the invalidation count at queueing; a block invalidated since is
+ * skipped), so older bytes never overtake this mount's write. A clean
+ * close writes what is queued (bounded in time); a crash loses it, as
+ * the map records only blocks whose data was written. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -38,6 +52,28 @@
 
 #include "log.h"
 #include "tier.h"
+#include "util/clock.h"
+
+/* A run of blocks waiting for the writer thread: the caller's bytes,
+ * kept as they are until DONE(ARG). */
+struct q_item {
+	struct q_item *next;
+	uint64_t idx, epoch; /* epoch: inv_seq when it was queued */
+	size_t n, len;
+	const char *buf;
+	void (*done)(void *arg);
+	void *arg;
+};
+
+struct tier_queue {
+	pthread_mutex_t lock; /* protects everything below */
+	pthread_cond_t cond;  /* an item queued, one done, or stop */
+	pthread_t thr;
+	bool started, stop, abandon;
+	size_t cap, live; /* bytes: the bound, and queued now */
+	struct q_item *head, *tail;
+	uint64_t dropped_bytes, dropped_blocks;
+};
 
 struct nd_tier {
 	char *path; /* CACHE-DIR/KEY */
@@ -55,10 +91,18 @@ struct nd_tier {
 	bool on;
 	char state[160];
 	char dropped[200]; /* why the blocks found at open were dropped */
+	/* Invalidations: a count, and per block the count at its last one
+	 * (inv_at: writable tiers; else inv_floor for every block). */
+	uint64_t inv_seq, inv_floor, *inv_at;
+
+	struct tier_queue q;
 };
 
 #define PRESENT 1u
 #define REF 2u
+
+/* O_DIRECT wants the buffer, length and offset aligned to this. */
+#define DIRECT_ALIGN 4096u
 
 static uint64_t block_sum(const void *buf, size_t len, uint64_t idx)
 {
@@ -281,6 +325,22 @@ out:
 	return r;
 }
 
+static void tier_free(struct nd_tier *t)
+{
+	if (t->map)
+		munmap(t->map, t->nblocks ? t->nblocks * 8 : 8);
+	for (int *fd = &t->lock_fd; fd <= &t->direct_fd; fd++)
+		if (*fd >= 0)
+			close(*fd);
+	pthread_mutex_destroy(&t->lock);
+	pthread_mutex_destroy(&t->q.lock);
+	pthread_cond_destroy(&t->q.cond);
+	free(t->inv_at);
+	free(t->flags);
+	free(t->path);
+	free(t);
+}
+
 static struct nd_tier *tier_new(const struct nd_tier_cfg *c)
 {
 	struct nd_tier *t = calloc(1, sizeof *t);
@@ -296,31 +356,26 @@ static struct nd_tier *tier_new(const struct nd_tier_cfg *c)
 	snprintf(t->validator, sizeof t->validator, "%s",
 		 c->validator ? c->validator : "");
 	pthread_mutex_init(&t->lock, NULL);
+	pthread_mutex_init(&t->q.lock, NULL);
+	nd_cond_init_mono(&t->q.cond);
+	t->q.cap = c->queue ? c->queue : ND_TIER_QUEUE;
+	if (c->writable) /* else (or without memory) inv_floor for all */
+		t->inv_at = calloc(t->nblocks ? t->nblocks : 1,
+				   sizeof *t->inv_at);
 	if (asprintf(&t->path, "%s/%016llx", c->dir,
 		     (unsigned long long)XXH3_64bits(c->identity,
-						     strlen(c->identity))) < 0 ||
-	    !(t->flags = calloc(t->nblocks ? t->nblocks : 1, 1))) {
-		free(t->flags);
-		free(t);
+						     strlen(c->identity))) < 0)
+		t->path = NULL;
+	if (!t->path || !(t->flags = calloc(t->nblocks ? t->nblocks : 1, 1))) {
+		tier_free(t);
 		return NULL;
 	}
 	return t;
 }
 
-static void tier_free(struct nd_tier *t)
-{
-	if (t->map)
-		munmap(t->map, t->nblocks ? t->nblocks * 8 : 8);
-	for (int *fd = &t->lock_fd; fd <= &t->direct_fd; fd++)
-		if (*fd >= 0)
-			close(*fd);
-	pthread_mutex_destroy(&t->lock);
-	free(t->flags);
-	free(t->path);
-	free(t);
-}
-
 static void evict_to(struct nd_tier *t, uint64_t max);
+static void q_start(struct nd_tier *t);
+static void q_stop(struct nd_tier *t);
 
 int nd_tier_open(const struct nd_tier_cfg *c, struct nd_tier **out)
 {
@@ -358,6 +413,7 @@ int nd_tier_open(const struct nd_tier_cfg *c, struct nd_tier **out)
 	}
 	t->on = true;
 	snprintf(t->state, sizeof t->state, "on");
+	q_start(t);
 	pthread_mutex_lock(&t->lock);
 	evict_to(t, t->max_blocks); /* a smaller limit than last time */
 	pthread_mutex_unlock(&t->lock);
@@ -369,6 +425,7 @@ void nd_tier_close(struct nd_tier *t)
 {
 	if (!t)
 		return;
+	q_stop(t); /* what readers queued is written first */
 	/* Data and map durable first; only then the writer mark goes. */
 	if (t->on && msync(t->map, t->nblocks * 8, MS_SYNC) == 0 &&
 	    fdatasync(t->data_fd) == 0 && t->writer_marked) {
@@ -456,10 +513,17 @@ static bool run_check(struct nd_tier *t, uint64_t idx, size_t n,
 	return ok_all;
 }
 
+static bool direct_ok(const struct nd_tier *t, const void *buf, size_t len,
+		      uint64_t off)
+{
+	return t->direct_fd >= 0 &&
+	       ((uintptr_t)buf | len | off) % DIRECT_ALIGN == 0;
+}
+
 /* LEN bytes at OFF into BUF: with O_DIRECT when all are aligned. */
 static ssize_t run_read(struct nd_tier *t, void *buf, size_t len, uint64_t off)
 {
-	if (t->direct_fd >= 0 && ((uintptr_t)buf | len | off) % 4096 == 0) {
+	if (direct_ok(t, buf, len, off)) {
 		ssize_t got = pread(t->direct_fd, buf, len, (off_t)off);
 		if (got == (ssize_t)len)
 			return got;
@@ -470,16 +534,21 @@ static ssize_t run_read(struct nd_tier *t, void *buf, size_t len, uint64_t off)
 /* The sums of a run live on the stack up to this many blocks. */
 #define RUN_MAX 64
 
+/* Is [IDX, IDX+N) a run of blocks LEN bytes long (only its last block
+ * short), of at most RUN_MAX blocks? */
+static bool run_ok(const struct nd_tier *t, uint64_t idx, size_t n, size_t len)
+{
+	return t && n > 0 && idx + n <= t->nblocks && n <= RUN_MAX &&
+	       len <= n * (size_t)t->bs && len > (n - 1) * (size_t)t->bs;
+}
+
 bool nd_tier_get_run(struct nd_tier *t, uint64_t idx, size_t n, void *buf,
 		     size_t len)
 {
 	uint64_t sums[RUN_MAX];
 	ssize_t got;
 
-	if (!t || n == 0 || idx + n > t->nblocks || n > RUN_MAX ||
-	    len > n * (size_t)t->bs || len <= (n - 1) * (size_t)t->bs)
-		return false;
-	if (!run_sums(t, idx, n, sums))
+	if (!run_ok(t, idx, n, len) || !run_sums(t, idx, n, sums))
 		return false;
 	/* One read for the whole run: the disk sees one large request. */
 	got = run_read(t, buf, len, idx * t->bs);
@@ -500,16 +569,28 @@ void nd_tier_advise(struct nd_tier *t, uint64_t off, uint64_t len)
 			      POSIX_FADV_WILLNEED);
 }
 
+/* Was block K invalidated since a copy of it was queued at EPOCH? Lock
+ * held. */
+static bool cancelled(const struct nd_tier *t, uint64_t k, uint64_t epoch)
+{
+	return t->inv_floor > epoch || (t->inv_at && t->inv_at[k] > epoch);
+}
+
 /* Claim blocks IDX..IDX+N-1 for new data (SUMS): their records are
  * cleared first, so a crash before the data is there never validates
- * old bytes. False when none needs writing. */
+ * old bytes. False when none needs writing, or (*GONE) when one was
+ * invalidated since EPOCH: then none is claimed. */
 static bool put_claim(struct nd_tier *t, uint64_t idx, size_t n,
-		      const uint64_t *sums)
+		      const uint64_t *sums, uint64_t epoch, bool *gone)
 {
 	bool go = false;
+	*gone = false;
 	pthread_mutex_lock(&t->lock);
-	for (size_t i = 0; t->on && i < n; i++)
+	for (size_t i = 0; t->on && i < n; i++) {
 		go |= t->map[idx + i] != sums[i];
+		*gone |= cancelled(t, idx + i, epoch);
+	}
+	go &= !*gone;
 	for (size_t i = 0; go && t->on && i < n; i++) {
 		uint64_t k = idx + i;
 		if (!(t->flags[k] & PRESENT))
@@ -523,36 +604,179 @@ static bool put_claim(struct nd_tier *t, uint64_t idx, size_t n,
 	return go;
 }
 
-void nd_tier_put_run(struct nd_tier *t, uint64_t idx, size_t n,
-		     const void *buf, size_t len)
+/* The put of a run (see nd_tier_put_run) of bytes fetched before
+ * invalidation EPOCH: false when a block of it was invalidated since
+ * (nothing written). */
+static bool put_run_at(struct nd_tier *t, uint64_t idx, size_t n,
+		       const void *buf, size_t len, uint64_t epoch)
 {
 	uint64_t sums[RUN_MAX];
 	const char *p = buf;
+	bool gone;
 
-	if (!t || n == 0 || idx + n > t->nblocks || t->max_blocks < n ||
-	    n > RUN_MAX || len > n * (size_t)t->bs ||
-	    len <= (n - 1) * (size_t)t->bs)
-		return;
+	if (!run_ok(t, idx, n, len) || t->max_blocks < n)
+		return true;
 	for (size_t i = 0; i < n; i++)
 		sums[i] = block_sum(p + i * (size_t)t->bs,
 				    i + 1 < n ? t->bs : len - i * (size_t)t->bs,
 				    idx + i);
-	if (!put_claim(t, idx, n, sums))
-		return;
+	if (!put_claim(t, idx, n, sums, epoch, &gone))
+		return !gone;
+	/* Through the page cache: the writer thread copies at idle CPU
+	 * priority, the disk writes later; were it O_DIRECT, the virtual
+	 * disk's work would compete with the readers now. */
 	if (pwrite(t->data_fd, buf, len, (off_t)(idx * t->bs)) != (ssize_t)len) {
 		tier_off(t, "write", errno ? errno : ENOSPC);
-		return;
+		return true;
 	}
+	/* An invalidation meanwhile cleared the flags: the record stays 0. */
 	pthread_mutex_lock(&t->lock);
 	for (size_t i = 0; t->on && i < n; i++)
 		if ((t->flags[idx + i] & PRESENT) && t->map[idx + i] == 0)
 			t->map[idx + i] = sums[i];
 	pthread_mutex_unlock(&t->lock);
+	return true;
+}
+
+void nd_tier_put_run(struct nd_tier *t, uint64_t idx, size_t n,
+		     const void *buf, size_t len)
+{
+	put_run_at(t, idx, n, buf, len, UINT64_MAX);
 }
 
 void nd_tier_put(struct nd_tier *t, uint64_t idx, const void *buf, size_t len)
 {
 	nd_tier_put_run(t, idx, 1, buf, len);
+}
+
+/* --- the queue and its writer thread ------------------------------------- */
+
+/* Write item IT as nd_tier_put_run would have; when a block of it was
+ * invalidated since it was queued, the others one by one. */
+static void q_write(struct nd_tier *t, const struct q_item *it)
+{
+	const char *p = it->buf;
+	if (put_run_at(t, it->idx, it->n, p, it->len, it->epoch) || it->n == 1)
+		return;
+	for (size_t i = 0; i < it->n; i++)
+		put_run_at(t, it->idx + i, 1, p + i * (size_t)t->bs,
+			   i + 1 < it->n ? t->bs : it->len - i * (size_t)t->bs,
+			   it->epoch);
+}
+
+/* The writer thread: the oldest item, until the queue is empty and the
+ * tier closes. It runs only on a CPU nothing else wants (SCHED_IDLE): a
+ * read that keeps the CPUs busy is not slowed by it; the queue then
+ * fills and what does not fit is left out. */
+static void *q_main(void *arg)
+{
+	struct nd_tier *t = arg;
+	struct tier_queue *q = &t->q;
+	struct sched_param idle = { 0 };
+
+	pthread_setname_np(pthread_self(), "nd-tier");
+	pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		while (!q->head && !q->stop)
+			pthread_cond_wait(&q->cond, &q->lock);
+		struct q_item *it = q->head;
+		if (!it)
+			break;
+		bool skip = q->abandon;
+		/* No lock held across the write. */
+		pthread_mutex_unlock(&q->lock);
+		if (!skip)
+			q_write(t, it);
+		it->done(it->arg);
+		pthread_mutex_lock(&q->lock);
+		q->head = it->next;
+		if (!q->head)
+			q->tail = NULL;
+		q->live -= it->len;
+		free(it);
+		pthread_cond_broadcast(&q->cond);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return NULL;
+}
+
+static void q_start(struct nd_tier *t)
+{
+	t->q.started = pthread_create(&t->q.thr, NULL, q_main, t) == 0;
+	if (!t->q.started)
+		nd_warn("cache-dir %s: no writer thread; readers write the "
+			"blocks themselves",
+			t->path);
+}
+
+/* Write what is queued (at most TIER_DRAIN_S seconds: then the rest is
+ * left out, fetched again when read), and end the writer thread. */
+#define TIER_DRAIN_S 10
+
+static void q_stop(struct nd_tier *t)
+{
+	struct tier_queue *q = &t->q;
+	struct timespec until = nd_timespec(nd_mono_s() + TIER_DRAIN_S);
+	struct sched_param normal = { 0 };
+
+	if (!q->started)
+		return;
+	/* No reader is left to give way to: the drain at full priority. */
+	pthread_setschedparam(q->thr, SCHED_OTHER, &normal);
+	pthread_mutex_lock(&q->lock);
+	q->stop = true;
+	pthread_cond_broadcast(&q->cond);
+	while (q->head && !q->abandon)
+		if (pthread_cond_timedwait(&q->cond, &q->lock, &until) ==
+		    ETIMEDOUT) {
+			q->abandon = true;
+			nd_warn("cache-dir %s: %zu queued bytes not written "
+				"within %d s of the close; left out",
+				t->path, q->live, TIER_DRAIN_S);
+		}
+	pthread_mutex_unlock(&q->lock);
+	pthread_join(q->thr, NULL);
+	q->started = false;
+}
+
+bool nd_tier_queue_run(struct nd_tier *t, uint64_t idx, size_t n,
+		       const void *buf, size_t len, void (*done)(void *arg),
+		       void *arg)
+{
+	struct tier_queue *q = t ? &t->q : NULL;
+	struct q_item *it;
+	bool on, fits;
+
+	if (!run_ok(t, idx, n, len) || t->max_blocks < n)
+		return false;
+	if (!q->started) {
+		nd_tier_put_run(t, idx, n, buf, len);
+		return false;
+	}
+	pthread_mutex_lock(&t->lock);
+	on = t->on;
+	uint64_t epoch = t->inv_seq; /* the bytes are no newer than this */
+	pthread_mutex_unlock(&t->lock);
+	if (!on || !(it = malloc(sizeof *it)))
+		return false;
+	*it = (struct q_item){ .idx = idx, .epoch = epoch, .n = n, .len = len,
+			       .buf = buf, .done = done, .arg = arg };
+	pthread_mutex_lock(&q->lock);
+	fits = len <= q->cap - q->live;
+	if (fits) {
+		*(q->tail ? &q->tail->next : &q->head) = it;
+		q->tail = it;
+		q->live += len;
+		pthread_cond_broadcast(&q->cond);
+	} else {
+		q->dropped_bytes += len;
+		q->dropped_blocks += n;
+	}
+	pthread_mutex_unlock(&q->lock);
+	if (!fits)
+		free(it);
+	return fits;
 }
 
 static void mark_writer(struct nd_tier *t)
@@ -578,6 +802,12 @@ void nd_tier_invalidate(struct nd_tier *t, uint64_t idx)
 	if (mark)
 		mark_writer(t);
 	pthread_mutex_lock(&t->lock);
+	/* Queued copies of the block are older than this: cancelled. */
+	t->inv_seq++;
+	if (t->inv_at)
+		t->inv_at[idx] = t->inv_seq;
+	else
+		t->inv_floor = t->inv_seq;
 	if (t->on)
 		forget(t, idx);
 	pthread_mutex_unlock(&t->lock);
@@ -609,6 +839,12 @@ void nd_tier_get_stats(struct nd_tier *t, struct nd_tier_stats *s)
 	snprintf(s->validator, sizeof s->validator, "%s", t->validator);
 	snprintf(s->dropped, sizeof s->dropped, "%s", t->dropped);
 	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&t->q.lock);
+	s->queued = t->q.live;
+	s->queue_limit = t->q.cap;
+	s->queue_dropped_bytes = t->q.dropped_bytes;
+	s->queue_dropped_blocks = t->q.dropped_blocks;
+	pthread_mutex_unlock(&t->q.lock);
 }
 
 bool nd_tier_full(struct nd_tier *t)

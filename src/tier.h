@@ -19,7 +19,12 @@ struct nd_tier_cfg {
 	const char *validator; /* what the server says of the object, or "" */
 	const char *info;      /* the backend's facts, kept for nd_tier_peek */
 	bool writable;	       /* this mount writes the disk */
+	uint64_t queue;	       /* the writer's queue in bytes; 0: ND_TIER_QUEUE */
 };
+
+/* The bound of the queue of blocks waiting for a tier's writer thread
+ * (nd_tier_queue_run), in bytes: beyond it, blocks are not kept. */
+#define ND_TIER_QUEUE (32u << 20)
 
 /* Open or create the entry's data under DIR. 0 with *out NULL when the
  * tier cannot be used (another mount holds it, the directory fails): the
@@ -40,15 +45,26 @@ bool nd_tier_get_run(struct nd_tier *t, uint64_t idx, size_t n, void *buf,
 /* Readahead: the bytes [OFF, OFF+LEN) of the tier will be read soon. */
 void nd_tier_advise(struct nd_tier *t, uint64_t off, uint64_t len);
 /* Keep a copy of the N blocks from IDX in BUF (as for nd_tier_get_run)
- * with one write. */
+ * with one write, now (the caller waits for the checksum and write). */
 void nd_tier_put_run(struct nd_tier *t, uint64_t idx, size_t n,
 		     const void *buf, size_t len);
 /* Keep a copy of block IDX, evicting older blocks past the limit. */
 void nd_tier_put(struct nd_tier *t, uint64_t idx, const void *buf,
 		 size_t len);
+/* nd_tier_put_run in the background, without a copy: true when the run
+ * was queued, then the tier's writer thread writes BUF and calls
+ * DONE(ARG) once it no longer needs BUF (written or not). False when it
+ * was not queued (the queue full: counted in the stats; the tier off):
+ * DONE is never called. Until written the blocks are not present. BUF
+ * may change meanwhile only through a write of this mount, which calls
+ * nd_tier_invalidate first. */
+bool nd_tier_queue_run(struct nd_tier *t, uint64_t idx, size_t n,
+		       const void *buf, size_t len, void (*done)(void *arg),
+		       void *arg);
 /* This mount is about to write block IDX: forget it (the new bytes are
- * put again once written). The first call of a mount marks the tier
- * "in use by a writer", so a crash before the clean close drops it. */
+ * put again once written), and cancel the copies of it queued until now.
+ * The first call of a mount marks the tier "in use by a writer", so a
+ * crash before the clean close drops it. */
 void nd_tier_invalidate(struct nd_tier *t, uint64_t idx);
 /* Is block IDX present (not checked)? */
 bool nd_tier_has(struct nd_tier *t, uint64_t idx);
@@ -59,6 +75,9 @@ struct nd_tier_stats {
 	char state[160]; /* "on", or "off: why" */
 	char validator[128];
 	char dropped[200]; /* why the blocks found at open were dropped, or "" */
+	/* The writer's queue: bytes in it now, its bound, and what did not
+	 * fit (not kept). */
+	uint64_t queued, queue_limit, queue_dropped_bytes, queue_dropped_blocks;
 };
 void nd_tier_get_stats(struct nd_tier *t, struct nd_tier_stats *s);
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,16 +36,24 @@ static void content(unsigned char *p, uint64_t i, unsigned gen)
 		p[k] = (unsigned char)(i * 31 + k * 7 + gen);
 }
 
-static struct nd_tier *topen(const char *validator, uint64_t limit,
-			     bool writable)
+/* QUEUE: the writer's queue in bytes (0: the default). */
+static struct nd_tier *topen_q(const char *validator, uint64_t limit,
+			       bool writable, uint64_t queue)
 {
 	struct nd_tier_cfg c = { .dir = cdir, .limit = limit, .block_size = BS,
 				 .size = SIZE, .identity = "driver=nbd,export=x",
-				 .validator = validator, .writable = writable };
+				 .validator = validator, .writable = writable,
+				 .queue = queue };
 	struct nd_tier *t = NULL;
 	if (nd_tier_open(&c, &t) != 0)
 		printf("open: %s\n", nd_get_error());
 	return t;
+}
+
+static struct nd_tier *topen(const char *validator, uint64_t limit,
+			     bool writable)
+{
+	return topen_q(validator, limit, writable, 0);
 }
 
 /* How many blocks read back; each one read must be right (GEN). */
@@ -162,6 +171,118 @@ static void crashes(void)
 	}
 }
 
+/* Blocks IDX..IDX+N-1 of generation GEN[i] each through the queue (the
+ * bytes freed when the writer is done with them). True when queued. */
+static bool queue_gens(struct nd_tier *t, uint64_t idx, size_t n,
+		       const unsigned *gen)
+{
+	unsigned char *run = malloc(n * BS);
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++) {
+		content(run + i * BS, idx + i, gen[idx + i]);
+		len += blen(idx + i);
+	}
+	if (nd_tier_queue_run(t, idx, n, run, len, free, run))
+		return true;
+	free(run);
+	return false;
+}
+
+/* Wait (5 s at most) until the writer thread emptied the queue. */
+static void drain_wait(struct nd_tier *t)
+{
+	struct nd_tier_stats s;
+	for (int i = 0; i < 500; i++) {
+		nd_tier_get_stats(t, &s);
+		if (!s.queued)
+			return;
+		usleep(10000);
+	}
+	CHECK(0, "the queue did not drain in 5 s (%llu bytes)",
+	      (unsigned long long)s.queued);
+}
+
+/* Each block read back is of generation GEN[i]. How many were. */
+static unsigned count_gens(struct nd_tier *t, const unsigned *gen)
+{
+	static unsigned char got[BS], want[BS];
+	unsigned n = 0;
+	for (uint64_t i = 0; i <= NB; i++) {
+		if (!nd_tier_get(t, i, got, blen(i)))
+			continue;
+		content(want, i, gen[i]);
+		CHECK(memcmp(got, want, blen(i)) == 0,
+		      "block %llu is not of generation %u",
+		      (unsigned long long)i, gen[i]);
+		n++;
+	}
+	return n;
+}
+
+/* The writer thread's queue: a close writes what is queued; a run that
+ * does not fit is left out and counted; a copy queued before an
+ * invalidation of its block never lands after it (the write's bytes, or
+ * nothing, is what the block holds); the writer turns the tier off on a
+ * full file system. */
+static void queued(void)
+{
+	unsigned gen[NB + 1];
+	struct nd_tier_stats st;
+	struct nd_tier *t;
+
+	sh("rm -rf ./*");
+	for (uint64_t i = 0; i <= NB; i++)
+		gen[i] = 7;
+	t = topen("", 0, false);
+	for (uint64_t i = 0; i <= NB; i += 8)
+		queue_gens(t, i, i + 8 <= NB + 1 ? 8 : NB + 1 - i, gen);
+	nd_tier_close(t); /* at once: the close writes the queue */
+	t = topen("", 0, false);
+	CHECK(t && count_gens(t, gen) == NB + 1, "the close wrote the queue");
+	nd_tier_close(t);
+
+	sh("rm -rf ./*");
+	t = topen_q("", 0, false, 2 * BS);
+	CHECK(!queue_gens(t, 8, 4, gen), "4 blocks in a queue of 2: left out");
+	drain_wait(t);
+	nd_tier_get_stats(t, &st);
+	CHECK(st.queue_dropped_blocks == 4 && st.queue_dropped_bytes == 4 * BS &&
+		  st.queue_limit == 2 * BS,
+	      "dropped: %llu blocks, %llu bytes",
+	      (unsigned long long)st.queue_dropped_blocks,
+	      (unsigned long long)st.queue_dropped_bytes);
+	CHECK(!nd_tier_has(t, 8) && count_gens(t, gen) == 0,
+	      "what did not fit is not there");
+	nd_tier_close(t);
+
+	/* A read fetched blocks (queued), then this mount wrote one of them
+	 * (invalidated, a new generation), then maybe read it again. */
+	sh("rm -rf ./*");
+	srand((unsigned)time(NULL));
+	t = topen("", 0, true);
+	for (int r = 0; r < 300; r++) {
+		uint64_t k = (uint64_t)rand() % (NB - 4);
+		uint64_t j = k + (uint64_t)rand() % 4;
+		queue_gens(t, k, 4, gen);
+		nd_tier_invalidate(t, j);
+		gen[j]++;
+		if (r % 3 == 1)
+			queue_gens(t, j, 1, gen);
+		if (r % 3 == 2) {
+			static unsigned char p[BS];
+			content(p, j, gen[j]);
+			nd_tier_put(t, j, p, BS);
+		}
+	}
+	drain_wait(t);
+	count_gens(t, gen);
+	nd_tier_close(t);
+	t = topen("", 0, true);
+	CHECK(t, "reopen after the invalidations");
+	count_gens(t, gen);
+	nd_tier_close(t);
+}
+
 static void full_fs(void)
 {
 	char tiny[100], cmd[300];
@@ -178,6 +299,20 @@ static void full_fs(void)
 	CHECK(!s.on && strstr(s.state, "off"), "the tier is off (state %s)",
 	      s.state);
 	count_good(t, 5);
+	nd_tier_close(t);
+	/* The same through the queue: its writer thread turns it off. */
+	sh("rm -rf ./*");
+	t = topen("", 100 * BS, false);
+	unsigned gen[NB + 1];
+	for (uint64_t i = 0; i <= NB; i++)
+		gen[i] = 5;
+	for (uint64_t i = 0; i < NB; i += 4)
+		queue_gens(t, i, 4, gen);
+	drain_wait(t);
+	nd_tier_get_stats(t, &s);
+	CHECK(!s.on && strstr(s.state, "off"),
+	      "the writer turned the tier off (state %s)", s.state);
+	count_gens(t, gen);
 	nd_tier_close(t);
 	umount(tiny);
 }
@@ -262,6 +397,7 @@ int main(void)
 	basics();
 	recorded();
 	writer();
+	queued();
 	crashes();
 	tools();
 	full_fs();
