@@ -20,15 +20,7 @@ nd_mount "$TMP/tab" "$TMP/mnt"
 
 # A paced copy (128 O_DIRECT reads of 256 KiB, 20 ms apart, ~3 s), so the
 # kill lands in the middle of it whatever the machine's speed.
-paced_copy() {
-    local i
-    for i in $(seq 0 127); do
-        dd if="$TMP/mnt/big" of="$TMP/copy" bs=256k skip=$i seek=$i count=1 \
-            iflag=direct conv=notrunc status=none || return 1
-        sleep 0.02
-    done
-}
-paced_copy 2>"$TMP/dd.err" &
+paced_dd "$TMP/mnt/big" "$TMP/copy" 128 iflag=direct 2>"$TMP/dd.err" &
 ddpid=$!
 sleep 0.5
 kill -0 $ddpid 2>/dev/null || fail "the copy finished before the server was killed"
@@ -44,16 +36,7 @@ echo "ok: a copy survived kill -9 of ganesha and its restart, byte for byte"
 pattern "$TMP/new" 8
 cp "$TMP/img" "$TMP/expect"
 dd if="$TMP/new" of="$TMP/expect" bs=1M conv=notrunc status=none
-paced_write() {
-    local i
-    for i in $(seq 0 31); do
-        dd if="$TMP/new" of="$TMP/mnt/big" bs=256k skip=$i seek=$i count=1 \
-            oflag=direct conv=notrunc status=none || return 1
-        sleep 0.02
-    done
-    sync "$TMP/mnt/big"
-}
-paced_write 2>"$TMP/wr.err" &
+paced_dd "$TMP/new" "$TMP/mnt/big" 32 oflag=direct 2>"$TMP/wr.err" &
 ddpid=$!
 sleep 0.3
 kill -0 $ddpid 2>/dev/null || fail "the write finished before the server was killed"

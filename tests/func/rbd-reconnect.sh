@@ -20,26 +20,7 @@ nd_mount "$TMP/tab" "$TMP/mnt"
 
 # A paced copy (128 O_DIRECT reads of 256 KiB, 20 ms apart, ~3 s), so the
 # kill lands in the middle of it whatever the machine's speed.
-paced_copy() {
-    local i
-    for i in $(seq 0 127); do
-        dd if="$TMP/mnt/big" of="$TMP/copy" bs=256k skip=$i seek=$i count=1 \
-            iflag=direct conv=notrunc status=none || return 1
-        sleep 0.02
-    done
-}
-# The same for the write: 64 O_DIRECT writes of 256 KiB, 20 ms apart, and
-# an fsync at the end.
-paced_write() {
-    local i
-    for i in $(seq 0 63); do
-        dd if="$TMP/new" of="$TMP/mnt/big" bs=256k skip=$i seek=$i count=1 \
-            oflag=direct conv=notrunc status=none || return 1
-        sleep 0.02
-    done
-    dd if=/dev/null of="$TMP/mnt/big" conv=notrunc,fsync status=none
-}
-paced_copy 2>"$TMP/dd.err" &
+paced_dd "$TMP/mnt/big" "$TMP/copy" 128 iflag=direct 2>"$TMP/dd.err" &
 ddpid=$!
 sleep 0.5
 kill -0 $ddpid 2>/dev/null || fail "the copy finished before the OSD was killed"
@@ -54,7 +35,8 @@ echo "ok: a copy survived kill -9 of the OSD and its restart, byte for byte"
 pattern "$TMP/new" 16
 cp "$TMP/img" "$TMP/expect"
 dd if="$TMP/new" of="$TMP/expect" bs=1M conv=notrunc status=none
-paced_write 2>"$TMP/wr.err" &
+# The same for the write: 64 O_DIRECT writes of 256 KiB, then an fsync.
+paced_dd "$TMP/new" "$TMP/mnt/big" 64 oflag=direct 2>"$TMP/wr.err" &
 ddpid=$!
 sleep 0.5
 kill -0 $ddpid 2>/dev/null || fail "the write finished before the OSD was killed"

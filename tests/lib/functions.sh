@@ -126,3 +126,17 @@ check_sanitizers() {
         fail "sanitizer report in $1"
     fi
 }
+
+# paced_dd IN OUT N FLAG: copy N pieces of 256 KiB from IN to OUT, one dd
+# each, 20 ms apart (FLAG: iflag=direct or oflag=direct), so a server
+# killed during it is killed in the middle whatever the machine's speed;
+# a write (oflag) ends with an fsync of OUT.
+paced_dd() {
+    local i
+    for i in $(seq 0 $(($3 - 1))); do
+        dd if="$1" of="$2" bs=256k skip=$i seek=$i count=1 "$4" \
+            conv=notrunc status=none || return 1
+        sleep 0.02
+    done
+    case $4 in oflag=*) dd if=/dev/null of="$2" conv=notrunc,fsync status=none ;; esac
+}
