@@ -183,7 +183,7 @@ static void nbd_async_end(struct nbd_req *r)
  * ended well wait here and end after libnbd returns: the callback runs
  * under libnbd's handle lock, and ending one answers FUSE (a writev),
  * which would keep every thread submitting on this connection waiting. */
-static __thread struct nbd_req *nbd_ended;
+static __thread struct nbd_req *nbd_ended, **nbd_ended_tail; /* dispatcher's */
 static __thread bool nbd_in_dispatch;
 
 /* Completion callback: runs in whichever thread drove libnbd's state
@@ -204,8 +204,9 @@ static int nbd_complete_cb(void *user_data, int *error)
 		pthread_cond_signal(&r->cond);
 	pthread_mutex_unlock(&c->mu);
 	if (async && r->err == 0 && nbd_in_dispatch) {
-		r->next = nbd_ended;
-		nbd_ended = r;
+		r->next = NULL;
+		*nbd_ended_tail = r;
+		nbd_ended_tail = &r->next;
 	} else if (async) {
 		nbd_async_end(r);
 	}
@@ -215,16 +216,11 @@ static int nbd_complete_cb(void *user_data, int *error)
 /* End the requests the last notify_read/write completed, oldest first. */
 static void nbd_end_ended(void)
 {
-	struct nbd_req *r = nbd_ended, *prev = NULL;
+	struct nbd_req *r = nbd_ended;
 
 	nbd_ended = NULL;
-	while (r) { /* reverse: the list was built newest first */
-		struct nbd_req *next = r->next;
-		r->next = prev;
-		prev = r;
-		r = next;
-	}
-	for (r = prev; r;) {
+	nbd_ended_tail = &nbd_ended;
+	while (r) {
 		struct nbd_req *next = r->next;
 		r->next = NULL;
 		nbd_async_end(r);
@@ -284,6 +280,7 @@ static void *nbd_dispatch(void *arg)
 
 	pthread_setname_np(pthread_self(), "nd-nbd");
 	nbd_in_dispatch = true;
+	nbd_ended_tail = &nbd_ended;
 	for (;;) {
 		int ms = NBD_TICK_MS;
 		bool expired = false;

@@ -513,17 +513,11 @@ static bool run_check(struct nd_tier *t, uint64_t idx, size_t n,
 	return ok_all;
 }
 
-static bool direct_ok(const struct nd_tier *t, const void *buf, size_t len,
-		      uint64_t off)
-{
-	return t->direct_fd >= 0 &&
-	       ((uintptr_t)buf | len | off) % DIRECT_ALIGN == 0;
-}
-
 /* LEN bytes at OFF into BUF: with O_DIRECT when all are aligned. */
 static ssize_t run_read(struct nd_tier *t, void *buf, size_t len, uint64_t off)
 {
-	if (direct_ok(t, buf, len, off)) {
+	if (t->direct_fd >= 0 &&
+	    ((uintptr_t)buf | len | off) % DIRECT_ALIGN == 0) {
 		ssize_t got = pread(t->direct_fd, buf, len, (off_t)off);
 		if (got == (ssize_t)len)
 			return got;
@@ -740,6 +734,9 @@ static void q_stop(struct nd_tier *t)
 	q->started = false;
 }
 
+/* How long a reader waits for room in a full queue (s). */
+#define QUEUE_WAIT_S 0.05
+
 bool nd_tier_queue_run(struct nd_tier *t, uint64_t idx, size_t n,
 		       const void *buf, size_t len, void (*done)(void *arg),
 		       void *arg)
@@ -763,6 +760,14 @@ bool nd_tier_queue_run(struct nd_tier *t, uint64_t idx, size_t n,
 	*it = (struct q_item){ .idx = idx, .epoch = epoch, .n = n, .len = len,
 			       .buf = buf, .done = done, .arg = arg };
 	pthread_mutex_lock(&q->lock);
+	/* A full queue: wait a moment for room before leaving the run out.
+	 * The writer runs at idle priority, so a reader keeping the CPUs
+	 * busy starves it; this wait gives it the CPU, and the run is left
+	 * out only when the disk itself does not keep up. */
+	struct timespec until = nd_timespec(nd_mono_s() + QUEUE_WAIT_S);
+	while (len > q->cap - q->live && len <= q->cap && !q->stop &&
+	       pthread_cond_timedwait(&q->cond, &q->lock, &until) != ETIMEDOUT)
+		;
 	fits = len <= q->cap - q->live;
 	if (fits) {
 		*(q->tail ? &q->tail->next : &q->head) = it;
