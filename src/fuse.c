@@ -426,6 +426,7 @@ struct later_read {
 	struct handle *h;
 	size_t size;
 	off_t off;
+	struct nd_layer_pin pin; /* a read the layers mapped onto the cache */
 };
 
 static void reply_read_err(fuse_req_t req, int r)
@@ -450,6 +451,50 @@ static void later_free(struct later_read *a)
 	atomic_fetch_sub(&later_reads, 1);
 }
 
+/* A read of the cache's blocks C at COFF: replied and 0, 1 when LATER
+ * will answer it, or -errno (not replied). */
+static int read_cache(fuse_req_t req, struct nd_cache *c, size_t size,
+		      uint64_t coff, struct later_read *later)
+{
+	struct nd_cache_ref ref;
+	int r = later ? nd_cache_read_async(c, coff, size, &ref, later_done,
+					    later)
+		      : nd_cache_read(c, coff, size, &ref);
+	if (r == 0) {
+		fuse_reply_iov(req, ref.iov, ref.n);
+		nd_cache_release(c, &ref);
+	}
+	return r;
+}
+
+/* A read of E's layers: replied and 0, 1 when LATER will answer it, or
+ * -errno (not replied). One that lies as it is in the cache under them
+ * (a qcow2 data cluster) is read like a read without layers, so a miss
+ * waits for no thread. */
+static int read_layers(fuse_req_t req, struct nd_fs_entry *e, size_t size,
+		       off_t off, struct later_read *later)
+{
+	struct nd_cache *c;
+	uint64_t coff;
+	int r;
+	if (later &&
+	    nd_layer_map(e->top, size, off, &c, &coff, &later->pin) == 1) {
+		if ((r = read_cache(req, c, size, coff, later)) != 1)
+			nd_layer_unpin(&later->pin);
+		return r;
+	}
+	/* The layers reply from the cache's blocks where they can; the
+	 * buffer takes only what they must copy. */
+	char *buf = read_buf(size);
+	struct nd_layer_ref ref;
+	nd_layer_ref_init(&ref);
+	r = buf ? nd_layer_read_ref(e->top, size, off, buf, &ref) : -ENOMEM;
+	if (r == 0)
+		fuse_reply_iov(req, ref.iov, (int)ref.n);
+	nd_layer_ref_release(&ref);
+	return r;
+}
+
 /* One read of entry E: replied and 0, 1 when LATER will answer it, or
  * -errno (not replied). */
 static int read_entry(fuse_req_t req, struct nd_fs_entry *e, size_t size,
@@ -463,30 +508,14 @@ static int read_entry(fuse_req_t req, struct nd_fs_entry *e, size_t size,
 	if (size > entry_size(e) - off)
 		size = entry_size(e) - off;
 	if (e->top) {
-		/* The layers reply from the cache's blocks where they can;
-		 * the buffer takes only what they must copy. */
-		char *buf = read_buf(size);
-		struct nd_layer_ref ref;
-		nd_layer_ref_init(&ref);
-		r = buf ? nd_layer_read_ref(e->top, size, off, buf, &ref)
-			: -ENOMEM;
-		if (r == 0)
-			fuse_reply_iov(req, ref.iov, (int)ref.n);
-		nd_layer_ref_release(&ref);
+		r = read_layers(req, e, size, off, later);
 	} else if (!e->cache) {
 		char *buf = read_buf(size);
 		r = buf ? nd_disk_pread(e->disk, buf, size, off) : -ENOMEM;
 		if (r == 0)
 			fuse_reply_buf(req, buf, size);
 	} else {
-		struct nd_cache_ref ref;
-		r = later ? nd_cache_read_async(e->cache, off, size, &ref,
-						later_done, later)
-			  : nd_cache_read(e->cache, off, size, &ref);
-		if (r == 0) {
-			fuse_reply_iov(req, ref.iov, ref.n);
-			nd_cache_release(e->cache, &ref);
-		}
+		r = read_cache(req, e->cache, size, (uint64_t)off, later);
 	}
 	/* A changed object was said once by the disk; the read is done
 	 * again on the entry opened afresh. */
@@ -577,14 +606,18 @@ static void later_done(void *arg, int r, struct nd_cache_ref *ref)
 {
 	struct later_read *a = arg;
 
-	if (r == -ESTALE && nd_detached(read_again, a))
-		return;
+	if (r == -ESTALE) {
+		nd_layer_unpin(&a->pin);
+		if (nd_detached(read_again, a))
+			return;
+	}
 	if (r == 0) {
 		fuse_reply_iov(a->req, ref->iov, ref->n);
 	} else {
 		log_read_err(a->h->e, a->size, a->off);
 		reply_read_err(a->req, r);
 	}
+	nd_layer_unpin(&a->pin);
 	handle_unref_later(a->h);
 	later_free(a);
 }
@@ -595,9 +628,10 @@ static struct later_read *later_new(fuse_req_t req, struct handle *h,
 				    size_t size, off_t off)
 {
 	struct later_read *a;
-	if (!h->e || h->e->top || !h->e->cache || !(a = malloc(sizeof *a)))
+	if (!h->e || !h->e->cache || (h->e->top && !h->e->top->ops->map) ||
+	    !(a = malloc(sizeof *a)))
 		return NULL;
-	*a = (struct later_read){ req, h, size, off };
+	*a = (struct later_read){ req, h, size, off, { 0 } };
 	atomic_fetch_add(&later_reads, 1);
 	return a;
 }

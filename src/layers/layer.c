@@ -43,6 +43,23 @@ int nd_layer_read_ref(struct nd_layer *l, size_t len, uint64_t off,
 	return nd_layer_ref_add(ref, scratch, len);
 }
 
+int nd_layer_map(struct nd_layer *l, size_t len, uint64_t off,
+		 struct nd_cache **cache, uint64_t *coff,
+		 struct nd_layer_pin *pin)
+{
+	*pin = (struct nd_layer_pin){ 0 };
+	if (!l->ops->map || !len || off > l->size || len > l->size - off)
+		return 0;
+	return l->ops->map(l, len, off, cache, coff, pin);
+}
+
+void nd_layer_unpin(struct nd_layer_pin *pin)
+{
+	if (pin->release)
+		pin->release(pin);
+	pin->release = NULL;
+}
+
 void nd_layer_ref_init(struct nd_layer_ref *ref)
 {
 	ref->iov = ref->iov_in;

@@ -11,6 +11,15 @@
 #include <sys/uio.h>
 
 struct nd_layer;
+struct nd_cache;
+
+/* What keeps a mapped range where nd_layer_map said it lies (a cluster
+ * not freed under it), let go of once its read ended, from any thread.
+ * RELEASE NULL: nothing to let go of. */
+struct nd_layer_pin {
+	void (*release)(struct nd_layer_pin *p);
+	void *owner;
+};
 
 /* What holds the memory a read's pieces point into (pinned cache blocks,
  * a lock), let go of by RELEASE once the reply is sent. */
@@ -51,6 +60,13 @@ struct nd_layer_ops {
 	 * SCRATCH. */
 	int (*read_ref)(struct nd_layer *l, size_t len, uint64_t off,
 			void *scratch, struct nd_layer_ref *ref);
+	/* Optional: where LEN bytes at OFF lie as they are, in one piece,
+	 * in the block cache at the bottom of the stack: 1 with *CACHE,
+	 * *COFF and PIN set; 0 when they do not (decompressed, zeroes, a
+	 * backing file, split: read them with read_ref). */
+	int (*map)(struct nd_layer *l, size_t len, uint64_t off,
+		   struct nd_cache **cache, uint64_t *coff,
+		   struct nd_layer_pin *pin);
 };
 
 /* Embedded first in every layer's own struct. */
@@ -73,6 +89,13 @@ void nd_layer_close(struct nd_layer *l);
 int nd_layer_read_ref(struct nd_layer *l, size_t len, uint64_t off,
 		      void *scratch, struct nd_layer_ref *ref);
 void nd_layer_ref_init(struct nd_layer_ref *ref);
+/* The map call above, the range checked; 0 for a layer without it. On 1
+ * the caller reads the cache itself (asynchronously, say), then lets go
+ * of PIN with nd_layer_unpin. */
+int nd_layer_map(struct nd_layer *l, size_t len, uint64_t off,
+		 struct nd_cache **cache, uint64_t *coff,
+		 struct nd_layer_pin *pin);
+void nd_layer_unpin(struct nd_layer_pin *pin);
 /* Append a piece (merged with the last one when they touch), a hold. */
 int nd_layer_ref_add(struct nd_layer_ref *ref, void *base, size_t len);
 int nd_layer_ref_hold(struct nd_layer_ref *ref,

@@ -76,6 +76,11 @@ struct qcow2 {
 	/* Held shared by every read; exclusively while clusters are freed,
 	 * so a read mapped to a cluster never finds it reused by another. */
 	pthread_rwlock_t reading;
+	/* Reads mapped onto the cache (qcow2_map_range) and not yet ended:
+	 * they hold no lock, so freeing clusters waits for them to be 0. */
+	pthread_mutex_t map_mu;
+	pthread_cond_t map_cv;
+	unsigned long mapped;
 	/* Host clusters that lost a reference (an entry replaced): their
 	 * refcounts drop after the next flush made the replacement durable. */
 	uint64_t *unref;
@@ -137,6 +142,12 @@ void qcow2_l2_forget(struct qcow2 *q, uint64_t off);
 int qcow2_l2_cache_init(struct qcow2 *q, size_t nslots);
 int qcow2_map(struct qcow2 *q, uint64_t off, struct extent *x);
 int qcow2_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off);
+int qcow2_map_range(struct nd_layer *l, size_t len, uint64_t off,
+		    struct nd_cache **cache, uint64_t *coff,
+		    struct nd_layer_pin *pin);
+/* Wait until no read mapped onto the cache is in flight (with reading
+ * held exclusively, so none starts). */
+void qcow2_mapped_drain(struct qcow2 *q);
 int qcow2_read_ref(struct nd_layer *l, size_t len, uint64_t off,
 		   void *scratch, struct nd_layer_ref *ref);
 void qcow2_close(struct nd_layer *l);

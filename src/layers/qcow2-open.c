@@ -273,6 +273,7 @@ static const struct nd_layer_ops qcow2_ro_ops = {
 	.name = "qcow2",
 	.pread = qcow2_pread,
 	.read_ref = qcow2_read_ref,
+	.map = qcow2_map_range,
 	.close = qcow2_close,
 };
 
@@ -280,6 +281,7 @@ static const struct nd_layer_ops qcow2_rw_ops = {
 	.name = "qcow2",
 	.pread = qcow2_pread,
 	.read_ref = qcow2_read_ref,
+	.map = qcow2_map_range,
 	.pwrite = qcow2_pwrite,
 	.zero = qcow2_zero,
 	.flush = qcow2_flush,
@@ -345,6 +347,8 @@ int nd_qcow2_open(struct nd_layer *file, const struct nd_qcow2_opts *o,
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_mutex_init(&q->meta_lock, NULL);
 	pthread_rwlock_init(&q->reading, NULL);
+	pthread_mutex_init(&q->map_mu, NULL);
+	pthread_cond_init(&q->map_cv, NULL);
 	pthread_cond_init(&q->loaded, NULL);
 	if (!(b = malloc(4096)) ||
 	    (r = qcow2_file_read(q, b, n, 0, "header")) ||

@@ -350,6 +350,7 @@ int qcow2_unref_flush(struct qcow2 *q)
 	if (r)
 		return r; /* kept for the next flush */
 	pthread_rwlock_wrlock(&q->reading); /* reads in flight finish */
+	qcow2_mapped_drain(q);
 	for (size_t i = 0; r == 0 && i < q->nunref; i++)
 		r = rc_dec(q, q->unref[i]);
 	pthread_rwlock_unlock(&q->reading);

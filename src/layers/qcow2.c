@@ -465,6 +465,63 @@ int qcow2_read_ref(struct nd_layer *l, size_t len, uint64_t off,
 	return walk_extents(q, ref, scratch, len, off);
 }
 
+static void unpin_mapped(struct nd_layer_pin *p)
+{
+	struct qcow2 *q = p->owner;
+	pthread_mutex_lock(&q->map_mu);
+	if (--q->mapped == 0)
+		pthread_cond_broadcast(&q->map_cv);
+	pthread_mutex_unlock(&q->map_mu);
+}
+
+void qcow2_mapped_drain(struct qcow2 *q)
+{
+	pthread_mutex_lock(&q->map_mu);
+	while (q->mapped)
+		pthread_cond_wait(&q->map_cv, &q->map_mu);
+	pthread_mutex_unlock(&q->map_mu);
+}
+
+/* [off, off+len) as one run of data clusters contiguous in the container,
+ * which holds them in the cache under it: the caller reads the cache
+ * itself (a miss then waits for no thread), the clusters counted as
+ * mapped until it lets go of PIN. */
+int qcow2_map_range(struct nd_layer *l, size_t len, uint64_t off,
+		    struct nd_cache **cache, uint64_t *coff,
+		    struct nd_layer_pin *pin)
+{
+	struct qcow2 *q = (struct qcow2 *)l;
+	struct nd_layer_pin below;
+	struct extent x;
+	uint64_t got = 0, host = 0;
+	int r = 0;
+
+	pthread_rwlock_rdlock(&q->reading);
+	while (got < len && (r = qcow2_map(q, off + got, &x)) == 0 &&
+	       x.type == EXT_DATA) {
+		if (got == 0)
+			host = x.host;
+		else if (x.host != host + got)
+			break;
+		got += x.len;
+	}
+	if (r == 0 && got >= len && host <= q->file->size &&
+	    len <= q->file->size - host &&
+	    (r = nd_layer_map(q->file, len, host, cache, coff, &below)) == 1 &&
+	    below.release) { /* only the cache's own bytes, unpinned */
+		nd_layer_unpin(&below);
+		r = 0;
+	}
+	if (r == 1) {
+		pthread_mutex_lock(&q->map_mu);
+		q->mapped++;
+		pthread_mutex_unlock(&q->map_mu);
+		*pin = (struct nd_layer_pin){ unpin_mapped, q };
+	}
+	pthread_rwlock_unlock(&q->reading);
+	return r < 0 ? 0 : r; /* an error is said again by read_ref */
+}
+
 void qcow2_close(struct nd_layer *l)
 {
 	struct qcow2 *q = (struct qcow2 *)l;
@@ -483,6 +540,8 @@ void qcow2_close(struct nd_layer *l)
 	pthread_mutex_destroy(&q->lock);
 	pthread_mutex_destroy(&q->meta_lock);
 	pthread_rwlock_destroy(&q->reading);
+	pthread_mutex_destroy(&q->map_mu);
+	pthread_cond_destroy(&q->map_cv);
 	pthread_cond_destroy(&q->loaded);
 	free(q);
 }

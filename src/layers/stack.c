@@ -82,6 +82,19 @@ static int cl_read_ref(struct nd_layer *l, size_t len, uint64_t off,
 	return r;
 }
 
+/* The cache's own bytes: the range is where it is. */
+static int cl_map(struct nd_layer *l, size_t len, uint64_t off,
+		  struct nd_cache **cache, uint64_t *coff,
+		  struct nd_layer_pin *pin)
+{
+	struct cache_layer *x = (struct cache_layer *)l;
+	(void)len;
+	(void)pin;
+	*cache = x->c;
+	*coff = off;
+	return x->c != NULL;
+}
+
 static int cl_pwrite(struct nd_layer *l, const void *buf, size_t len,
 		     uint64_t off)
 {
@@ -129,6 +142,7 @@ static const struct nd_layer_ops cache_layer_ops = {
 	.close = cl_close,
 	.grow = cl_grow,
 	.read_ref = cl_read_ref,
+	.map = cl_map,
 };
 
 int nd_layer_cache_open(struct nd_disk *d, struct nd_cache *c, bool own,

@@ -7,7 +7,7 @@
 # seq read (dd bs=1M), random 4 KiB (fio, 4 jobs x QD16, 3 s), seq write
 # (dd bs=1M conv=fsync, 256 MiB, allocated clusters, then qemu-img check).
 # Prints one line per run: MB/s or IOPS and the daemon's CPU seconds.
-# As root (drop_caches); run it under `flock /tmp/nd-heavy.lock`.
+# MODES="seq rand" picks some. As root (drop_caches); run it under `flock /tmp/nd-heavy.lock`.
 set -u
 OLD=$1 NEW=$2 PAIRS=${3:-3}
 T=$(mktemp -d /dev/shm/nd-qcow2-ab.XXXXXX)
@@ -58,7 +58,7 @@ one() {
         "$(echo "($c1-$c0)/100" | bc -l | cut -c1-4)"
 }
 
-for mode in seq rand write c512; do
+for mode in ${MODES:-seq rand write c512}; do
     for p in $(seq "$PAIRS"); do
         one "$OLD" "$mode"
         one "$NEW" "$mode"

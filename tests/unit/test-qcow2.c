@@ -7,6 +7,7 @@
  * refcount table grown, kill -9 between flushes) are judged by qemu-img
  * check, compare and map. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -102,6 +103,89 @@ static int ref_read(struct nd_layer *q, char *buf, char *scratch, size_t len,
 	return r ? r : pos == len ? 0 : -EIO;
 }
 
+/* A container that says every range lies in a cache as it is (the cache
+ * layer's map), so the qcow2 layer's map can be checked against the
+ * bytes at the offset it gives. */
+struct map_layer {
+	struct nd_layer l;
+	struct nd_layer *f;
+};
+
+static int ml_pread(struct nd_layer *l, void *buf, size_t len, uint64_t off)
+{
+	return nd_layer_pread(((struct map_layer *)l)->f, buf, len, off);
+}
+
+static int ml_map(struct nd_layer *l, size_t len, uint64_t off,
+		  struct nd_cache **cache, uint64_t *coff,
+		  struct nd_layer_pin *pin)
+{
+	(void)len;
+	(void)pin;
+	*cache = (struct nd_cache *)l;
+	*coff = off;
+	return 1;
+}
+
+static int ml_pwrite(struct nd_layer *l, const void *buf, size_t len,
+		     uint64_t off)
+{
+	return nd_layer_pwrite(((struct map_layer *)l)->f, buf, len, off);
+}
+
+static int ml_flush(struct nd_layer *l)
+{
+	return nd_layer_flush(((struct map_layer *)l)->f);
+}
+
+static int ml_grow(struct nd_layer *l, uint64_t size)
+{
+	int r = nd_layer_grow(((struct map_layer *)l)->f, size);
+	if (r == 0)
+		l->size = size;
+	return r;
+}
+
+static void ml_close(struct nd_layer *l)
+{
+	nd_layer_close(((struct map_layer *)l)->f);
+	free(l);
+}
+
+static const struct nd_layer_ops ml_ops = {
+	.name = "map", .pread = ml_pread, .pwrite = ml_pwrite,
+	.flush = ml_flush, .grow = ml_grow, .map = ml_map, .close = ml_close
+};
+
+static struct nd_layer *map_wrap(struct nd_layer *f)
+{
+	struct map_layer *m = calloc(1, sizeof *m);
+	if (!m)
+		abort();
+	m->l = (struct nd_layer){ &ml_ops, f->size, f->ro };
+	m->f = f;
+	return &m->l;
+}
+
+static unsigned long mapped_reads;
+
+/* The LEN bytes at OFF read where the qcow2 layer Q maps them (when it
+ * does) into BUF: 1 when mapped, 0 when not, -errno. */
+static int map_read(struct nd_layer *q, struct nd_layer *m, char *buf,
+		    size_t len, uint64_t off)
+{
+	struct nd_cache *c;
+	struct nd_layer_pin pin;
+	uint64_t coff;
+	if (nd_layer_map(q, len, off, &c, &coff, &pin) != 1)
+		return 0;
+	int r = c == (struct nd_cache *)m ? nd_layer_pread(m, buf, len, coff)
+					 : -EINVAL;
+	nd_layer_unpin(&pin);
+	mapped_reads++;
+	return r ? r : 1;
+}
+
 static void compare(const char *what, const char *img, const char *snapshot)
 {
 	char path[2048], raw[2048], err[512] = "";
@@ -116,7 +200,9 @@ static void compare(const char *what, const char *img, const char *snapshot)
 	else
 		sh("qemu-img convert -O raw %s %s.raw", img, img);
 	FILE *want = fopen(raw, "rb");
-	if (nd_layer_file_open(path, true, &f) || nd_qcow2_open(f, &o, &q)) {
+	struct nd_layer *m = NULL;
+	if (nd_layer_file_open(path, true, &f) ||
+	    nd_qcow2_open(m = map_wrap(f), &o, &q)) {
 		fail(what, nd_get_error());
 		if (want)
 			fclose(want);
@@ -127,8 +213,20 @@ static void compare(const char *what, const char *img, const char *snapshot)
 	uint64_t off = 0;
 	for (unsigned k = 0; off < q->size; k++) {
 		size_t n = q->size - off < chunk ? (size_t)(q->size - off) : chunk;
-		if ((k & 1 ? ref_read(q, a, sc, n, off)
-			   : nd_layer_pread(q, a, n, off)) != 0) {
+		/* Every third chunk where it is mapped (whole, or its first
+		 * 4 KiB from 512 bytes in), else by reference or a copy. */
+		size_t mn = k % 6 == 5 && n > 4608 ? 4096 : n;
+		uint64_t mo = mn == n ? off : off + 512;
+		int r = k % 3 == 2 ? map_read(q, m, a + (mo - off), mn, mo) : 0;
+		if (r == 1 && mn != n)
+			r = nd_layer_pread(q, a, 512, off) ||
+			    nd_layer_pread(q, a + 4608, n - 4608, off + 4608);
+		else if (r == 1)
+			r = 0;
+		else if (r == 0)
+			r = k & 1 ? ref_read(q, a, sc, n, off)
+				  : nd_layer_pread(q, a, n, off);
+		if (r != 0) {
 			snprintf(err, sizeof err, "read at %llu: %s",
 				 (unsigned long long)off, nd_get_error());
 			break;
@@ -203,6 +301,11 @@ static void variants(void)
 	   "text.raw zstd.qcow2");
 	compare("deflate compressed", "deflate.qcow2", NULL);
 	compare("zstd compressed", "zstd.qcow2", NULL);
+	unsigned long mapped = mapped_reads;
+	sh("qemu-img convert -O qcow2 -f raw text.raw full.qcow2");
+	compare("every cluster allocated", "full.qcow2", NULL);
+	if (mapped_reads == mapped)
+		fail("every cluster allocated", "no read was mapped");
 	sh("qemu-img create -f qcow2 -o extended_l2=on,cluster_size=64k "
 	   "-b text.raw -F raw ext.qcow2 && qemu-io -f qcow2 "
 	   "-c 'write -P 0x55 4k 2k' -c 'write -P 0x66 70k 6k' "
@@ -263,6 +366,83 @@ static struct nd_layer *open_rw(const char *img)
 	if (nd_layer_file_open(path, false, &f) || nd_qcow2_open(f, &o, &q))
 		fail(img, nd_get_error());
 	return q;
+}
+
+struct drain_arg {
+	struct nd_layer *q;
+	int r;
+	bool done;
+	pthread_mutex_t mu;
+	char err[256];
+};
+
+static void *drain_write(void *p)
+{
+	struct drain_arg *a = p;
+	char buf[4096];
+	memset(buf, 0x6b, sizeof buf);
+	int r = nd_layer_pwrite(a->q, buf, sizeof buf, 0);
+	if (r == 0)
+		r = nd_layer_flush(a->q);
+	pthread_mutex_lock(&a->mu);
+	a->r = r;
+	a->done = true;
+	if (r)
+		snprintf(a->err, sizeof a->err, "%s", nd_get_error());
+	pthread_mutex_unlock(&a->mu);
+	return NULL;
+}
+
+static bool drain_done(struct drain_arg *a)
+{
+	pthread_mutex_lock(&a->mu);
+	bool d = a->done;
+	pthread_mutex_unlock(&a->mu);
+	return d;
+}
+
+/* A read mapped onto the cache holds no lock: the flush that drops the
+ * references of replaced clusters (a cluster a snapshot shares, copied
+ * on write) waits until it has ended, so a freed cluster is never reused
+ * under it. */
+static void mapped_drain(void)
+{
+	const char *what = "a mapped read in flight during a flush";
+	char path[2048];
+	struct nd_layer *f, *q = NULL;
+	struct nd_qcow2_opts o = { .open_backing = open_backing, .arg = dir,
+				   .writable = true };
+	struct nd_cache *c;
+	struct nd_layer_pin pin;
+	uint64_t coff;
+	pthread_t t;
+
+	sh("qemu-img create -q -f qcow2 d.qcow2 1M && qemu-io -f qcow2 "
+	   "-c 'write -P 0x5a 0 1M' d.qcow2 >/dev/null && "
+	   "qemu-img snapshot -c s1 d.qcow2");
+	snprintf(path, sizeof path, "%s/d.qcow2", dir);
+	if (nd_layer_file_open(path, false, &f) ||
+	    nd_qcow2_open(map_wrap(f), &o, &q)) {
+		fail(what, nd_get_error());
+		return;
+	}
+	struct drain_arg a = { .q = q };
+	pthread_mutex_init(&a.mu, NULL);
+	if (nd_layer_map(q, 4096, 0, &c, &coff, &pin) != 1) {
+		fail(what, "the read was not mapped");
+	} else if (pthread_create(&t, NULL, drain_write, &a) == 0) {
+		usleep(300000);
+		if (drain_done(&a))
+			fail(what, "the flush did not wait for the read");
+		nd_layer_unpin(&pin);
+		pthread_join(t, NULL);
+		if (!drain_done(&a) || a.r)
+			fail(what, a.r ? a.err : "the flush never ended");
+	}
+	nd_layer_close(q);
+	pthread_mutex_destroy(&a.mu);
+	if (sh("qemu-img check -q d.qcow2") != 0)
+		fail(what, "qemu-img check reports errors");
 }
 
 /* Random writes and zeroes through the layer and into a raw model; the
@@ -618,6 +798,7 @@ int main(void)
 		    "qemu-img create -q -f qcow2 -o extended_l2=on -b text.raw "
 		    "-F raw z.qcow2", 1);
 	subcluster_map();
+	mapped_drain();
 	freed_l2_reused();
 	rtable_growth("refcount table growth, 16-bit refcounts",
 		      "refcount_bits=16", 16);
