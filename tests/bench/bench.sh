@@ -537,14 +537,28 @@ soft() {
 }
 soft_why() { tail -n 1 "$TMP/soft.err" 2>/dev/null; }
 
+# r_fionbd URI QD JOBS: fio's nbd engine (libnbd straight from fio, no
+# FUSE, one connection per job) in the shape of the cold random reads:
+# what the server and the socket give without a FUSE round trip.
+r_fionbd() {
+    have fio && fio --enghelp 2>/dev/null | grep -qx '[[:space:]]*nbd' ||
+        { echo "error fio has no nbd engine"; return; }
+    MF=fio-nbd w_fio 8 --rw=randread --bs=4k --ioengine=nbd --uri="$1" \
+        --iodepth="$2" --numjobs="$3" --group_reporting --randrepeat=0
+}
+
 # rand_scenario ID URI QSD-OPTS WORKLOAD TARGET WHAT: a cold random
-# scenario, with the same target against both peers (full mode only).
+# scenario, with the same target against both peers (full mode only),
+# and fio's nbd engine as the ceiling without FUSE (no target).
 rand_scenario() {
     [ $QUICK = 0 ] && want "$1" 45 "(4) NBD random 4 KiB, $6" || return 0
     scenario "$1" IOPS "(4) NBD random 4 KiB O_DIRECT, $6"
     tool netdiskfs "m_nd '$2'" "$4"
     tool nbdfuse "m_nbdfuse '$2'" "$4" "$5"
     tool qemu-storage-daemon "m_qsd $3" "$4" "$5"
+    local shape="16 4" # fio's iodepth and jobs, as the workload has them
+    [ "$4" = w_randqd1 ] && shape="1 1"
+    tool "fio nbd engine (no FUSE)" - "r_fionbd '$2' $shape"
     run_scenario
 }
 
