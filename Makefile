@@ -78,8 +78,10 @@ fuzz: $(BUILD)/fuzz-parse
 unit: deps netdiskfs $(UNIT_BINS)
 func: deps netdiskfs
 
+# ./netdiskfs is the plain build's: a sanitized check leaves its binary in
+# its own BUILD (else `make demo` or `make bench` afterwards ran it).
 check: deps
-	$(MAKE) netdiskfs $(UNIT_BINS) $(BUILD)/fuzz-parse $(BUILD)/fuzz-qcow2
+	$(MAKE) $(BUILD)/netdiskfs $(if $(SANFLAGS),,netdiskfs) $(UNIT_BINS) $(BUILD)/fuzz-parse $(BUILD)/fuzz-qcow2
 	@ND=$(CURDIR)/$(BUILD)/netdiskfs FUZZ_BIN=$(CURDIR)/$(BUILD)/fuzz-parse \
 		FUZZ_QCOW2_BIN=$(CURDIR)/$(BUILD)/fuzz-qcow2 \
 		tests/run-tests.sh $(UNIT_BINS) tests/fuzz/run-fuzz.sh tests/fuzz/run-fuzz-qcow2.sh $(FUNC_TESTS)
