@@ -525,6 +525,9 @@ int qcow2_map_range(struct nd_layer *l, size_t len, uint64_t off,
 void qcow2_close(struct nd_layer *l)
 {
 	struct qcow2 *q = (struct qcow2 *)l;
+	/* An entry opened afresh closes its old stack while reads mapped
+	 * through it may still be in flight: they let go of it first. */
+	qcow2_mapped_drain(q);
 	for (size_t i = 0; q->slots && i < q->nslots; i++)
 		free(q->slots[i].tbl);
 	free(q->slots);
