@@ -7,6 +7,7 @@
 # waits for them, every read returns the bytes `qemu-img convert` gives,
 # and the daemon lives (under make check-asan: no use after free).
 . "$(dirname "$0")/../lib/functions.sh"
+. "$TOP/tests/lib/mount.sh"
 . "$TOP/tests/lib/nbdkit.sh"
 requires qemu-img
 
@@ -21,12 +22,8 @@ table() { echo "d nbd+unix:///?socket=$SOCK format=qcow2,readahead=$1" >"$TAB"; 
 
 # reload READAHEAD: rewrite the table, SIGHUP, wait until it is done.
 reload() {
-    local n
-    n=$(grep -c 'reload: 1 entries' "$MNT.log")
     table "$1"
-    kill -HUP "$(cat "$MNT.pid")"
-    wait_for 10 sh -c "[ \$(grep -c 'reload: 1 entries' '$MNT.log') -gt $n ]" ||
-        { show_log "$MNT.log"; fail "reload to readahead=$1 did not finish"; }
+    hup_reload "$MNT" || { show_log "$MNT.log"; fail "reload to readahead=$1 did not finish"; }
 }
 
 table 128K

@@ -24,12 +24,8 @@ table() { echo "d nbd+unix:///?socket=$SOCK cache=$1,readahead=$2" >"$TAB"; }
 
 # reload MODE READAHEAD: rewrite the table, SIGHUP, wait until it is done.
 reload() {
-    local n
-    n=$(grep -c 'reload: 1 entries' "$MNT.log")
     table "$1" "$2"
-    kill -HUP "$(cat "$MNT.pid")"
-    wait_for 10 sh -c "[ \$(grep -c 'reload: 1 entries' '$MNT.log') -gt $n ]" ||
-        { show_log "$MNT.log"; fail "reload to $1/$2 did not finish"; }
+    hup_reload "$MNT" || { show_log "$MNT.log"; fail "reload to $1/$2 did not finish"; }
 }
 
 # pwrite_fd FD BLOCK FILE: write 64 KiB of FILE at 64 KiB block BLOCK
@@ -105,10 +101,8 @@ exec 7<&-
 cmp "$MNT/d" "$TMP/d.img" || fail "the whole disk differs from the server's file"
 
 echo "== a new definition that cannot be opened leaves the running one"
-n=$(grep -c 'reload: 1 entries' "$MNT.log")
 echo "d nbd+unix:///?socket=$TMP/nothing.sock cache=writeback" >"$TAB"
-kill -HUP "$(cat "$MNT.pid")"
-wait_for 10 sh -c "[ \$(grep -c 'reload: 1 entries' '$MNT.log') -gt $n ]" || fail "the reload did not finish"
+hup_reload "$MNT" || fail "the reload did not finish"
 grep -q "entry 'd': .*its running definition stays" "$MNT.log" || { show_log "$MNT.log"; fail "no error logged for d's new definition"; }
 cmp "$MNT/d" "$TMP/d.img" || fail "d no longer serves the server's bytes"
 reload writeback 128K # the same line again: opened this time
@@ -117,11 +111,9 @@ cp "$TMP/d.img" "$TMP/d2.img"
 nbdkit_unix d2 file "$TMP/d2.img"
 reload writethrough 128K
 nbdkit_kill d
-n=$(grep -c 'reload: 1 entries' "$MNT.log")
 swaps=$(grep -c "entry 'd': .*(changed: swapped in)" "$MNT.log")
 echo "d nbd+unix:///?socket=$(nbdkit_sock d2) reconnect-delay=1" >"$TAB"
-kill -HUP "$(cat "$MNT.pid")"
-wait_for 20 sh -c "[ \$(grep -c 'reload: 1 entries' '$MNT.log') -gt $n ]" || fail "the reload did not finish"
+hup_reload "$MNT" 20 || fail "the reload did not finish"
 [ "$(grep -c "entry 'd': .*(changed: swapped in)" "$MNT.log")" -gt "$swaps" ] ||
     { show_log "$MNT.log"; fail "d was not moved to the new server"; }
 cmp "$MNT/d" "$TMP/d2.img" || fail "d does not serve the new server's bytes"

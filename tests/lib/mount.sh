@@ -13,6 +13,9 @@
 #   loop_mount FILE DIR, loop_umount DIR   a filesystem image on a loop device
 #   wait_unmounted MNT PID   bounded wait until MNT is gone and PID exited
 #   alive PID             PID runs (a zombie does not count)
+#   hup_reload MNT [SECS] SIGHUP the daemon of MNT (pid in MNT.pid) and wait
+#                         up to SECS (10) until its log (MNT.log) says one
+#                         more reload ended; false if it does not
 
 PY=/usr/bin/python3
 [ -x $PY ] || PY=python3
@@ -103,3 +106,10 @@ loop_mount() { # FILE DIR
     cleanup_fn "umount $2 2>/dev/null"
 }
 loop_umount() { umount "$1" && losetup -d "$LOOP" || fail "umount $1"; }
+
+hup_reload() {
+    local mnt=$1 n
+    n=$(grep -c 'reload: [0-9]* entries' "$mnt.log")
+    kill -HUP "$(cat "$mnt.pid")"
+    wait_for "${2:-10}" sh -c "[ \$(grep -c 'reload: [0-9]* entries' '$mnt.log') -gt $n ]"
+}
