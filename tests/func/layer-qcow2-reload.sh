@@ -56,5 +56,6 @@ if cat "$TMP"/bad.* 2>/dev/null | grep -q .; then
 fi
 kill -0 "$(cat "$MNT.pid")" 2>/dev/null || { show_log "$MNT.log"; fail "the daemon died"; }
 cmp "$MNT/d" "$TMP/raw" || fail "the decoded image differs after the reloads"
-grep -q 'ERROR\|AddressSanitizer' "$MNT.log" && { show_log "$MNT.log"; fail "errors in the log"; }
+check_sanitizers "$MNT.log"
+grep -q 'error: ' "$MNT.log" && { show_log "$MNT.log"; fail "errors in the log"; }
 echo "ok: reads stayed right across 20 reloads"
