@@ -1,5 +1,5 @@
 #!/bin/bash
-# explain.sh [--rounds N] [--parts abcd]: the measurements behind the
+# explain.sh [--rounds N] [--parts abcde]: the measurements behind the
 # targets that `make bench` misses (tests/bench/README.md, "What bounds
 # netdiskfs"). Run as root, on a machine doing nothing else.
 #
@@ -22,18 +22,27 @@
 #     /proc/PID/task/*/status before and after, and the whole machine's
 #     (/proc/stat ctxt), each divided by fio's request count; for
 #     netdiskfs also per thread name (nd-fuse: FUSE request loop, nd-nbd:
-#     an NBD connection's dispatcher, nd-work: background workers).
+#     an NBD connection's dispatcher, nd-work: background workers). And
+#     the CPU budget: the machine's busy time and the daemon's CPU time
+#     per request (/proc/stat, /proc/PID/stat), and the IOPS the machine
+#     would cap at if the daemon's own CPU time were zero.
+# (e) the cost of cache-dir= on a cold read: 1 GiB over HTTP (nginx on
+#     loopback) read with dd from a netdiskfs mount without and with an
+#     empty cache-dir on the local disk: MB/s, the machine's CPU seconds
+#     and how busy it was; then the machine's CPU seconds to write 1 GiB
+#     to the local disk (dd), the least a second tier adds, and the
+#     fraction of the no-cache-dir rate that is left once it is added.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nginx.sh"
 . "$TOP/tests/lib/tgtd.sh"
 . "$TOP/tests/lib/nbdkit.sh"
 export LC_ALL=C
-ROUNDS=2 PARTS=abcd
+ROUNDS=2 PARTS=abcde
 while [ $# -gt 0 ]; do
     case $1 in
     --rounds) ROUNDS=$2; shift ;;
     --parts) PARTS=$2; shift ;;
-    *) echo "usage: $0 [--rounds N] [--parts abcd]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--rounds N] [--parts abcde]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -61,6 +70,8 @@ cpu_of() {
     done
     echo $t
 }
+# sys_of PID: its system time (in ticks), for the kernel's share.
+sys_of() { awk '{ print $15 }' /proc/$1/stat 2>/dev/null || echo 0; }
 ticks() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
 # mbs NS: MB/s for 1 GiB in NS nanoseconds.
 mbs() { awk -v ns="$1" 'BEGIN { printf "%.0f", 1073741824 * 1000 / ns }'; }
@@ -168,18 +179,22 @@ csw_snap() {
     done
 }
 sys_ctxt() { awk '/^ctxt/ { print $2 }' /proc/stat; }
+# sys_busy: the machine's busy ticks (all CPUs; not idle, not iowait, not
+# stolen by the hypervisor).
+sys_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
+sys_steal() { awk '/^cpu / { print $9; exit }' /proc/stat; }
 
 # wake_fio NAME PID FILE FIO-ARGS...: one cold fio run against FILE with
 # the daemon PID; prints the switches per request.
 wake_fio() {
-    local name=$1 pid=$2 file=$3 s0 s1 reqs iops; shift 3
+    local name=$1 pid=$2 file=$3 s0 s1 reqs iops b0 b1 d0 d1 k0 k1 t0 t1; shift 3
     echo 3 >/proc/sys/vm/drop_caches
     csw_snap "$pid" >"$TMP/csw0"
-    s0=$(sys_ctxt)
+    s0=$(sys_ctxt) b0=$(sys_busy) d0=$(cpu_of "$pid") k0=$(sys_of "$pid") t0=$(sys_steal)
     fio --name=w --filename="$file" --rw=randread --bs=4k --direct=1 \
         --ioengine=libaio --randrepeat=0 --runtime=3 --time_based \
         --output-format=terse --terse-version=3 "$@" >"$TMP/wfio" 2>/dev/null
-    s1=$(sys_ctxt)
+    s1=$(sys_ctxt) b1=$(sys_busy) d1=$(cpu_of "$pid") k1=$(sys_of "$pid") t1=$(sys_steal)
     csw_snap "$pid" >"$TMP/csw1"
     # terse field 6: KiB read, 8: IOPS
     reqs=$(awk -F';' 'NF > 50 { print int($6 / 4) }' "$TMP/wfio")
@@ -196,6 +211,16 @@ wake_fio() {
                 if ((tv[n] + ti[n]) / reqs >= 0.01)
                     printf "   %-20s          thread %-16s %.2f + %.2f\n", "", n, tv[n] / reqs, ti[n] / reqs
         }' "$TMP/csw0" "$TMP/csw1"
+    # The CPU budget: on a saturated machine, IOPS cannot pass
+    # CPUs / (busy time per request - the daemon's), even with a daemon
+    # that costs nothing.
+    awk -v reqs="$reqs" -v busy=$((b1 - b0)) -v d=$((d1 - d0)) -v k=$((k1 - k0)) -v st=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" \
+        -v ncpu="$(nproc)" -v secs=3 'BEGIN {
+            bu = busy / hz * 1e6 / reqs; du = d / hz * 1e6 / reqs; ku = k / hz * 1e6 / reqs
+            printf "   %-20s          CPU per request: machine %.1f us (%.0f%% of %d CPUs busy, %.0f%% stolen), daemon %.1f us (%.1f in the kernel);", "", bu, 100 * busy / hz / secs / ncpu, ncpu, 100 * st / hz / secs / ncpu, du, ku
+            if (bu > du) printf " a daemon costing 0 would cap at %.0f IOPS", ncpu * 1e6 / (bu - du)
+            print ""
+        }'
 }
 
 # wake_all FIO-ARGS...: netdiskfs, nbdfuse, qemu-storage-daemon in turn.
@@ -237,5 +262,50 @@ if part d; then
         wake_all --iodepth=1 --numjobs=1
     done
     nbdkit_stop wk
+fi
+# cold_dd OPTS...: mount the HTTP image with OPTS, read it all with dd
+# (timed); prints "MB/s machine-CPU-s busy-% daemon-CPU-s".
+cold_dd() {
+    local b0 b1 d0 d1 t0 t1
+    nd_mount "$URL" "$TMP/x" "$@"
+    echo 3 >/proc/sys/vm/drop_caches
+    DP=$(cat "$TMP/x.pid")
+    b0=$(sys_busy) d0=$(cpu_of "$DP") t0=$(date +%s%N)
+    dd if="$TMP/x/$(ls "$TMP/x")" of=/dev/null bs=1M status=none
+    t1=$(date +%s%N) b1=$(sys_busy) d1=$(cpu_of "$DP")
+    nd_unmount "$TMP/x"
+    awk -v ns=$((t1 - t0)) -v b=$((b1 - b0)) -v d=$((d1 - d0)) -v hz="$(getconf CLK_TCK)" \
+        -v ncpu="$(nproc)" 'BEGIN { printf "%.0f %.2f %.0f %.2f", 1073741824 * 1000 / ns,
+            b / hz, 100 * b / hz / (ns / 1e9) / ncpu, d / hz }'
+}
+
+if part e; then
+echo "== (e) what cache-dir= costs a cold read: 1 GiB over HTTP, without and with it"
+requires nginx
+[ -n "${NGINX_PID:-}" ] || nginx_start
+URL=$NGINX_URL/disk.img LOCAL=$TMP/local # the local disk, as the bench's
+mkdir -p "$LOCAL"
+for ((r = 1; r <= ROUNDS; r++)); do
+    read -r off_mbs off_cpu off_busy off_d <<<"$(cold_dd)"
+    printf '   round %d: no cache-dir   %5s MB/s   machine %s CPU-s (%s%% busy), daemon %s\n' \
+        "$r" "$off_mbs" "$off_cpu" "$off_busy" "$off_d"
+    rm -rf "$LOCAL/cd"
+    read -r on_mbs on_cpu on_busy on_d <<<"$(cold_dd -o "cache-dir=$LOCAL/cd,cache-dir-size=2G")"
+    printf '   round %d: cache-dir      %5s MB/s   machine %s CPU-s (%s%% busy), daemon %s  (%.2fx)\n' \
+        "$r" "$on_mbs" "$on_cpu" "$on_busy" "$on_d" "$(awk -v a="$on_mbs" -v b="$off_mbs" 'BEGIN { print a / b }')"
+    # The least a second tier adds: the same GiB written to the local
+    # disk in blocks and flushed (no checksums, no map), by dd.
+    b0=$(sys_busy)
+    dd if=/dev/zero of="$LOCAL/w" bs=64k count=16384 conv=fdatasync status=none
+    b1=$(sys_busy)
+    rm -f "$LOCAL/w"
+    awk -v r="$r" -v w=$((b1 - b0)) -v hz="$(getconf CLK_TCK)" -v ncpu="$(nproc)" \
+        -v mbs="$off_mbs" -v cpu="$off_cpu" 'BEGIN {
+        w /= hz; t = 1073.741824 / mbs
+        printf "   round %d: writing 1 GiB to the local disk (dd, 64 KiB, fdatasync): machine %.2f CPU-s;\n", r, w
+        printf "            with it added, the no-cache-dir read on %d CPUs takes >= %.2f s: at most %.2fx of its rate\n",
+            ncpu, (cpu + w) / ncpu, t * ncpu / (cpu + w) < 1 ? t * ncpu / (cpu + w) : 1 }'
+done
+rm -rf "$LOCAL/cd"
 fi
 echo "(MB/s = 10^6 bytes/s; '>=': sampled every 20 ms while the process ran)"
