@@ -31,7 +31,9 @@
 #     empty cache-dir on the local disk: MB/s, the machine's CPU seconds
 #     and how busy it was; then the machine's CPU seconds to write 1 GiB
 #     to the local disk (dd), the least a second tier adds, and the
-#     fraction of the no-cache-dir rate that is left once it is added.
+#     fraction of the no-cache-dir rate that is left once it is added;
+#     the local disk's O_DIRECT write rate (fio); and FUSE's own ceiling
+#     for a sequential read here, from the daemon's memory cache.
 . "$(dirname "$0")/../lib/functions.sh"
 . "$TOP/tests/lib/nginx.sh"
 . "$TOP/tests/lib/tgtd.sh"
@@ -307,5 +309,27 @@ for ((r = 1; r <= ROUNDS; r++)); do
             ncpu, (cpu + w) / ncpu, t * ncpu / (cpu + w) < 1 ? t * ncpu / (cpu + w) : 1 }'
 done
 rm -rf "$LOCAL/cd"
+# The local disk's own write rate, without the page cache (fio, 1 MiB
+# O_DIRECT writes of 1 GiB, one and sixteen in flight): what a tier can
+# keep up with once the page cache no longer absorbs its writes.
+for qd in 1 16; do
+    fio --name=w --filename="$LOCAL/w" --rw=write --bs=1M --iodepth=$qd --ioengine=libaio \
+        --direct=1 --size=1g --output-format=terse --terse-version=3 2>/dev/null |
+        awk -F';' -v qd=$qd '{ printf "   the local disk: 1 MiB O_DIRECT writes, %2d in flight (fio): %.0f MB/s\n", qd, $48 * 1.024 / 1000 }'
+    rm -f "$LOCAL/w"
+done
+# FUSE's own ceiling for a sequential read here: the same GiB from the
+# daemon's memory cache (a file:// entry read once, the kernel's page
+# cache dropped before each timed read).
+nd_mount "file://$IMG" "$TMP/x" -o cache-size=1200M
+dd if="$TMP/x/disk.img" of=/dev/null bs=1M status=none
+for ((r = 1; r <= ROUNDS; r++)); do
+    echo 3 >/proc/sys/vm/drop_caches
+    t0=$(date +%s%N)
+    dd if="$TMP/x/disk.img" of=/dev/null bs=1M status=none
+    t1=$(date +%s%N)
+    printf '   round %d: FUSE from the memory cache (dd, 1 MiB)  %5s MB/s\n' "$r" "$(mbs $((t1 - t0)))"
+done
+nd_unmount "$TMP/x"
 fi
 echo "(MB/s = 10^6 bytes/s; '>=': sampled every 20 ms while the process ran)"
