@@ -189,12 +189,12 @@ sys_steal() { awk '/^cpu / { print $9; exit }' /proc/stat; }
 # wake_fio NAME PID FILE FIO-ARGS...: one cold fio run against FILE with
 # the daemon PID; prints the switches per request.
 wake_fio() {
-    local name=$1 pid=$2 file=$3 s0 s1 reqs iops b0 b1 d0 d1 k0 k1 t0 t1; shift 3
+    local name=$1 pid=$2 file=$3 s0 s1 reqs iops b0 b1 d0 d1 k0 k1 t0 t1 secs=3; shift 3
     echo 3 >/proc/sys/vm/drop_caches
     csw_snap "$pid" >"$TMP/csw0"
     s0=$(sys_ctxt) b0=$(sys_busy) d0=$(cpu_of "$pid") k0=$(sys_of "$pid") t0=$(sys_steal)
     fio --name=w --filename="$file" --rw=randread --bs=4k --direct=1 \
-        --ioengine=libaio --randrepeat=0 --runtime=3 --time_based \
+        --ioengine=libaio --randrepeat=0 --runtime=$secs --time_based \
         --output-format=terse --terse-version=3 "$@" >"$TMP/wfio" 2>/dev/null
     s1=$(sys_ctxt) b1=$(sys_busy) d1=$(cpu_of "$pid") k1=$(sys_of "$pid") t1=$(sys_steal)
     csw_snap "$pid" >"$TMP/csw1"
@@ -217,7 +217,7 @@ wake_fio() {
     # CPUs / (busy time per request - the daemon's), even with a daemon
     # that costs nothing.
     awk -v reqs="$reqs" -v busy=$((b1 - b0)) -v d=$((d1 - d0)) -v k=$((k1 - k0)) -v st=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" \
-        -v ncpu="$(nproc)" -v secs=3 'BEGIN {
+        -v ncpu="$(nproc)" -v secs=$secs 'BEGIN {
             bu = busy / hz * 1e6 / reqs; du = d / hz * 1e6 / reqs; ku = k / hz * 1e6 / reqs
             printf "   %-20s          CPU per request: machine %.1f us (%.0f%% of %d CPUs busy, %.0f%% stolen), daemon %.1f us (%.1f in the kernel);", "", bu, 100 * busy / hz / secs / ncpu, ncpu, 100 * st / hz / secs / ncpu, du, ku
             if (bu > du) printf " a daemon costing 0 would cap at %.0f IOPS", ncpu * 1e6 / (bu - du)
@@ -266,7 +266,9 @@ if part d; then
     nbdkit_stop wk
 fi
 # cold_dd OPTS...: mount the HTTP image with OPTS, read it all with dd
-# (timed); prints "MB/s machine-CPU-s busy-% daemon-CPU-s".
+# (timed); prints "MB/s machine-CPU-s busy-% daemon-CPU-s". Unlike
+# nd_dd, dd's CPU is not sampled: the sampling's own processes would
+# count in the machine's busy time, which is what this measures.
 cold_dd() {
     local b0 b1 d0 d1 t0 t1
     nd_mount "$URL" "$TMP/x" "$@"
@@ -276,9 +278,9 @@ cold_dd() {
     dd if="$TMP/x/$(ls "$TMP/x")" of=/dev/null bs=1M status=none
     t1=$(date +%s%N) b1=$(sys_busy) d1=$(cpu_of "$DP")
     nd_unmount "$TMP/x"
-    awk -v ns=$((t1 - t0)) -v b=$((b1 - b0)) -v d=$((d1 - d0)) -v hz="$(getconf CLK_TCK)" \
-        -v ncpu="$(nproc)" 'BEGIN { printf "%.0f %.2f %.0f %.2f", 1073741824 * 1000 / ns,
-            b / hz, 100 * b / hz / (ns / 1e9) / ncpu, d / hz }'
+    echo "$(mbs $((t1 - t0))) $(awk -v ns=$((t1 - t0)) -v b=$((b1 - b0)) -v d=$((d1 - d0)) \
+        -v hz="$(getconf CLK_TCK)" -v ncpu="$(nproc)" 'BEGIN { printf "%.2f %.0f %.2f",
+            b / hz, 100 * b / hz / (ns / 1e9) / ncpu, d / hz }')"
 }
 
 if part e; then
