@@ -6,6 +6,7 @@
  * each, forget) matches, and so do the status figures of an open overlay. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,7 +221,8 @@ static void crash_child(int fd)
 	}
 }
 
-/* Kill -9 a writer at a random moment; what it flushed must be there. */
+/* Kill -9 a writer at a random moment after its first flush (at most
+ * 10 s away, however busy the machine); what it flushed must be there. */
 static void crash(unsigned round)
 {
 	int fds[2], st;
@@ -235,6 +237,9 @@ static void crash(unsigned round)
 		crash_child(fds[1]);
 	}
 	close(fds[1]);
+	struct pollfd pf = {.fd = fds[0], .events = POLLIN};
+	if (poll(&pf, 1, 10000) == 1 && read(fds[0], &e, sizeof e) == sizeof e)
+		last = e;
 	usleep(20000 + (unsigned)rand() % 200000);
 	kill(pid, SIGKILL);
 	waitpid(pid, &st, 0);
